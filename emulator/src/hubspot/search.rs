@@ -1,0 +1,1327 @@
+//! CRM search over one table of the HubSpot emulator: filter compilation,
+//! a planner that answers keyset-style queries from the ordered
+//! `(last-modified, id)` index, and the general scan-filter-sort path.
+//!
+//! The indexed plans must return exactly what the general path returns (the
+//! same `total`, the same ids in the same order); the planner only takes them
+//! when that is provable from the query's shape and the table's value ranges,
+//! and falls back to the general path otherwise. Filtering never allocates per
+//! record for ASCII values, sorting uses one flat key buffer per request. This
+//! module only reads the store; it must never write to it or panic on any
+//! query a client sends.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use serde_json::Value;
+
+use super::schema::{ObjectType, PropType, parse_datetime_ms};
+use super::store::{Record, Table};
+
+/// One search filter as sent.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Filter {
+    pub property_name: String,
+    pub operator: String,
+    #[serde(default)]
+    pub value: Option<Value>,
+    #[serde(default)]
+    pub high_value: Option<Value>,
+    #[serde(default)]
+    pub values: Option<Vec<Value>>,
+}
+
+/// One sort rule.
+#[derive(Clone, Debug)]
+pub struct Sort {
+    pub property: String,
+    pub descending: bool,
+}
+
+/// Which way a search was answered (for tests and diagnostics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Plan {
+    /// Streamed in order from the `(last-modified, id)` index.
+    Ordered,
+    /// Candidates from the index (or an id range), then filtered and sorted.
+    Candidates,
+    /// Every record of the table filtered and sorted.
+    Scan,
+}
+
+/// Timestamps whose ISO text (`iso`) has a four-digit year and parses back to
+/// the same millisecond: 1000-01-01T00:00:00.000Z ..= 9999-12-31T23:59:59.999Z.
+/// Inside it, comparing ISO strings, comparing parsed values and comparing
+/// milliseconds all agree, which is what lets the index stand in for the text.
+pub const INDEX_SAFE_MS: (i64, i64) = (-30_610_224_000_000, 253_402_300_799_999);
+
+/// Ids up to 2^53 convert to `f64` exactly, so numeric id filters and sorts
+/// agree with integer order.
+const EXACT_ID_MAX: u64 = 1 << 53;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Num,
+    Time,
+    Text,
+}
+
+#[derive(Clone, PartialEq, Debug)]
+enum Operand {
+    Num(f64),
+    Time(i64),
+    /// Lower-cased.
+    Text(String),
+}
+
+/// A record's value for a filter, not yet lower-cased.
+#[derive(Clone, Copy)]
+enum Val<'a> {
+    Num(f64),
+    Time(i64),
+    Text(&'a str),
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Op {
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Between,
+    In,
+    NotIn,
+    Has,
+    NotHas,
+    Token,
+    NotToken,
+}
+
+/// Filters on these can be decided from an index key alone.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum KeyField {
+    Modified,
+    Id,
+}
+
+/// A filter checked against a property definition, ready to run.
+struct Compiled {
+    prop: String,
+    kind: Kind,
+    op: Op,
+    a: Option<Operand>,
+    b: Option<Operand>,
+    set: Vec<Operand>,
+    key: Option<KeyField>,
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `raw.to_lowercase().cmp(lower)` without allocating for ASCII values.
+fn cmp_lower(raw: &str, lower: &str) -> Ordering {
+    if raw.is_ascii() {
+        raw.bytes()
+            .map(|b| b.to_ascii_lowercase())
+            .cmp(lower.bytes())
+    } else {
+        raw.to_lowercase().as_str().cmp(lower)
+    }
+}
+
+/// Writes `raw.to_lowercase()` into `buf` (no allocation for ASCII once `buf` has grown).
+fn lower_into(raw: &str, buf: &mut String) {
+    buf.clear();
+    if raw.is_ascii() {
+        buf.push_str(raw);
+        buf.make_ascii_lowercase();
+    } else {
+        buf.push_str(&raw.to_lowercase());
+    }
+}
+
+impl Compiled {
+    fn new(table: &Table, f: &Filter) -> Result<Compiled, String> {
+        let def = table.prop(&f.property_name).ok_or_else(|| {
+            format!(
+                "There was a problem with the request: property {} does not exist",
+                f.property_name
+            )
+        })?;
+        let kind = match def.ty {
+            PropType::Number => Kind::Num,
+            PropType::Date | PropType::Datetime => Kind::Time,
+            _ => Kind::Text,
+        };
+        let op_name = f.operator.to_ascii_uppercase();
+        let op = match op_name.as_str() {
+            "EQ" => Op::Eq,
+            "NEQ" => Op::Neq,
+            "LT" => Op::Lt,
+            "LTE" => Op::Lte,
+            "GT" => Op::Gt,
+            "GTE" => Op::Gte,
+            "BETWEEN" => Op::Between,
+            "IN" => Op::In,
+            "NOT_IN" => Op::NotIn,
+            "HAS_PROPERTY" => Op::Has,
+            "NOT_HAS_PROPERTY" => Op::NotHas,
+            "CONTAINS_TOKEN" => Op::Token,
+            "NOT_CONTAINS_TOKEN" => Op::NotToken,
+            _ => return Err(format!("Unknown filter operator {}", f.operator)),
+        };
+        let operand =
+            |v: &Value| -> Result<Operand, String> {
+                let text = text_of(v).ok_or_else(|| {
+                    format!("filter value {v} for {} is not a string", f.property_name)
+                })?;
+                match kind {
+                    Kind::Num => text.trim().parse::<f64>().map(Operand::Num).map_err(|_| {
+                        format!("{text} is not a valid number for {}", f.property_name)
+                    }),
+                    Kind::Time => parse_datetime_ms(&text).map(Operand::Time).ok_or_else(|| {
+                        format!("{text} is not a valid date for {}", f.property_name)
+                    }),
+                    Kind::Text => Ok(Operand::Text(text.to_lowercase())),
+                }
+            };
+        let need = |v: &Option<Value>, what: &str| -> Result<Operand, String> {
+            v.as_ref()
+                .ok_or_else(|| format!("operator {op_name} on {} needs `{what}`", f.property_name))
+                .and_then(|v| operand(v))
+        };
+        let key = if f.property_name == table.ot.modified_prop() && kind == Kind::Time {
+            Some(KeyField::Modified)
+        } else if f.property_name == "hs_object_id" && kind == Kind::Num {
+            Some(KeyField::Id)
+        } else {
+            None
+        };
+        let mut c = Compiled {
+            prop: f.property_name.clone(),
+            kind,
+            op,
+            a: None,
+            b: None,
+            set: Vec::new(),
+            key,
+        };
+        match op {
+            Op::Eq | Op::Neq | Op::Lt | Op::Lte | Op::Gt | Op::Gte => {
+                c.a = Some(need(&f.value, "value")?)
+            }
+            Op::Between => {
+                c.a = Some(need(&f.value, "value")?);
+                c.b = Some(need(&f.high_value, "highValue")?);
+            }
+            Op::In | Op::NotIn => {
+                let values = f.values.as_ref().ok_or_else(|| {
+                    format!("operator {op_name} on {} needs `values`", f.property_name)
+                })?;
+                c.set = values.iter().map(operand).collect::<Result<_, _>>()?;
+            }
+            Op::Has | Op::NotHas => {}
+            Op::Token | Op::NotToken => {
+                let v = f.value.as_ref().and_then(text_of).ok_or_else(|| {
+                    format!("operator {op_name} on {} needs `value`", f.property_name)
+                })?;
+                c.a = Some(Operand::Text(v.to_lowercase()));
+                // Token matching needs the text: never decided from a key.
+                c.key = None;
+            }
+        }
+        Ok(c)
+    }
+
+    fn value_of<'r>(&self, r: &'r Record) -> Option<Val<'r>> {
+        let v = r.props.get(&self.prop)?;
+        match self.kind {
+            Kind::Num => v.parse::<f64>().ok().map(Val::Num),
+            Kind::Time => parse_datetime_ms(v).map(Val::Time),
+            Kind::Text => Some(Val::Text(v.as_str())),
+        }
+    }
+
+    /// The comparison operators against a value (`None`: the record lacks it).
+    fn test(&self, v: Option<Val<'_>>) -> bool {
+        let cmp = |a: &Operand| -> Option<Ordering> {
+            match (v?, a) {
+                (Val::Num(x), Operand::Num(y)) => x.partial_cmp(y),
+                (Val::Time(x), Operand::Time(y)) => Some(x.cmp(y)),
+                (Val::Text(x), Operand::Text(y)) => Some(cmp_lower(x, y)),
+                _ => None,
+            }
+        };
+        let a = self.a.as_ref();
+        match self.op {
+            Op::Eq => a.and_then(cmp) == Some(Ordering::Equal),
+            Op::Neq => a.and_then(cmp) != Some(Ordering::Equal),
+            Op::Lt => a.and_then(cmp) == Some(Ordering::Less),
+            Op::Lte => matches!(a.and_then(cmp), Some(Ordering::Less | Ordering::Equal)),
+            Op::Gt => a.and_then(cmp) == Some(Ordering::Greater),
+            Op::Gte => matches!(a.and_then(cmp), Some(Ordering::Greater | Ordering::Equal)),
+            Op::Between => {
+                matches!(a.and_then(cmp), Some(Ordering::Greater | Ordering::Equal))
+                    && matches!(
+                        self.b.as_ref().and_then(cmp),
+                        Some(Ordering::Less | Ordering::Equal)
+                    )
+            }
+            Op::In => self.set.iter().any(|s| cmp(s) == Some(Ordering::Equal)),
+            Op::NotIn => !self.set.iter().any(|s| cmp(s) == Some(Ordering::Equal)),
+            Op::Has | Op::NotHas | Op::Token | Op::NotToken => false,
+        }
+    }
+
+    fn matches(&self, r: &Record, buf: &mut String) -> bool {
+        match self.op {
+            Op::Has => r.props.contains_key(&self.prop),
+            Op::NotHas => !r.props.contains_key(&self.prop),
+            Op::Token | Op::NotToken => {
+                let Some(Operand::Text(pat)) = &self.a else {
+                    return false;
+                };
+                let hit = r.props.get(&self.prop).is_some_and(|v| {
+                    lower_into(v, buf);
+                    contains_token(buf, pat)
+                });
+                hit == (self.op == Op::Token)
+            }
+            _ => self.test(self.value_of(r)),
+        }
+    }
+
+    /// The same answer as [`Compiled::matches`] from an index key, for a
+    /// filter with a `key` field (every record carries both fields, and inside
+    /// [`INDEX_SAFE_MS`] the stored ISO text parses back to the key's ms).
+    fn matches_key(&self, ms: i64, id: u64) -> bool {
+        match self.op {
+            Op::Has => true,
+            Op::NotHas => false,
+            _ => self.test(Some(match self.key {
+                Some(KeyField::Modified) => Val::Time(ms),
+                _ => Val::Num(id as f64),
+            })),
+        }
+    }
+}
+
+/// The free-text `query`: a record id, or a substring of the type's query properties.
+struct TextQuery {
+    lower: String,
+    id: Option<u64>,
+    props: &'static [&'static str],
+}
+
+impl TextQuery {
+    fn new(ot: ObjectType, q: Option<&str>) -> Option<TextQuery> {
+        let lower = q
+            .map(|q| q.trim().to_lowercase())
+            .filter(|q| !q.is_empty())?;
+        // `id.to_string() == q` exactly when q is the canonical decimal of id.
+        let id = lower.parse::<u64>().ok().filter(|n| n.to_string() == lower);
+        Some(TextQuery {
+            lower,
+            id,
+            props: ot.query_props(),
+        })
+    }
+
+    fn matches(&self, r: &Record, buf: &mut String) -> bool {
+        self.id == Some(r.id)
+            || self.props.iter().any(|p| {
+                r.props.get(*p).is_some_and(|v| {
+                    lower_into(v, buf);
+                    buf.contains(self.lower.as_str())
+                })
+            })
+    }
+}
+
+/// A sort key of one record.
+#[derive(Clone, Copy)]
+enum SortKey<'a> {
+    Num(f64),
+    Text(&'a str),
+    Missing,
+}
+
+impl<'a> SortKey<'a> {
+    fn of(r: &'a Record, prop: &str, numeric: bool) -> SortKey<'a> {
+        if prop == "hs_object_id" {
+            return SortKey::Num(r.id as f64);
+        }
+        match r.props.get(prop) {
+            None => SortKey::Missing,
+            Some(v) if numeric => v
+                .parse::<f64>()
+                .map(SortKey::Num)
+                .unwrap_or(SortKey::Missing),
+            Some(v) => SortKey::Text(v.as_str()),
+        }
+    }
+
+    /// Missing values sort last in both directions.
+    fn cmp_dir(&self, other: &SortKey<'_>, desc: bool) -> Ordering {
+        let o = match (self, other) {
+            (SortKey::Missing, SortKey::Missing) => return Ordering::Equal,
+            (SortKey::Missing, _) => return Ordering::Greater,
+            (_, SortKey::Missing) => return Ordering::Less,
+            (SortKey::Num(a), SortKey::Num(b)) => a.total_cmp(b),
+            (SortKey::Text(a), SortKey::Text(b)) => a.cmp(b),
+            (SortKey::Num(_), SortKey::Text(_)) => Ordering::Less,
+            (SortKey::Text(_), SortKey::Num(_)) => Ordering::Greater,
+        };
+        if desc { o.reverse() } else { o }
+    }
+}
+
+/// One checked sort rule: property, numeric, descending.
+struct SortDef<'s> {
+    prop: &'s str,
+    numeric: bool,
+    desc: bool,
+}
+
+/// A checked request.
+struct Query<'s> {
+    groups: Vec<Vec<Compiled>>,
+    sorts: Vec<SortDef<'s>>,
+    text: Option<TextQuery>,
+}
+
+impl Query<'_> {
+    /// Whether a record passes the filter groups and the text query.
+    fn matches(&self, r: &Record, buf: &mut String) -> bool {
+        (self.groups.is_empty()
+            || self
+                .groups
+                .iter()
+                .any(|g| g.iter().all(|f| f.matches(r, buf))))
+            && self.text.as_ref().is_none_or(|q| q.matches(r, buf))
+    }
+}
+
+/// Runs a search: the total number of matches and the ids of the page
+/// `[after, after + limit)` in order, plus the plan that answered it.
+/// `use_index: false` forces the general path (tests compare both).
+pub(crate) fn run(
+    table: &Table,
+    groups: &[Vec<Filter>],
+    sorts: &[Sort],
+    query: Option<&str>,
+    after: usize,
+    limit: usize,
+    use_index: bool,
+) -> Result<(usize, Vec<u64>, Plan), String> {
+    let compiled: Vec<Vec<Compiled>> = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|f| Compiled::new(table, f))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut sort_defs = Vec::with_capacity(sorts.len());
+    for s in sorts {
+        let def = table
+            .prop(&s.property)
+            .ok_or_else(|| format!("Unable to sort by unknown property {}", s.property))?;
+        sort_defs.push(SortDef {
+            prop: s.property.as_str(),
+            numeric: def.ty == PropType::Number,
+            desc: s.descending,
+        });
+    }
+    let q = Query {
+        groups: compiled,
+        sorts: sort_defs,
+        text: TextQuery::new(table.ot, query),
+    };
+    let end = after.saturating_add(limit);
+    if use_index && let Some(range) = KeyRange::of(table, &q) {
+        if range.empty {
+            return Ok((0, Vec::new(), Plan::Ordered));
+        }
+        if let Some(order) = index_order(table, &q, &range) {
+            let (total, ids) = ordered(table, &q, &range, order, after, end);
+            return Ok((total, ids, Plan::Ordered));
+        }
+        if range.selective() {
+            let hits = range.candidates(table, &q);
+            let (total, ids) = sort_page(&q, hits, after, end);
+            return Ok((total, ids, Plan::Candidates));
+        }
+    }
+    let mut buf = String::new();
+    let hits: Vec<&Record> = table
+        .records()
+        .values()
+        .filter(|r| !r.archived && q.matches(r, &mut buf))
+        .collect();
+    let (total, ids) = sort_page(&q, hits, after, end);
+    Ok((total, ids, Plan::Scan))
+}
+
+/// Sorts matches (already in id order) and cuts the page `[after, end)`.
+fn sort_page(q: &Query<'_>, hits: Vec<&Record>, after: usize, end: usize) -> (usize, Vec<u64>) {
+    let total = hits.len();
+    let end = end.min(total);
+    if after >= end {
+        return (total, Vec::new());
+    }
+    if q.sorts.is_empty() {
+        return (total, hits[after..end].iter().map(|r| r.id).collect());
+    }
+    let m = q.sorts.len();
+    let mut keys: Vec<SortKey<'_>> = Vec::with_capacity(total * m);
+    for r in &hits {
+        keys.extend(q.sorts.iter().map(|s| SortKey::of(r, s.prop, s.numeric)));
+    }
+    let mut order: Vec<usize> = (0..total).collect();
+    let cmp = |a: &usize, b: &usize| {
+        let (ka, kb) = (&keys[a * m..a * m + m], &keys[b * m..b * m + m]);
+        for (i, s) in q.sorts.iter().enumerate() {
+            let o = ka[i].cmp_dir(&kb[i], s.desc);
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        hits[*a].id.cmp(&hits[*b].id)
+    };
+    if end < order.len() {
+        order.select_nth_unstable_by(end - 1, cmp);
+        order.truncate(end);
+    }
+    order.sort_unstable_by(cmp);
+    (
+        total,
+        order[after..end].iter().map(|&i| hits[i].id).collect(),
+    )
+}
+
+/// The part of the `(ms, id)` key space a single-group query can match, and
+/// the filters left to check per key or per record.
+struct KeyRange<'q> {
+    /// Inclusive key bounds.
+    lo: (i64, u64),
+    hi: (i64, u64),
+    empty: bool,
+    /// Whether the modified time is bounded on either side.
+    ms_bounded: bool,
+    /// Whether ids are bounded on either side.
+    id_bounded: bool,
+    /// Filters decided from the key alone (not folded into the bounds).
+    key_filters: Vec<&'q Compiled>,
+    /// Filters that need the record (and the text query, see `Query::text`).
+    record_filters: Vec<&'q Compiled>,
+}
+
+fn floor_u64(x: f64) -> Option<u64> {
+    if x.is_nan() {
+        None
+    } else if x <= 0.0 {
+        Some(0)
+    } else if x >= u64::MAX as f64 {
+        Some(u64::MAX)
+    } else {
+        Some(x.floor() as u64)
+    }
+}
+
+fn ceil_u64(x: f64) -> Option<u64> {
+    if x.is_nan() {
+        None
+    } else if x <= 0.0 {
+        Some(0)
+    } else if x >= u64::MAX as f64 {
+        Some(u64::MAX)
+    } else {
+        Some(x.ceil() as u64)
+    }
+}
+
+impl<'q> KeyRange<'q> {
+    /// `None` when the query cannot use the index at all: more than one
+    /// filter group, or keys outside the ranges where key order equals the
+    /// general path's order.
+    fn of(table: &Table, q: &'q Query<'_>) -> Option<KeyRange<'q>> {
+        if q.groups.len() > 1 {
+            return None;
+        }
+        let index = table.modified_index();
+        if let (Some(first), Some(last)) = (index.first(), index.last())
+            && (first.0 < INDEX_SAFE_MS.0 || last.0 > INDEX_SAFE_MS.1)
+        {
+            return None;
+        }
+        let ids_exact = table
+            .records()
+            .last_key_value()
+            .is_none_or(|(id, _)| *id < EXACT_ID_MAX);
+        let mut r = KeyRange {
+            lo: (i64::MIN, 0),
+            hi: (i64::MAX, u64::MAX),
+            empty: false,
+            ms_bounded: false,
+            id_bounded: false,
+            key_filters: Vec::new(),
+            record_filters: Vec::new(),
+        };
+        let (mut ms_lo, mut ms_hi) = (i64::MIN, i64::MAX);
+        let (mut id_lo, mut id_hi) = (0u64, u64::MAX);
+        for f in q.groups.iter().flatten() {
+            match (f.key, f.op, &f.a, &f.b) {
+                (Some(KeyField::Modified), op, Some(Operand::Time(t)), b) => {
+                    let t = *t;
+                    let folded = match op {
+                        Op::Eq => {
+                            ms_lo = ms_lo.max(t);
+                            ms_hi = ms_hi.min(t);
+                            true
+                        }
+                        Op::Gt => {
+                            match t.checked_add(1) {
+                                Some(x) => ms_lo = ms_lo.max(x),
+                                None => r.empty = true,
+                            }
+                            true
+                        }
+                        Op::Gte => {
+                            ms_lo = ms_lo.max(t);
+                            true
+                        }
+                        Op::Lt => {
+                            match t.checked_sub(1) {
+                                Some(x) => ms_hi = ms_hi.min(x),
+                                None => r.empty = true,
+                            }
+                            true
+                        }
+                        Op::Lte => {
+                            ms_hi = ms_hi.min(t);
+                            true
+                        }
+                        Op::Between => match b {
+                            Some(Operand::Time(h)) => {
+                                ms_lo = ms_lo.max(t);
+                                ms_hi = ms_hi.min(*h);
+                                true
+                            }
+                            _ => false,
+                        },
+                        _ => false,
+                    };
+                    if folded {
+                        r.ms_bounded = true;
+                    } else {
+                        r.key_filters.push(f);
+                    }
+                }
+                (Some(KeyField::Id), op, a, b) => {
+                    // Conservative bounds; the exact test stays as a key filter.
+                    if ids_exact {
+                        let x = match a {
+                            Some(Operand::Num(x)) => Some(*x),
+                            _ => None,
+                        };
+                        let (lo, hi) = match (op, x) {
+                            (Op::Eq, Some(x)) => (floor_u64(x), ceil_u64(x)),
+                            (Op::Gt | Op::Gte, Some(x)) => (floor_u64(x), None),
+                            (Op::Lt | Op::Lte, Some(x)) => (None, ceil_u64(x)),
+                            (Op::Between, Some(x)) => (
+                                floor_u64(x),
+                                match b {
+                                    Some(Operand::Num(h)) => ceil_u64(*h),
+                                    _ => None,
+                                },
+                            ),
+                            _ => (None, None),
+                        };
+                        if let Some(lo) = lo {
+                            id_lo = id_lo.max(lo);
+                            r.id_bounded = true;
+                        }
+                        if let Some(hi) = hi {
+                            id_hi = id_hi.min(hi);
+                            r.id_bounded = true;
+                        }
+                    }
+                    r.key_filters.push(f);
+                }
+                (Some(KeyField::Modified), ..) => r.key_filters.push(f),
+                (None, ..) => r.record_filters.push(f),
+            }
+        }
+        if ms_lo > ms_hi || id_lo > id_hi {
+            r.empty = true;
+        }
+        r.lo = (ms_lo, id_lo);
+        r.hi = (ms_hi, id_hi);
+        if r.lo > r.hi {
+            r.empty = true;
+        }
+        Some(r)
+    }
+
+    fn single_instant(&self) -> bool {
+        self.lo.0 == self.hi.0
+    }
+
+    /// Worth collecting candidates from an index rather than scanning.
+    fn selective(&self) -> bool {
+        self.ms_bounded || self.id_bounded
+    }
+
+    fn no_residual(&self, q: &Query<'_>) -> bool {
+        self.key_filters.is_empty() && self.record_filters.is_empty() && q.text.is_none()
+    }
+
+    /// Whether the key (in bounds) passes every residual filter.
+    fn passes(&self, table: &Table, q: &Query<'_>, key: (i64, u64), buf: &mut String) -> bool {
+        if !self.key_filters.iter().all(|f| f.matches_key(key.0, key.1)) {
+            return false;
+        }
+        if self.record_filters.is_empty() && q.text.is_none() {
+            return true;
+        }
+        let Some(r) = table.records().get(&key.1) else {
+            return false;
+        };
+        self.record_filters.iter().all(|f| f.matches(r, buf))
+            && q.text.as_ref().is_none_or(|t| t.matches(r, buf))
+    }
+
+    /// [`KeyRange::passes`] for a record at hand (an active record's key is
+    /// `(updated_ms, id)`), including the bounds.
+    fn passes_record(&self, q: &Query<'_>, r: &Record, buf: &mut String) -> bool {
+        let key = (r.updated_ms, r.id);
+        key >= self.lo
+            && key <= self.hi
+            && self.key_filters.iter().all(|f| f.matches_key(key.0, key.1))
+            && self.record_filters.iter().all(|f| f.matches(r, buf))
+            && q.text.as_ref().is_none_or(|t| t.matches(r, buf))
+    }
+
+    /// Whether the bounds hold more than a quarter of the active records: then
+    /// one sequential pass over the records beats a lookup per key.
+    fn wide(&self, table: &Table) -> bool {
+        let index = table.modified_index();
+        count_in(index, self.lo, self.hi) * 4 > index.len()
+    }
+
+    /// The matching records in id order: from the time index when time is
+    /// bounded narrowly, else one pass over the id range of the records.
+    fn candidates<'t>(&self, table: &'t Table, q: &Query<'_>) -> Vec<&'t Record> {
+        let mut buf = String::new();
+        if self.ms_bounded && !self.wide(table) {
+            let mut ids: Vec<u64> = table
+                .modified_index()
+                .range(self.lo..=self.hi)
+                .filter(|k| self.passes(table, q, **k, &mut buf))
+                .map(|k| k.1)
+                .collect();
+            ids.sort_unstable();
+            ids.iter()
+                .filter_map(|id| table.records().get(id))
+                .collect()
+        } else {
+            table
+                .records()
+                .range(self.lo.1..=self.hi.1)
+                .map(|(_, r)| r)
+                .filter(|r| !r.archived && self.passes_record(q, r, &mut buf))
+                .collect()
+        }
+    }
+}
+
+/// Index order `(ms descending?, id descending?)` when it equals the general
+/// path's order for this query: sorts by the modified time (then optionally by
+/// id), or — within one instant — by id or not at all.
+fn index_order(table: &Table, q: &Query<'_>, range: &KeyRange<'_>) -> Option<(bool, bool)> {
+    let modified = table.ot.modified_prop();
+    if !table
+        .prop(modified)
+        .is_some_and(|d| matches!(d.ty, PropType::Datetime | PropType::Date))
+    {
+        return None;
+    }
+    let ids_exact = table
+        .records()
+        .last_key_value()
+        .is_none_or(|(id, _)| *id < EXACT_ID_MAX);
+    let mut sorts = q.sorts.iter();
+    let Some(first) = sorts.next() else {
+        // The general path lists by id: the same as the index within one instant.
+        return range.single_instant().then_some((false, false));
+    };
+    if first.prop == "hs_object_id" {
+        return (ids_exact && range.single_instant()).then_some((false, first.desc));
+    }
+    if first.prop != modified {
+        return None;
+    }
+    // Later sorts on the same property change nothing.
+    let next = sorts.find(|s| s.prop != modified);
+    match next {
+        None => Some((first.desc, false)),
+        Some(s) if s.prop == "hs_object_id" && ids_exact => Some((first.desc, s.desc)),
+        Some(_) => None,
+    }
+}
+
+/// Keys of `[lo, hi]` in the order `(ms desc?, id desc?)`.
+fn keys_in_order<'a>(
+    index: &'a BTreeSet<(i64, u64)>,
+    lo: (i64, u64),
+    hi: (i64, u64),
+    ms_desc: bool,
+    id_desc: bool,
+) -> Box<dyn Iterator<Item = (i64, u64)> + 'a> {
+    match (ms_desc, id_desc) {
+        (false, false) => Box::new(index.range(lo..=hi).copied()),
+        (true, true) => Box::new(index.range(lo..=hi).rev().copied()),
+        _ => {
+            // Instants in one direction, ids within each instant in the other.
+            let mut next_ms: Option<i64> = Some(if ms_desc { hi.0 } else { lo.0 });
+            let mut group: Option<Box<dyn Iterator<Item = (i64, u64)> + 'a>> = None;
+            Box::new(std::iter::from_fn(move || {
+                loop {
+                    if let Some(g) = group.as_mut()
+                        && let Some(k) = g.next()
+                    {
+                        return Some(k);
+                    }
+                    let at = next_ms?;
+                    // The next instant present in [lo, hi] at or beyond `at`.
+                    let (from, to) = if ms_desc {
+                        (lo, hi.min((at, u64::MAX)))
+                    } else {
+                        (lo.max((at, 0)), hi)
+                    };
+                    if from > to {
+                        next_ms = None;
+                        return None;
+                    }
+                    let found = if ms_desc {
+                        index.range(from..=to).next_back()
+                    } else {
+                        index.range(from..=to).next()
+                    };
+                    let Some(&(ms, _)) = found else {
+                        next_ms = None;
+                        return None;
+                    };
+                    let g_lo = lo.max((ms, 0));
+                    let g_hi = hi.min((ms, u64::MAX));
+                    let r = index.range(g_lo..=g_hi).copied();
+                    group = Some(if id_desc {
+                        Box::new(r.rev())
+                    } else {
+                        Box::new(r)
+                    });
+                    next_ms = if ms_desc {
+                        ms.checked_sub(1)
+                    } else {
+                        ms.checked_add(1)
+                    };
+                }
+            }))
+        }
+    }
+}
+
+/// How many keys lie in `[lo, hi]`, walking the smaller of the inside and
+/// the outside of the range (the total of a wide window costs as little as
+/// that of a narrow one).
+fn count_in(index: &BTreeSet<(i64, u64)>, lo: (i64, u64), hi: (i64, u64)) -> usize {
+    let mut inside = index.range(lo..=hi);
+    let mut below = index.range(..lo);
+    let mut above = index.range((Bound::Excluded(hi), Bound::Unbounded));
+    let (mut n_in, mut n_out) = (0usize, 0usize);
+    loop {
+        if inside.next().is_none() {
+            return n_in;
+        }
+        n_in += 1;
+        if below.next().or_else(|| above.next()).is_none() {
+            return index.len() - n_out;
+        }
+        n_out += 1;
+    }
+}
+
+/// Streams the page from the index in order; counts the total on the way.
+fn ordered(
+    table: &Table,
+    q: &Query<'_>,
+    range: &KeyRange<'_>,
+    (ms_desc, id_desc): (bool, bool),
+    after: usize,
+    end: usize,
+) -> (usize, Vec<u64>) {
+    let index = table.modified_index();
+    let keys = keys_in_order(index, range.lo, range.hi, ms_desc, id_desc);
+    if range.no_residual(q) {
+        let total = count_in(index, range.lo, range.hi);
+        let end = end.min(total);
+        if after >= end {
+            return (total, Vec::new());
+        }
+        return (
+            total,
+            keys.skip(after).take(end - after).map(|k| k.1).collect(),
+        );
+    }
+    let mut buf = String::new();
+    if range.wide(table) {
+        // A wide range: count with one sequential pass over the records
+        // (cheaper than a lookup per key), then stream only as far as the
+        // page reaches.
+        let total = table
+            .records()
+            .range(range.lo.1..=range.hi.1)
+            .filter(|(_, r)| !r.archived && range.passes_record(q, r, &mut buf))
+            .count();
+        let end = end.min(total);
+        if after >= end {
+            return (total, Vec::new());
+        }
+        let page = keys
+            .filter(|k| range.passes(table, q, *k, &mut buf))
+            .skip(after)
+            .take(end - after)
+            .map(|k| k.1)
+            .collect();
+        return (total, page);
+    }
+    let mut total = 0usize;
+    let mut page = Vec::with_capacity(end.saturating_sub(after).min(1024));
+    for k in keys {
+        if range.passes(table, q, k, &mut buf) {
+            if total >= after && total < end {
+                page.push(k.1);
+            }
+            total += 1;
+        }
+    }
+    (total, page)
+}
+
+/// Token match with `*` wildcards, against the whole value or any
+/// whitespace-separated token of it.
+fn contains_token(value: &str, pattern: &str) -> bool {
+    glob(value, pattern) || value.split_whitespace().any(|t| glob(t, pattern))
+}
+
+fn glob(text: &str, pattern: &str) -> bool {
+    if !pattern.contains('*') {
+        return text == pattern;
+    }
+    let last = pattern.split('*').count() - 1;
+    let mut rest = text;
+    for (i, part) in pattern.split('*').enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == last {
+            return rest.ends_with(part);
+        } else {
+            let Some(pos) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[pos + part.len()..];
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    use serde_json::{Map, json};
+
+    use super::*;
+    use crate::control::Faults;
+    use crate::hubspot::store::Store;
+
+    const T0: i64 = 1_767_225_600_000;
+
+    fn write(s: &mut Store, id: Option<u64>, props: Value, now: i64) -> Option<u64> {
+        let props: Map<String, Value> = props.as_object().cloned().unwrap_or_default();
+        let existing = id.and_then(|i| s.table(ObjectType::Deals).active(i).cloned());
+        let ch = s
+            .validate(ObjectType::Deals, existing.as_ref(), &props)
+            .ok()?;
+        s.apply(ObjectType::Deals, id, ch, now, &Faults::default())
+            .ok()
+    }
+
+    /// A portal of `n` deals with many shared timestamps, some edits and archives.
+    fn random_portal(seed: u64, n: usize) -> (Store, Vec<i64>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut s = Store::new();
+        let words = [
+            "Acme",
+            "acme",
+            "Globex",
+            "Ünïcode",
+            "Renewal",
+            "pilot",
+            "Big deal",
+        ];
+        let stages = [
+            "appointmentscheduled",
+            "qualifiedtobuy",
+            "closedwon",
+            "closedlost",
+        ];
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let mut p = json!({
+                "dealname": format!("{} {}", words[rng.random_range(0..words.len())], i),
+                "dealstage": stages[rng.random_range(0..stages.len())],
+            });
+            if rng.random_range(0..5) > 0 {
+                p["amount"] = json!(rng.random_range(0..500).to_string());
+            }
+            let now = T0 + rng.random_range(0..40) * 1000;
+            if let Some(id) = write(&mut s, None, p, now) {
+                ids.push(id);
+            }
+        }
+        for _ in 0..n / 3 {
+            let id = ids[rng.random_range(0..ids.len())];
+            let now = T0 + rng.random_range(0..60) * 1000;
+            write(
+                &mut s,
+                Some(id),
+                json!({"amount": rng.random_range(0..500).to_string()}),
+                now,
+            );
+        }
+        for _ in 0..n / 10 {
+            let id = ids[rng.random_range(0..ids.len())];
+            s.archive(ObjectType::Deals, id, T0 + 99_000);
+        }
+        let mut times: Vec<i64> = s
+            .table(ObjectType::Deals)
+            .modified_index()
+            .iter()
+            .map(|k| k.0)
+            .collect();
+        times.dedup();
+        (s, times)
+    }
+
+    fn f(prop: &str, op: &str, value: Value) -> Filter {
+        Filter {
+            property_name: prop.into(),
+            operator: op.into(),
+            value: Some(value),
+            ..Default::default()
+        }
+    }
+
+    fn sort(prop: &str, descending: bool) -> Sort {
+        Sort {
+            property: prop.into(),
+            descending,
+        }
+    }
+
+    fn random_filter(rng: &mut StdRng, times: &[i64], ids: &[u64]) -> Filter {
+        let t = times[rng.random_range(0..times.len())] + rng.random_range(-1..=1);
+        let id = ids[rng.random_range(0..ids.len())] as i64 + rng.random_range(-1..=1);
+        // Both wire forms of a time: epoch ms and ISO.
+        let tv = if rng.random_range(0..2) == 0 {
+            json!(t.to_string())
+        } else {
+            json!(schema_iso(t))
+        };
+        match rng.random_range(0..14) {
+            0 => f("hs_lastmodifieddate", "GTE", tv),
+            1 => f("hs_lastmodifieddate", "GT", tv),
+            2 => f("hs_lastmodifieddate", "LT", tv),
+            3 => f("hs_lastmodifieddate", "LTE", tv),
+            4 => f("hs_lastmodifieddate", "EQ", tv),
+            5 => Filter {
+                high_value: Some(json!((t + rng.random_range(0..10_000)).to_string())),
+                ..f("hs_lastmodifieddate", "BETWEEN", tv)
+            },
+            6 => f("hs_object_id", "GT", json!(id.to_string())),
+            7 => f(
+                "hs_object_id",
+                ["GTE", "LT", "EQ", "NEQ"][rng.random_range(0..4)],
+                json!(id.to_string()),
+            ),
+            8 => f("amount", "GTE", json!(rng.random_range(0..500).to_string())),
+            9 => f(
+                "dealname",
+                "CONTAINS_TOKEN",
+                json!(["acme", "ünïcode", "big*", "*al"][rng.random_range(0..4)]),
+            ),
+            10 => f(
+                "dealstage",
+                ["EQ", "NEQ"][rng.random_range(0..2)],
+                json!("closedwon"),
+            ),
+            11 => Filter {
+                property_name: "hs_lastmodifieddate".into(),
+                operator: ["IN", "NOT_IN"][rng.random_range(0..2)].into(),
+                values: Some(vec![json!(t.to_string()), json!((t + 1000).to_string())]),
+                ..Default::default()
+            },
+            12 => Filter {
+                property_name: ["amount", "hs_lastmodifieddate"][rng.random_range(0..2)].into(),
+                operator: ["HAS_PROPERTY", "NOT_HAS_PROPERTY"][rng.random_range(0..2)].into(),
+                ..Default::default()
+            },
+            _ => f("dealname", "LT", json!("b")),
+        }
+    }
+
+    fn schema_iso(ms: i64) -> String {
+        super::super::schema::iso(ms)
+    }
+
+    fn random_sorts(rng: &mut StdRng) -> Vec<Sort> {
+        let m = "hs_lastmodifieddate";
+        match rng.random_range(0..12) {
+            0 => vec![],
+            1 => vec![sort(m, false)],
+            2 => vec![sort(m, true)],
+            3 => vec![sort(m, false), sort("hs_object_id", false)],
+            4 => vec![sort(m, false), sort("hs_object_id", true)],
+            5 => vec![sort(m, true), sort("hs_object_id", true)],
+            6 => vec![sort(m, true), sort("hs_object_id", false)],
+            7 => vec![sort("hs_object_id", false)],
+            8 => vec![sort("hs_object_id", true)],
+            9 => vec![sort("amount", true)],
+            10 => vec![sort(m, false), sort("amount", false)],
+            _ => vec![sort(m, false), sort(m, true), sort("dealname", false)],
+        }
+    }
+
+    #[test]
+    fn indexed_plans_answer_exactly_like_the_general_path() {
+        let (s, times) = random_portal(7, 600);
+        let ids: Vec<u64> = s
+            .table(ObjectType::Deals)
+            .records()
+            .keys()
+            .copied()
+            .collect();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut plans = std::collections::HashMap::new();
+        for i in 0..3000 {
+            let n_groups = [0, 1, 1, 1, 1, 2][rng.random_range(0..6)];
+            let groups: Vec<Vec<Filter>> = (0..n_groups)
+                .map(|_| {
+                    (0..rng.random_range(1..4))
+                        .map(|_| random_filter(&mut rng, &times, &ids))
+                        .collect()
+                })
+                .collect();
+            let sorts = random_sorts(&mut rng);
+            let query = [None, None, None, Some("acme"), Some(" 1000010 ")][rng.random_range(0..5)];
+            let after = [0, 0, 3, 17, 250][rng.random_range(0..5)];
+            let limit = [1, 7, 100, 200][rng.random_range(0..4)];
+            let fast = s
+                .search_plan(
+                    ObjectType::Deals,
+                    &groups,
+                    &sorts,
+                    query,
+                    after,
+                    limit,
+                    true,
+                )
+                .unwrap();
+            let slow = s
+                .search_plan(
+                    ObjectType::Deals,
+                    &groups,
+                    &sorts,
+                    query,
+                    after,
+                    limit,
+                    false,
+                )
+                .unwrap();
+            assert_eq!(slow.2, Plan::Scan);
+            assert_eq!(
+                (fast.0, &fast.1),
+                (slow.0, &slow.1),
+                "query {i}: {groups:?} sorts {sorts:?} q {query:?} after {after} limit {limit} (plan {:?})",
+                fast.2
+            );
+            *plans.entry(fast.2).or_insert(0) += 1;
+        }
+        assert!(
+            plans.get(&Plan::Ordered).copied().unwrap_or(0) > 300,
+            "{plans:?}"
+        );
+        assert!(
+            plans.get(&Plan::Candidates).copied().unwrap_or(0) > 100,
+            "{plans:?}"
+        );
+    }
+
+    #[test]
+    fn keyset_scan_queries_take_the_ordered_plan() {
+        let (s, times) = random_portal(3, 300);
+        let t = times[times.len() / 2];
+        let m = "hs_lastmodifieddate";
+        let range = vec![vec![
+            f(m, "GTE", json!(t.to_string())),
+            f(m, "LT", json!((T0 + 50_000).to_string())),
+        ]];
+        let (total, page, plan) = s
+            .search_plan(
+                ObjectType::Deals,
+                &range,
+                &[sort(m, false)],
+                None,
+                0,
+                100,
+                true,
+            )
+            .unwrap();
+        assert_eq!(plan, Plan::Ordered);
+        let expected: Vec<(i64, u64)> = s
+            .table(ObjectType::Deals)
+            .modified_index()
+            .range((t, 0)..(T0 + 50_000, 0))
+            .copied()
+            .collect();
+        assert_eq!(total, expected.len());
+        assert_eq!(
+            page,
+            expected.iter().take(100).map(|k| k.1).collect::<Vec<_>>()
+        );
+        // The tie phase: one instant, by id, after a given id.
+        let (busy, first_id) = expected[0];
+        let tie = vec![vec![
+            f(m, "EQ", json!(busy.to_string())),
+            f("hs_object_id", "GT", json!(first_id.to_string())),
+        ]];
+        let (_, page, plan) = s
+            .search_plan(
+                ObjectType::Deals,
+                &tie,
+                &[sort("hs_object_id", false)],
+                None,
+                0,
+                100,
+                true,
+            )
+            .unwrap();
+        assert_eq!(plan, Plan::Ordered);
+        assert!(page.iter().all(|id| *id > first_id));
+        assert!(page.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn the_index_follows_writes_and_archives() {
+        let (mut s, _) = random_portal(5, 200);
+        let check = |s: &Store| {
+            let t = s.table(ObjectType::Deals);
+            let want: BTreeSet<(i64, u64)> = t
+                .records()
+                .values()
+                .filter(|r| !r.archived)
+                .map(|r| (r.updated_ms, r.id))
+                .collect();
+            assert_eq!(t.modified_index(), &want);
+        };
+        check(&s);
+        let id = *s.table(ObjectType::Deals).modified_index().first().unwrap();
+        write(
+            &mut s,
+            Some(id.1),
+            json!({"dealname": "moved"}),
+            T0 + 500_000,
+        );
+        assert_eq!(
+            s.table(ObjectType::Deals).modified_index().last(),
+            Some(&(T0 + 500_000, id.1))
+        );
+        s.archive(ObjectType::Deals, id.1, T0 + 600_000);
+        check(&s);
+    }
+
+    #[test]
+    fn keys_outside_the_safe_range_fall_back_to_the_scan() {
+        let mut s = Store::new();
+        write(
+            &mut s,
+            None,
+            json!({"dealname": "far future"}),
+            INDEX_SAFE_MS.1 + 1,
+        );
+        write(&mut s, None, json!({"dealname": "now"}), T0);
+        let m = "hs_lastmodifieddate";
+        let (_, _, plan) = s
+            .search_plan(ObjectType::Deals, &[], &[sort(m, false)], None, 0, 10, true)
+            .unwrap();
+        assert_eq!(plan, Plan::Scan);
+        // Inside the range, ISO text round-trips to the same millisecond.
+        for ms in [INDEX_SAFE_MS.0, 0, T0, INDEX_SAFE_MS.1] {
+            assert_eq!(parse_datetime_ms(&schema_iso(ms)), Some(ms));
+        }
+    }
+
+    #[test]
+    fn case_insensitive_compare_matches_lowercasing() {
+        for (raw, pat) in [
+            ("Acme", "acme"),
+            ("ACME", "acmf"),
+            ("Ünïcode", "ünïcode"),
+            ("b", "a"),
+        ] {
+            assert_eq!(cmp_lower(raw, pat), raw.to_lowercase().as_str().cmp(pat));
+        }
+        let mut buf = String::new();
+        lower_into("ÀB c", &mut buf);
+        assert_eq!(buf, "àb c");
+    }
+
+    #[test]
+    fn count_in_walks_either_side() {
+        let set: BTreeSet<(i64, u64)> = (0..100).map(|i| (i / 3, i as u64)).collect();
+        for (lo, hi) in [
+            ((0, 0), (40, u64::MAX)),
+            ((5, 0), (6, 17)),
+            ((30, 0), (33, 0)),
+        ] {
+            assert_eq!(count_in(&set, lo, hi), set.range(lo..=hi).count());
+        }
+    }
+
+    #[test]
+    fn glob_matches_wildcards() {
+        assert!(glob("ada@example.com", "*@example.com"));
+        assert!(glob("ada@example.com", "ada*"));
+        assert!(!glob("ada@example.com", "bob*"));
+        assert!(glob("abc", "a*c"));
+        assert!(!glob("abd", "a*c"));
+    }
+}

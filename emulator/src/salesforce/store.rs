@@ -1,0 +1,1451 @@
+//! The org's records and every operation on them: writes with validation and
+//! derived fields, undo for allOrNone, SOQL execution with query cursors,
+//! and the replication (updated/deleted) views.
+//!
+//! All of it is synchronous: callers hold the org lock only for one call and
+//! never across an `.await`. Nothing here may panic on client input.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{Duration as ChronoDuration, NaiveTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::API_VERSION;
+use super::errors::ApiError;
+use super::ids;
+use super::schema::{EXTERNAL_ID_FIELD, FieldType, ObjectDef, STAGES, Schema, obj};
+use super::soql::{self, Cond, Literal, Op, Select};
+use super::value::{Val, from_json, to_json};
+use crate::control::Faults;
+
+/// One stored record; values align with the object's field list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub vals: Vec<Val>,
+    /// When the record was deleted (epoch ms), for `deleted/` and queryAll.
+    pub deleted_at: Option<i64>,
+}
+
+impl Row {
+    pub fn id(&self) -> &str {
+        self.vals.first().and_then(Val::as_str).unwrap_or("")
+    }
+}
+
+/// The records of one object.
+#[derive(Debug, Default, Clone)]
+pub struct Table {
+    pub rows: Vec<Arc<Row>>,
+    pub by_id: HashMap<String, usize>,
+    /// External id value -> row (live rows only).
+    pub by_ext: HashMap<String, usize>,
+    /// OpportunityContactRole only: OpportunityId -> rows.
+    pub by_parent: HashMap<String, Vec<usize>>,
+    pub next_seq: u64,
+}
+
+/// A change to undo when an allOrNone request fails.
+enum Undo {
+    /// The row at `idx` was appended.
+    Appended { obj: usize, idx: usize },
+    /// The row at `idx` was replaced; this was its previous version.
+    Replaced {
+        obj: usize,
+        idx: usize,
+        prev: Arc<Row>,
+    },
+}
+
+/// An open query cursor.
+struct Cursor {
+    obj: usize,
+    plan: Arc<Vec<Column>>,
+    rows: Arc<Vec<Arc<Row>>>,
+    page_size: usize,
+}
+
+/// A selected column: a field of the row, or a field of a parent record.
+#[derive(Debug, Clone)]
+enum Column {
+    Field {
+        name: String,
+        idx: usize,
+        ty: FieldType,
+    },
+    Parent {
+        rel: String,
+        ref_idx: usize,
+        target: usize,
+        fields: Vec<(String, usize, FieldType)>,
+    },
+}
+
+/// Who does a write, and under which fault profile.
+pub struct WriteCtx<'a> {
+    pub user_id: &'a str,
+    pub now: i64,
+    pub faults: &'a Faults,
+}
+
+/// The whole org.
+pub struct Org {
+    pub schema: Arc<Schema>,
+    pub tables: Vec<Table>,
+    pub multi_currency: bool,
+    /// Start of the deleted-records horizon (epoch ms).
+    pub earliest_deleted_available: i64,
+    cursors: HashMap<String, Cursor>,
+    cursor_order: VecDeque<String>,
+    cursor_seq: u64,
+    undo: Option<Vec<Undo>>,
+}
+
+const MAX_CURSORS: usize = 2000;
+/// The default and maximum query page size.
+pub const PAGE_SIZE: usize = 2000;
+
+/// Current time in epoch ms, truncated to whole seconds as Salesforce stores it.
+pub fn now_ms() -> i64 {
+    let ms = Utc::now().timestamp_millis();
+    ms - ms.rem_euclid(1000)
+}
+
+fn field_list(fields: &[String]) -> String {
+    fields.join(", ")
+}
+
+impl Org {
+    pub fn new(schema: Arc<Schema>, multi_currency: bool) -> Org {
+        let n = schema.objects.len();
+        Org {
+            schema,
+            tables: vec![Table::default(); n],
+            multi_currency,
+            earliest_deleted_available: now_ms(),
+            cursors: HashMap::new(),
+            cursor_order: VecDeque::new(),
+            cursor_seq: 0,
+            undo: None,
+        }
+    }
+
+    pub fn object(&self, name: &str) -> Result<usize, ApiError> {
+        self.schema.object_index(name).ok_or_else(|| {
+            ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!(
+                    "The requested resource does not exist: sObject type '{name}' is not supported."
+                ),
+            )
+        })
+    }
+
+    fn def(&self, o: usize) -> &ObjectDef {
+        &self.schema.objects[o]
+    }
+
+    fn fidx(&self, o: usize, name: &str) -> usize {
+        self.def(o).field_index(name).unwrap_or(0)
+    }
+
+    /// Appends a fully built row (used by seeding and snapshots; no validation).
+    pub fn insert_raw(&mut self, o: usize, row: Row) {
+        let id = row.id().to_string();
+        let idx = self.tables[o].rows.len();
+        self.tables[o].rows.push(Arc::new(row));
+        self.tables[o].by_id.insert(id, idx);
+        self.index_row(o, idx);
+    }
+
+    fn index_row(&mut self, o: usize, idx: usize) {
+        let row = self.tables[o].rows[idx].clone();
+        if row.deleted_at.is_none()
+            && let Some(ext) = self.def(o).field_index(EXTERNAL_ID_FIELD)
+            && let Some(v) = row.vals[ext].as_str()
+        {
+            self.tables[o].by_ext.insert(v.to_string(), idx);
+        }
+        if o == obj::OCR {
+            let opp = self.fidx(o, "OpportunityId");
+            if let Some(p) = row.vals[opp].as_str() {
+                let list = self.tables[o].by_parent.entry(p.to_string()).or_default();
+                if !list.contains(&idx) {
+                    list.push(idx);
+                }
+            }
+        }
+    }
+
+    fn unindex_row(&mut self, o: usize, idx: usize) {
+        let row = self.tables[o].rows[idx].clone();
+        if let Some(ext) = self.def(o).field_index(EXTERNAL_ID_FIELD)
+            && let Some(v) = row.vals[ext].as_str()
+            && self.tables[o].by_ext.get(v) == Some(&idx)
+        {
+            self.tables[o].by_ext.remove(v);
+        }
+        if o == obj::OCR {
+            let opp = self.fidx(o, "OpportunityId");
+            if let Some(p) = row.vals[opp].as_str()
+                && let Some(list) = self.tables[o].by_parent.get_mut(p)
+            {
+                list.retain(|i| *i != idx);
+            }
+        }
+    }
+
+    fn replace_row(&mut self, o: usize, idx: usize, row: Row) {
+        self.unindex_row(o, idx);
+        let prev = std::mem::replace(&mut self.tables[o].rows[idx], Arc::new(row));
+        if let Some(u) = &mut self.undo {
+            u.push(Undo::Replaced { obj: o, idx, prev });
+        }
+        self.index_row(o, idx);
+    }
+
+    fn append_row(&mut self, o: usize, row: Row) -> usize {
+        let idx = self.tables[o].rows.len();
+        let id = row.id().to_string();
+        self.tables[o].rows.push(Arc::new(row));
+        self.tables[o].by_id.insert(id, idx);
+        self.index_row(o, idx);
+        if let Some(u) = &mut self.undo {
+            u.push(Undo::Appended { obj: o, idx });
+        }
+        idx
+    }
+
+    /// Starts recording changes so that [`Org::rollback`] can undo them.
+    pub fn begin(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Stops recording and keeps the changes.
+    pub fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes every change since [`Org::begin`].
+    pub fn rollback(&mut self) {
+        let Some(log) = self.undo.take() else { return };
+        for u in log.into_iter().rev() {
+            match u {
+                Undo::Appended { obj: o, idx } => {
+                    self.unindex_row(o, idx);
+                    if let Some(row) = self.tables[o].rows.pop() {
+                        self.tables[o].by_id.remove(row.id());
+                    }
+                }
+                Undo::Replaced { obj: o, idx, prev } => {
+                    self.unindex_row(o, idx);
+                    self.tables[o].rows[idx] = prev;
+                    self.index_row(o, idx);
+                }
+            }
+        }
+    }
+
+    /// Finds a live or deleted row by id.
+    pub fn find(&self, o: usize, id: &str) -> Option<usize> {
+        let id = ids::normalize(id).ok()?;
+        self.tables[o].by_id.get(&id).copied()
+    }
+
+    /// The live row with this id, or NOT_FOUND / ENTITY_IS_DELETED.
+    pub fn get_live(&self, o: usize, id: &str) -> Result<usize, ApiError> {
+        let idx = self.find(o, id).ok_or_else(ApiError::not_found)?;
+        if self.tables[o].rows[idx].deleted_at.is_some() {
+            return Err(ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                "ENTITY_IS_DELETED",
+                "entity is deleted",
+            ));
+        }
+        Ok(idx)
+    }
+
+    /// Whether a reference value points to a live record of one of `targets`.
+    fn check_reference(&self, field: &super::schema::FieldDef, id: &str) -> Result<(), ApiError> {
+        let target = field
+            .reference_to
+            .first()
+            .and_then(|t| self.schema.object_index(t));
+        let Some(t) = target else { return Ok(()) };
+        if !id.starts_with(self.def(t).key_prefix) {
+            return Err(ApiError::bad(
+                "FIELD_INTEGRITY_EXCEPTION",
+                format!(
+                    "field integrity exception: unknown ({}: id value of incorrect type: {id})",
+                    field.label
+                ),
+            )
+            .with_fields(vec![field.name.to_string()]));
+        }
+        match self.tables[t].by_id.get(id) {
+            Some(i) if self.tables[t].rows[*i].deleted_at.is_none() => Ok(()),
+            Some(_) => Err(ApiError::bad("ENTITY_IS_DELETED", "entity is deleted")
+                .with_fields(vec![field.name.to_string()])),
+            None => Err(ApiError::bad(
+                "INVALID_CROSS_REFERENCE_KEY",
+                format!("invalid cross reference id: {id}"),
+            )
+            .with_fields(vec![field.name.to_string()])),
+        }
+    }
+
+    /// Applies a create (`existing` = None) or an update to a record of object `o`.
+    /// `body` holds the fields the client sent (`attributes` and, for updates,
+    /// `Id`/`id` already removed or ignored).
+    fn apply(
+        &mut self,
+        o: usize,
+        existing: Option<usize>,
+        body: &Map<String, Value>,
+        ctx: &WriteCtx,
+    ) -> Result<usize, ApiError> {
+        let schema = self.schema.clone();
+        let def = &schema.objects[o];
+        if !def.writable {
+            return Err(ApiError::bad(
+                "INVALID_TYPE_FOR_OPERATION",
+                format!(
+                    "entity type {} does not support {}",
+                    def.name,
+                    if existing.is_some() {
+                        "update"
+                    } else {
+                        "insert"
+                    }
+                ),
+            ));
+        }
+        let mut row: Row = match existing {
+            Some(idx) => (*self.tables[o].rows[idx]).clone(),
+            None => Row {
+                vals: vec![Val::Null; def.fields.len()],
+                deleted_at: None,
+            },
+        };
+        let mut touched = vec![false; def.fields.len()];
+        let mut not_writable = Vec::new();
+        for (key, value) in body {
+            if key == "attributes" {
+                continue;
+            }
+            let Some(fi) = def.visible_field(key, self.multi_currency) else {
+                return Err(ApiError::bad(
+                    "INVALID_FIELD",
+                    format!("No such column '{key}' on sobject of type {}", def.name),
+                )
+                .with_fields(vec![key.clone()]));
+            };
+            let f = &def.fields[fi];
+            if f.name == "Id" {
+                if existing.is_none() {
+                    return Err(ApiError::bad(
+                        "INVALID_FIELD",
+                        "Id field should not be specified in the sobject data.",
+                    )
+                    .with_fields(vec!["Id".into()]));
+                }
+                // An update may repeat its own id.
+                let same = value
+                    .as_str()
+                    .and_then(|s| ids::normalize(s).ok())
+                    .is_some_and(|s| s == row.id());
+                if !same {
+                    return Err(ApiError::bad(
+                        "INVALID_FIELD",
+                        "Id in the body does not match the record being updated",
+                    )
+                    .with_fields(vec!["Id".into()]));
+                }
+                continue;
+            }
+            let allowed = if existing.is_some() {
+                f.updateable
+            } else {
+                f.createable
+            };
+            if !allowed {
+                not_writable.push(f.name.to_string());
+                continue;
+            }
+            let v = from_json(f, value)?;
+            if f.restricted_picklist
+                && let Val::Str(s) = &v
+                && !f.picklist.iter().any(|p| p == s)
+            {
+                return Err(ApiError::bad(
+                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                    format!("{}: bad value for restricted picklist field: {s}", f.label),
+                )
+                .with_fields(vec![f.name.to_string()]));
+            }
+            if f.ty == FieldType::Reference
+                && let Val::Str(id) = &v
+            {
+                self.check_reference(f, id)?;
+            }
+            row.vals[fi] = v;
+            touched[fi] = true;
+        }
+        if !not_writable.is_empty() {
+            return Err(ApiError::bad(
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                format!(
+                    "Unable to create/update fields: {}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.",
+                    field_list(&not_writable)
+                ),
+            )
+            .with_fields(not_writable));
+        }
+        // Defaults and derived fields.
+        let idx_of = |n: &str| def.field_index(n);
+        if existing.is_none() {
+            if let Some(i) = idx_of("OwnerId")
+                && row.vals[i].is_null()
+            {
+                row.vals[i] = Val::Str(ctx.user_id.to_string());
+            }
+            if let Some(i) = idx_of("CurrencyIsoCode")
+                && row.vals[i].is_null()
+            {
+                row.vals[i] = Val::Str(super::schema::CURRENCIES[0].to_string());
+            }
+            if o == obj::OPPORTUNITY
+                && let Some(i) = idx_of("RecordTypeId")
+                && row.vals[i].is_null()
+                && let Some(rt) = self.default_record_type()
+            {
+                row.vals[i] = Val::Str(rt);
+            }
+            if let Some(i) = idx_of("IsPrimary")
+                && row.vals[i].is_null()
+            {
+                row.vals[i] = Val::Bool(false);
+            }
+        }
+        if let Some(i) = idx_of("OwnerId")
+            && row.vals[i].is_null()
+            && touched[i]
+        {
+            return Err(ApiError::bad(
+                "REQUIRED_FIELD_MISSING",
+                "Required fields are missing: [OwnerId]",
+            )
+            .with_fields(vec!["OwnerId".into()]));
+        }
+        let missing: Vec<String> = def
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| f.required && row.vals[*i].is_null())
+            .map(|(_, f)| f.name.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::bad(
+                "REQUIRED_FIELD_MISSING",
+                format!("Required fields are missing: [{}]", field_list(&missing)),
+            )
+            .with_fields(missing));
+        }
+        if o == obj::OPPORTUNITY {
+            let stage_i = self.fidx(o, "StageName");
+            if let Some(stage) = row.vals[stage_i].as_str()
+                && let Some((_, prob, closed, won, forecast)) = STAGES.iter().find(|s| s.0 == stage)
+            {
+                row.vals[self.fidx(o, "IsClosed")] = Val::Bool(*closed);
+                row.vals[self.fidx(o, "IsWon")] = Val::Bool(*won);
+                let fc = self.fidx(o, "ForecastCategoryName");
+                if touched[stage_i] && !touched[fc] {
+                    row.vals[fc] = Val::Str(forecast.to_string());
+                }
+                let p = self.fidx(o, "Probability");
+                if touched[stage_i] && !touched[p] {
+                    row.vals[p] = Val::Num(*prob);
+                }
+            }
+        }
+        if o == obj::CONTACT {
+            let first = row.vals[self.fidx(o, "FirstName")]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let last = row.vals[self.fidx(o, "LastName")]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let name = if first.is_empty() {
+                last
+            } else {
+                format!("{first} {last}")
+            };
+            row.vals[self.fidx(o, "Name")] = Val::Str(name);
+        }
+        // Unique external id.
+        if let Some(ei) = idx_of(EXTERNAL_ID_FIELD)
+            && touched[ei]
+            && let Some(v) = row.vals[ei].as_str()
+            && let Some(other) = self.tables[o].by_ext.get(v)
+            && Some(*other) != existing
+        {
+            let other_id = self.tables[o].rows[*other].id().to_string();
+            return Err(ApiError::bad("DUPLICATE_VALUE", format!("duplicate value found: {EXTERNAL_ID_FIELD} duplicates value on record with id: {other_id}"))
+                .with_fields(vec![EXTERNAL_ID_FIELD.to_string()]));
+        }
+        // Forced validation failures (fault profile), judged on the merged record.
+        let profile = ctx.faults.current();
+        if !profile.validation_failures.is_empty() {
+            let mut merged = Map::new();
+            for v in profile
+                .validation_failures
+                .iter()
+                .filter(|v| v.object.eq_ignore_ascii_case(def.name))
+            {
+                if let Some(fi) = def.field_index(&v.field) {
+                    merged.insert(
+                        def.fields[fi].name.to_string(),
+                        to_json(&row.vals[fi], def.fields[fi].ty),
+                    );
+                }
+            }
+            if let Some(v) = ctx.faults.forced_validation(def.name, &merged) {
+                return Err(ApiError::bad(
+                    "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                    v.message,
+                ));
+            }
+        }
+        // System fields.
+        let now = Val::Time(ctx.now);
+        let user = Val::Str(ctx.user_id.to_string());
+        if existing.is_none() {
+            let t = &mut self.tables[o];
+            let id = ids::make_id(def.key_prefix, t.next_seq + 1);
+            t.next_seq += 1;
+            row.vals[0] = Val::Str(id);
+            for (n, v) in [
+                ("CreatedDate", &now),
+                ("CreatedById", &user),
+                ("IsDeleted", &Val::Bool(false)),
+            ] {
+                if let Some(i) = idx_of(n) {
+                    row.vals[i] = v.clone();
+                }
+            }
+        }
+        for (n, v) in [
+            ("LastModifiedDate", &now),
+            ("LastModifiedById", &user),
+            ("SystemModstamp", &now),
+        ] {
+            if let Some(i) = idx_of(n) {
+                row.vals[i] = v.clone();
+            }
+        }
+        // One primary contact role per opportunity: a new primary demotes the others.
+        let demote = if o == obj::OCR && row.vals[self.fidx(o, "IsPrimary")].as_bool() {
+            row.vals[self.fidx(o, "OpportunityId")]
+                .as_str()
+                .map(str::to_string)
+        } else {
+            None
+        };
+        let idx = match existing {
+            Some(idx) => {
+                self.replace_row(o, idx, row);
+                idx
+            }
+            None => self.append_row(o, row),
+        };
+        if let Some(opp) = demote {
+            let primary_i = self.fidx(o, "IsPrimary");
+            let others: Vec<usize> = self.tables[o]
+                .by_parent
+                .get(&opp)
+                .cloned()
+                .unwrap_or_default();
+            for other in others {
+                let r = &self.tables[o].rows[other];
+                if other != idx && r.deleted_at.is_none() && r.vals[primary_i].as_bool() {
+                    let mut r2 = (**r).clone();
+                    r2.vals[primary_i] = Val::Bool(false);
+                    for n in ["LastModifiedDate", "SystemModstamp"] {
+                        r2.vals[self.fidx(o, n)] = now.clone();
+                    }
+                    self.replace_row(o, other, r2);
+                }
+            }
+        }
+        Ok(idx)
+    }
+
+    fn default_record_type(&self) -> Option<String> {
+        let t = &self.tables[obj::RECORD_TYPE];
+        let sobj = self.fidx(obj::RECORD_TYPE, "SobjectType");
+        t.rows
+            .iter()
+            .find(|r| r.vals[sobj].as_str() == Some("Opportunity"))
+            .map(|r| r.id().to_string())
+    }
+
+    /// Creates a record; returns its id.
+    pub fn create(
+        &mut self,
+        o: usize,
+        body: &Map<String, Value>,
+        ctx: &WriteCtx,
+    ) -> Result<String, ApiError> {
+        let idx = self.apply(o, None, body, ctx)?;
+        Ok(self.tables[o].rows[idx].id().to_string())
+    }
+
+    /// Updates a live record.
+    pub fn update(
+        &mut self,
+        o: usize,
+        id: &str,
+        body: &Map<String, Value>,
+        ctx: &WriteCtx,
+    ) -> Result<String, ApiError> {
+        let idx = self.get_live(o, id)?;
+        self.apply(o, Some(idx), body, ctx)?;
+        Ok(self.tables[o].rows[idx].id().to_string())
+    }
+
+    /// Upserts by external id field; returns (id, created).
+    pub fn upsert(
+        &mut self,
+        o: usize,
+        field: &str,
+        value: &str,
+        body: &Map<String, Value>,
+        ctx: &WriteCtx,
+    ) -> Result<(String, bool), ApiError> {
+        let def = self.def(o);
+        let fi = def
+            .field_index(field)
+            .filter(|i| def.fields[*i].external_id || def.fields[*i].name == "Id");
+        let Some(fi) = fi else {
+            return Err(ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("Provided external ID field does not exist or is not accessible: {field}"),
+            ));
+        };
+        if def.fields[fi].name == "Id" {
+            return match self.find(o, value) {
+                Some(_) => self.update(o, value, body, ctx).map(|id| (id, false)),
+                None => self.create(o, body, ctx).map(|id| (id, true)),
+            };
+        }
+        // The body may repeat the key field with the same value, never another one.
+        if let Some((k, v)) = body.iter().find(|(k, _)| k.eq_ignore_ascii_case(field))
+            && v.as_str() != Some(value)
+        {
+            return Err(ApiError::bad(
+                "INVALID_FIELD",
+                format!(
+                    "{k} specified in the body does not match the external id value in the URL"
+                ),
+            )
+            .with_fields(vec![k.clone()]));
+        }
+        let mut body = body.clone();
+        body.retain(|k, _| !k.eq_ignore_ascii_case(field));
+        match self.tables[o].by_ext.get(value).copied() {
+            Some(idx) => {
+                let id = self.tables[o].rows[idx].id().to_string();
+                self.apply(o, Some(idx), &body, ctx)?;
+                Ok((id, false))
+            }
+            None => {
+                body.insert(
+                    self.def(o).fields[fi].name.to_string(),
+                    Value::String(value.to_string()),
+                );
+                self.create(o, &body, ctx).map(|id| (id, true))
+            }
+        }
+    }
+
+    /// Deletes a live record (opportunity deletes cascade to its contact roles).
+    pub fn delete(
+        &mut self,
+        id: &str,
+        expected: Option<usize>,
+        ctx: &WriteCtx,
+    ) -> Result<String, ApiError> {
+        let norm = ids::normalize(id)
+            .map_err(|_| ApiError::bad("MALFORMED_ID", format!("malformed id {id}")))?;
+        let o = self
+            .schema
+            .object_for_id(&norm)
+            .ok_or_else(|| ApiError::bad("MALFORMED_ID", format!("malformed id {id}")))?;
+        if let Some(e) = expected
+            && e != o
+        {
+            return Err(ApiError::not_found());
+        }
+        if !self.def(o).writable {
+            return Err(ApiError::bad(
+                "INVALID_TYPE_FOR_OPERATION",
+                format!("entity type {} does not support delete", self.def(o).name),
+            ));
+        }
+        let idx = self.get_live(o, &norm)?;
+        self.mark_deleted(o, idx, ctx.now);
+        if o == obj::OPPORTUNITY {
+            let roles = self.tables[obj::OCR]
+                .by_parent
+                .get(&norm)
+                .cloned()
+                .unwrap_or_default();
+            for r in roles {
+                if self.tables[obj::OCR].rows[r].deleted_at.is_none() {
+                    self.mark_deleted(obj::OCR, r, ctx.now);
+                }
+            }
+        }
+        Ok(norm)
+    }
+
+    fn mark_deleted(&mut self, o: usize, idx: usize, now: i64) {
+        let mut row = (*self.tables[o].rows[idx]).clone();
+        row.deleted_at = Some(now);
+        if let Some(i) = self.def(o).field_index("IsDeleted") {
+            row.vals[i] = Val::Bool(true);
+        }
+        if let Some(i) = self.def(o).field_index("SystemModstamp") {
+            row.vals[i] = Val::Time(now);
+        }
+        self.replace_row(o, idx, row);
+        // Deleted rows give up their external id.
+        if let Some(ext) = self.def(o).field_index(EXTERNAL_ID_FIELD)
+            && let Some(v) = self.tables[o].rows[idx].vals[ext].as_str()
+            && self.tables[o].by_ext.get(v) == Some(&idx)
+        {
+            let v = v.to_string();
+            self.tables[o].by_ext.remove(&v);
+        }
+    }
+
+    /// Renders a record with the `attributes` header, all visible fields or the named ones.
+    pub fn render(&self, o: usize, row: &Row, fields: Option<&[usize]>) -> Value {
+        let def = self.def(o);
+        let mut m = Map::new();
+        m.insert(
+            "attributes".into(),
+            json!({"type": def.name, "url": format!("{}/{}", def.url(), row.id())}),
+        );
+        let mut put = |i: usize| {
+            let f = &def.fields[i];
+            m.insert(f.name.to_string(), to_json(&row.vals[i], f.ty));
+        };
+        match fields {
+            Some(list) => list.iter().for_each(|i| put(*i)),
+            None => (0..def.fields.len())
+                .filter(|i| self.multi_currency || !def.fields[*i].multi_currency_only)
+                .for_each(put),
+        }
+        Value::Object(m)
+    }
+
+    /// Resolves a `fields=a,b` list.
+    pub fn field_indexes(&self, o: usize, list: &str) -> Result<Vec<usize>, ApiError> {
+        let def = self.def(o);
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|name| {
+                def.visible_field(name, self.multi_currency).ok_or_else(|| {
+                    ApiError::bad("INVALID_FIELD", format!("No such column '{name}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.", def.name))
+                })
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// Runs a SOQL query; returns the first page.
+    pub fn query(&mut self, q: &str, all: bool, page_size: usize) -> Result<Value, ApiError> {
+        let parsed =
+            soql::parse(q).map_err(|e| ApiError::bad("MALFORMED_QUERY", format!("\n{q}\n{e}")))?;
+        let o = self.schema.object_index(&parsed.from).ok_or_else(|| {
+            ApiError::bad(
+                "INVALID_TYPE",
+                format!("\n{q}\nERROR at Row:1:Column:{}\nsObject type '{}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.", parsed.from_pos, parsed.from),
+            )
+        })?;
+        let invalid_field = |path: &soql::FieldPath| {
+            ApiError::bad(
+                "INVALID_FIELD",
+                format!(
+                    "\n{q}\nERROR at Row:1:Column:{}\nNo such column '{}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
+                    path.pos,
+                    path.display(),
+                    self.def(o).name
+                ),
+            )
+        };
+        // Resolve the filter and order fields to accessors.
+        let filter = match &parsed.filter {
+            Some(c) => Some(self.resolve_cond(o, c, &invalid_field, q)?),
+            None => None,
+        };
+        let mut order = Vec::new();
+        for item in &parsed.order {
+            order.push((
+                self.resolve_path(o, &item.field)
+                    .ok_or_else(|| invalid_field(&item.field))?,
+                item.descending,
+                item.nulls_first,
+            ));
+        }
+        let today = Utc::now().date_naive();
+        let mut rows: Vec<Arc<Row>> = self.tables[o]
+            .rows
+            .iter()
+            .filter(|r| all || r.deleted_at.is_none())
+            .filter(|r| filter.as_ref().is_none_or(|f| self.eval(f, r, today)))
+            .cloned()
+            .collect();
+        if !order.is_empty() {
+            let keyed: Vec<(Vec<Val>, Arc<Row>)> = rows
+                .drain(..)
+                .map(|r| {
+                    (
+                        order.iter().map(|(a, _, _)| self.access(a, &r)).collect(),
+                        r,
+                    )
+                })
+                .collect();
+            let mut keyed = keyed;
+            keyed.sort_by(|a, b| {
+                for (i, (acc, desc, nulls_first)) in order.iter().enumerate() {
+                    let (x, y) = (&a.0[i], &b.0[i]);
+                    let ord = match (x.is_null(), y.is_null()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => {
+                            if *nulls_first {
+                                std::cmp::Ordering::Less
+                            } else {
+                                std::cmp::Ordering::Greater
+                            }
+                        }
+                        (false, true) => {
+                            if *nulls_first {
+                                std::cmp::Ordering::Greater
+                            } else {
+                                std::cmp::Ordering::Less
+                            }
+                        }
+                        (false, false) => {
+                            // Ids sort case-sensitively (their case is significant).
+                            let c = match (acc.ty, x, y) {
+                                (
+                                    FieldType::Id | FieldType::Reference,
+                                    Val::Str(a),
+                                    Val::Str(b),
+                                ) => a.cmp(b),
+                                _ => compare(x, y),
+                            };
+                            if *desc { c.reverse() } else { c }
+                        }
+                    };
+                    if ord != std::cmp::Ordering::Equal {
+                        return ord;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+            rows = keyed.into_iter().map(|(_, r)| r).collect();
+        }
+        if let Some(off) = parsed.offset {
+            if off > 2000 {
+                return Err(ApiError::bad(
+                    "NUMBER_OUTSIDE_VALID_RANGE",
+                    format!("\n{q}\nMaximum SOQL offset allowed is 2000"),
+                ));
+            }
+            rows.drain(..(off as usize).min(rows.len()));
+        }
+        if let Some(limit) = parsed.limit {
+            rows.truncate(limit.min(usize::MAX as u64) as usize);
+        }
+        let columns = match &parsed.select {
+            Select::Count => {
+                return Ok(json!({"totalSize": rows.len(), "done": true, "records": []}));
+            }
+            Select::Fields(fields) => {
+                let mut cols: Vec<Column> = Vec::new();
+                for path in fields {
+                    let col = self
+                        .resolve_column(o, path)
+                        .ok_or_else(|| invalid_field(path))?;
+                    match (col, cols.last_mut()) {
+                        (Column::Parent { rel, fields: mut f, ref_idx, target }, _) => {
+                            if let Some(Column::Parent { fields: existing, .. }) = cols.iter_mut().find(|c| matches!(c, Column::Parent { rel: r, .. } if *r == rel)) {
+                                existing.append(&mut f);
+                            } else {
+                                cols.push(Column::Parent { rel, ref_idx, target, fields: f });
+                            }
+                        }
+                        (c @ Column::Field { .. }, _) => {
+                            if !cols.iter().any(|x| matches!((x, &c), (Column::Field { idx: a, .. }, Column::Field { idx: b, .. }) if a == b)) {
+                                cols.push(c)
+                            }
+                        }
+                    }
+                }
+                cols
+            }
+        };
+        let cursor = Cursor {
+            obj: o,
+            plan: Arc::new(columns),
+            rows: Arc::new(rows),
+            page_size: page_size.clamp(1, PAGE_SIZE),
+        };
+        Ok(self.page(cursor, None, 0))
+    }
+
+    /// Continues a query from `/query/<locator>-<n>`.
+    pub fn query_more(&mut self, locator_and_pos: &str) -> Result<Value, ApiError> {
+        let bad = || ApiError::bad("INVALID_QUERY_LOCATOR", "invalid query locator");
+        let (locator, pos) = locator_and_pos.rsplit_once('-').ok_or_else(bad)?;
+        let pos: usize = pos.parse().map_err(|_| bad())?;
+        let c = self.cursors.get(locator).ok_or_else(bad)?;
+        if pos == 0 || pos >= c.rows.len() {
+            return Err(bad());
+        }
+        let cursor = Cursor {
+            obj: c.obj,
+            plan: c.plan.clone(),
+            rows: c.rows.clone(),
+            page_size: c.page_size,
+        };
+        Ok(self.page(cursor, Some(locator.to_string()), pos))
+    }
+
+    fn page(&mut self, cursor: Cursor, locator: Option<String>, start: usize) -> Value {
+        let end = (start + cursor.page_size).min(cursor.rows.len());
+        let records: Vec<Value> = cursor.rows[start..end]
+            .iter()
+            .map(|r| self.render_columns(cursor.obj, &cursor.plan, r))
+            .collect();
+        let total = cursor.rows.len();
+        let mut out = Map::new();
+        out.insert("totalSize".into(), json!(total));
+        out.insert("done".into(), json!(end >= total));
+        if end < total {
+            let locator = match locator {
+                Some(l) => l,
+                None => {
+                    self.cursor_seq += 1;
+                    let l = ids::make_id("01g", self.cursor_seq)[..15].to_string();
+                    self.cursors.insert(l.clone(), cursor);
+                    self.cursor_order.push_back(l.clone());
+                    while self.cursor_order.len() > MAX_CURSORS {
+                        if let Some(old) = self.cursor_order.pop_front() {
+                            self.cursors.remove(&old);
+                        }
+                    }
+                    l
+                }
+            };
+            out.insert(
+                "nextRecordsUrl".into(),
+                json!(format!(
+                    "/services/data/{API_VERSION}/query/{locator}-{end}"
+                )),
+            );
+        }
+        out.insert("records".into(), Value::Array(records));
+        Value::Object(out)
+    }
+
+    fn render_columns(&self, o: usize, plan: &[Column], row: &Row) -> Value {
+        let def = self.def(o);
+        let mut m = Map::new();
+        m.insert(
+            "attributes".into(),
+            json!({"type": def.name, "url": format!("{}/{}", def.url(), row.id())}),
+        );
+        for c in plan {
+            match c {
+                Column::Field { name, idx, ty } => {
+                    m.insert(name.clone(), to_json(&row.vals[*idx], *ty));
+                }
+                Column::Parent {
+                    rel,
+                    ref_idx,
+                    target,
+                    fields,
+                } => {
+                    let parent = row.vals[*ref_idx]
+                        .as_str()
+                        .and_then(|id| self.tables[*target].by_id.get(id))
+                        .map(|i| &self.tables[*target].rows[*i]);
+                    let v = match parent {
+                        None => Value::Null,
+                        Some(p) => {
+                            let tdef = self.def(*target);
+                            let mut pm = Map::new();
+                            pm.insert("attributes".into(), json!({"type": tdef.name, "url": format!("{}/{}", tdef.url(), p.id())}));
+                            for (n, i, ty) in fields {
+                                pm.insert(n.clone(), to_json(&p.vals[*i], *ty));
+                            }
+                            Value::Object(pm)
+                        }
+                    };
+                    m.insert(rel.clone(), v);
+                }
+            }
+        }
+        Value::Object(m)
+    }
+
+    fn resolve_column(&self, o: usize, path: &soql::FieldPath) -> Option<Column> {
+        let def = self.def(o);
+        match path.parts.as_slice() {
+            [f] => {
+                let i = def.visible_field(f, self.multi_currency)?;
+                Some(Column::Field {
+                    name: def.fields[i].name.to_string(),
+                    idx: i,
+                    ty: def.fields[i].ty,
+                })
+            }
+            [rel, f] => {
+                let ri = def.relationship(rel)?;
+                let target = self
+                    .schema
+                    .object_index(def.fields[ri].reference_to.first()?)?;
+                let tdef = self.def(target);
+                let fi = tdef.visible_field(f, self.multi_currency)?;
+                Some(Column::Parent {
+                    rel: def.fields[ri].relationship_name?.to_string(),
+                    ref_idx: ri,
+                    target,
+                    fields: vec![(tdef.fields[fi].name.to_string(), fi, tdef.fields[fi].ty)],
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn resolve_path(&self, o: usize, path: &soql::FieldPath) -> Option<Accessor> {
+        match self.resolve_column(o, path)? {
+            Column::Field { idx, ty, .. } => Some(Accessor {
+                parent: None,
+                idx,
+                ty,
+            }),
+            Column::Parent {
+                ref_idx,
+                target,
+                fields,
+                ..
+            } => fields.first().map(|(_, i, ty)| Accessor {
+                parent: Some((ref_idx, target)),
+                idx: *i,
+                ty: *ty,
+            }),
+        }
+    }
+
+    fn access(&self, a: &Accessor, row: &Row) -> Val {
+        match a.parent {
+            None => row.vals[a.idx].clone(),
+            Some((ref_idx, target)) => row.vals[ref_idx]
+                .as_str()
+                .and_then(|id| self.tables[target].by_id.get(id))
+                .map(|i| self.tables[target].rows[*i].vals[a.idx].clone())
+                .unwrap_or(Val::Null),
+        }
+    }
+
+    fn resolve_cond(
+        &self,
+        o: usize,
+        c: &Cond,
+        invalid: &dyn Fn(&soql::FieldPath) -> ApiError,
+        q: &str,
+    ) -> Result<Filter, ApiError> {
+        let typed = |a: &Accessor, lit: &Literal, pos: usize| -> Result<Lit, ApiError> {
+            coerce_literal(a.ty, lit).ok_or_else(|| type_mismatch(q, pos, a.ty, lit))
+        };
+        Ok(match c {
+            Cond::And(a, b) => Filter::And(
+                Box::new(self.resolve_cond(o, a, invalid, q)?),
+                Box::new(self.resolve_cond(o, b, invalid, q)?),
+            ),
+            Cond::Or(a, b) => Filter::Or(
+                Box::new(self.resolve_cond(o, a, invalid, q)?),
+                Box::new(self.resolve_cond(o, b, invalid, q)?),
+            ),
+            Cond::Not(a) => Filter::Not(Box::new(self.resolve_cond(o, a, invalid, q)?)),
+            Cond::Cmp {
+                field,
+                op,
+                value,
+                pos,
+            } => {
+                let a = self.resolve_path(o, field).ok_or_else(|| invalid(field))?;
+                let lit = typed(&a, value, *pos)?;
+                if matches!(lit, Lit::Val(Val::Null)) && !matches!(op, Op::Eq | Op::Ne) {
+                    return Err(ApiError::bad(
+                        "MALFORMED_QUERY",
+                        format!(
+                            "\n{q}\nERROR at Row:1:Column:{pos}\nnull can only be compared with = or !="
+                        ),
+                    ));
+                }
+                Filter::Cmp(a, *op, lit)
+            }
+            Cond::In {
+                field,
+                negated,
+                values,
+                pos,
+            } => {
+                let a = self.resolve_path(o, field).ok_or_else(|| invalid(field))?;
+                let vals = values
+                    .iter()
+                    .map(|v| typed(&a, v, *pos))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Filter::In(a, *negated, vals)
+            }
+            Cond::Like { field, pattern } => {
+                let a = self.resolve_path(o, field).ok_or_else(|| invalid(field))?;
+                if !a.ty.is_text() && !matches!(a.ty, FieldType::Id | FieldType::Reference) {
+                    return Err(ApiError::bad(
+                        "INVALID_FIELD",
+                        format!(
+                            "\n{q}\nERROR at Row:1:Column:{}\ninvalid operator on field: LIKE can only be used with text fields",
+                            field.pos
+                        ),
+                    ));
+                }
+                Filter::Like(a, pattern.clone())
+            }
+        })
+    }
+
+    fn eval(&self, f: &Filter, row: &Row, today: chrono::NaiveDate) -> bool {
+        match f {
+            Filter::And(a, b) => self.eval(a, row, today) && self.eval(b, row, today),
+            Filter::Or(a, b) => self.eval(a, row, today) || self.eval(b, row, today),
+            Filter::Not(a) => !self.eval(a, row, today),
+            Filter::Cmp(a, op, lit) => {
+                let v = self.access(a, row);
+                cmp_lit(&v, *op, lit, today)
+            }
+            Filter::In(a, negated, lits) => {
+                let v = self.access(a, row);
+                let hit = lits.iter().any(|l| cmp_lit(&v, Op::Eq, l, today));
+                hit != *negated
+            }
+            Filter::Like(a, p) => match self.access(a, row) {
+                Val::Str(s) => soql::like(p, &s),
+                _ => false,
+            },
+        }
+    }
+
+    // ------------------------------------------------------------ replication
+
+    /// `sobjects/{o}/updated/?start&end`.
+    pub fn updated(&self, o: usize, start: i64, end: i64) -> Value {
+        let ms_i = self.fidx(o, "SystemModstamp");
+        let ids: Vec<&str> = self.tables[o]
+            .rows
+            .iter()
+            .filter(|r| r.deleted_at.is_none())
+            .filter(|r| matches!(r.vals[ms_i], Val::Time(t) if t >= start && t < end))
+            .map(|r| r.id())
+            .collect();
+        json!({"ids": ids, "latestDateCovered": super::value::format_datetime(end)})
+    }
+
+    /// `sobjects/{o}/deleted/?start&end`.
+    pub fn deleted(&self, o: usize, start: i64, end: i64) -> Value {
+        let recs: Vec<Value> = self.tables[o]
+            .rows
+            .iter()
+            .filter_map(|r| {
+                r.deleted_at
+                    .filter(|t| *t >= start && *t < end)
+                    .map(|t| json!({"id": r.id(), "deletedDate": super::value::format_datetime(t)}))
+            })
+            .collect();
+        json!({"deletedRecords": recs, "earliestDateAvailable": super::value::format_datetime(self.earliest_deleted_available), "latestDateCovered": super::value::format_datetime(end)})
+    }
+
+    /// Empties the recycle bin: deleted rows disappear for good and the deleted
+    /// horizon moves to now (so `deleted/` callers see they must reconcile).
+    pub fn purge_deleted(&mut self) {
+        let now = now_ms();
+        for o in 0..self.tables.len() {
+            let rows: Vec<Arc<Row>> = self.tables[o]
+                .rows
+                .iter()
+                .filter(|r| r.deleted_at.is_none())
+                .cloned()
+                .collect();
+            self.tables[o].rows.clear();
+            self.tables[o].by_id.clear();
+            self.tables[o].by_ext.clear();
+            self.tables[o].by_parent.clear();
+            for r in rows {
+                self.insert_raw(o, (*r).clone());
+            }
+        }
+        self.earliest_deleted_available = now;
+        self.cursors.clear();
+        self.cursor_order.clear();
+    }
+
+    /// Every record (including deleted ones) as JSON, for snapshots.
+    pub fn export(&self) -> Value {
+        let mut objects = Map::new();
+        for (o, t) in self.tables.iter().enumerate() {
+            let def = self.def(o);
+            let rows: Vec<Value> = t
+                .rows
+                .iter()
+                .map(|r| {
+                    let mut v = self.render(o, r, Some(&(0..def.fields.len()).collect::<Vec<_>>()));
+                    if let (Value::Object(m), Some(d)) = (&mut v, r.deleted_at) {
+                        m.insert(
+                            "__deletedAt".into(),
+                            json!(super::value::format_datetime(d)),
+                        );
+                    }
+                    v
+                })
+                .collect();
+            objects.insert(
+                def.name.to_string(),
+                json!({"nextSeq": t.next_seq, "records": rows}),
+            );
+        }
+        json!({"apiVersion": API_VERSION, "multiCurrency": self.multi_currency,
+               "earliestDeletedAvailable": super::value::format_datetime(self.earliest_deleted_available), "objects": objects})
+    }
+
+    /// Rebuilds an org from [`Org::export`] output.
+    pub fn import(schema: Arc<Schema>, v: &Value) -> Result<Org, String> {
+        let multi = v
+            .get("multiCurrency")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut org = Org::new(schema.clone(), multi);
+        if let Some(t) = v
+            .get("earliestDeletedAvailable")
+            .and_then(Value::as_str)
+            .and_then(super::value::parse_datetime)
+        {
+            org.earliest_deleted_available = t;
+        }
+        let objects = v
+            .get("objects")
+            .and_then(Value::as_object)
+            .ok_or("snapshot has no `objects`")?;
+        for (name, data) in objects {
+            let o = schema
+                .object_index(name)
+                .ok_or_else(|| format!("unknown object {name}"))?;
+            let def = &schema.objects[o];
+            for rec in data
+                .get("records")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let m = rec.as_object().ok_or("record is not an object")?;
+                let mut row = Row {
+                    vals: vec![Val::Null; def.fields.len()],
+                    deleted_at: None,
+                };
+                for (i, f) in def.fields.iter().enumerate() {
+                    if let Some(val) = m.get(f.name) {
+                        row.vals[i] = from_json(f, val)
+                            .map_err(|e| format!("{name}.{}: {}", f.name, e.message))?;
+                    }
+                }
+                row.deleted_at = m
+                    .get("__deletedAt")
+                    .and_then(Value::as_str)
+                    .and_then(super::value::parse_datetime);
+                if row.id().is_empty() {
+                    return Err(format!("{name} record without Id"));
+                }
+                org.insert_raw(o, row);
+            }
+            org.tables[o].next_seq = data
+                .get("nextSeq")
+                .and_then(Value::as_u64)
+                .unwrap_or(org.tables[o].rows.len() as u64);
+        }
+        Ok(org)
+    }
+
+    /// Record types of Opportunity: (id, name, developer name).
+    pub fn opportunity_record_types(&self) -> Vec<(String, String, String)> {
+        let o = obj::RECORD_TYPE;
+        let (n, d, s) = (
+            self.fidx(o, "Name"),
+            self.fidx(o, "DeveloperName"),
+            self.fidx(o, "SobjectType"),
+        );
+        self.tables[o]
+            .rows
+            .iter()
+            .filter(|r| r.vals[s].as_str() == Some("Opportunity"))
+            .map(|r| {
+                (
+                    r.id().to_string(),
+                    r.vals[n].as_str().unwrap_or("").to_string(),
+                    r.vals[d].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Accessor {
+    parent: Option<(usize, usize)>,
+    idx: usize,
+    ty: FieldType,
+}
+
+#[derive(Debug, Clone)]
+enum Lit {
+    Val(Val),
+    /// Relative whole-day range [start, end) in days from today.
+    Days(i64, i64),
+}
+
+enum Filter {
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    Cmp(Accessor, Op, Lit),
+    In(Accessor, bool, Vec<Lit>),
+    Like(Accessor, String),
+}
+
+fn type_mismatch(q: &str, pos: usize, ty: FieldType, lit: &Literal) -> ApiError {
+    let quoted = matches!(lit, Literal::Str(_));
+    let msg = if quoted && matches!(ty, FieldType::Date | FieldType::DateTime) {
+        format!(
+            "value of filter criterion for field must be of type {} and should not be enclosed in quotes",
+            ty.describe_name()
+        )
+    } else {
+        format!(
+            "value of filter criterion for field must be of type {}",
+            ty.describe_name()
+        )
+    };
+    ApiError::bad(
+        "INVALID_QUERY_FILTER_OPERATOR",
+        format!("\n{q}\nERROR at Row:1:Column:{pos}\n{msg}"),
+    )
+}
+
+fn coerce_literal(ty: FieldType, lit: &Literal) -> Option<Lit> {
+    Some(match (ty, lit) {
+        (_, Literal::Null) => Lit::Val(Val::Null),
+        (FieldType::Id | FieldType::Reference, Literal::Str(s)) => {
+            Lit::Val(Val::Str(ids::normalize(s).unwrap_or_else(|_| s.clone())))
+        }
+        (t, Literal::Str(s)) if t.is_text() => Lit::Val(Val::Str(s.clone())),
+        (t, Literal::Num(n)) if t.is_number() => Lit::Val(Val::Num(*n)),
+        (FieldType::Boolean, Literal::Bool(b)) => Lit::Val(Val::Bool(*b)),
+        (FieldType::Date, Literal::Date(d)) => Lit::Val(Val::Date(*d)),
+        (FieldType::DateTime, Literal::DateTime(t)) => Lit::Val(Val::Time(*t)),
+        (
+            FieldType::Date | FieldType::DateTime,
+            Literal::DateRange {
+                start_offset,
+                end_offset,
+            },
+        ) => Lit::Days(*start_offset, *end_offset),
+        _ => return None,
+    })
+}
+
+fn compare(a: &Val, b: &Val) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Val::Str(x), Val::Str(y)) => x
+            .to_lowercase()
+            .cmp(&y.to_lowercase())
+            .then_with(|| x.cmp(y)),
+        (Val::Num(x), Val::Num(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+        (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
+        (Val::Date(x), Val::Date(y)) => x.cmp(y),
+        (Val::Time(x), Val::Time(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+fn cmp_lit(v: &Val, op: Op, lit: &Lit, today: chrono::NaiveDate) -> bool {
+    use std::cmp::Ordering::*;
+    match lit {
+        Lit::Val(Val::Null) => match op {
+            Op::Eq => v.is_null(),
+            Op::Ne => !v.is_null(),
+            _ => false,
+        },
+        Lit::Val(l) => {
+            if v.is_null() {
+                return op == Op::Ne;
+            }
+            let eq = match (v, l) {
+                (Val::Str(a), Val::Str(b)) => {
+                    a.eq_ignore_ascii_case(b) || a.to_lowercase() == b.to_lowercase()
+                }
+                _ => compare(v, l) == Equal,
+            };
+            match op {
+                Op::Eq => eq,
+                Op::Ne => !eq,
+                Op::Lt => !eq && compare(v, l) == Less,
+                Op::Le => eq || compare(v, l) == Less,
+                Op::Gt => !eq && compare(v, l) == Greater,
+                Op::Ge => eq || compare(v, l) == Greater,
+            }
+        }
+        Lit::Days(s, e) => {
+            let start_day = today + ChronoDuration::days(*s);
+            let end_day = today + ChronoDuration::days(*e);
+            let (x, lo, hi) = match v {
+                Val::Date(d) => (
+                    d.and_time(NaiveTime::MIN).and_utc().timestamp_millis(),
+                    start_day,
+                    end_day,
+                ),
+                Val::Time(t) => (*t, start_day, end_day),
+                _ => return op == Op::Ne && !v.is_null(),
+            };
+            let lo = lo.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
+            let hi = hi.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
+            match op {
+                Op::Eq => x >= lo && x < hi,
+                Op::Ne => !(x >= lo && x < hi),
+                Op::Lt => x < lo,
+                Op::Le => x < hi,
+                Op::Gt => x >= hi,
+                Op::Ge => x >= lo,
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Runtime benchmarks (figures printed, not timed tests):
+//! - instantiate + call of the default rules: p50 / p99 (target p50 <= 10 µs);
+//! - records/s through the component in batches vs the same rules in native
+//!   Rust, in one run (targets >= 1M records/s on one core, ratio <= 3);
+//! - compile time and cached-artefact load time;
+//! - resident memory per live instance.
+//!
+//! Run: `cargo bench -p dealbridge --bench runtime`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dealbridge::runtime::gateway::{
+    CrmGateway, GatewayError, GuestRequest, GuestResponse, SendBudget,
+};
+use dealbridge::runtime::{Invocation, Limits, Runtime, RuntimeConfig};
+use serde_json::json;
+
+/// Builds a batch of `n` opportunity/deal pairs in either binding's types
+/// (wasmtime's host bindings and wit-bindgen's guest bindings share names).
+macro_rules! make_batch {
+    ($t:path, $n:expr) => {{
+        use $t as t;
+        let fv = |field: u32, value: t::Value| t::FieldValue { field, value };
+        let pairs = (0..$n)
+            .map(|i: usize| t::RecordPair {
+                salesforce: Some(t::CrmRecord {
+                    id: format!("006{i:015}"),
+                    modified_at: 1_779_278_400_000,
+                    fields: vec![
+                        fv(0, t::Value::Text(format!("Deal {i}"))),
+                        fv(
+                            1,
+                            t::Value::Decimal(t::Decimal {
+                                digits: 100_000 + i as i64,
+                                scale: 2,
+                            }),
+                        ),
+                        fv(
+                            2,
+                            t::Value::Date(t::Date {
+                                year: 2026,
+                                month: 6,
+                                day: 30,
+                            }),
+                        ),
+                    ],
+                }),
+                hubspot: Some(t::CrmRecord {
+                    id: format!("{}", 9000 + i),
+                    modified_at: 1_779_105_600_000,
+                    fields: vec![
+                        fv(0, t::Value::Text("Old name".into())),
+                        fv(
+                            1,
+                            t::Value::Decimal(t::Decimal {
+                                digits: 1000,
+                                scale: 0,
+                            }),
+                        ),
+                    ],
+                }),
+                snapshot: Some(t::Snapshot {
+                    salesforce: vec![],
+                    hubspot: vec![],
+                    synced_at: 1_779_000_000_000,
+                }),
+                salesforce_changed: vec![0, 1, 2],
+                hubspot_changed: vec![],
+                associations: t::PairAssociations {
+                    salesforce: vec![],
+                    hubspot: vec![],
+                },
+            })
+            .collect();
+        t::Batch {
+            object_pair: t::ObjectPair::OpportunityDeal,
+            direction: t::Direction::SalesforceToHubspot,
+            trigger: t::Trigger::Incremental,
+            salesforce_fields: vec!["Name".into(), "Amount".into(), "CloseDate".into()],
+            hubspot_fields: vec!["dealname".into(), "amount".into()],
+            pairs,
+            lookups: t::Lookups {
+                owners: vec![],
+                pipelines: vec![],
+            },
+        }
+    }};
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Holds every request until released, so that invocations stay alive.
+struct Hold {
+    waiting: AtomicUsize,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl CrmGateway for Hold {
+    async fn send(&self, _r: &GuestRequest, _b: SendBudget) -> Result<GuestResponse, GatewayError> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _permit = self
+            .release
+            .acquire()
+            .await
+            .map_err(|e| GatewayError::Transport(e.to_string()))?;
+        Ok(GuestResponse {
+            status: 200,
+            headers: vec![],
+            body: b"{}".to_vec(),
+        })
+    }
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bytes = std::fs::read(dealbridge_guests::DEFAULT_RULES).unwrap();
+    println!(
+        "dealbridge runtime benchmarks (default rules: {} bytes)",
+        bytes.len()
+    );
+
+    // Compile time and cached-artefact load time.
+    let cache = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.path().into()),
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::new(config.clone()).unwrap();
+    let t = Instant::now();
+    let compiled = rt.load(&bytes).unwrap();
+    let compile = t.elapsed();
+    let mut loads = Vec::new();
+    for _ in 0..20 {
+        let rt2 = Runtime::new(config.clone()).unwrap();
+        let t = Instant::now();
+        let p = rt2.load(&bytes).unwrap();
+        loads.push(t.elapsed());
+        assert_eq!(p.source(), dealbridge::runtime::LoadSource::Cache);
+    }
+    loads.sort();
+    println!(
+        "compile (Cranelift, incl. validation + cache write): {:>10.2} ms",
+        compile.as_secs_f64() * 1e3
+    );
+    println!(
+        "cached artefact load (p50 of 20):                    {:>10.2} ms",
+        percentile(&loads, 0.5).as_secs_f64() * 1e3
+    );
+    drop(compiled);
+
+    let plugin = rt.load(&bytes).unwrap();
+    // Resident memory per live instance: K invocations held inside a CRM call.
+    let hostile = rt
+        .load(&std::fs::read(dealbridge_guests::HOSTILE).unwrap())
+        .unwrap();
+    let k = 250usize;
+    let hold = Arc::new(Hold {
+        waiting: AtomicUsize::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let inv = Invocation::new(
+        Limits::default(),
+        &json!({"attack": "request-flood", "count": 1}),
+        hold.clone(),
+    )
+    .unwrap();
+    let batch = make_batch!(dealbridge::runtime, 1);
+    tokio.block_on(async {
+        // Warm the pool and the allocator once.
+        hold.release.add_permits(1);
+        let _ = hostile.plan(&inv, &batch).await;
+        hold.waiting.store(0, Ordering::SeqCst);
+        let before = rss_bytes();
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let mut tasks = Vec::new();
+                for _ in 0..k {
+                    let (h, i, b) = (hostile.clone(), inv.clone(), batch.clone());
+                    tasks.push(tokio::task::spawn_local(
+                        async move { h.plan(&i, &b).await },
+                    ));
+                }
+                while hold.waiting.load(Ordering::SeqCst) < k {
+                    tokio::task::yield_now().await;
+                }
+                let during = rss_bytes();
+                println!(
+                    "resident memory per live instance ({k} live, hostile component): {:>8.1} KiB",
+                    (during.saturating_sub(before)) as f64 / k as f64 / 1024.0
+                );
+                hold.release.add_permits(k);
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+            .await;
+    });
+    let inv = Invocation::with_defaults();
+
+    // Instantiate + call, one pair and an empty batch.
+    for (label, pairs) in [
+        ("instantiate + plan(1 pair)", 1usize),
+        ("instantiate + plan(empty batch)", 0),
+    ] {
+        let batch = make_batch!(dealbridge::runtime, pairs);
+        let mut samples = Vec::with_capacity(20_000);
+        tokio.block_on(async {
+            for _ in 0..2_000 {
+                plugin.plan(&inv, &batch).await.result.unwrap();
+            }
+            for _ in 0..20_000 {
+                let t = Instant::now();
+                let r = plugin.plan(&inv, &batch).await;
+                samples.push(t.elapsed());
+                assert!(r.result.is_ok());
+            }
+        });
+        samples.sort();
+        println!(
+            "{label:<32} p50 {:>8.2} µs   p99 {:>8.2} µs   (n = {})",
+            percentile(&samples, 0.5).as_secs_f64() * 1e6,
+            percentile(&samples, 0.99).as_secs_f64() * 1e6,
+            samples.len()
+        );
+    }
+
+    // The host's own floor: the hostile component with `{}` (behaves: one
+    // skip per pair, almost no guest work).
+    {
+        let floor = rt
+            .load(&std::fs::read(dealbridge_guests::HOSTILE).unwrap())
+            .unwrap();
+        let batch = make_batch!(dealbridge::runtime, 1);
+        let inv = Invocation::with_defaults();
+        let mut samples = Vec::with_capacity(20_000);
+        tokio.block_on(async {
+            for _ in 0..2_000 {
+                floor.plan(&inv, &batch).await.result.unwrap();
+            }
+            for _ in 0..20_000 {
+                let t = Instant::now();
+                let r = floor.plan(&inv, &batch).await;
+                samples.push(t.elapsed());
+                assert!(r.result.is_ok());
+            }
+        });
+        samples.sort();
+        println!(
+            "{:<32} p50 {:>8.2} µs   p99 {:>8.2} µs   (n = {})",
+            "host floor (trivial guest, 1 pair)",
+            percentile(&samples, 0.5).as_secs_f64() * 1e6,
+            percentile(&samples, 0.99).as_secs_f64() * 1e6,
+            samples.len()
+        );
+    }
+
+    // Records/s: component vs native, same rules, same batches.
+    for batch_size in [100usize, 1_000, 10_000] {
+        let batch = make_batch!(dealbridge::runtime, batch_size);
+        let native_batch = make_batch!(dealbridge_default_rules::types, batch_size);
+        let rounds = (200_000 / batch_size).max(5);
+        let limits = Limits {
+            fuel: u64::MAX / 2,
+            deadline_ms: 60_000,
+            input_bytes: 1 << 30,
+            output_bytes: 1 << 30,
+            memory_bytes: 256 << 20,
+            ..Limits::default()
+        };
+        let inv = Invocation::new(
+            limits,
+            &json!({}),
+            Arc::new(dealbridge::runtime::DenyAllGateway),
+        )
+        .unwrap();
+        let mut fuel = 0;
+        let wasm = tokio.block_on(async {
+            let check = plugin.plan(&inv, &batch).await;
+            let outcomes = check.result.unwrap();
+            assert_eq!(outcomes.len(), batch_size);
+            fuel = check.report.fuel_used;
+            let t = Instant::now();
+            for _ in 0..rounds {
+                plugin.plan(&inv, &batch).await.result.unwrap();
+            }
+            t.elapsed()
+        });
+        let t = Instant::now();
+        for _ in 0..rounds {
+            let rules = dealbridge_default_rules::Rules::from_json("{}").unwrap();
+            let out = rules.plan(std::hint::black_box(&native_batch)).unwrap();
+            assert_eq!(out.len(), batch_size);
+            std::hint::black_box(out);
+        }
+        let native = t.elapsed();
+        let records = (rounds * batch_size) as f64;
+        let wasm_rps = records / wasm.as_secs_f64();
+        let native_rps = records / native.as_secs_f64();
+        println!(
+            "batch {batch_size:>6}: wasm {:>10.0} rec/s   native {:>10.0} rec/s   wasm/native time ratio {:>5.2}   fuel/record {:>6}",
+            wasm_rps,
+            native_rps,
+            native_rps / wasm_rps,
+            fuel / batch_size as u64
+        );
+    }
+}

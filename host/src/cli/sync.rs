@@ -1,0 +1,335 @@
+//! `dealbridge sync --config tenant.toml [--once] [--dry-run] [--resync ...] [--json]`:
+//! runs the sync engine for one tenant — the set-up and its checks, the backfill with a
+//! progress bar, then incremental cycles on the poll interval — and ends with a summary.
+//!
+//! Exit codes: 0 everything synced, 1 some records failed (they are stored and retried),
+//! 2 the sync could not run (bad config, a failed precondition, a CRM or store outage).
+//! This command must never print a credential.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::ExitStatus;
+use crate::store::{ObjectPair, Side};
+use crate::sync::engine::{CycleReport, ProgressFn};
+use crate::sync::setup::{CheckStatus, SetupReport};
+use crate::sync::start::{StartOptions, start};
+use crate::sync::{Resync, SyncError, TenantConfig};
+
+/// Sync one tenant's Salesforce and HubSpot.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The tenant config (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Run one cycle and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Print the planned creates, updates, deletes and associations; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Resync instead of polling: `all`, `record:<pair>:<side>:<id>` or
+    /// `filter:<pair>:<SOQL condition>` (pairs: opportunity_deal, account_company,
+    /// contact_contact; sides: salesforce, hubspot).
+    #[arg(long)]
+    pub resync: Option<String>,
+    /// Machine-readable output (one JSON object per cycle, then the summary).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a `--resync` value.
+pub fn parse_resync(s: &str) -> Result<Resync, String> {
+    if s == "all" {
+        return Ok(Resync::All);
+    }
+    let pair = |p: &str| {
+        p.parse::<ObjectPair>().map_err(|_| {
+            format!(
+                "unknown object pair `{p}` (opportunity_deal, account_company, contact_contact)"
+            )
+        })
+    };
+    if let Some(rest) = s.strip_prefix("record:") {
+        let mut it = rest.splitn(3, ':');
+        let (Some(p), Some(side), Some(id)) = (it.next(), it.next(), it.next()) else {
+            return Err("--resync record:<pair>:<side>:<id>".into());
+        };
+        let side = side
+            .parse::<Side>()
+            .map_err(|_| format!("unknown side `{side}` (salesforce, hubspot)"))?;
+        if id.is_empty() {
+            return Err("--resync record: the id is empty".into());
+        }
+        return Ok(Resync::Record {
+            pair: pair(p)?,
+            side,
+            id: id.to_string(),
+        });
+    }
+    if let Some(rest) = s.strip_prefix("filter:") {
+        let Some((p, cond)) = rest.split_once(':') else {
+            return Err("--resync filter:<pair>:<SOQL condition>".into());
+        };
+        if cond.trim().is_empty() {
+            return Err("--resync filter: the condition is empty".into());
+        }
+        return Ok(Resync::Filter {
+            pair: pair(p)?,
+            soql_where: cond.to_string(),
+        });
+    }
+    Err(format!(
+        "--resync {s:?}: expected all, record:<pair>:<side>:<id> or filter:<pair>:<condition>"
+    ))
+}
+
+/// Prints the set-up checks.
+pub fn print_setup(report: &SetupReport) {
+    println!("Set-up and checks:");
+    for c in &report.checks {
+        let mark = match c.status {
+            CheckStatus::Ok => "ok     ",
+            CheckStatus::Created => "created",
+            CheckStatus::Warning => "WARN   ",
+            CheckStatus::Failed => "FAILED ",
+        };
+        println!("  [{mark}] {:<40} {}", c.name, c.message);
+    }
+}
+
+/// Prints the closing summary table of cycles.
+pub fn print_summary(reports: &[CycleReport]) {
+    let mut t = crate::store::RunCounters::default();
+    for r in reports {
+        t.add(&r.counters);
+    }
+    let rows = [
+        ("read from Salesforce", t.read_salesforce),
+        ("read from HubSpot", t.read_hubspot),
+        ("created in HubSpot", t.created_hubspot),
+        ("created in Salesforce", t.created_salesforce),
+        ("updated in HubSpot", t.updated_hubspot),
+        ("updated in Salesforce", t.updated_salesforce),
+        ("archived in HubSpot", t.archived_hubspot),
+        ("skipped (rules)", t.skipped),
+        ("echoes suppressed", t.echoes_suppressed),
+        ("failed (stored, retried)", t.failed),
+        ("Salesforce API calls", t.api_calls_salesforce),
+        ("HubSpot API calls", t.api_calls_hubspot),
+    ];
+    println!("+----------------------------+------------+");
+    println!("| {:<26} | {:>10} |", "summary", "records");
+    println!("+----------------------------+------------+");
+    for (k, v) in rows {
+        println!("| {k:<26} | {v:>10} |");
+    }
+    println!("+----------------------------+------------+");
+    let failures: Vec<_> = reports.iter().flat_map(|r| r.failures.iter()).collect();
+    if !failures.is_empty() {
+        println!("Failures (first 20 of {}):", failures.len());
+        for f in failures.iter().take(20) {
+            println!(
+                "  {:<18} {:<20} {:<34} {}",
+                f.category, f.pair, f.record, f.message
+            );
+        }
+    }
+}
+
+/// Prints a dry run's planned operations.
+pub fn print_planned(r: &CycleReport) {
+    println!(
+        "Planned operations (dry run, nothing written): {}",
+        r.planned.len()
+    );
+    for p in &r.planned {
+        println!(
+            "  {:<9} {:<10} {:<16} {:<20} {}",
+            p.op, p.target, p.pair, p.record, p.detail
+        );
+    }
+}
+
+/// A progress bar for the backfill.
+pub fn progress_bar() -> ProgressFn {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>18} [{bar:40}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let bar = Arc::new(bar);
+    Arc::new(move |pair: &str, done: u64, total: Option<u64>| {
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_message(pair.to_string());
+        bar.set_position(done);
+        if total.is_some_and(|t| done >= t) {
+            bar.println(format!("{pair}: {done} read"));
+        }
+    })
+}
+
+fn exit_for(reports: &[CycleReport]) -> ExitStatus {
+    if reports.iter().any(|r| !r.failures.is_empty()) {
+        ExitStatus::Failures
+    } else {
+        ExitStatus::Success
+    }
+}
+
+pub fn run(args: SyncArgs) -> anyhow::Result<ExitStatus> {
+    let cfg = match TenantConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitStatus::UsageError);
+        }
+    };
+    let resync = match args.resync.as_deref().map(parse_resync).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitStatus::UsageError);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let env = |k: &str| std::env::var(k).ok();
+        let (mut engine, setup) = match start(
+            &cfg,
+            &env,
+            StartOptions {
+                dry_run: args.dry_run,
+                ..StartOptions::default()
+            },
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitStatus::UsageError);
+            }
+        };
+        if args.json {
+            println!("{}", serde_json::json!({"setup": setup}));
+        } else {
+            print_setup(&setup);
+            engine.on_progress(progress_bar());
+        }
+        let mut reports = Vec::new();
+        let one = |r: Result<CycleReport, SyncError>,
+                   reports: &mut Vec<CycleReport>|
+         -> Result<(), SyncError> {
+            let r = r?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else if args.dry_run {
+                print_planned(&r);
+            }
+            reports.push(r);
+            Ok(())
+        };
+        let outcome = if let Some(what) = resync {
+            one(engine.resync(what).await, &mut reports)
+        } else if args.once || args.dry_run {
+            one(engine.run_cycle().await, &mut reports)
+        } else {
+            let interval = cfg.poll_interval();
+            let mut last_err = None;
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let r = engine
+                .poll(
+                    interval,
+                    |r| match r {
+                        Ok(rep) => {
+                            if args.json {
+                                println!("{}", serde_json::to_string(rep).unwrap_or_default());
+                            } else if rep.counters.read_salesforce + rep.counters.read_hubspot > 0 {
+                                println!(
+                                    "cycle: {} read, {} written, {} echoes, {} failed ({} ms)",
+                                    rep.counters.read_salesforce + rep.counters.read_hubspot,
+                                    rep.counters.created_hubspot
+                                        + rep.counters.created_salesforce
+                                        + rep.counters.updated_hubspot
+                                        + rep.counters.updated_salesforce,
+                                    rep.counters.echoes_suppressed,
+                                    rep.counters.failed,
+                                    rep.millis
+                                );
+                            }
+                            reports.push(rep.clone());
+                        }
+                        Err(e) => {
+                            eprintln!("cycle failed: {e}");
+                            last_err = Some(e.to_string());
+                        }
+                    },
+                    stop,
+                )
+                .await;
+            let _ = last_err;
+            r
+        };
+        if !args.dry_run {
+            let _ = engine.release().await;
+        }
+        match outcome {
+            Ok(()) => {
+                if args.json {
+                    let mut t = crate::store::RunCounters::default();
+                    for r in &reports {
+                        t.add(&r.counters);
+                    }
+                    println!("{}", serde_json::json!({"summary": t}));
+                } else {
+                    print_summary(&reports);
+                }
+                Ok(exit_for(&reports))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitStatus::UsageError)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resync_values_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_resync("all"), Ok(Resync::All));
+        assert_eq!(
+            parse_resync("record:opportunity_deal:salesforce:006000000000001AAA"),
+            Ok(Resync::Record {
+                pair: ObjectPair::OpportunityDeal,
+                side: Side::Salesforce,
+                id: "006000000000001AAA".into()
+            })
+        );
+        assert_eq!(
+            parse_resync("filter:opportunity_deal:StageName = 'Closed Won'"),
+            Ok(Resync::Filter {
+                pair: ObjectPair::OpportunityDeal,
+                soql_where: "StageName = 'Closed Won'".into()
+            })
+        );
+        assert!(
+            parse_resync("record:deals:salesforce:1")
+                .unwrap_err()
+                .contains("unknown object pair")
+        );
+        assert!(parse_resync("some").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! The HubSpot CRM API client (v3 objects, search, pipelines, properties, owners; v4
+//! associations) for a private app's Bearer token.
+//!
+//! - [`client`]: [`HubSpotClient`] and its configuration, the request loop with the
+//!   governor, batch calls with per-input outcomes and the keyset change scan.
+//! - [`types`]: the wire types (records, batches, search, scan cursor, associations,
+//!   pipelines, owners, properties).
+//! - [`errors`]: [`HubSpotError`], [`BatchError`] and the mapping of HubSpot categories to
+//!   [`ErrorClass`](crate::crm::ErrorClass).
+//!
+//! Generic over object types: every call takes the object type (`deals`, `companies`,
+//! `contacts`...). This module must never hold sync policy.
+
+pub mod client;
+pub mod errors;
+pub mod types;
+
+pub use client::{HubSpotClient, HubSpotConfig};
+pub use errors::{BatchError, HubSpotError};
+pub use types::{
+    BatchOutcome, HsObject, Properties, ScanCursor, ScanPage, ScanRequest, UpdateInput,
+};

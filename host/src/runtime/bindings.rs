@@ -1,0 +1,29 @@
+//! The generated bindings of the `dealbridge:rules@0.1.0` world `plugin`.
+//!
+//! This module only runs `bindgen!` over `wit/rules.wit`; the host behaviour
+//! of the imports lives in `host.rs`. It must never hold policy: no limits,
+//! no I/O.
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit",
+    imports: {
+        // The only import that waits on the network; it may also end the
+        // invocation (deadline) by trapping.
+        "dealbridge:rules/crm.send": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+    additional_derives: [PartialEq],
+});
+
+pub use dealbridge::rules::crm::{
+    Method as WitMethod, Request as WitRequest, RequestError as WitRequestError,
+    Response as WitResponse,
+};
+pub use dealbridge::rules::log::Level as WitLevel;
+pub use dealbridge::rules::types::*;
+pub use exports::dealbridge::rules::rules::{
+    Description, ErrorKind, ExtraField, FieldMapping, FieldWrite, Inclusion, PairOutcome,
+    PairWrites, RuleError, Skip, SyncRule,
+};

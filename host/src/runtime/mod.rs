@@ -1,0 +1,642 @@
+//! The wasmtime sandbox that runs tenants' rules components.
+//!
+//! Three lifetimes of state, kept apart:
+//! - process: [`Runtime`] — one `Engine` (pooling allocator, copy-on-write
+//!   memory init, fuel, epoch interruption), one `Linker` holding only the
+//!   world's imports and a deny-all WASI subset, the on-disk compile cache,
+//!   and a background epoch ticker;
+//! - tenant: [`LoadedPlugin`] — a validated component (digest, world,
+//!   contract version) with its `InstancePre`, so nothing compiles or
+//!   resolves imports on the request path;
+//! - invocation: the `Store` data (`host::State`) — limits, counters, the
+//!   run report — created fresh for every call and dropped after it.
+//!
+//! This module must never run a plugin without its limits (fuel, deadline,
+//! memory, tables, instances, input/output, log, requests, response bytes),
+//! never reuse an instance between calls, and never link an import outside
+//! the world.
+
+mod bindings;
+mod cache;
+pub mod egress;
+mod error;
+pub mod fixture;
+pub mod gateway;
+mod host;
+pub mod inspect;
+mod limits;
+mod report;
+mod size;
+mod wasi;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+pub use bindings::{
+    Batch, Crm, CrmRecord, Date, Decimal, Description, Direction, ErrorKind, ExtraField,
+    FieldIndex, FieldInfo, FieldMapping, FieldValue, FieldWrite, Inclusion, Lookups, ObjectPair,
+    Owner, PairAssociations, PairOutcome, PairWrites, Pipeline, RecordPair, Related, RelatedKind,
+    RuleError, Skip, Snapshot, Stage, SyncRule, Trigger, Value,
+};
+pub use error::{InvokeError, LoadError, error_kind_name};
+pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway};
+pub use inspect::WorldInfo;
+pub use limits::{LimitHit, LimitKind, Limits};
+pub use report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};
+pub use size::WireSize;
+pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
+
+use bindings::{Plugin, PluginPre};
+use host::State;
+use limits::LimitTrap;
+
+/// Process-wide settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (`<sha256>-<engine hash>.cwasm`);
+    /// none for no disk cache. The directory must be writable only by the
+    /// service: a cached artefact is trusted native code.
+    pub cache_dir: Option<PathBuf>,
+    /// The largest component accepted, in bytes. Default 16 MiB.
+    pub max_component_bytes: u64,
+    /// Instances alive at once (the pool size). Default 256.
+    pub max_concurrent_instances: u32,
+    /// The largest linear memory any tenant may be allowed, in bytes (the
+    /// pool's slot size); a tenant's `memory_bytes` is enforced below it.
+    /// Default 256 MiB.
+    pub max_memory_bytes: u64,
+    /// WebAssembly stack per invocation, in bytes. Default 512 KiB.
+    pub max_wasm_stack: usize,
+    /// The epoch tick: how often a running guest checks its deadline. Default 1 ms.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_component_bytes: 16 << 20,
+            max_concurrent_instances: 256,
+            max_memory_bytes: 256 << 20,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    /// One permit per pool slot: an invocation waits for a slot (within its
+    /// deadline) instead of failing when the pool is full.
+    slots: tokio::sync::Semaphore,
+    linker: Linker<State>,
+    config: RuntimeConfig,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The process-wide runtime: engine, linker, compile cache, epoch ticker.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+/// Where a [`LoadedPlugin`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadSource {
+    /// Compiled now (and written to the cache, if there is one).
+    Compiled,
+    /// Loaded from the on-disk cache.
+    Cache,
+}
+
+/// A validated, compiled component with its imports resolved, ready to
+/// instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    runtime: Runtime,
+    pre: PluginPre<State>,
+    digest: String,
+    world: WorldInfo,
+    source: LoadSource,
+}
+
+/// What one invocation gets: its limits, the tenant's plugin config and the
+/// way out to the tenant's CRMs.
+#[derive(Clone)]
+pub struct Invocation {
+    /// The limits.
+    pub limits: Limits,
+    config_json: Arc<str>,
+    /// The tenant's CRMs.
+    pub gateway: Arc<dyn CrmGateway>,
+}
+
+impl Invocation {
+    /// An invocation with the given limits, config (a JSON object) and gateway.
+    pub fn new(
+        limits: Limits,
+        config: &serde_json::Value,
+        gateway: Arc<dyn CrmGateway>,
+    ) -> Result<Self, InvokeError> {
+        if !config.is_object() {
+            return Err(InvokeError::Input(
+                "the plugin config must be a JSON object".into(),
+            ));
+        }
+        Ok(Self {
+            limits,
+            config_json: config.to_string().into(),
+            gateway,
+        })
+    }
+
+    /// Default limits, `{}` config, no CRM.
+    pub fn with_defaults() -> Self {
+        Self {
+            limits: Limits::default(),
+            config_json: "{}".into(),
+            gateway: Arc::new(DenyAllGateway),
+        }
+    }
+
+    /// The config as JSON text.
+    pub fn config_json(&self) -> &str {
+        &self.config_json
+    }
+}
+
+/// The result of one invocation and its run report (kept also on failure:
+/// fuel, stdio and the HTTP trace are what a tenant needs to debug one).
+#[derive(Debug, Clone)]
+pub struct Invoked<T> {
+    /// The output, or why there is none.
+    pub result: Result<T, InvokeError>,
+    /// What was measured.
+    pub report: RunReport,
+}
+
+impl<T> Invoked<T> {
+    /// Maps the output.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Invoked<U> {
+        Invoked {
+            result: self.result.map(f),
+            report: self.report,
+        }
+    }
+
+    /// `(output, report)`, or the error.
+    pub fn into_result(self) -> Result<(T, RunReport), InvokeError> {
+        self.result.map(|v| (v, self.report))
+    }
+}
+
+impl Runtime {
+    /// Builds the engine, the linker and the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, LoadError> {
+        let engine = Engine::new(&engine_config(&config))
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LoadError::Cache(format!("{}: {e}", dir.display())))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.weak(), config.epoch_tick, stop.clone());
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                slots: tokio::sync::Semaphore::new(config.max_concurrent_instances.max(1) as usize),
+                engine,
+                linker,
+                config,
+                stop_ticker: stop,
+            }),
+        })
+    }
+
+    /// The engine (for tools and benchmarks).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The runtime's settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Validates and compiles a component (or loads it from the disk cache)
+    /// and resolves its imports.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        inspect::check_header(bytes, self.inner.config.max_component_bytes)?;
+        let digest = hex::encode(Sha256::digest(bytes));
+        let (component, source) = self.compile_or_cached(bytes, &digest)?;
+        let engine = &self.inner.engine;
+        let ty = component.component_type();
+        let imports = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+        let exports = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+        let world = inspect::check_world(imports, exports)?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        Ok(LoadedPlugin {
+            runtime: self.clone(),
+            pre,
+            digest,
+            world,
+            source,
+        })
+    }
+
+    fn compile_or_cached(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Component, LoadSource), LoadError> {
+        let engine = &self.inner.engine;
+        let Some(dir) = &self.inner.config.cache_dir else {
+            let c =
+                Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+            return Ok((c, LoadSource::Compiled));
+        };
+        let path = dir.join(cache::file_name(engine, digest));
+        if let Some(component) = cache::load(engine, &path) {
+            return Ok((component, LoadSource::Cache));
+        }
+        let artefact = engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        cache::store(&path, &artefact)
+            .map_err(|e| LoadError::Cache(format!("{}: {e}", path.display())))?;
+        // SAFETY: the bytes were produced by `precompile_component` of this
+        // very engine just above.
+        let component = unsafe { Component::deserialize(engine, &artefact) }
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        Ok((component, LoadSource::Compiled))
+    }
+}
+
+fn engine_config(rc: &RuntimeConfig) -> Config {
+    let n = rc.max_concurrent_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_memory_size(rc.max_memory_bytes as usize)
+        .table_elements(100_000);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(DEEP_STACK_FRAMES + 24))
+        .max_wasm_stack(rc.max_wasm_stack)
+        .async_stack_size(rc.max_wasm_stack + (1 << 20))
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+fn spawn_ticker(engine: wasmtime::EngineWeak, tick: Duration, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("dealbridge-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                match engine.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+impl LoadedPlugin {
+    /// The sha256 of the component's bytes, in hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Its imports, exports and contract version.
+    pub fn world(&self) -> &WorldInfo {
+        &self.world
+    }
+
+    /// Whether it was compiled now or loaded from the cache.
+    pub fn source(&self) -> LoadSource {
+        self.source
+    }
+
+    /// Calls `describe`.
+    pub async fn describe(&self, inv: &Invocation, schema: &[FieldInfo]) -> Invoked<Description> {
+        let input = 8 + schema.iter().map(WireSize::wire_size).sum::<u64>();
+        self.invoke(inv, input, Call::Describe(schema))
+            .await
+            .map(|o| match o {
+                Output::Describe(d) => d,
+                _ => unreachable!("describe returns a description"),
+            })
+    }
+
+    /// Calls `condition`: one inclusion per pair.
+    pub async fn condition(&self, inv: &Invocation, batch: &Batch) -> Invoked<Vec<Inclusion>> {
+        self.invoke(inv, batch.wire_size(), Call::Condition(batch))
+            .await
+            .map(|o| match o {
+                Output::Condition(c) => c,
+                _ => unreachable!("condition returns inclusions"),
+            })
+    }
+
+    /// Calls `plan`: one outcome per pair.
+    pub async fn plan(&self, inv: &Invocation, batch: &Batch) -> Invoked<Vec<PairOutcome>> {
+        self.invoke(inv, batch.wire_size(), Call::Plan(batch))
+            .await
+            .map(|o| match o {
+                Output::Plan(p) => p,
+                _ => unreachable!("plan returns outcomes"),
+            })
+    }
+
+    async fn invoke(&self, inv: &Invocation, input_bytes: u64, call: Call<'_>) -> Invoked<Output> {
+        let started = Instant::now();
+        let limits = inv.limits.clone();
+        let deadline_after = Duration::from_millis(limits.deadline_ms);
+        let deadline = started + deadline_after;
+        let mut report_only = RunReport {
+            fuel_limit: limits.fuel,
+            input_bytes,
+            ..RunReport::default()
+        };
+        if input_bytes > limits.input_bytes {
+            report_only.wall_time_us = started.elapsed().as_micros() as u64;
+            let hit = LimitHit {
+                limit: LimitKind::InputBytes,
+                limit_value: limits.input_bytes,
+                reached: input_bytes,
+            };
+            return Invoked {
+                result: Err(hit.into()),
+                report: report_only,
+            };
+        }
+
+        let engine = &self.runtime.inner.engine;
+        let state = State::new(
+            limits.clone(),
+            inv.config_json.clone(),
+            inv.gateway.clone(),
+            deadline,
+        );
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if let Err(e) = store.set_fuel(limits.fuel) {
+            return Invoked {
+                result: Err(InvokeError::Instantiate(format!("{e:#}"))),
+                report: report_only,
+            };
+        }
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            if Instant::now() >= deadline {
+                let limit_value = ctx.data().limits.deadline_ms;
+                Err(wasmtime::Error::new(LimitTrap(LimitHit {
+                    limit: LimitKind::Deadline,
+                    limit_value,
+                    reached: started.elapsed().as_millis() as u64,
+                })))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let pre = &self.pre;
+        let slots = &self.runtime.inner.slots;
+        let run = async {
+            let _slot = slots
+                .acquire()
+                .await
+                .map_err(|e| Failure::Instantiate(wasmtime::Error::msg(e.to_string())))?;
+            let plugin = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(Failure::Instantiate)?;
+            let rules = plugin.dealbridge_rules_rules();
+            let out = match call {
+                Call::Describe(schema) => rules
+                    .call_describe(&mut store, schema)
+                    .await
+                    .map(|r| r.map(Output::Describe)),
+                Call::Condition(batch) => rules
+                    .call_condition(&mut store, batch)
+                    .await
+                    .map(|r| r.map(Output::Condition)),
+                Call::Plan(batch) => rules
+                    .call_plan(&mut store, batch)
+                    .await
+                    .map(|r| r.map(Output::Plan)),
+            };
+            out.map_err(Failure::Call)
+        };
+        let outcome = match tokio::time::timeout(deadline_after, run).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(rule))) => Err(Failure::Rule(rule)),
+            Ok(Err(failure)) => Err(failure),
+            Err(_) => Err(Failure::Deadline),
+        };
+
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let state = store.data_mut();
+        state.finish_stdio();
+        let mut report = std::mem::take(&mut state.report);
+        report.input_bytes = input_bytes;
+        report.fuel_used = limits.fuel.saturating_sub(fuel_left);
+        report.peak_memory_bytes = state.limiter.peak_memory;
+        let result = match outcome {
+            Ok(value) => {
+                let size = value.wire_size();
+                report.output_bytes = size;
+                if size > limits.output_bytes {
+                    Err(LimitHit {
+                        limit: LimitKind::OutputBytes,
+                        limit_value: limits.output_bytes,
+                        reached: size,
+                    }
+                    .into())
+                } else {
+                    Ok(value)
+                }
+            }
+            Err(Failure::Deadline) => Err(InvokeError::Limit {
+                limit: LimitKind::Deadline,
+                limit_value: limits.deadline_ms,
+                reached: started.elapsed().as_millis() as u64,
+            }),
+            Err(Failure::Instantiate(e)) => Err(classify(e, &limits, &report, true)),
+            Err(Failure::Call(e)) => Err(classify(e, &limits, &report, false)),
+            Err(Failure::Rule(r)) => {
+                let size = r.wire_size();
+                report.output_bytes = size;
+                if size > limits.output_bytes {
+                    Err(LimitHit {
+                        limit: LimitKind::OutputBytes,
+                        limit_value: limits.output_bytes,
+                        reached: size,
+                    }
+                    .into())
+                } else {
+                    Err(InvokeError::Rule(r))
+                }
+            }
+        };
+        drop(store);
+        report.wall_time_us = started.elapsed().as_micros() as u64;
+        Invoked { result, report }
+    }
+}
+
+/// Which export to call, with its argument.
+enum Call<'a> {
+    Describe(&'a [FieldInfo]),
+    Condition(&'a Batch),
+    Plan(&'a Batch),
+}
+
+/// What an export returned.
+enum Output {
+    Describe(Description),
+    Condition(Vec<Inclusion>),
+    Plan(Vec<PairOutcome>),
+}
+
+impl WireSize for Output {
+    fn wire_size(&self) -> u64 {
+        match self {
+            Output::Describe(d) => d.wire_size(),
+            Output::Condition(c) => c.wire_size(),
+            Output::Plan(p) => p.wire_size(),
+        }
+    }
+}
+
+enum Failure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+    Rule(RuleError),
+    Deadline,
+}
+
+/// A trap with at least this many frames on the stack counts as recursion.
+const DEEP_STACK_FRAMES: usize = 1000;
+
+/// Turns a wasmtime error into the specific [`InvokeError`].
+fn classify(
+    err: wasmtime::Error,
+    limits: &Limits,
+    report: &RunReport,
+    instantiating: bool,
+) -> InvokeError {
+    if let Some(LimitTrap(hit)) = err.downcast_ref::<LimitTrap>() {
+        return (*hit).into();
+    }
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Exit(exit.0);
+    }
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        match trap {
+            Trap::OutOfFuel => {
+                return InvokeError::Limit {
+                    limit: LimitKind::Fuel,
+                    limit_value: limits.fuel,
+                    reached: limits.fuel,
+                };
+            }
+            Trap::StackOverflow => return InvokeError::StackOverflow,
+            // Rust and C guests keep a shadow stack in linear memory; deep
+            // recursion runs it off the bottom of memory. A trap that deep in
+            // the call stack is recursion, not a stray pointer.
+            Trap::MemoryOutOfBounds
+                if err
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .is_some_and(|bt| bt.frames().len() >= DEEP_STACK_FRAMES) =>
+            {
+                return InvokeError::StackOverflow;
+            }
+            Trap::Interrupt => {
+                return InvokeError::Limit {
+                    limit: LimitKind::Deadline,
+                    limit_value: limits.deadline_ms,
+                    reached: limits.deadline_ms,
+                };
+            }
+            _ => {}
+        }
+        let panic = panic_message(&report.stderr);
+        return InvokeError::Trap(match panic {
+            Some(p) => format!("{trap}; {p}"),
+            None => trap.to_string(),
+        });
+    }
+    let text = format!("{err:#}");
+    if instantiating {
+        // Instance/table counts are checked by the limiter at instantiation:
+        // wasmtime says "resource limit exceeded: {instance|table|memory} count too high at N".
+        if let Some(rest) = text.split("resource limit exceeded: ").nth(1) {
+            let reached = rest
+                .split("count too high at ")
+                .nth(1)
+                .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            let (limit, limit_value) = if rest.starts_with("table") {
+                (LimitKind::Tables, limits.tables as u64)
+            } else {
+                // Memories are bounded by the instance count (see `Limiter::memories`).
+                (LimitKind::Instances, limits.instances as u64)
+            };
+            return InvokeError::Limit {
+                limit,
+                limit_value,
+                reached,
+            };
+        }
+        return InvokeError::Instantiate(text);
+    }
+    InvokeError::Trap(text)
+}
+
+/// The panic line a Rust guest writes to stderr before it aborts.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.find("panicked at")?;
+    let line_start = stderr[..start].rfind('\n').map_or(0, |i| i + 1);
+    let rest = &stderr[line_start..];
+    let msg: String = rest.lines().take(2).collect::<Vec<_>>().join(" ");
+    Some(msg.trim().to_string())
+}

@@ -1,0 +1,226 @@
+//! Sizes of the values that cross the sandbox boundary, for the
+//! `input_bytes` and `output_bytes` limits.
+//!
+//! The size is the canonical-ABI payload: the bytes of every string and list
+//! element plus a fixed 8 bytes per scalar, option, variant case and record
+//! field header. It is computed on the host value before anything is lowered
+//! into the guest (input) and on the lifted value (output). It is an estimate
+//! of the copied bytes, deterministic and monotonic in the data; it must
+//! never allocate.
+
+use super::bindings::*;
+
+/// The canonical-ABI size estimate of a value, in bytes.
+pub trait WireSize {
+    /// The estimate.
+    fn wire_size(&self) -> u64;
+}
+
+const SCALAR: u64 = 8;
+
+impl WireSize for String {
+    fn wire_size(&self) -> u64 {
+        SCALAR + self.len() as u64
+    }
+}
+
+impl<T: WireSize> WireSize for Vec<T> {
+    fn wire_size(&self) -> u64 {
+        SCALAR + self.iter().map(WireSize::wire_size).sum::<u64>()
+    }
+}
+
+impl<T: WireSize> WireSize for Option<T> {
+    fn wire_size(&self) -> u64 {
+        SCALAR + self.as_ref().map_or(0, WireSize::wire_size)
+    }
+}
+
+impl<T: WireSize, E: WireSize> WireSize for Result<T, E> {
+    fn wire_size(&self) -> u64 {
+        SCALAR
+            + match self {
+                Ok(v) => v.wire_size(),
+                Err(e) => e.wire_size(),
+            }
+    }
+}
+
+macro_rules! scalar {
+    ($($t:ty),*) => {$(impl WireSize for $t { fn wire_size(&self) -> u64 { SCALAR } })*};
+}
+scalar!(
+    u8,
+    u32,
+    u64,
+    i32,
+    i64,
+    bool,
+    Crm,
+    ObjectPair,
+    Direction,
+    Trigger,
+    RelatedKind,
+    SyncRule,
+    ErrorKind,
+    Date,
+    Decimal
+);
+
+macro_rules! record {
+    ($t:ty { $($f:ident),* }) => {
+        impl WireSize for $t {
+            fn wire_size(&self) -> u64 { 0 $(+ self.$f.wire_size())* }
+        }
+    };
+}
+
+impl WireSize for Value {
+    fn wire_size(&self) -> u64 {
+        SCALAR
+            + match self {
+                Value::Text(s) => s.wire_size(),
+                Value::Multi(v) => v.wire_size(),
+                _ => SCALAR,
+            }
+    }
+}
+
+record!(FieldValue { field, value });
+record!(CrmRecord {
+    id,
+    modified_at,
+    fields
+});
+record!(Snapshot {
+    salesforce,
+    hubspot,
+    synced_at
+});
+record!(Related {
+    kind,
+    salesforce_id,
+    hubspot_id,
+    role,
+    primary
+});
+record!(PairAssociations {
+    salesforce,
+    hubspot
+});
+record!(RecordPair {
+    salesforce,
+    hubspot,
+    snapshot,
+    salesforce_changed,
+    hubspot_changed,
+    associations
+});
+record!(Owner {
+    email,
+    salesforce_user_id,
+    hubspot_owner_id
+});
+record!(Stage { id, label });
+record!(Pipeline {
+    id,
+    label,
+    record_type_id,
+    record_type_name,
+    stages
+});
+record!(Lookups { owners, pipelines });
+record!(Batch {
+    object_pair,
+    direction,
+    trigger,
+    salesforce_fields,
+    hubspot_fields,
+    pairs,
+    lookups
+});
+record!(FieldInfo {
+    crm,
+    object_pair,
+    name,
+    type_name,
+    field_type
+});
+record!(FieldMapping {
+    object_pair,
+    salesforce_field,
+    hubspot_field,
+    rule
+});
+record!(ExtraField {
+    crm,
+    object_pair,
+    name
+});
+record!(Description {
+    name,
+    version,
+    object_pairs,
+    mappings,
+    extra_fields
+});
+record!(RuleError {
+    kind,
+    field,
+    message
+});
+record!(FieldWrite { field, value });
+record!(PairWrites {
+    salesforce,
+    hubspot,
+    salesforce_associations,
+    hubspot_associations
+});
+
+impl WireSize for Inclusion {
+    fn wire_size(&self) -> u64 {
+        SCALAR
+            + match self {
+                Inclusion::Include => 0,
+                Inclusion::Exclude(s) => s.wire_size(),
+            }
+    }
+}
+
+impl WireSize for Skip {
+    fn wire_size(&self) -> u64 {
+        SCALAR
+            + match self {
+                Skip::UpToDate => 0,
+                Skip::Excluded(s) | Skip::UnsyncedPipeline(s) => s.wire_size(),
+            }
+    }
+}
+
+impl WireSize for PairOutcome {
+    fn wire_size(&self) -> u64 {
+        SCALAR
+            + match self {
+                PairOutcome::Write(w) => w.wire_size(),
+                PairOutcome::Skip(s) => s.wire_size(),
+                PairOutcome::Error(e) => e.wire_size(),
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_lists_count_their_payload() {
+        assert_eq!(String::from("abcd").wire_size(), 12);
+        assert_eq!(
+            vec![String::from("ab"), String::from("c")].wire_size(),
+            8 + 10 + 9
+        );
+        let small = Value::Text("x".into()).wire_size();
+        let big = Value::Text("x".repeat(1000)).wire_size();
+        assert_eq!(big - small, 999);
+    }
+}

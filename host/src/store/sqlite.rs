@@ -1,0 +1,99 @@
+//! The SQLite backend: one file, the embedded default for a single team.
+//!
+//! Write transactions start with `BEGIN IMMEDIATE` so that two connections of the pool
+//! never both read and then fail to upgrade: SQLite has one writer at a time, which is
+//! also what makes leasing a plain conditional `UPDATE`. It must never open an
+//! in-memory database with more than one connection (each would see its own database).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Pool, Sqlite, Transaction};
+
+use super::{Backend, StoreConfig, StoreError, StoreResult};
+
+type Db = Sqlite;
+type DbRow = SqliteRow;
+type This = SqliteStore;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Picks the due tenant and leases it in one statement; SQLite runs one writer at a
+/// time, so no row locks are needed (`$1` holder, `$2` expiry, `$3` now).
+const ACQUIRE_NEXT_DUE_SQL: &str = "\
+UPDATE tenant_jobs
+   SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1
+ WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
+   AND tenant_id = (
+       SELECT j.tenant_id FROM tenant_jobs j JOIN tenants t ON t.id = j.tenant_id
+        WHERE NOT t.disabled AND j.next_due_at_ms <= $3
+          AND (j.lease_holder IS NULL OR j.lease_expires_at_ms <= $3)
+        ORDER BY j.next_due_at_ms, j.tenant_id
+        LIMIT 1)
+RETURNING tenant_id, fencing_token, lease_expires_at_ms";
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: Pool<Db>,
+    config: StoreConfig,
+}
+
+impl SqliteStore {
+    /// Opens (creating it with `?mode=rwc`) the database at `url` and runs the migrations.
+    pub async fn open(url: &str, config: StoreConfig) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        Self::connect_with(options, config).await
+    }
+
+    /// Opens with explicit connect options and runs the migrations.
+    pub async fn connect_with(
+        options: SqliteConnectOptions,
+        config: StoreConfig,
+    ) -> StoreResult<Self> {
+        config.validate()?;
+        let in_memory = options.get_filename().as_os_str().is_empty()
+            || options
+                .get_filename()
+                .to_string_lossy()
+                .contains(":memory:");
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool_options = if in_memory {
+            // One connection that never closes: an in-memory database lives and dies with it.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(config.max_connections)
+        };
+        let pool = pool_options.connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool, config })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Db>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    fn backend_kind() -> Backend {
+        Backend::Sqlite
+    }
+}
+
+include!("sql_common.rs");

@@ -1,0 +1,2403 @@
+//! The engine: one sync cycle across the object pairs in dependency order, the poll loop,
+//! manual resync, dry run and the test fault point between apply and commit.
+//!
+//! A cycle, per pair (accounts ↔ companies, contacts ↔ contacts, then opportunities ↔
+//! deals): Salesforce changes page by page (capture → plan → apply → commit, checkpoint
+//! with the page's last batch), Salesforce deletes (a deleted opportunity archives its
+//! deal), HubSpot changes the same way; then contact roles changed in Salesforce (their
+//! changes do not touch the opportunity), then the failed records whose retry is due.
+//! A crash anywhere re-runs from the last commit: creates are upserts on cross-reference
+//! keys, so nothing is duplicated.
+//!
+//! It must never commit what a CRM did not acknowledge, never write in a dry run, and
+//! never hold more than one page of records.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+
+use super::apply::{self, HsMode, SfInput, SfMode, WriteFailure};
+use super::associations::{self, ContactRole, DealAssociations, HsChanges, SfChanges};
+use super::capture::{self, Cursor};
+use super::commit::CommitBuilder;
+use super::error::SyncError;
+use super::plan::{self, Work};
+use super::setup::{PairSchema, PairSpec, Setup, soql_in};
+use super::values;
+use crate::crm::governor::CallUse;
+use crate::crm::hubspot::types::UpdateInput;
+use crate::crm::hubspot::{HsObject, HubSpotClient};
+use crate::crm::salesforce::SalesforceClient;
+use crate::crm::salesforce::types::{QueryScope, SObject};
+use crate::runtime::{
+    self, CrmGateway, LoadedPlugin, PairOutcome, Related, RelatedKind, Skip, Trigger,
+};
+use crate::store::{
+    self, Checkpoint, Direction, ErrorCategory, EventKind, Lease, LinkState, NewSyncError,
+    ObjectPair, RecordKey, RunCounters, RunStatus, RunTrigger, Side, Store, Stream, TenantId,
+};
+
+/// What the engine needs beyond the clients, the store, the plugin and the set-up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The Salesforce external-id field.
+    pub external_id_field: String,
+    /// The HubSpot cross-reference property.
+    pub xref_property: String,
+    /// Pairs per plugin call and commit.
+    pub batch_size: usize,
+    /// Read again this far behind each checkpoint.
+    pub lookback_ms: i64,
+    /// Plan only: print, write nothing.
+    pub dry_run: bool,
+    /// Match unlinked contacts by email.
+    pub match_contacts_by_email: bool,
+    /// The lease holder's name (unique per process).
+    pub holder: String,
+    /// How long the lease lasts without renewal.
+    pub lease_ttl_ms: i64,
+    /// Sweep the associations of every linked deal every this many incremental cycles
+    /// (their changes do not bump modification times); 0: never.
+    pub association_sweep_every: u32,
+}
+
+/// A test hook: fail the cycle between apply and commit after this many applied batches
+/// (`-1`: never). Lets a test kill the engine after the CRM acknowledged a write but
+/// before the link was committed.
+#[derive(Debug, Clone)]
+pub struct FaultPoint(Arc<AtomicI64>);
+
+impl Default for FaultPoint {
+    fn default() -> Self {
+        FaultPoint(Arc::new(AtomicI64::new(-1)))
+    }
+}
+
+impl FaultPoint {
+    /// Fires after `n` more applied batches.
+    pub fn arm_after_apply(&self, n: i64) {
+        self.0.store(n, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), SyncError> {
+        let left = self.0.load(Ordering::SeqCst);
+        if left < 0 {
+            return Ok(());
+        }
+        if left == 0 {
+            self.0.store(-1, Ordering::SeqCst);
+            return Err(SyncError::Injected("between apply and commit"));
+        }
+        self.0.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A manual resync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resync {
+    /// Every record of every synced pair.
+    All,
+    /// One record, by its id on one side.
+    Record {
+        /// The pair.
+        pair: ObjectPair,
+        /// The side the id belongs to.
+        side: Side,
+        /// The id.
+        id: String,
+    },
+    /// The Salesforce records of a pair that match a SOQL condition.
+    Filter {
+        /// The pair.
+        pair: ObjectPair,
+        /// A SOQL `WHERE` condition, e.g. `StageName = 'Closed Won'`.
+        soql_where: String,
+    },
+}
+
+/// One planned operation (dry run) or done one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlannedOp {
+    /// `create`, `update`, `delete` or `associate`.
+    pub op: &'static str,
+    /// `salesforce` or `hubspot`: where it writes.
+    pub target: &'static str,
+    /// The object pair.
+    pub pair: &'static str,
+    /// The record (source id, or target id for updates).
+    pub record: String,
+    /// The fields written, or the associations.
+    pub detail: Json,
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CycleReport {
+    /// The run id in the store (0 in a dry run).
+    pub run_id: i64,
+    /// Counters.
+    pub counters: RunCounters,
+    /// Records that failed this cycle (stored as sync errors).
+    pub failures: Vec<FailureLine>,
+    /// Planned operations (dry run only).
+    pub planned: Vec<PlannedOp>,
+    /// Wall time.
+    pub millis: u64,
+}
+
+/// One failed record.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureLine {
+    /// The pair.
+    pub pair: &'static str,
+    /// The record key.
+    pub record: String,
+    /// The health group.
+    pub category: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+/// Progress of a long read (backfill).
+pub type ProgressFn = Arc<dyn Fn(&str, u64, Option<u64>) + Send + Sync>;
+
+/// The sync engine of one tenant.
+pub struct Engine {
+    sf: SalesforceClient,
+    hs: HubSpotClient,
+    store: Arc<dyn Store>,
+    plugin: LoadedPlugin,
+    gateway: Arc<dyn CrmGateway>,
+    setup: Setup,
+    opts: EngineOptions,
+    lease: Lease,
+    fault: FaultPoint,
+    seq: AtomicU64,
+    ocr_since_ms: Option<i64>,
+    progress: Option<ProgressFn>,
+    /// Incremental cycles run (the association sweep's clock).
+    incremental_cycles: u64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Salesforce => "salesforce",
+        Side::HubSpot => "hubspot",
+    }
+}
+
+/// Cycle-wide state.
+struct Cycle {
+    run_id: i64,
+    trigger: Trigger,
+    report: CycleReport,
+    failed: HashSet<(ObjectPair, Side, String)>,
+}
+
+impl Engine {
+    /// An engine over connected clients, an opened store, a loaded plugin and a finished
+    /// set-up. Takes the tenant's lease (waiting up to its TTL for a dead holder's lease to
+    /// expire).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        sf: SalesforceClient,
+        hs: HubSpotClient,
+        store: Arc<dyn Store>,
+        plugin: LoadedPlugin,
+        gateway: Arc<dyn CrmGateway>,
+        setup: Setup,
+        opts: EngineOptions,
+    ) -> Result<Engine, SyncError> {
+        if store.tenant(&opts.tenant).await?.is_none() {
+            match store
+                .create_tenant(&opts.tenant, opts.tenant.as_str(), now_ms())
+                .await
+            {
+                Ok(_) | Err(store::StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let deadline =
+            Instant::now() + Duration::from_millis(opts.lease_ttl_ms.max(0) as u64 + 1_000);
+        let lease = loop {
+            if let Some(l) = store
+                .try_acquire_lease(&opts.tenant, &opts.holder, opts.lease_ttl_ms, now_ms())
+                .await?
+            {
+                break l;
+            }
+            if Instant::now() >= deadline {
+                return Err(SyncError::Precondition(format!(
+                    "tenant `{}` is being synced by another process (its lease did not expire)",
+                    opts.tenant
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Ok(Engine {
+            sf,
+            hs,
+            store,
+            plugin,
+            gateway,
+            setup,
+            opts,
+            lease,
+            fault: FaultPoint::default(),
+            seq: AtomicU64::new(0),
+            ocr_since_ms: None,
+            progress: None,
+            incremental_cycles: 0,
+        })
+    }
+
+    /// The test fault point.
+    pub fn fault_point(&self) -> FaultPoint {
+        self.fault.clone()
+    }
+
+    /// Reports backfill progress to `f(pair, done, total)`.
+    pub fn on_progress(&mut self, f: ProgressFn) {
+        self.progress = Some(f);
+    }
+
+    /// The set-up it runs with.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Gives the lease up.
+    pub async fn release(self) -> Result<(), SyncError> {
+        self.store
+            .release_lease(&self.lease, Some(now_ms()))
+            .await?;
+        Ok(())
+    }
+
+    async fn renew(&mut self) -> Result<(), SyncError> {
+        self.lease = self
+            .store
+            .renew_lease(&self.lease, self.opts.lease_ttl_ms, now_ms())
+            .await?;
+        Ok(())
+    }
+
+    fn metrics_calls(&self) -> (u64, u64) {
+        (
+            self.sf.metrics().total_calls(),
+            self.hs.metrics().total_calls(),
+        )
+    }
+
+    /// One incremental (or, the first time, backfill) cycle.
+    pub async fn run_cycle(&mut self) -> Result<CycleReport, SyncError> {
+        self.cycle(None).await
+    }
+
+    /// A manual resync.
+    pub async fn resync(&mut self, what: Resync) -> Result<CycleReport, SyncError> {
+        self.cycle(Some(what)).await
+    }
+
+    async fn cycle(&mut self, resync: Option<Resync>) -> Result<CycleReport, SyncError> {
+        let started = Instant::now();
+        let (sf0, hs0) = self.metrics_calls();
+        self.renew().await?;
+        let opp_cp = self
+            .store
+            .checkpoint(
+                &self.opts.tenant,
+                ObjectPair::OpportunityDeal,
+                Side::Salesforce,
+                Stream::Changes,
+            )
+            .await?;
+        let trigger = match (&resync, &opp_cp) {
+            (Some(_), _) => Trigger::Resync,
+            (None, None) => Trigger::Backfill,
+            (None, Some(_)) => Trigger::Incremental,
+        };
+        let run_id = if self.opts.dry_run {
+            0
+        } else {
+            let rt = match trigger {
+                Trigger::Backfill => RunTrigger::Backfill,
+                Trigger::Resync => RunTrigger::Resync,
+                Trigger::Incremental => RunTrigger::Scheduled,
+            };
+            self.store.start_run(&self.lease, rt, now_ms()).await?.id
+        };
+        let mut cy = Cycle {
+            run_id,
+            trigger,
+            report: CycleReport {
+                run_id,
+                ..Default::default()
+            },
+            failed: HashSet::new(),
+        };
+        let cycle_start = now_ms();
+        let result = match resync {
+            Some(r) => self.do_resync(&mut cy, r).await,
+            None => self.do_cycle(&mut cy, cycle_start).await,
+        };
+        let (sf1, hs1) = self.metrics_calls();
+        let calls = RunCounters {
+            api_calls_salesforce: (sf1 - sf0) as i64,
+            api_calls_hubspot: (hs1 - hs0) as i64,
+            ..RunCounters::default()
+        };
+        cy.report.counters.add(&calls);
+        cy.report.millis = started.elapsed().as_millis() as u64;
+        if !self.opts.dry_run {
+            let _ = self
+                .store
+                .add_run_counters(&self.opts.tenant, run_id, &calls)
+                .await;
+            let (status, msg) = match &result {
+                Ok(()) if cy.report.failures.is_empty() => (RunStatus::Succeeded, None),
+                Ok(()) => (
+                    RunStatus::PartiallyFailed,
+                    Some(format!("{} records failed", cy.report.failures.len())),
+                ),
+                Err(e) => (RunStatus::Failed, Some(e.to_string())),
+            };
+            if !matches!(result, Err(SyncError::Injected(_))) {
+                let _ = self
+                    .store
+                    .finish_run(&self.opts.tenant, run_id, status, msg.as_deref(), now_ms())
+                    .await;
+            }
+        }
+        result.map(|_| cy.report)
+    }
+
+    fn synced_pairs(&self) -> Vec<PairSchema> {
+        self.setup.pairs.clone()
+    }
+
+    async fn do_cycle(&mut self, cy: &mut Cycle, cycle_start: i64) -> Result<(), SyncError> {
+        for schema in self.synced_pairs() {
+            self.capture_sf(cy, &schema).await?;
+            if schema.spec.pair == ObjectPair::OpportunityDeal {
+                self.capture_sf_deletes(cy, &schema).await?;
+            }
+            self.capture_hs(cy, &schema).await?;
+        }
+        if let Some(schema) = self.setup.pair(ObjectPair::OpportunityDeal).cloned() {
+            self.reconcile_roles(cy, &schema, cycle_start).await?;
+            if cy.trigger == Trigger::Incremental {
+                self.incremental_cycles += 1;
+                let every = u64::from(self.opts.association_sweep_every);
+                if every > 0 && self.incremental_cycles % every == 0 {
+                    self.sweep_associations(cy, &schema).await?;
+                }
+            }
+        }
+        self.retry_due(cy).await?;
+        Ok(())
+    }
+
+    fn cp_cursor(cp: &Option<Checkpoint>) -> Option<Cursor> {
+        cp.as_ref().map(|c| Cursor {
+            time_ms: c.cursor_time_ms,
+            id: c.cursor_id.clone(),
+        })
+    }
+
+    async fn capture_sf(&mut self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
+        let pair = schema.spec.pair;
+        let cp = self
+            .store
+            .checkpoint(&self.opts.tenant, pair, Side::Salesforce, Stream::Changes)
+            .await?;
+        let backfill = cp.is_none();
+        let mut cursor = Self::cp_cursor(&cp)
+            .map(|c| c.back(self.opts.lookback_ms))
+            .unwrap_or_else(Cursor::zero);
+        let until = now_ms();
+        let select = capture::sf_select(schema, &self.opts.external_id_field);
+        let trigger = if backfill {
+            Trigger::Backfill
+        } else {
+            cy.trigger
+        };
+        let total = if backfill && self.progress.is_some() {
+            self.sf
+                .query_page::<SObject>(
+                    &format!("SELECT COUNT() FROM {}", schema.spec.sobject),
+                    QueryScope::Live,
+                )
+                .await
+                .ok()
+                .map(|p| p.total_size)
+        } else {
+            None
+        };
+        let mut done_n = 0u64;
+        loop {
+            let page = capture::sf_changes(
+                &self.sf,
+                schema.spec.sobject,
+                &select,
+                &cursor,
+                until,
+                capture::SF_PAGE,
+            )
+            .await?;
+            cy.report.counters.read_salesforce += page.rows.len() as i64;
+            let cp_next = Checkpoint {
+                object_pair: pair,
+                side: Side::Salesforce,
+                stream: Stream::Changes,
+                cursor_time_ms: page.next.time_ms,
+                cursor_id: page.next.id.clone(),
+            };
+            let n = page.rows.len();
+            self.sync_sf_rows(cy, schema, page.rows, trigger, Some(cp_next))
+                .await?;
+            done_n += n as u64;
+            if let Some(p) = &self.progress {
+                p(pair.as_str(), done_n, total);
+            }
+            cursor = page.next;
+            if page.done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn capture_sf_deletes(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+    ) -> Result<(), SyncError> {
+        let pair = schema.spec.pair;
+        let cp = self
+            .store
+            .checkpoint(&self.opts.tenant, pair, Side::Salesforce, Stream::Deletes)
+            .await?;
+        let until = now_ms();
+        let Some(mut cursor) = Self::cp_cursor(&cp).map(|c| c.back(self.opts.lookback_ms)) else {
+            // First run: nothing deleted before it was ever linked; start the stream now.
+            if !self.opts.dry_run {
+                let cpn = Checkpoint {
+                    object_pair: pair,
+                    side: Side::Salesforce,
+                    stream: Stream::Deletes,
+                    cursor_time_ms: until,
+                    cursor_id: String::new(),
+                };
+                let key = format!("{}:{}:deletes-start", cy.run_id, pair);
+                let c = CommitBuilder::new(pair).build(
+                    key,
+                    self.lease.clone(),
+                    vec![cpn],
+                    cy.run_id,
+                    now_ms(),
+                );
+                self.store.commit_batch(&self.opts.tenant, &c).await?;
+            }
+            return Ok(());
+        };
+        loop {
+            let page = capture::sf_deletes(
+                &self.sf,
+                schema.spec.sobject,
+                &cursor,
+                until,
+                capture::SF_PAGE,
+            )
+            .await?;
+            let ids: Vec<String> = page
+                .rows
+                .iter()
+                .filter_map(|r| r.id().map(str::to_string))
+                .collect();
+            let links = if ids.is_empty() {
+                Vec::new()
+            } else {
+                self.store
+                    .links_by_salesforce_ids(&self.opts.tenant, pair, &ids)
+                    .await?
+            };
+            let active: Vec<_> = links
+                .into_iter()
+                .filter(|l| l.state == LinkState::Active || l.state == LinkState::Unsynced)
+                .collect();
+            let mut commit = CommitBuilder::new(pair);
+            if !active.is_empty() {
+                let hs_ids: Vec<String> = active.iter().map(|l| l.hubspot_id.clone()).collect();
+                if self.opts.dry_run {
+                    for l in &active {
+                        cy.report.planned.push(PlannedOp {
+                            op: "delete",
+                            target: "hubspot",
+                            pair: pair.as_str(),
+                            record: l.hubspot_id.clone(),
+                            detail: json!({"salesforce_id": l.salesforce_id}),
+                        });
+                    }
+                } else {
+                    match self.hs.batch_archive("deals", &hs_ids).await {
+                        Ok(()) => {
+                            for l in &active {
+                                commit.record(
+                                    &l.salesforce_id,
+                                    &l.hubspot_id,
+                                    LinkState::SalesforceDeleted,
+                                    None,
+                                    EventKind::Deleted,
+                                    Direction::SalesforceToHubSpot,
+                                    "deleted",
+                                    cy.run_id,
+                                    now_ms(),
+                                    json!({}),
+                                );
+                            }
+                            commit.counters.archived_hubspot += active.len() as i64;
+                        }
+                        Err(e) => {
+                            for l in &active {
+                                let f = WriteFailure {
+                                    class: e.class(),
+                                    message: e.to_string(),
+                                };
+                                self.fail(
+                                    cy,
+                                    pair,
+                                    Side::Salesforce,
+                                    &l.salesforce_id,
+                                    f.category(),
+                                    &f.message,
+                                    json!({"op": "archive", "hubspot_id": l.hubspot_id}),
+                                )
+                                .await?;
+                            }
+                        }
+                    }
+                }
+            }
+            if !self.opts.dry_run {
+                let cpn = Checkpoint {
+                    object_pair: pair,
+                    side: Side::Salesforce,
+                    stream: Stream::Deletes,
+                    cursor_time_ms: page.next.time_ms,
+                    cursor_id: page.next.id.clone(),
+                };
+                let key = format!(
+                    "{}:{}:del:{}",
+                    cy.run_id,
+                    pair,
+                    self.seq.fetch_add(1, Ordering::SeqCst)
+                );
+                let counters = commit.counters;
+                let c = commit.build(key, self.lease.clone(), vec![cpn], cy.run_id, now_ms());
+                self.store.commit_batch(&self.opts.tenant, &c).await?;
+                cy.report.counters.add(&counters);
+            }
+            cursor = page.next;
+            if page.done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn capture_hs(&mut self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
+        let pair = schema.spec.pair;
+        let cp = self
+            .store
+            .checkpoint(&self.opts.tenant, pair, Side::HubSpot, Stream::Changes)
+            .await?;
+        let backfill = cp.is_none();
+        let mut cursor = Self::cp_cursor(&cp)
+            .map(|c| c.back(self.opts.lookback_ms))
+            .unwrap_or_else(Cursor::zero);
+        let until = now_ms();
+        let props = capture::hs_properties(schema, &self.opts.xref_property);
+        let pipelines: Option<Vec<String>> = (pair == ObjectPair::OpportunityDeal)
+            .then(|| self.setup.pipelines.iter().map(|p| p.id.clone()).collect());
+        if pipelines.as_ref().is_some_and(|p| p.is_empty()) {
+            return Ok(());
+        }
+        let trigger = if backfill {
+            Trigger::Backfill
+        } else {
+            cy.trigger
+        };
+        loop {
+            let page = capture::hs_changes(
+                &self.hs,
+                schema,
+                &props,
+                pipelines.as_deref(),
+                &cursor,
+                until,
+            )
+            .await?;
+            cy.report.counters.read_hubspot += page.records.len() as i64;
+            let cpn = Checkpoint {
+                object_pair: pair,
+                side: Side::HubSpot,
+                stream: Stream::Changes,
+                cursor_time_ms: page.next.time_ms,
+                cursor_id: page.next.id.clone(),
+            };
+            self.sync_hs_records(cy, schema, page.records, trigger, Some(cpn))
+                .await?;
+            cursor = page.next;
+            if page.done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Contact roles changed (or deleted) since the last look: re-plan their opportunities.
+    async fn reconcile_roles(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        cycle_start: i64,
+    ) -> Result<(), SyncError> {
+        let Some(since) = self.ocr_since_ms else {
+            self.ocr_since_ms = Some(cycle_start);
+            return Ok(());
+        };
+        let t = capture::soql_time(since - self.opts.lookback_ms);
+        let mut opp_ids: Vec<String> = Vec::new();
+        for (scope, cond) in [
+            (QueryScope::Live, ""),
+            (QueryScope::IncludeDeleted, "IsDeleted = true AND "),
+        ] {
+            let soql = format!(
+                "SELECT OpportunityId FROM OpportunityContactRole WHERE {cond}SystemModstamp >= {t}"
+            );
+            for r in self.sf.query(&soql, scope).await? {
+                if let Some(o) = r.str_field("OpportunityId")
+                    && !opp_ids.iter().any(|x| x == o)
+                {
+                    opp_ids.push(o.to_string());
+                }
+            }
+        }
+        self.ocr_since_ms = Some(cycle_start);
+        if opp_ids.is_empty() {
+            return Ok(());
+        }
+        self.resync_sf_ids(cy, schema, &opp_ids, Trigger::Resync)
+            .await
+    }
+
+    /// The association sweep: pages through the opportunity ↔ deal links (100 a page, so
+    /// each HubSpot v4 batch read is one call per association type), compares each deal's
+    /// HubSpot associations with what Salesforce has (its account and contact roles, through
+    /// the links), and re-plans, HubSpot → Salesforce with the plugin's policy, only the
+    /// deals whose HubSpot side has something Salesforce lacks (association changes do not
+    /// bump `hs_lastmodifieddate`, so the change scan never sees them).
+    async fn sweep_associations(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+    ) -> Result<(), SyncError> {
+        const SWEEP_PAGE: u32 = crate::crm::hubspot::client::ASSOCIATION_BATCH_LIMIT as u32;
+        let tenant = self.opts.tenant.clone();
+        let company_sync = self.setup.pair(ObjectPair::AccountCompany).is_some();
+        let contact_sync = self.setup.pair(ObjectPair::ContactContact).is_some();
+        if !company_sync && !contact_sync {
+            return Ok(());
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .links(
+                    &tenant,
+                    ObjectPair::OpportunityDeal,
+                    after.as_deref(),
+                    SWEEP_PAGE,
+                )
+                .await?;
+            let full = page.len() == SWEEP_PAGE as usize;
+            after = page.last().map(|l| l.salesforce_id.clone());
+            let active: Vec<store::Link> = page
+                .into_iter()
+                .filter(|l| l.state == LinkState::Active)
+                .collect();
+            if !active.is_empty() {
+                let candidates = self
+                    .sweep_candidates(&active, company_sync, contact_sync)
+                    .await?;
+                if !candidates.is_empty() {
+                    self.resync_hs_ids(cy, schema, &candidates, Trigger::Resync)
+                        .await?;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The deals of `links` whose HubSpot associations name a contact that is not a contact
+    /// role of the opportunity, or a company while the opportunity has no account.
+    async fn sweep_candidates(
+        &self,
+        links: &[store::Link],
+        company_sync: bool,
+        contact_sync: bool,
+    ) -> Result<Vec<String>, SyncError> {
+        let tenant = &self.opts.tenant;
+        let deal_ids: Vec<String> = links.iter().map(|l| l.hubspot_id.clone()).collect();
+        let mut assoc = associations::deal_associations(&self.hs, &deal_ids).await?;
+        if !company_sync {
+            assoc.values_mut().for_each(|a| a.companies.clear());
+        }
+        if !contact_sync {
+            assoc.values_mut().for_each(|a| a.contacts.clear());
+        }
+        assoc.retain(|_, a| !a.companies.is_empty() || !a.contacts.is_empty());
+        if assoc.is_empty() {
+            return Ok(Vec::new());
+        }
+        let with_contacts: Vec<String> = links
+            .iter()
+            .filter(|l| {
+                assoc
+                    .get(&l.hubspot_id)
+                    .is_some_and(|a| !a.contacts.is_empty())
+            })
+            .map(|l| l.salesforce_id.clone())
+            .collect();
+        let with_companies: Vec<String> = links
+            .iter()
+            .filter(|l| {
+                assoc
+                    .get(&l.hubspot_id)
+                    .is_some_and(|a| !a.companies.is_empty())
+            })
+            .map(|l| l.salesforce_id.clone())
+            .collect();
+        let roles = if with_contacts.is_empty() {
+            HashMap::new()
+        } else {
+            associations::contact_roles(&self.sf, &with_contacts).await?
+        };
+        let hs_contacts: Vec<String> = assoc
+            .values()
+            .flat_map(|a| a.contacts.iter().cloned())
+            .collect();
+        let contact_links: HashMap<String, String> = if hs_contacts.is_empty() {
+            HashMap::new()
+        } else {
+            self.store
+                .links_by_hubspot_ids(tenant, ObjectPair::ContactContact, &hs_contacts)
+                .await?
+                .into_iter()
+                .filter(|l| l.state == LinkState::Active)
+                .map(|l| (l.hubspot_id, l.salesforce_id))
+                .collect()
+        };
+        let mut with_account: HashSet<String> = HashSet::new();
+        for chunk in with_companies.chunks(200) {
+            let soql = format!(
+                "SELECT Id, AccountId FROM Opportunity WHERE Id IN ({})",
+                soql_in(chunk)
+            );
+            for r in self.sf.query(&soql, QueryScope::Live).await? {
+                if r.str_field("AccountId").is_some_and(|a| !a.is_empty())
+                    && let Some(id) = r.id()
+                {
+                    with_account.insert(id.to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for l in links {
+            let Some(a) = assoc.get(&l.hubspot_id) else {
+                continue;
+            };
+            let role_contacts: HashSet<&str> = roles
+                .get(&l.salesforce_id)
+                .map(|rs| rs.iter().map(|r| r.contact_id.as_str()).collect())
+                .unwrap_or_default();
+            let contact_missing = a.contacts.iter().any(|c| {
+                contact_links
+                    .get(c)
+                    .is_none_or(|sf| !role_contacts.contains(sf.as_str()))
+            });
+            let account_missing =
+                !a.companies.is_empty() && !with_account.contains(&l.salesforce_id);
+            if contact_missing || account_missing {
+                out.push(l.hubspot_id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resync_sf_ids(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        ids: &[String],
+        trigger: Trigger,
+    ) -> Result<(), SyncError> {
+        let select = capture::sf_select(schema, &self.opts.external_id_field);
+        for chunk in ids.chunks(200) {
+            let soql = format!(
+                "SELECT {} FROM {} WHERE Id IN ({})",
+                select.join(", "),
+                schema.spec.sobject,
+                soql_in(chunk)
+            );
+            let rows = self.sf.query(&soql, QueryScope::Live).await?;
+            cy.report.counters.read_salesforce += rows.len() as i64;
+            self.sync_sf_rows(cy, schema, rows, trigger, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn resync_hs_ids(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        ids: &[String],
+        trigger: Trigger,
+    ) -> Result<(), SyncError> {
+        let props = capture::hs_properties(schema, &self.opts.xref_property);
+        let prop_refs: Vec<&str> = props.iter().map(String::as_str).collect();
+        let out = self
+            .hs
+            .batch_read(schema.spec.hs_object, ids, &prop_refs, None)
+            .await?;
+        let recs: Vec<HsObject> = out.items.into_iter().filter_map(Result::ok).collect();
+        cy.report.counters.read_hubspot += recs.len() as i64;
+        self.sync_hs_records(cy, schema, recs, trigger, None).await
+    }
+
+    async fn do_resync(&mut self, cy: &mut Cycle, what: Resync) -> Result<(), SyncError> {
+        match what {
+            Resync::All => {
+                for schema in self.synced_pairs() {
+                    self.resync_where(cy, &schema, None).await?;
+                }
+                Ok(())
+            }
+            Resync::Filter { pair, soql_where } => {
+                let schema = self
+                    .setup
+                    .pair(pair)
+                    .cloned()
+                    .ok_or_else(|| SyncError::Config(format!("{pair} is not synced")))?;
+                self.resync_where(cy, &schema, Some(&soql_where)).await
+            }
+            Resync::Record { pair, side, id } => {
+                let schema = self
+                    .setup
+                    .pair(pair)
+                    .cloned()
+                    .ok_or_else(|| SyncError::Config(format!("{pair} is not synced")))?;
+                match side {
+                    Side::Salesforce => {
+                        self.resync_sf_ids(cy, &schema, &[id], Trigger::Resync)
+                            .await
+                    }
+                    Side::HubSpot => {
+                        self.resync_hs_ids(cy, &schema, &[id], Trigger::Resync)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    async fn resync_where(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        cond: Option<&str>,
+    ) -> Result<(), SyncError> {
+        let select = capture::sf_select(schema, &self.opts.external_id_field);
+        let mut last = String::new();
+        loop {
+            let mut wh = format!("Id > {}", crate::crm::salesforce::types::soql_quote(&last));
+            if let Some(c) = cond {
+                wh = format!("({c}) AND {wh}");
+            }
+            let soql = format!(
+                "SELECT {} FROM {} WHERE {wh} ORDER BY Id ASC LIMIT {}",
+                select.join(", "),
+                schema.spec.sobject,
+                capture::SF_PAGE
+            );
+            let page = self
+                .sf
+                .query_page::<SObject>(&soql, QueryScope::Live)
+                .await?;
+            let n = page.records.len();
+            if let Some(id) = page.records.last().and_then(|r| r.id()) {
+                last = id.to_string();
+            }
+            cy.report.counters.read_salesforce += n as i64;
+            self.sync_sf_rows(cy, schema, page.records, Trigger::Resync, None)
+                .await?;
+            if n < capture::SF_PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Failed records whose retry is due, re-read and synced again.
+    async fn retry_due(&mut self, cy: &mut Cycle) -> Result<(), SyncError> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        if self.sf.budget_check(CallUse::Retry).is_err() {
+            return Ok(());
+        }
+        let due = self
+            .store
+            .due_errors(&self.opts.tenant, now_ms(), 1_000)
+            .await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        for schema in self.synced_pairs() {
+            let pair = schema.spec.pair;
+            let mut sf_ids: Vec<String> = due
+                .iter()
+                .filter(|e| e.object_pair == pair && e.record.side == Side::Salesforce)
+                .map(|e| e.record.id.clone())
+                .collect();
+            let mut hs_ids: Vec<String> = due
+                .iter()
+                .filter(|e| e.object_pair == pair && e.record.side == Side::HubSpot)
+                .map(|e| e.record.id.clone())
+                .collect();
+            sf_ids.sort();
+            sf_ids.dedup();
+            hs_ids.sort();
+            hs_ids.dedup();
+            if !sf_ids.is_empty() {
+                self.resync_sf_ids(cy, &schema, &sf_ids, Trigger::Resync)
+                    .await?;
+            }
+            if !hs_ids.is_empty() {
+                self.resync_hs_ids(cy, &schema, &hs_ids, Trigger::Resync)
+                    .await?;
+            }
+        }
+        // What did not fail again is resolved (synced, or no longer meant to sync).
+        for e in due {
+            if !cy
+                .failed
+                .contains(&(e.object_pair, e.record.side, e.record.id.clone()))
+            {
+                self.store
+                    .resolve_error(&self.opts.tenant, e.id, now_ms())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fail(
+        &self,
+        cy: &mut Cycle,
+        pair: ObjectPair,
+        side: Side,
+        id: &str,
+        category: ErrorCategory,
+        message: &str,
+        payload: Json,
+    ) -> Result<(), SyncError> {
+        cy.report.counters.failed += 1;
+        cy.failed.insert((pair, side, id.to_string()));
+        cy.report.failures.push(FailureLine {
+            pair: pair.as_str(),
+            record: format!("{}:{id}", side_name(side)),
+            category: category.as_str(),
+            message: message.to_string(),
+        });
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        self.store
+            .record_error(
+                &self.opts.tenant,
+                &NewSyncError {
+                    object_pair: pair,
+                    record: RecordKey {
+                        side,
+                        id: id.to_string(),
+                    },
+                    category,
+                    message: message.to_string(),
+                    payload,
+                },
+                now_ms(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    // ----- Salesforce → HubSpot -----
+
+    async fn sync_sf_rows(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        rows: Vec<SObject>,
+        trigger: Trigger,
+        cp: Option<Checkpoint>,
+    ) -> Result<(), SyncError> {
+        if rows.is_empty() {
+            if let Some(cp) = cp {
+                self.commit_empty(cy, schema.spec.pair, cp).await?;
+            }
+            return Ok(());
+        }
+        let n_batches = rows.len().div_ceil(self.opts.batch_size);
+        let mut rows = rows;
+        let mut bi = 0;
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(self.opts.batch_size));
+            let chunk = std::mem::replace(&mut rows, rest);
+            bi += 1;
+            let cp_here = if bi == n_batches { cp.clone() } else { None };
+            self.sf_batch(cy, schema, chunk, trigger, cp_here).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_empty(
+        &mut self,
+        cy: &mut Cycle,
+        pair: ObjectPair,
+        cp: Checkpoint,
+    ) -> Result<(), SyncError> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        let key = format!(
+            "{}:{}:{}",
+            cy.run_id,
+            pair,
+            self.seq.fetch_add(1, Ordering::SeqCst)
+        );
+        let c =
+            CommitBuilder::new(pair).build(key, self.lease.clone(), vec![cp], cy.run_id, now_ms());
+        self.store.commit_batch(&self.opts.tenant, &c).await?;
+        Ok(())
+    }
+
+    async fn sf_batch(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        rows: Vec<SObject>,
+        trigger: Trigger,
+        cp: Option<Checkpoint>,
+    ) -> Result<(), SyncError> {
+        let pair = schema.spec.pair;
+        let tenant = self.opts.tenant.clone();
+        let mut works: Vec<Work> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id = row.id().unwrap_or_default().to_string();
+            match plan::sf_side(schema, row) {
+                Ok(side) => works.push(Work {
+                    source_version: row
+                        .str_field("SystemModstamp")
+                        .unwrap_or_default()
+                        .to_string(),
+                    sf_ext: row
+                        .str_field(&self.opts.external_id_field)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                    account_id: row.str_field("AccountId").map(str::to_string),
+                    sf: Some(side),
+                    ..Work::default()
+                }),
+                Err((field, e)) => {
+                    self.fail(
+                        cy,
+                        pair,
+                        Side::Salesforce,
+                        &id,
+                        ErrorCategory::Validation,
+                        &format!("{field}: {e}"),
+                        json!({"field": field}),
+                    )
+                    .await?;
+                }
+            }
+        }
+        drop(rows);
+        // Links, then cross-reference ids, then matching.
+        let sf_ids: Vec<String> = works
+            .iter()
+            .filter_map(|w| w.sf.as_ref().map(|s| s.id.clone()))
+            .collect();
+        let links = self
+            .store
+            .links_by_salesforce_ids(&tenant, pair, &sf_ids)
+            .await?;
+        let by_sf: HashMap<&str, &store::Link> = links
+            .iter()
+            .map(|l| (l.salesforce_id.as_str(), l))
+            .collect();
+        for w in works.iter_mut() {
+            let id = w.sf.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+            w.link = by_sf.get(id.as_str()).map(|l| (*l).clone());
+        }
+        let props = capture::hs_properties(schema, &self.opts.xref_property);
+        let prop_refs: Vec<&str> = props.iter().map(String::as_str).collect();
+        let unlinked: Vec<String> = works
+            .iter()
+            .filter(|w| w.link.is_none() && w.sf_ext.is_none())
+            .filter_map(|w| w.sf.as_ref().map(|s| s.id.clone()))
+            .collect();
+        let mut found: HashMap<String, HsObject> = HashMap::new();
+        if !unlinked.is_empty() {
+            let out = self
+                .hs
+                .batch_read(
+                    schema.spec.hs_object,
+                    &unlinked,
+                    &prop_refs,
+                    Some(&self.opts.xref_property),
+                )
+                .await?;
+            for o in out.items.into_iter().flatten() {
+                if let Some(x) = o.prop(&self.opts.xref_property) {
+                    found.insert(x.to_string(), o);
+                }
+            }
+        }
+        // Contacts: by email.
+        let mut by_email: HashMap<String, HsObject> = HashMap::new();
+        if pair == ObjectPair::ContactContact && self.opts.match_contacts_by_email {
+            let email_i = schema.sf_index("Email");
+            let emails: Vec<String> = works
+                .iter()
+                .filter(|w| {
+                    w.link.is_none()
+                        && w.sf_ext.is_none()
+                        && !found.contains_key(w.sf.as_ref().map(|s| s.id.as_str()).unwrap_or(""))
+                })
+                .filter_map(
+                    |w| match email_i.and_then(|i| w.sf.as_ref().map(|s| &s.values[i])) {
+                        Some(runtime::Value::Text(e)) if !e.is_empty() => Some(e.to_lowercase()),
+                        _ => None,
+                    },
+                )
+                .collect();
+            if !emails.is_empty() {
+                let out = self
+                    .hs
+                    .batch_read("contacts", &emails, &prop_refs, Some("email"))
+                    .await?;
+                for o in out.items.into_iter().flatten() {
+                    if let Some(e) = o.prop("email") {
+                        by_email.insert(e.to_lowercase(), o);
+                    }
+                }
+            }
+        }
+        let mut need_read: Vec<String> = Vec::new();
+        for w in works.iter_mut() {
+            let id = w.sf.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+            let matched = found.remove(&id).or_else(|| {
+                let i = schema.sf_index("Email")?;
+                match &w.sf.as_ref()?.values[i] {
+                    runtime::Value::Text(e) if w.link.is_none() && w.sf_ext.is_none() => {
+                        by_email.remove(&e.to_lowercase())
+                    }
+                    _ => None,
+                }
+            });
+            if let Some(o) = matched {
+                // Already linked elsewhere? Then it is not ours to take.
+                w.hs_xref = o.prop(&self.opts.xref_property).map(str::to_string);
+                if w.hs_xref.as_deref().is_none_or(|x| x == id) {
+                    w.hs = plan::hs_side(schema, &o).ok();
+                    w.hs_id_hint = Some(o.id.clone());
+                }
+            } else if let Some(h) = w.hs_id().map(str::to_string) {
+                need_read.push(h);
+            }
+        }
+        let mut read: HashMap<String, HsObject> = HashMap::new();
+        if !need_read.is_empty() {
+            let out = self
+                .hs
+                .batch_read(schema.spec.hs_object, &need_read, &prop_refs, None)
+                .await?;
+            for o in out.items.into_iter().flatten() {
+                if !o.archived {
+                    read.insert(o.id.clone(), o);
+                }
+            }
+        }
+        for w in works.iter_mut() {
+            if w.hs.is_some() {
+                continue;
+            }
+            if let Some(h) = w.hs_id().map(str::to_string) {
+                match read.get(&h) {
+                    Some(o) => {
+                        w.hs_xref = o.prop(&self.opts.xref_property).map(str::to_string);
+                        w.hs = plan::hs_side(schema, o).ok();
+                    }
+                    None if w.link.is_some() => w.hs_gone = true,
+                    None => w.sf_ext = None, // a stale external id: the record is gone
+                }
+            }
+        }
+        drop(read);
+        self.finish_batch(
+            cy,
+            schema,
+            works,
+            runtime::Direction::SalesforceToHubspot,
+            trigger,
+            cp,
+        )
+        .await
+    }
+
+    // ----- HubSpot → Salesforce -----
+
+    async fn sync_hs_records(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        recs: Vec<HsObject>,
+        trigger: Trigger,
+        cp: Option<Checkpoint>,
+    ) -> Result<(), SyncError> {
+        if recs.is_empty() {
+            if let Some(cp) = cp {
+                self.commit_empty(cy, schema.spec.pair, cp).await?;
+            }
+            return Ok(());
+        }
+        let n_batches = recs.len().div_ceil(self.opts.batch_size);
+        let mut recs = recs;
+        let mut bi = 0;
+        while !recs.is_empty() {
+            let rest = recs.split_off(recs.len().min(self.opts.batch_size));
+            let chunk = std::mem::replace(&mut recs, rest);
+            bi += 1;
+            let cp_here = if bi == n_batches { cp.clone() } else { None };
+            self.hs_batch(cy, schema, chunk, trigger, cp_here).await?;
+        }
+        Ok(())
+    }
+
+    async fn hs_batch(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        recs: Vec<HsObject>,
+        trigger: Trigger,
+        cp: Option<Checkpoint>,
+    ) -> Result<(), SyncError> {
+        let pair = schema.spec.pair;
+        let tenant = self.opts.tenant.clone();
+        let mut works = Vec::with_capacity(recs.len());
+        for o in &recs {
+            match plan::hs_side(schema, o) {
+                Ok(side) => works.push(Work {
+                    source_version: o
+                        .prop(schema.spec.hs_modified)
+                        .unwrap_or_default()
+                        .to_string(),
+                    hs_xref: o
+                        .prop(&self.opts.xref_property)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                    hs: Some(side),
+                    ..Work::default()
+                }),
+                Err((field, e)) => {
+                    self.fail(
+                        cy,
+                        pair,
+                        Side::HubSpot,
+                        &o.id,
+                        ErrorCategory::Validation,
+                        &format!("{field}: {e}"),
+                        json!({"field": field}),
+                    )
+                    .await?;
+                }
+            }
+        }
+        drop(recs);
+        let hs_ids: Vec<String> = works
+            .iter()
+            .filter_map(|w| w.hs.as_ref().map(|h| h.id.clone()))
+            .collect();
+        let links = self
+            .store
+            .links_by_hubspot_ids(&tenant, pair, &hs_ids)
+            .await?;
+        let by_hs: HashMap<&str, &store::Link> =
+            links.iter().map(|l| (l.hubspot_id.as_str(), l)).collect();
+        for w in works.iter_mut() {
+            let id = w.hs.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+            w.link = by_hs.get(id.as_str()).map(|l| (*l).clone());
+        }
+        // Read the Salesforce counterparts (linked, or named by the cross-reference).
+        let select = capture::sf_select(schema, &self.opts.external_id_field);
+        let want: Vec<String> = works
+            .iter()
+            .filter_map(|w| w.sf_id().map(str::to_string))
+            .collect();
+        let mut rows: HashMap<String, SObject> = HashMap::new();
+        for chunk in want.chunks(200) {
+            let soql = format!(
+                "SELECT {} FROM {} WHERE Id IN ({})",
+                select.join(", "),
+                schema.spec.sobject,
+                soql_in(chunk)
+            );
+            for r in self.sf.query(&soql, QueryScope::Live).await? {
+                if let Some(id) = r.id() {
+                    rows.insert(id.to_string(), r);
+                }
+            }
+        }
+        let mut skip = vec![false; works.len()];
+        for (i, w) in works.iter_mut().enumerate() {
+            let Some(id) = w.sf_id().map(str::to_string) else {
+                continue;
+            };
+            match rows.remove(&id) {
+                Some(r) => {
+                    w.sf_ext = r
+                        .str_field(&self.opts.external_id_field)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string);
+                    w.account_id = r.str_field("AccountId").map(str::to_string);
+                    w.sf = plan::sf_side(schema, &r).ok();
+                }
+                None if w.link.is_some() => skip[i] = true, // deleted in Salesforce: the link already says so, or will
+                None => w.hs_xref = None,
+            }
+        }
+        let mut i = 0;
+        works.retain(|_| {
+            let k = !skip[i];
+            i += 1;
+            k
+        });
+        self.finish_batch(
+            cy,
+            schema,
+            works,
+            runtime::Direction::HubspotToSalesforce,
+            trigger,
+            cp,
+        )
+        .await
+    }
+
+    // ----- the shared half: snapshot, associations, plugin, apply, commit -----
+
+    async fn finish_batch(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        mut works: Vec<Work>,
+        direction: runtime::Direction,
+        trigger: Trigger,
+        cp: Option<Checkpoint>,
+    ) -> Result<(), SyncError> {
+        let pair = schema.spec.pair;
+        let tenant = self.opts.tenant.clone();
+        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        let linked_sf: Vec<String> = works
+            .iter()
+            .filter(|w| w.link.is_some())
+            .filter_map(|w| w.sf_id().map(str::to_string))
+            .collect();
+        let snaps = if linked_sf.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.snapshots(&tenant, pair, &linked_sf).await?
+        };
+        let mut commit = CommitBuilder::new(pair);
+        let now = now_ms();
+        let mut active: Vec<Work> = Vec::with_capacity(works.len());
+        for mut w in works.drain(..) {
+            if let Some(l) = &w.link
+                && l.state != LinkState::Active
+            {
+                // Archived / deleted / unsynced links stay as they are, unless the
+                // record is synced again by a resync.
+                if trigger != Trigger::Resync || l.state == LinkState::SalesforceDeleted {
+                    commit.counters.skipped += 1;
+                    continue;
+                }
+            }
+            if w.hs_gone {
+                let (s, h) = (
+                    w.sf_id().unwrap_or_default().to_string(),
+                    w.hs_id().unwrap_or_default().to_string(),
+                );
+                commit.record(
+                    &s,
+                    &h,
+                    LinkState::HubSpotArchived,
+                    None,
+                    EventKind::Unsynced,
+                    Direction::None,
+                    &w.source_version,
+                    cy.run_id,
+                    now,
+                    json!({"reason": "the HubSpot record was archived"}),
+                );
+                commit.counters.skipped += 1;
+                continue;
+            }
+            if let Some(id) = w.sf_id() {
+                w.snapshot = snaps.get(id).cloned();
+            }
+            plan::compute_changes(schema, &mut w);
+            if plan::is_settled(&w) && trigger != Trigger::Resync {
+                commit.counters.echoes_suppressed += 1;
+                continue;
+            }
+            active.push(w);
+        }
+
+        // Associations of opportunities.
+        let mut roles: HashMap<String, Vec<ContactRole>> = HashMap::new();
+        let mut deal_assoc: HashMap<String, DealAssociations> = HashMap::new();
+        if pair == ObjectPair::OpportunityDeal && !active.is_empty() {
+            let opp_ids: Vec<String> = active
+                .iter()
+                .filter_map(|w| w.sf.as_ref().map(|s| s.id.clone()))
+                .collect();
+            let deal_ids: Vec<String> = active
+                .iter()
+                .filter_map(|w| w.hs.as_ref().map(|s| s.id.clone()))
+                .collect();
+            if !opp_ids.is_empty() {
+                roles = associations::contact_roles(&self.sf, &opp_ids).await?;
+            }
+            deal_assoc = associations::deal_associations(&self.hs, &deal_ids).await?;
+            let account_ids: Vec<String> =
+                active.iter().filter_map(|w| w.account_id.clone()).collect();
+            let contact_ids: Vec<String> = roles
+                .values()
+                .flatten()
+                .map(|r| r.contact_id.clone())
+                .collect();
+            let company_ids: Vec<String> = deal_assoc
+                .values()
+                .flat_map(|a| a.companies.iter().map(|c| c.0.clone()))
+                .collect();
+            let hs_contact_ids: Vec<String> = deal_assoc
+                .values()
+                .flat_map(|a| a.contacts.iter().cloned())
+                .collect();
+            let company_sync = self.setup.pair(ObjectPair::AccountCompany).is_some();
+            let contact_sync = self.setup.pair(ObjectPair::ContactContact).is_some();
+            let acc_links = if company_sync && !account_ids.is_empty() {
+                self.store
+                    .links_by_salesforce_ids(&tenant, ObjectPair::AccountCompany, &account_ids)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let con_links = if contact_sync && !contact_ids.is_empty() {
+                self.store
+                    .links_by_salesforce_ids(&tenant, ObjectPair::ContactContact, &contact_ids)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let comp_links = if company_sync && !company_ids.is_empty() {
+                self.store
+                    .links_by_hubspot_ids(&tenant, ObjectPair::AccountCompany, &company_ids)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let hcon_links = if contact_sync && !hs_contact_ids.is_empty() {
+                self.store
+                    .links_by_hubspot_ids(&tenant, ObjectPair::ContactContact, &hs_contact_ids)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let acc: HashMap<&str, &str> = acc_links
+                .iter()
+                .filter(|l| l.state == LinkState::Active)
+                .map(|l| (l.salesforce_id.as_str(), l.hubspot_id.as_str()))
+                .collect();
+            let con: HashMap<&str, &str> = con_links
+                .iter()
+                .filter(|l| l.state == LinkState::Active)
+                .map(|l| (l.salesforce_id.as_str(), l.hubspot_id.as_str()))
+                .collect();
+            let comp: HashMap<&str, &str> = comp_links
+                .iter()
+                .filter(|l| l.state == LinkState::Active)
+                .map(|l| (l.hubspot_id.as_str(), l.salesforce_id.as_str()))
+                .collect();
+            let hcon: HashMap<&str, &str> = hcon_links
+                .iter()
+                .filter(|l| l.state == LinkState::Active)
+                .map(|l| (l.hubspot_id.as_str(), l.salesforce_id.as_str()))
+                .collect();
+            for w in active.iter_mut() {
+                let mut sf_list = Vec::new();
+                if w.sf.is_some() {
+                    if company_sync && let Some(a) = &w.account_id {
+                        sf_list.push(plan::related(
+                            RelatedKind::Company,
+                            Some(a.clone()),
+                            acc.get(a.as_str()).map(|s| s.to_string()),
+                            None,
+                            true,
+                        ));
+                    }
+                    if contact_sync && let Some(rs) = w.sf.as_ref().and_then(|s| roles.get(&s.id)) {
+                        for r in rs {
+                            sf_list.push(plan::related(
+                                RelatedKind::Contact,
+                                Some(r.contact_id.clone()),
+                                con.get(r.contact_id.as_str()).map(|s| s.to_string()),
+                                r.role.clone(),
+                                r.primary,
+                            ));
+                        }
+                    }
+                }
+                let mut hs_list = Vec::new();
+                if let Some(a) = w.hs.as_ref().and_then(|h| deal_assoc.get(&h.id)) {
+                    if company_sync {
+                        for (c, primary) in &a.companies {
+                            hs_list.push(plan::related(
+                                RelatedKind::Company,
+                                comp.get(c.as_str()).map(|s| s.to_string()),
+                                Some(c.clone()),
+                                None,
+                                *primary,
+                            ));
+                        }
+                    }
+                    if contact_sync {
+                        for c in &a.contacts {
+                            hs_list.push(plan::related(
+                                RelatedKind::Contact,
+                                hcon.get(c.as_str()).map(|s| s.to_string()),
+                                Some(c.clone()),
+                                None,
+                                false,
+                            ));
+                        }
+                    }
+                }
+                w.assoc = runtime::PairAssociations {
+                    salesforce: sf_list,
+                    hubspot: hs_list,
+                };
+            }
+        }
+
+        // The plugin, a fresh instance per call.
+        let mut outcomes: Vec<Result<PairOutcome, String>> = Vec::new();
+        if !active.is_empty() {
+            let pairs = active
+                .iter()
+                .map(|w| plan::record_pair(schema, w))
+                .collect();
+            let batch = plan::batch(schema, &self.setup, direction, trigger, pairs);
+            match plan::call_plugin(
+                &self.plugin,
+                &self.setup.plugin_config,
+                self.gateway.clone(),
+                batch,
+            )
+            .await
+            {
+                Ok(p) => outcomes = p.outcomes,
+                Err(e) => {
+                    let msg = e.to_string();
+                    for w in &active {
+                        let (side, id) = if from_sf {
+                            (Side::Salesforce, w.sf_id())
+                        } else {
+                            (Side::HubSpot, w.hs_id())
+                        };
+                        self.fail(
+                            cy,
+                            pair,
+                            side,
+                            id.unwrap_or_default(),
+                            ErrorCategory::PluginError,
+                            &msg,
+                            json!({"plugin_error": msg}),
+                        )
+                        .await?;
+                    }
+                    active.clear();
+                }
+            }
+        }
+
+        // Apply.
+        let mut results = self
+            .apply_writes(cy, schema, &mut active, &outcomes, direction)
+            .await?;
+        let waiting = if pair == ObjectPair::OpportunityDeal {
+            self.apply_associations(
+                cy,
+                schema,
+                &active,
+                &outcomes,
+                &results,
+                &roles,
+                &deal_assoc,
+                direction,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        self.fault.check()?;
+
+        // Commit what was acknowledged.
+        let now = now_ms();
+        for (i, w) in active.iter().enumerate() {
+            let dir = if from_sf {
+                Direction::SalesforceToHubSpot
+            } else {
+                Direction::HubSpotToSalesforce
+            };
+            match (&outcomes[i], results[i].take()) {
+                (Ok(PairOutcome::Skip(Skip::UnsyncedPipeline(reason))), _) => {
+                    commit.counters.skipped += 1;
+                    if let (Some(s), Some(h)) = (w.sf_id(), w.hs_id())
+                        && w.link
+                            .as_ref()
+                            .is_some_and(|l| l.state == LinkState::Active)
+                    {
+                        commit.record(
+                            s,
+                            h,
+                            LinkState::Unsynced,
+                            None,
+                            EventKind::Unsynced,
+                            Direction::None,
+                            &w.source_version,
+                            cy.run_id,
+                            now,
+                            json!({"reason": reason}),
+                        );
+                    }
+                }
+                (Ok(PairOutcome::Skip(_)), Some(done))
+                | (Ok(PairOutcome::Write(_)), Some(done)) => {
+                    let kind = if done.created {
+                        EventKind::Created
+                    } else if done.written.is_empty() {
+                        EventKind::Skipped
+                    } else {
+                        EventKind::Updated
+                    };
+                    if done.written.is_empty() {
+                        commit.counters.skipped += 1;
+                    }
+                    let snap = plan::snapshot_after(schema, &done.sf_values, &done.hs_values, now);
+                    commit.record(
+                        &done.sf_id,
+                        &done.hs_id,
+                        LinkState::Active,
+                        Some(snap),
+                        kind,
+                        dir,
+                        &w.source_version,
+                        cy.run_id,
+                        now,
+                        json!({"fields": done.written}),
+                    );
+                    match (from_sf, done.created) {
+                        (true, true) => commit.counters.created_hubspot += 1,
+                        (false, true) => commit.counters.created_salesforce += 1,
+                        _ => {}
+                    }
+                    if done.updated_hs {
+                        commit.counters.updated_hubspot += 1;
+                    }
+                    if done.updated_sf {
+                        commit.counters.updated_salesforce += 1;
+                    }
+                }
+                (Ok(PairOutcome::Skip(_)), None) => commit.counters.skipped += 1,
+                (Err(_reason), _) => commit.counters.skipped += 1,
+                _ => {}
+            }
+        }
+        if self.opts.dry_run {
+            cy.report.counters.add(&commit.counters);
+            return Ok(());
+        }
+        let key = format!(
+            "{}:{}:{}",
+            cy.run_id,
+            pair,
+            self.seq.fetch_add(1, Ordering::SeqCst)
+        );
+        let counters = commit.counters;
+        let c = commit.build(
+            key,
+            self.lease.clone(),
+            cp.into_iter().collect(),
+            cy.run_id,
+            now,
+        );
+        self.store.commit_batch(&tenant, &c).await?;
+        cy.report.counters.add(&counters);
+        // Associations waiting for their account or contact: an open error on the record,
+        // recorded after the commit (which resolves the record's older errors).
+        for (id, side, rels) in waiting {
+            let names: Vec<String> = rels
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:?} {}",
+                        r.kind,
+                        r.salesforce_id
+                            .clone()
+                            .or(r.hubspot_id.clone())
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            let msg = format!(
+                "associations waiting for their account/contact to be linked: {}",
+                names.join(", ")
+            );
+            self.fail(
+                cy,
+                pair,
+                side,
+                &id,
+                ErrorCategory::AssociationWaiting,
+                &msg,
+                json!({"waiting": names}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_writes(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        works: &mut [Work],
+        outcomes: &[Result<PairOutcome, String>],
+        direction: runtime::Direction,
+    ) -> Result<Vec<Option<Done>>, SyncError> {
+        let pair = schema.spec.pair;
+        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        let mut done: Vec<Option<Done>> = vec![None; works.len()];
+        // Start every pair from its current values.
+        let mut sf_vals: Vec<Vec<runtime::Value>> = works
+            .iter()
+            .map(|w| {
+                w.sf.as_ref()
+                    .map(|s| s.values.clone())
+                    .unwrap_or_else(|| vec![runtime::Value::Null; schema.sf_fields.len()])
+            })
+            .collect();
+        let mut hs_vals: Vec<Vec<runtime::Value>> = works
+            .iter()
+            .map(|w| {
+                w.hs.as_ref()
+                    .map(|s| s.values.clone())
+                    .unwrap_or_else(|| vec![runtime::Value::Null; schema.hs_fields.len()])
+            })
+            .collect();
+        let mut hs_upserts: Vec<(usize, UpdateInput)> = Vec::new();
+        let mut hs_updates: Vec<(usize, UpdateInput)> = Vec::new();
+        let mut sf_upserts: Vec<(usize, SfInput)> = Vec::new();
+        let mut sf_updates: Vec<(usize, SfInput)> = Vec::new();
+        let mut written: Vec<Vec<String>> = vec![Vec::new(); works.len()];
+        let mut failed: Vec<Option<WriteFailure>> = vec![None; works.len()];
+        for (i, w) in works.iter().enumerate() {
+            let src_side = if from_sf {
+                Side::Salesforce
+            } else {
+                Side::HubSpot
+            };
+            let src_id = if from_sf { w.sf_id() } else { w.hs_id() }
+                .unwrap_or_default()
+                .to_string();
+            let pw = match &outcomes[i] {
+                Ok(PairOutcome::Write(pw)) => pw,
+                Ok(PairOutcome::Error(e)) => {
+                    let cat = match e.kind {
+                        runtime::ErrorKind::UnmappedStage
+                        | runtime::ErrorKind::UnmappedPipeline => ErrorCategory::PicklistMismatch,
+                        runtime::ErrorKind::MissingOwner | runtime::ErrorKind::InvalidValue => {
+                            ErrorCategory::Validation
+                        }
+                        _ => ErrorCategory::PluginError,
+                    };
+                    let payload = json!({"kind": runtime::error_kind_name(e.kind), "field": e.field, "message": e.message});
+                    self.fail(
+                        cy,
+                        pair,
+                        src_side,
+                        &src_id,
+                        cat,
+                        &format!("{}: {}", runtime::error_kind_name(e.kind), e.message),
+                        payload,
+                    )
+                    .await?;
+                    continue;
+                }
+                Ok(PairOutcome::Skip(Skip::UpToDate)) => {
+                    // Both sides agree: link them (a first match) and take the snapshot.
+                    if let (Some(s), Some(h)) = (w.sf.as_ref(), w.hs.as_ref()) {
+                        done[i] = Some(Done {
+                            sf_id: s.id.clone(),
+                            hs_id: h.id.clone(),
+                            created: false,
+                            written: Vec::new(),
+                            sf_values: sf_vals[i].clone(),
+                            hs_values: hs_vals[i].clone(),
+                            updated_sf: false,
+                            updated_hs: false,
+                        });
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let mut hs_p = crate::crm::hubspot::Properties::new();
+            for fw in &pw.hubspot {
+                let Some(kind) = schema.hs_writable.get(&fw.field) else {
+                    continue;
+                };
+                let wire = values::to_hubspot(&fw.value, *kind);
+                if let Some(idx) = schema.hs_index(&fw.field) {
+                    hs_vals[i][idx] =
+                        values::from_hubspot(Some(&wire), *kind).unwrap_or(runtime::Value::Null);
+                }
+                hs_p.insert(fw.field.clone(), wire);
+                written[i].push(format!("hubspot.{}", fw.field));
+            }
+            let mut sf_f = crate::crm::salesforce::Fields::new();
+            for fw in &pw.salesforce {
+                let Some(kind) = schema.sf_writable.get(&fw.field) else {
+                    continue;
+                };
+                let wire = values::to_salesforce(&fw.value, *kind);
+                if let Some(idx) = schema.sf_index(&fw.field) {
+                    sf_vals[i][idx] =
+                        values::from_salesforce(&wire, *kind).unwrap_or(runtime::Value::Null);
+                }
+                sf_f.insert(fw.field.clone(), wire);
+                written[i].push(format!("salesforce.{}", fw.field));
+            }
+            if self.opts.dry_run {
+                if !hs_p.is_empty() {
+                    let op = if w.hs.is_some() { "update" } else { "create" };
+                    cy.report.planned.push(PlannedOp {
+                        op,
+                        target: "hubspot",
+                        pair: pair.as_str(),
+                        record: w.hs_id().or(w.sf_id()).unwrap_or_default().to_string(),
+                        detail: json!(hs_p),
+                    });
+                }
+                if !sf_f.is_empty() {
+                    let op = if w.sf.is_some() { "update" } else { "create" };
+                    cy.report.planned.push(PlannedOp {
+                        op,
+                        target: "salesforce",
+                        pair: pair.as_str(),
+                        record: w.sf_id().or(w.hs_id()).unwrap_or_default().to_string(),
+                        detail: Json::Object(sf_f),
+                    });
+                }
+                continue;
+            }
+            // HubSpot side.
+            if !hs_p.is_empty() || (from_sf && w.hs.is_none()) {
+                match (&w.hs, w.sf_id()) {
+                    (Some(h), sf_id) => {
+                        if let Some(s) = sf_id
+                            && w.hs_xref.as_deref() != Some(s)
+                        {
+                            hs_p.insert(self.opts.xref_property.clone(), s.to_string());
+                        }
+                        hs_updates.push((
+                            i,
+                            UpdateInput {
+                                id: h.id.clone(),
+                                properties: hs_p,
+                            },
+                        ));
+                    }
+                    (None, Some(s)) => {
+                        hs_p.insert(self.opts.xref_property.clone(), s.to_string());
+                        hs_upserts.push((
+                            i,
+                            UpdateInput {
+                                id: s.to_string(),
+                                properties: hs_p,
+                            },
+                        ));
+                    }
+                    (None, None) => {}
+                }
+            }
+            // Salesforce side.
+            if !sf_f.is_empty() || (!from_sf && w.sf.is_none()) {
+                match (&w.sf, w.hs_id()) {
+                    (Some(s), hs_id) => {
+                        if let Some(h) = hs_id
+                            && w.sf_ext.as_deref() != Some(h)
+                        {
+                            sf_f.insert(
+                                self.opts.external_id_field.clone(),
+                                Json::String(h.to_string()),
+                            );
+                        }
+                        sf_updates.push((
+                            i,
+                            SfInput {
+                                id: Some(s.id.clone()),
+                                fields: sf_f,
+                            },
+                        ));
+                    }
+                    (None, Some(h)) => {
+                        sf_f.insert(
+                            self.opts.external_id_field.clone(),
+                            Json::String(h.to_string()),
+                        );
+                        sf_upserts.push((
+                            i,
+                            SfInput {
+                                id: None,
+                                fields: sf_f,
+                            },
+                        ));
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        let mut new_hs: HashMap<usize, String> = HashMap::new();
+        let mut new_sf: HashMap<usize, String> = HashMap::new();
+        let mut created: HashSet<usize> = HashSet::new();
+        let hs_obj = schema.spec.hs_object;
+        let sobj = schema.spec.sobject;
+        // Source side first when creating: HubSpot for SF→HS, Salesforce for HS→SF.
+        let order: [bool; 2] = if from_sf {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for hs_turn in order {
+            if hs_turn {
+                for (list, mode) in [
+                    (
+                        &hs_upserts,
+                        HsMode::Upsert(self.opts.xref_property.as_str()),
+                    ),
+                    (&hs_updates, HsMode::Update),
+                ] {
+                    let inputs: Vec<UpdateInput> = list.iter().map(|(_, u)| u.clone()).collect();
+                    let res = apply::hs_write(&self.hs, hs_obj, mode, &inputs).await;
+                    for ((i, _), r) in list.iter().zip(res) {
+                        match r {
+                            Ok(o) => {
+                                if matches!(mode, HsMode::Upsert(_)) {
+                                    if o.new != Some(false) {
+                                        created.insert(*i);
+                                    }
+                                    new_hs.insert(*i, o.id.clone());
+                                }
+                            }
+                            Err(f) => failed[*i] = Some(f),
+                        }
+                    }
+                }
+            } else {
+                // Salesforce writes need the HubSpot id of records created just now.
+                let fix = |list: &[(usize, SfInput)],
+                           new_hs: &HashMap<usize, String>,
+                           failed: &[Option<WriteFailure>]|
+                 -> Vec<(usize, SfInput)> {
+                    list.iter()
+                        .filter(|(i, _)| failed[*i].is_none())
+                        .map(|(i, s)| {
+                            let mut s = s.clone();
+                            if let Some(h) = new_hs.get(i) {
+                                s.fields.insert(
+                                    self.opts.external_id_field.clone(),
+                                    Json::String(h.clone()),
+                                );
+                            }
+                            (*i, s)
+                        })
+                        .collect()
+                };
+                let ups = fix(&sf_upserts, &new_hs, &failed);
+                let upd = fix(&sf_updates, &new_hs, &failed);
+                for (list, mode) in [
+                    (&ups, SfMode::Upsert(self.opts.external_id_field.as_str())),
+                    (&upd, SfMode::Update),
+                ] {
+                    let inputs: Vec<SfInput> = list.iter().map(|(_, s)| s.clone()).collect();
+                    let res = apply::sf_write(&self.sf, sobj, mode, &inputs).await;
+                    for ((i, _), r) in list.iter().zip(res) {
+                        match r {
+                            Ok(ack) => {
+                                if matches!(mode, SfMode::Upsert(_)) {
+                                    if ack.created {
+                                        created.insert(*i);
+                                    }
+                                    new_sf.insert(*i, ack.id);
+                                }
+                            }
+                            Err(f) => failed[*i] = Some(f),
+                        }
+                    }
+                }
+            }
+        }
+        if self.opts.dry_run {
+            return Ok(done);
+        }
+        for (i, w) in works.iter().enumerate() {
+            let wrote =
+                !written[i].is_empty() || new_hs.contains_key(&i) || new_sf.contains_key(&i);
+            if let Some(f) = &failed[i] {
+                let (side, id) = if from_sf {
+                    (Side::Salesforce, w.sf_id())
+                } else {
+                    (Side::HubSpot, w.hs_id())
+                };
+                let payload = json!({"class": f.class.as_str(), "fields": written[i]});
+                self.fail(
+                    cy,
+                    pair,
+                    side,
+                    id.unwrap_or_default(),
+                    f.category(),
+                    &f.message,
+                    payload,
+                )
+                .await?;
+                continue;
+            }
+            if !wrote || done[i].is_some() {
+                continue;
+            }
+            let sf_id = new_sf.get(&i).cloned().or(w.sf_id().map(str::to_string));
+            let hs_id = new_hs.get(&i).cloned().or(w.hs_id().map(str::to_string));
+            if let (Some(s), Some(h)) = (sf_id, hs_id) {
+                let updated_hs =
+                    written[i].iter().any(|f| f.starts_with("hubspot.")) && w.hs.is_some();
+                let updated_sf =
+                    written[i].iter().any(|f| f.starts_with("salesforce.")) && w.sf.is_some();
+                done[i] = Some(Done {
+                    sf_id: s,
+                    hs_id: h,
+                    created: created.contains(&i),
+                    written: written[i].clone(),
+                    sf_values: sf_vals[i].clone(),
+                    hs_values: hs_vals[i].clone(),
+                    updated_sf,
+                    updated_hs,
+                });
+            }
+        }
+        Ok(done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_associations(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        works: &[Work],
+        outcomes: &[Result<PairOutcome, String>],
+        results: &[Option<Done>],
+        roles: &HashMap<String, Vec<ContactRole>>,
+        deal_assoc: &HashMap<String, DealAssociations>,
+        direction: runtime::Direction,
+    ) -> Result<Vec<(String, Side, Vec<Related>)>, SyncError> {
+        let pair = schema.spec.pair;
+        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        let mut hs_changes = HsChanges::default();
+        let mut sf_changes = SfChanges::default();
+        let mut waiting = Vec::new();
+        let mut involved: Vec<(usize, String)> = Vec::new();
+        let empty = DealAssociations::default();
+        for (i, w) in works.iter().enumerate() {
+            let Ok(PairOutcome::Write(pw)) = &outcomes[i] else {
+                continue;
+            };
+            let Some(done) = &results[i] else {
+                if !self.opts.dry_run {
+                    continue;
+                }
+                if let Some(d) = &pw.hubspot_associations {
+                    cy.report.planned.push(PlannedOp { op: "associate", target: "hubspot", pair: pair.as_str(), record: w.hs_id().or(w.sf_id()).unwrap_or_default().to_string(), detail: json!(d.iter().map(|r| json!({"kind": format!("{:?}", r.kind), "hubspot_id": r.hubspot_id, "salesforce_id": r.salesforce_id})).collect::<Vec<_>>()) });
+                }
+                if let Some(d) = &pw.salesforce_associations {
+                    cy.report.planned.push(PlannedOp { op: "associate", target: "salesforce", pair: pair.as_str(), record: w.sf_id().or(w.hs_id()).unwrap_or_default().to_string(), detail: json!(d.iter().map(|r| json!({"kind": format!("{:?}", r.kind), "hubspot_id": r.hubspot_id, "salesforce_id": r.salesforce_id})).collect::<Vec<_>>()) });
+                }
+                continue;
+            };
+            let src = if from_sf {
+                (done.sf_id.clone(), Side::Salesforce)
+            } else {
+                (done.hs_id.clone(), Side::HubSpot)
+            };
+            if let Some(desired) = &pw.hubspot_associations {
+                let current = deal_assoc.get(&done.hs_id).unwrap_or(&empty);
+                let before = (
+                    hs_changes.companies_add.len(),
+                    hs_changes.contacts_add.len(),
+                    hs_changes.companies_remove.len(),
+                    hs_changes.contacts_remove.len(),
+                );
+                let wait =
+                    associations::diff_hubspot(&done.hs_id, desired, current, &mut hs_changes);
+                if before
+                    != (
+                        hs_changes.companies_add.len(),
+                        hs_changes.contacts_add.len(),
+                        hs_changes.companies_remove.len(),
+                        hs_changes.contacts_remove.len(),
+                    )
+                {
+                    involved.push((i, src.0.clone()));
+                }
+                if !wait.is_empty() {
+                    waiting.push((src.0.clone(), src.1, wait));
+                }
+            }
+            if let Some(desired) = &pw.salesforce_associations {
+                let current = roles.get(&done.sf_id).map(Vec::as_slice).unwrap_or(&[]);
+                let wait = associations::diff_salesforce(
+                    &done.sf_id,
+                    w.account_id.as_deref(),
+                    desired,
+                    current,
+                    &mut sf_changes,
+                );
+                if !wait.is_empty() {
+                    waiting.push((src.0.clone(), src.1, wait));
+                }
+            }
+        }
+        if self.opts.dry_run {
+            return Ok(waiting);
+        }
+        if !hs_changes.is_empty()
+            && let Err(e) = associations::apply_hubspot(&self.hs, &hs_changes).await
+        {
+            let class = e.crm_class().unwrap_or(crate::crm::ErrorClass::Other);
+            for (_, id) in &involved {
+                let side = if from_sf {
+                    Side::Salesforce
+                } else {
+                    Side::HubSpot
+                };
+                self.fail(
+                    cy,
+                    pair,
+                    side,
+                    id,
+                    apply::category_of(class),
+                    &format!("associations: {e}"),
+                    json!({"op": "associate"}),
+                )
+                .await?;
+            }
+        }
+        if !sf_changes.roles_add.is_empty() {
+            let recs: Vec<crate::crm::salesforce::Fields> = sf_changes
+                .roles_add
+                .iter()
+                .map(|(o, c, role, primary)| {
+                    let mut f = crate::crm::salesforce::Fields::new();
+                    f.insert("OpportunityId".into(), Json::String(o.clone()));
+                    f.insert("ContactId".into(), Json::String(c.clone()));
+                    if let Some(r) = role {
+                        f.insert("Role".into(), Json::String(r.clone()));
+                    }
+                    f.insert("IsPrimary".into(), Json::Bool(*primary));
+                    f
+                })
+                .collect();
+            match self
+                .sf
+                .create_many("OpportunityContactRole", &recs, false)
+                .await
+            {
+                Ok(res) => {
+                    for (r, (o, _, _, _)) in res.iter().zip(&sf_changes.roles_add) {
+                        if !r.success {
+                            let msg = r
+                                .errors
+                                .first()
+                                .map(|e| format!("{}: {}", e.status_code, e.message))
+                                .unwrap_or_default();
+                            let cls = r.error_class().unwrap_or(crate::crm::ErrorClass::Other);
+                            self.fail(
+                                cy,
+                                pair,
+                                Side::Salesforce,
+                                o,
+                                apply::category_of(cls),
+                                &format!("contact role: {msg}"),
+                                json!({"op": "contact_role"}),
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (o, _, _, _) in &sf_changes.roles_add {
+                        self.fail(
+                            cy,
+                            pair,
+                            Side::Salesforce,
+                            o,
+                            apply::category_of(e.class()),
+                            &format!("contact role: {e}"),
+                            json!({"op": "contact_role"}),
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        if !sf_changes.account_set.is_empty() {
+            let inputs: Vec<SfInput> = sf_changes
+                .account_set
+                .iter()
+                .map(|(o, a)| SfInput {
+                    id: Some(o.clone()),
+                    fields: [("AccountId".to_string(), Json::String(a.clone()))]
+                        .into_iter()
+                        .collect(),
+                })
+                .collect();
+            let res = apply::sf_write(&self.sf, "Opportunity", SfMode::Update, &inputs).await;
+            for (r, (o, _)) in res.into_iter().zip(&sf_changes.account_set) {
+                if let Err(f) = r {
+                    self.fail(
+                        cy,
+                        pair,
+                        Side::Salesforce,
+                        o,
+                        f.category(),
+                        &format!("account: {}", f.message),
+                        json!({"op": "account"}),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Runs cycles every `interval` until `stop` resolves.
+    pub async fn poll(
+        &mut self,
+        interval: Duration,
+        mut on_cycle: impl FnMut(&Result<CycleReport, SyncError>),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), SyncError> {
+        tokio::pin!(stop);
+        loop {
+            let started = Instant::now();
+            let r = self.run_cycle().await;
+            on_cycle(&r);
+            if let Err(e) = &r
+                && matches!(
+                    e,
+                    SyncError::Store(_) | SyncError::Injected(_) | SyncError::Precondition(_)
+                )
+            {
+                return r.map(|_| ());
+            }
+            let wait = interval.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// What was acknowledged for one pair.
+#[derive(Debug, Clone)]
+struct Done {
+    sf_id: String,
+    hs_id: String,
+    created: bool,
+    written: Vec<String>,
+    sf_values: Vec<runtime::Value>,
+    hs_values: Vec<runtime::Value>,
+    updated_sf: bool,
+    updated_hs: bool,
+}
+
+/// The set-up's pair spec (re-exported for the CLI).
+pub fn pair_spec(pair: ObjectPair) -> PairSpec {
+    PairSpec::of(pair)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fault_point_fires_once_after_n_applies() {
+        let f = FaultPoint::default();
+        assert!(f.check().is_ok());
+        f.arm_after_apply(1);
+        assert!(f.check().is_ok());
+        assert!(matches!(f.check(), Err(SyncError::Injected(_))));
+        assert!(f.check().is_ok());
+    }
+}

@@ -1,0 +1,829 @@
+//! Set-up and checks before any record moves: the preconditions of SYNC-SPEC.md (the
+//! integration user's permissions, company sync before deal sync, deal sync before an
+//! import), the cross-reference keys on both sides (the Salesforce external-id field, the
+//! unique HubSpot property, created when missing), one HubSpot pipeline per Opportunity
+//! record type with its stages, the owner map by email, and the field tables of each
+//! object pair from the plugin's description intersected with what the CRMs describe.
+//!
+//! Every finding is a [`Check`] in the [`SetupReport`] so the CLI can show it. Set-up
+//! creates only metadata (a property, a pipeline), never records, and must never silently
+//! drop a mapping: a mapping whose field is missing on one side is reported.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::error::SyncError;
+use super::values::{FieldKind, hubspot_kind, salesforce_kind};
+use crate::crm::hubspot::HubSpotClient;
+use crate::crm::hubspot::types::{NewPipeline, NewProperty, NewStage, PropertyDefinition};
+use crate::crm::salesforce::SalesforceClient;
+use crate::crm::salesforce::types::{QueryScope, SObjectDescribe, soql_quote};
+use crate::runtime::{self, Crm, FieldInfo, Invocation, LoadedPlugin};
+use crate::store::ObjectPair;
+
+/// One object pair and the objects it joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairSpec {
+    /// The store's name of the pair.
+    pub pair: ObjectPair,
+    /// The Salesforce sObject.
+    pub sobject: &'static str,
+    /// The HubSpot object type.
+    pub hs_object: &'static str,
+    /// The HubSpot property with the modification time.
+    pub hs_modified: &'static str,
+}
+
+/// The three pairs, in sync order.
+pub const PAIRS: [PairSpec; 3] = [
+    PairSpec {
+        pair: ObjectPair::AccountCompany,
+        sobject: "Account",
+        hs_object: "companies",
+        hs_modified: "hs_lastmodifieddate",
+    },
+    PairSpec {
+        pair: ObjectPair::ContactContact,
+        sobject: "Contact",
+        hs_object: "contacts",
+        hs_modified: "lastmodifieddate",
+    },
+    PairSpec {
+        pair: ObjectPair::OpportunityDeal,
+        sobject: "Opportunity",
+        hs_object: "deals",
+        hs_modified: "hs_lastmodifieddate",
+    },
+];
+
+impl PairSpec {
+    /// The spec of a pair.
+    pub fn of(pair: ObjectPair) -> PairSpec {
+        *PAIRS
+            .iter()
+            .find(|p| p.pair == pair)
+            .expect("every pair has a spec")
+    }
+
+    /// The contract's name of the pair.
+    pub fn wit(&self) -> runtime::ObjectPair {
+        wit_pair(self.pair)
+    }
+}
+
+/// The contract's object pair for the store's.
+pub fn wit_pair(p: ObjectPair) -> runtime::ObjectPair {
+    match p {
+        ObjectPair::OpportunityDeal => runtime::ObjectPair::OpportunityDeal,
+        ObjectPair::AccountCompany => runtime::ObjectPair::AccountCompany,
+        ObjectPair::ContactContact => runtime::ObjectPair::ContactContact,
+    }
+}
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// Holds.
+    Ok,
+    /// Done now (a property or pipeline created).
+    Created,
+    /// Could not be verified, or holds with a caveat.
+    Warning,
+    /// Does not hold: the sync cannot run.
+    Failed,
+}
+
+/// One finding of the set-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// The outcome.
+    pub status: CheckStatus,
+    /// What a person should know.
+    pub message: String,
+}
+
+/// Everything the set-up found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SetupReport {
+    /// The checks, in order.
+    pub checks: Vec<Check>,
+}
+
+impl SetupReport {
+    fn push(&mut self, name: impl Into<String>, status: CheckStatus, message: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.into(),
+            status,
+            message: message.into(),
+        });
+    }
+
+    /// The failed checks.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Failed)
+    }
+}
+
+/// The field tables of one pair: what is fetched and sent to the plugin.
+#[derive(Debug, Clone)]
+pub struct PairSchema {
+    /// The pair.
+    pub spec: PairSpec,
+    /// Salesforce fields of the batch's field table.
+    pub sf_fields: Vec<String>,
+    /// Their kinds.
+    pub sf_kinds: Vec<FieldKind>,
+    /// Which of them are formulas (their own changes never trigger a sync).
+    pub sf_calculated: Vec<bool>,
+    /// HubSpot properties of the batch's field table.
+    pub hs_fields: Vec<String>,
+    /// Their kinds.
+    pub hs_kinds: Vec<FieldKind>,
+    /// Every Salesforce field the sync may write (createable or updateable) and its kind.
+    pub sf_writable: HashMap<String, FieldKind>,
+    /// Every HubSpot property the sync may write and its kind.
+    pub hs_writable: HashMap<String, FieldKind>,
+}
+
+impl PairSchema {
+    /// The position of a Salesforce field in the table.
+    pub fn sf_index(&self, name: &str) -> Option<usize> {
+        self.sf_fields.iter().position(|f| f == name)
+    }
+    /// The position of a HubSpot property in the table.
+    pub fn hs_index(&self, name: &str) -> Option<usize> {
+        self.hs_fields.iter().position(|f| f == name)
+    }
+}
+
+/// What the set-up established for the engine.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Field tables of each synced pair.
+    pub pairs: Vec<PairSchema>,
+    /// Salesforce users and HubSpot owners by email.
+    pub owners: Vec<runtime::Owner>,
+    /// The synced deal pipelines.
+    pub pipelines: Vec<runtime::Pipeline>,
+    /// The plugin config as the plugin gets it (with host-filled stage tables).
+    pub plugin_config: serde_json::Value,
+    /// The findings.
+    pub report: SetupReport,
+    /// Whether the org has multi-currency (`CurrencyIsoCode` on Opportunity).
+    pub multi_currency: bool,
+}
+
+impl Setup {
+    /// The schema of a pair, when it is synced.
+    pub fn pair(&self, pair: ObjectPair) -> Option<&PairSchema> {
+        self.pairs.iter().find(|p| p.spec.pair == pair)
+    }
+}
+
+/// What the set-up needs to know of the tenant's choices.
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    /// The Salesforce external-id field.
+    pub external_id_field: String,
+    /// The HubSpot cross-reference property.
+    pub xref_property: String,
+    /// Account ↔ company sync on.
+    pub company_sync: bool,
+    /// Contact sync on.
+    pub contact_sync: bool,
+    /// Deal sync on.
+    pub deal_sync: bool,
+    /// Fill identity stage tables into the plugin config.
+    pub identity_stage_map: bool,
+    /// Create missing metadata (false in a dry run: only report).
+    pub create_missing: bool,
+    /// The integration user's username, when the grant names it (for the permission check).
+    pub username: Option<String>,
+}
+
+/// The label of the pipeline for a record type.
+pub fn pipeline_label(record_type: Option<&str>) -> String {
+    match record_type {
+        Some(name) => format!("Salesforce - {name}"),
+        None => "Salesforce - Default pipeline".to_string(),
+    }
+}
+
+/// Runs every check and creates what is missing.
+pub async fn run(
+    sf: &SalesforceClient,
+    hs: &HubSpotClient,
+    plugin: &LoadedPlugin,
+    plugin_config: serde_json::Value,
+    opts: &SetupOptions,
+) -> Result<Setup, SyncError> {
+    let mut report = SetupReport::default();
+    sf.connect().await?;
+    report.push(
+        "salesforce.connect",
+        CheckStatus::Ok,
+        "logged in to Salesforce",
+    );
+
+    check_permissions(sf, opts.username.as_deref(), &mut report).await;
+    if opts.deal_sync && !opts.company_sync {
+        report.push(
+            "order.company_before_deal",
+            CheckStatus::Warning,
+            "company sync is off: deals will sync without their company association (turn company sync on and import accounts first)",
+        );
+    } else {
+        report.push(
+            "order.company_before_deal",
+            CheckStatus::Ok,
+            "company sync runs before deal sync",
+        );
+    }
+    if !opts.deal_sync {
+        report.push(
+            "order.deal_before_import",
+            CheckStatus::Warning,
+            "deal sync is off: an opportunity import now creates no deals",
+        );
+    }
+
+    let synced: Vec<PairSpec> = PAIRS
+        .iter()
+        .copied()
+        .filter(|p| match p.pair {
+            ObjectPair::AccountCompany => opts.company_sync,
+            ObjectPair::ContactContact => opts.contact_sync,
+            ObjectPair::OpportunityDeal => opts.deal_sync,
+        })
+        .collect();
+
+    // Describes of both sides.
+    let mut sf_desc: HashMap<ObjectPair, SObjectDescribe> = HashMap::new();
+    let mut hs_props: HashMap<ObjectPair, Vec<PropertyDefinition>> = HashMap::new();
+    for spec in &synced {
+        let d = sf.describe(spec.sobject).await?;
+        match d.field(&opts.external_id_field) {
+            Some(f) if f.external_id => report.push(
+                format!("salesforce.external_id.{}", spec.sobject),
+                CheckStatus::Ok,
+                format!("{}.{} is an external id", spec.sobject, opts.external_id_field),
+            ),
+            Some(_) => report.push(
+                format!("salesforce.external_id.{}", spec.sobject),
+                CheckStatus::Failed,
+                format!("{}.{} exists but is not marked External ID: mark it External ID (and Unique) in Setup", spec.sobject, opts.external_id_field),
+            ),
+            None => report.push(
+                format!("salesforce.external_id.{}", spec.sobject),
+                CheckStatus::Failed,
+                format!(
+                    "{}.{} is missing: create a Text(64) field with External ID and Unique ticked on {} (dealbridge writes the HubSpot id there and upserts by it)",
+                    spec.sobject, opts.external_id_field, spec.sobject
+                ),
+            ),
+        }
+        sf_desc.insert(spec.pair, d);
+        let props = ensure_xref_property(
+            hs,
+            spec,
+            &opts.xref_property,
+            opts.create_missing,
+            &mut report,
+        )
+        .await?;
+        hs_props.insert(spec.pair, props);
+    }
+    let multi_currency = sf_desc
+        .get(&ObjectPair::OpportunityDeal)
+        .is_some_and(|d| d.field("CurrencyIsoCode").is_some());
+
+    // Owners by email.
+    let owners = owner_map(sf, hs, &mut report).await?;
+
+    // Pipelines.
+    let pipelines = if opts.deal_sync {
+        ensure_pipelines(sf, hs, opts.create_missing, &mut report).await?
+    } else {
+        Vec::new()
+    };
+    let plugin_config = if opts.identity_stage_map {
+        with_identity_stage_map(plugin_config, &pipelines)
+    } else {
+        plugin_config
+    };
+
+    // The plugin's description, against the described schema.
+    let mut schema_info = Vec::new();
+    for spec in &synced {
+        for f in &sf_desc[&spec.pair].fields {
+            schema_info.push(FieldInfo {
+                crm: Crm::Salesforce,
+                object_pair: spec.wit(),
+                name: f.name.clone(),
+                type_name: f.field_type.clone(),
+                field_type: None,
+            });
+        }
+        for p in &hs_props[&spec.pair] {
+            schema_info.push(FieldInfo {
+                crm: Crm::Hubspot,
+                object_pair: spec.wit(),
+                name: p.name.clone(),
+                type_name: p.property_type.clone(),
+                field_type: Some(p.field_type.clone()),
+            });
+        }
+    }
+    let inv = Invocation::new(
+        Default::default(),
+        &plugin_config,
+        std::sync::Arc::new(runtime::DenyAllGateway),
+    )?;
+    let description = plugin.describe(&inv, &schema_info).await.result?;
+    report.push(
+        "plugin.describe",
+        CheckStatus::Ok,
+        format!(
+            "{} {}: {} mappings",
+            description.name,
+            description.version,
+            description.mappings.len()
+        ),
+    );
+
+    let mut pairs = Vec::new();
+    for spec in &synced {
+        let desc = &sf_desc[&spec.pair];
+        let props = &hs_props[&spec.pair];
+        let hs_by_name: HashMap<&str, &PropertyDefinition> =
+            props.iter().map(|p| (p.name.as_str(), p)).collect();
+        let mut schema = PairSchema {
+            spec: *spec,
+            sf_fields: Vec::new(),
+            sf_kinds: Vec::new(),
+            sf_calculated: Vec::new(),
+            hs_fields: Vec::new(),
+            hs_kinds: Vec::new(),
+            sf_writable: desc
+                .fields
+                .iter()
+                .filter(|f| (f.createable || f.updateable) && !f.calculated)
+                .map(|f| (f.name.clone(), salesforce_kind(&f.field_type)))
+                .collect(),
+            hs_writable: props
+                .iter()
+                .filter(|p| !p.calculated)
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        hubspot_kind(&p.property_type, &p.field_type),
+                    )
+                })
+                .collect(),
+        };
+        let mut inactive = Vec::new();
+        for m in description
+            .mappings
+            .iter()
+            .filter(|m| m.object_pair == spec.wit())
+        {
+            let sf_f = desc.field(&m.salesforce_field);
+            let hs_p = hs_by_name.get(m.hubspot_field.as_str());
+            match (sf_f, hs_p) {
+                (Some(f), Some(p)) => {
+                    if schema.sf_index(&f.name).is_none() {
+                        schema.sf_fields.push(f.name.clone());
+                        schema.sf_kinds.push(salesforce_kind(&f.field_type));
+                        schema.sf_calculated.push(f.calculated);
+                    }
+                    if schema.hs_index(&p.name).is_none() {
+                        schema.hs_fields.push(p.name.clone());
+                        schema
+                            .hs_kinds
+                            .push(hubspot_kind(&p.property_type, &p.field_type));
+                    }
+                }
+                (sf_f, _) => inactive.push(format!(
+                    "{} ↔ {} ({})",
+                    m.salesforce_field,
+                    m.hubspot_field,
+                    if sf_f.is_none() {
+                        "no such Salesforce field"
+                    } else {
+                        "no such HubSpot property"
+                    }
+                )),
+            }
+        }
+        for x in description
+            .extra_fields
+            .iter()
+            .filter(|x| x.object_pair == spec.wit())
+        {
+            match x.crm {
+                Crm::Salesforce => {
+                    if let Some(f) = desc.field(&x.name)
+                        && schema.sf_index(&f.name).is_none()
+                    {
+                        schema.sf_fields.push(f.name.clone());
+                        schema.sf_kinds.push(salesforce_kind(&f.field_type));
+                        schema.sf_calculated.push(f.calculated);
+                    }
+                }
+                Crm::Hubspot => {
+                    if let Some(p) = hs_by_name.get(x.name.as_str())
+                        && schema.hs_index(&p.name).is_none()
+                    {
+                        schema.hs_fields.push(p.name.clone());
+                        schema
+                            .hs_kinds
+                            .push(hubspot_kind(&p.property_type, &p.field_type));
+                    }
+                }
+            }
+        }
+        if inactive.is_empty() {
+            report.push(
+                format!("mappings.{}", spec.pair),
+                CheckStatus::Ok,
+                format!(
+                    "{} fields ↔ {} properties",
+                    schema.sf_fields.len(),
+                    schema.hs_fields.len()
+                ),
+            );
+        } else {
+            report.push(
+                format!("mappings.{}", spec.pair),
+                CheckStatus::Warning,
+                format!(
+                    "inactive mappings (field missing on one side, not synced): {}",
+                    inactive.join(", ")
+                ),
+            );
+        }
+        pairs.push(schema);
+    }
+
+    Ok(Setup {
+        pairs,
+        owners,
+        pipelines,
+        plugin_config,
+        report,
+        multi_currency,
+    })
+}
+
+/// "Modify All Data" or "Modify Metadata Through Metadata API Functions" of the
+/// integration user, through its permission-set assignments (a profile is an owned
+/// permission set, so this covers both). The user is found by its username (password
+/// grant); other grants cannot name the user, which is reported as a warning.
+async fn check_permissions(
+    sf: &SalesforceClient,
+    username: Option<&str>,
+    report: &mut SetupReport,
+) {
+    let name = "salesforce.permissions";
+    let Some(username) = username else {
+        report.push(
+            name,
+            CheckStatus::Warning,
+            "cannot tell which user the OAuth grant runs as: make sure it has \"Modify All Data\" or \"Modify Metadata Through Metadata API Functions\"",
+        );
+        return;
+    };
+    let soql = format!(
+        "SELECT PermissionSet.PermissionsModifyAllData, PermissionSet.PermissionsModifyMetadata FROM PermissionSetAssignment WHERE Assignee.Username = {}",
+        soql_quote(username)
+    );
+    match sf.query(&soql, QueryScope::Live).await {
+        Ok(rows) => {
+            let flag = |r: &crate::crm::salesforce::SObject, f: &str| {
+                r.fields.get("PermissionSet").and_then(|p| p.get(f)).and_then(|v| v.as_bool()) == Some(true)
+            };
+            if rows.iter().any(|r| flag(r, "PermissionsModifyAllData") || flag(r, "PermissionsModifyMetadata")) {
+                report.push(name, CheckStatus::Ok, format!("{username} has Modify All Data or Modify Metadata Through Metadata API Functions"));
+            } else {
+                report.push(
+                    name,
+                    CheckStatus::Failed,
+                    format!("{username} has neither \"Modify All Data\" nor \"Modify Metadata Through Metadata API Functions\": grant one in its profile or a permission set"),
+                );
+            }
+        }
+        Err(e) => report.push(
+            name,
+            CheckStatus::Warning,
+            format!("could not verify the permissions of {username} (PermissionSetAssignment is not readable: {e}); make sure it has \"Modify All Data\" or \"Modify Metadata Through Metadata API Functions\""),
+        ),
+    }
+}
+
+async fn ensure_xref_property(
+    hs: &HubSpotClient,
+    spec: &PairSpec,
+    name: &str,
+    create: bool,
+    report: &mut SetupReport,
+) -> Result<Vec<PropertyDefinition>, SyncError> {
+    let mut props = hs.list_properties(spec.hs_object).await?;
+    let check = format!("hubspot.cross_reference.{}", spec.hs_object);
+    match props.iter().find(|p| p.name == name) {
+        Some(p) if p.has_unique_value => report.push(check, CheckStatus::Ok, format!("{}.{name} has unique values", spec.hs_object)),
+        Some(_) => report.push(
+            check,
+            CheckStatus::Failed,
+            format!("{}.{name} exists without unique values: upserts need hasUniqueValue (delete it or choose another hubspot.cross_reference_property)", spec.hs_object),
+        ),
+        None if !create => report.push(check, CheckStatus::Warning, format!("{}.{name} is missing and would be created", spec.hs_object)),
+        None => {
+            let group = match spec.hs_object {
+                "deals" => "dealinformation",
+                "companies" => "companyinformation",
+                _ => "contactinformation",
+            };
+            let created = hs
+                .create_property(
+                    spec.hs_object,
+                    &NewProperty {
+                        name: name.to_string(),
+                        label: "Salesforce ID (dealbridge)".into(),
+                        property_type: "string".into(),
+                        field_type: "text".into(),
+                        group_name: group.into(),
+                        options: Vec::new(),
+                        has_unique_value: true,
+                    },
+                )
+                .await?;
+            report.push(check, CheckStatus::Created, format!("created {}.{name} with unique values", spec.hs_object));
+            props.push(created);
+        }
+    }
+    Ok(props)
+}
+
+async fn owner_map(
+    sf: &SalesforceClient,
+    hs: &HubSpotClient,
+    report: &mut SetupReport,
+) -> Result<Vec<runtime::Owner>, SyncError> {
+    let users = sf.users().await?;
+    let owners = hs.list_owners().await?;
+    let mut by_email: BTreeMap<String, runtime::Owner> = BTreeMap::new();
+    for u in users.iter().filter(|u| u.is_active) {
+        if let Some(e) = u.email.as_deref().filter(|e| !e.is_empty()) {
+            let e = e.to_lowercase();
+            by_email
+                .entry(e.clone())
+                .or_insert(runtime::Owner {
+                    email: e,
+                    salesforce_user_id: None,
+                    hubspot_owner_id: None,
+                })
+                .salesforce_user_id = Some(u.id.clone());
+        }
+    }
+    for o in owners.iter().filter(|o| !o.archived) {
+        if let Some(e) = o.email.as_deref().filter(|e| !e.is_empty()) {
+            let e = e.to_lowercase();
+            by_email
+                .entry(e.clone())
+                .or_insert(runtime::Owner {
+                    email: e,
+                    salesforce_user_id: None,
+                    hubspot_owner_id: None,
+                })
+                .hubspot_owner_id = Some(o.id.clone());
+        }
+    }
+    let matched = by_email
+        .values()
+        .filter(|o| o.salesforce_user_id.is_some() && o.hubspot_owner_id.is_some())
+        .count();
+    let sf_only: Vec<&str> = by_email
+        .values()
+        .filter(|o| o.salesforce_user_id.is_some() && o.hubspot_owner_id.is_none())
+        .map(|o| o.email.as_str())
+        .collect();
+    let status = if sf_only.is_empty() {
+        CheckStatus::Ok
+    } else {
+        CheckStatus::Warning
+    };
+    let mut msg = format!("{matched} Salesforce users matched to HubSpot owners by email");
+    if !sf_only.is_empty() {
+        msg.push_str(&format!(
+            "; without a HubSpot owner (their records fail with missing-owner): {}",
+            sf_only.join(", ")
+        ));
+    }
+    report.push("owners", status, msg);
+    Ok(by_email.into_values().collect())
+}
+
+async fn ensure_pipelines(
+    sf: &SalesforceClient,
+    hs: &HubSpotClient,
+    create: bool,
+    report: &mut SetupReport,
+) -> Result<Vec<runtime::Pipeline>, SyncError> {
+    let record_types: Vec<_> = sf
+        .record_types("Opportunity")
+        .await?
+        .into_iter()
+        .filter(|r| r.is_active != Some(false))
+        .collect();
+    let stages: Vec<_> = sf
+        .opportunity_stages()
+        .await?
+        .into_iter()
+        .filter(|s| s.is_active != Some(false))
+        .collect();
+    let existing = hs.list_pipelines("deals").await?;
+    // (record type id, developer name, label)
+    let wanted: Vec<(Option<String>, String, String)> = if record_types.len() <= 1 {
+        vec![(
+            record_types.first().map(|r| r.id.clone()),
+            record_types
+                .first()
+                .map_or("Default".into(), |r| r.developer_name.clone()),
+            pipeline_label(None),
+        )]
+    } else {
+        record_types
+            .iter()
+            .map(|r| {
+                (
+                    Some(r.id.clone()),
+                    r.developer_name.clone(),
+                    pipeline_label(Some(&r.name)),
+                )
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, (rt_id, rt_name, label)) in wanted.into_iter().enumerate() {
+        let check = format!("hubspot.pipeline.{rt_name}");
+        let found = existing
+            .iter()
+            .find(|p| p.label == label && !p.archived)
+            .cloned();
+        let pipeline = match found {
+            Some(p) => {
+                let missing: Vec<&str> = stages
+                    .iter()
+                    .filter(|s| {
+                        !p.stages
+                            .iter()
+                            .any(|x| x.label == s.master_label && !x.archived)
+                    })
+                    .map(|s| s.master_label.as_str())
+                    .collect();
+                if missing.is_empty() {
+                    report.push(
+                        check,
+                        CheckStatus::Ok,
+                        format!("pipeline `{label}` has every stage"),
+                    );
+                } else {
+                    report.push(check, CheckStatus::Warning, format!("pipeline `{label}` lacks stages {}: records in them fail with unmapped-stage", missing.join(", ")));
+                }
+                p
+            }
+            None if !create => {
+                report.push(
+                    check,
+                    CheckStatus::Warning,
+                    format!("pipeline `{label}` is missing and would be created"),
+                );
+                continue;
+            }
+            None => {
+                let new = NewPipeline {
+                    label: label.clone(),
+                    display_order: 100 + i as i64,
+                    stages: stages
+                        .iter()
+                        .enumerate()
+                        .map(|(j, s)| NewStage {
+                            label: s.master_label.clone(),
+                            display_order: j as i64,
+                            metadata: BTreeMap::from([
+                                (
+                                    "probability".to_string(),
+                                    format!("{}", s.default_probability.unwrap_or(0.0) / 100.0),
+                                ),
+                                ("isClosed".to_string(), s.is_closed.to_string()),
+                            ]),
+                        })
+                        .collect(),
+                };
+                let p = hs.create_pipeline("deals", &new).await?;
+                report.push(
+                    check,
+                    CheckStatus::Created,
+                    format!(
+                        "created pipeline `{label}` with {} stages",
+                        new.stages.len()
+                    ),
+                );
+                p
+            }
+        };
+        let mut st: Vec<_> = pipeline.stages.iter().filter(|s| !s.archived).collect();
+        st.sort_by_key(|s| s.display_order);
+        out.push(runtime::Pipeline {
+            id: pipeline.id.clone(),
+            label: pipeline.label.clone(),
+            record_type_id: rt_id,
+            record_type_name: rt_name,
+            stages: st
+                .iter()
+                .map(|s| runtime::Stage {
+                    id: s.id.clone(),
+                    label: s.label.clone(),
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Adds, for every pipeline without a table in `stage_map`, the table that maps each
+/// stage label to itself.
+pub fn with_identity_stage_map(
+    mut config: serde_json::Value,
+    pipelines: &[runtime::Pipeline],
+) -> serde_json::Value {
+    let Some(obj) = config.as_object_mut() else {
+        return config;
+    };
+    let map = obj
+        .entry("stage_map")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(map) = map.as_object_mut() else {
+        return config;
+    };
+    for p in pipelines {
+        let named = map.contains_key(&p.id)
+            || p.record_type_id
+                .as_ref()
+                .is_some_and(|r| map.contains_key(r))
+            || map.contains_key(&p.record_type_name);
+        if !named {
+            let table: serde_json::Map<String, serde_json::Value> = p
+                .stages
+                .iter()
+                .map(|s| (s.label.clone(), serde_json::Value::String(s.label.clone())))
+                .collect();
+            map.insert(p.id.clone(), serde_json::Value::Object(table));
+        }
+    }
+    config
+}
+
+/// Quotes ids for a SOQL `IN (...)`.
+pub fn soql_in(ids: &[String]) -> String {
+    ids.iter()
+        .map(|i| soql_quote(i))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_labels_follow_the_spec() {
+        assert_eq!(pipeline_label(None), "Salesforce - Default pipeline");
+        assert_eq!(pipeline_label(Some("Renewal")), "Salesforce - Renewal");
+    }
+
+    #[test]
+    fn identity_stage_map_fills_only_unnamed_pipelines() {
+        let p = |id: &str, rt: &str| runtime::Pipeline {
+            id: id.into(),
+            label: format!("Salesforce - {rt}"),
+            record_type_id: Some(format!("012{rt}")),
+            record_type_name: rt.into(),
+            stages: vec![runtime::Stage {
+                id: "s1".into(),
+                label: "Prospecting".into(),
+            }],
+        };
+        let cfg = serde_json::json!({"stage_map": {"Renewal": {"Prospecting": "s1"}}});
+        let out = with_identity_stage_map(cfg, &[p("p1", "New_Business"), p("p2", "Renewal")]);
+        assert_eq!(out["stage_map"]["p1"]["Prospecting"], "Prospecting");
+        assert!(out["stage_map"].get("p2").is_none());
+        assert_eq!(out["stage_map"]["Renewal"]["Prospecting"], "s1");
+    }
+}

