@@ -373,7 +373,7 @@ async fn two_way_the_newer_side_wins_by_the_source_modification_times() {
     set_deal(&w, &d.id, &[("amount", "4000")]).await;
     let hs_t = deal(&w, &d.id).await.last_modified_ms().unwrap();
     // Clock resolution, not a race: Salesforce's next whole second after HubSpot's edit.
-    let wait = (hs_t / 1000 + 1) * 1000 - chrono_now_ms();
+    let wait = (hs_t / 1000 + 1) * 1000 - wall_clock_ms();
     if wait > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(wait as u64 + 20)).await;
     }
@@ -388,7 +388,7 @@ async fn two_way_the_newer_side_wins_by_the_source_modification_times() {
     assert_eq!(money(&opp(&w, &a).await, "Amount"), "5000");
 }
 
-fn chrono_now_ms() -> i64 {
+fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -464,6 +464,12 @@ async fn owners_map_both_ways_by_email() {
     set_opp(&w, &a, &[("OwnerId", json!(users[kath]))]).await;
     cycle(&mut e).await;
     assert_eq!(hp(&deal(&w, &d.id).await, "hubspot_owner_id"), owners[kath]);
+
+    // Salesforce requires an owner: a cleared HubSpot owner is restored from Salesforce.
+    set_deal(&w, &d.id, &[("hubspot_owner_id", "")]).await;
+    cycle(&mut e).await;
+    assert_eq!(hp(&deal(&w, &d.id).await, "hubspot_owner_id"), owners[kath]);
+    assert_eq!(sfv(&opp(&w, &a).await, "OwnerId"), users[kath]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -978,4 +984,55 @@ async fn moving_a_deal_to_an_unsynced_pipeline_stops_it_syncing_both_ways() {
     assert_eq!(sfv(&o, "Name"), "Mover 2");
     assert_eq!(sfv(&o, "Description"), "after");
     assert_eq!(deals_for(&w, &a).await.len(), 1, "no second deal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_deal_back_to_a_synced_pipeline_resumes_syncing() {
+    let w = world(0).await;
+    let cfg = w.config("");
+    let mut e = w.engine(&cfg, "a").await;
+    cycle(&mut e).await;
+    // No record type given: the org's default one (New Business).
+    let a = new_opp(&w, "Boomerang", &[]).await;
+    cycle(&mut e).await;
+    let d = deal_for(&w, &a).await;
+    let pipes = pipelines(&w).await;
+    let (nb, nb_stages) = &pipes["Salesforce - New Business"];
+    assert_eq!(hp(&d, "pipeline"), nb);
+    let (_, default_stages) = pipes
+        .values()
+        .find(|(id, _)| id == "default")
+        .expect("HubSpot's own default pipeline");
+    let some_default_stage = default_stages.values().next().unwrap().clone();
+    set_deal(
+        &w,
+        &d.id,
+        &[("pipeline", "default"), ("dealstage", &some_default_stage)],
+    )
+    .await;
+    set_opp(&w, &a, &[("Name", json!("Boomerang 2"))]).await;
+    cycle(&mut e).await;
+    assert_eq!(hp(&deal(&w, &d.id).await, "dealname"), "Boomerang");
+    assert_eq!(link(&e, &a).await.state, LinkState::Unsynced);
+
+    // Back into a synced pipeline (another stage): the pair syncs again by its rules
+    // (Salesforce's non-blank name and stage win under the default rule).
+    set_deal(
+        &w,
+        &d.id,
+        &[
+            ("pipeline", nb),
+            ("dealstage", &nb_stages["Needs Analysis"]),
+        ],
+    )
+    .await;
+    cycle(&mut e).await;
+    let d = deal(&w, &d.id).await;
+    assert_eq!(hp(&d, "dealname"), "Boomerang 2");
+    assert_eq!(hp(&d, "pipeline"), nb);
+    assert_eq!(hp(&d, "dealstage"), nb_stages["Prospecting"]);
+    assert_eq!(link(&e, &a).await.state, LinkState::Active);
+    set_opp(&w, &a, &[("Name", json!("Boomerang 3"))]).await;
+    cycle(&mut e).await;
+    assert_eq!(hp(&deal(&w, &d.id).await, "dealname"), "Boomerang 3");
 }

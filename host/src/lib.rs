@@ -7,11 +7,13 @@
 //! - [`runtime`]: the wasmtime sandbox that runs rules components, with limits,
 //!   the compile cache and the guest's capabilities (`crm`, `log`, `config`).
 //! - [`crm`]: the Salesforce and HubSpot clients, their rate governors and budgets.
+//! - [`api`]: the multi-tenant HTTP service (`dealbridge serve`).
 //! - [`cli`]: the subcommands of the `dealbridge` binary.
 //! - [`store`]: durable state (links, snapshots, checkpoints, errors, runs, leases,
 //!   tenants, plugin versions) on SQLite or PostgreSQL.
 //! - [`sync`]: the sync engine (capture → plan → apply → commit), set-up and checks.
 
+pub mod api;
 pub mod cli;
 pub mod crm;
 pub mod runtime;

@@ -1410,8 +1410,10 @@ fn cmp_lit(v: &Val, op: Op, lit: &Lit, today: chrono::NaiveDate) -> bool {
                 return op == Op::Ne;
             }
             let eq = match (v, l) {
+                // ASCII needs no allocation (ids, picklists: the hot path of `IN` scans).
                 (Val::Str(a), Val::Str(b)) => {
-                    a.eq_ignore_ascii_case(b) || a.to_lowercase() == b.to_lowercase()
+                    a.eq_ignore_ascii_case(b)
+                        || (!(a.is_ascii() && b.is_ascii()) && a.to_lowercase() == b.to_lowercase())
                 }
                 _ => compare(v, l) == Equal,
             };

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod demo;
 pub mod emulate;
 pub mod plugin;
+pub mod serve;
 pub mod sync;
 
 /// What a finished command tells the shell.
@@ -50,6 +51,8 @@ pub enum Command {
     Sync(sync::SyncArgs),
     /// The end-to-end demo against in-process emulators.
     Demo(demo::DemoArgs),
+    /// Serve the multi-tenant JSON API (OpenAPI at /openapi.json).
+    Serve(serve::ServeArgs),
     /// Benchmarks against in-process emulators.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Emulate(args) => emulate::run(args),
         Command::Sync(args) => sync::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match outcome {

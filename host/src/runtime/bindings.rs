@@ -17,13 +17,14 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use dealbridge::rules::crm::{
+// `self::` keeps the generated `dealbridge` module apart from this crate's own name.
+pub use self::dealbridge::rules::crm::{
     Method as WitMethod, Request as WitRequest, RequestError as WitRequestError,
     Response as WitResponse,
 };
-pub use dealbridge::rules::log::Level as WitLevel;
-pub use dealbridge::rules::types::*;
-pub use exports::dealbridge::rules::rules::{
+pub use self::dealbridge::rules::log::Level as WitLevel;
+pub use self::dealbridge::rules::types::*;
+pub use self::exports::dealbridge::rules::rules::{
     Description, ErrorKind, ExtraField, FieldMapping, FieldWrite, Inclusion, PairOutcome,
     PairWrites, RuleError, Skip, SyncRule,
 };

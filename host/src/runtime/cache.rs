@@ -8,6 +8,7 @@
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -38,20 +39,52 @@ pub(crate) fn load(engine: &Engine, path: &Path) -> Option<Component> {
     }
 }
 
-/// Writes an artefact atomically.
+/// Writes an artefact atomically. Every writer, in this process or another,
+/// gets its own temp file, so concurrent loads of one digest never rename each
+/// other's file away.
 pub(crate) fn store(path: &Path, artefact: &[u8]) -> std::io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("artefact"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
     ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(artefact)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_stores_of_one_artefact_all_succeed() {
+        let dir =
+            std::env::temp_dir().join(format!("dealbridge-cache-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("digest-engine.cwasm");
+        let results: Vec<std::io::Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| store(&path, b"artefact bytes")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &results {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"artefact bytes");
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 1, "temp files left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -401,7 +401,8 @@ impl Engine {
             self.capture_hs(cy, &schema).await?;
         }
         if let Some(schema) = self.setup.pair(ObjectPair::OpportunityDeal).cloned() {
-            self.reconcile_roles(cy, &schema, cycle_start).await?;
+            // The sweep first: what HubSpot added reaches Salesforce before a contact
+            // role's re-plan (Salesforce → HubSpot) could take it away.
             if cy.trigger == Trigger::Incremental {
                 self.incremental_cycles += 1;
                 let every = u64::from(self.opts.association_sweep_every);
@@ -409,6 +410,7 @@ impl Engine {
                     self.sweep_associations(cy, &schema).await?;
                 }
             }
+            self.reconcile_roles(cy, &schema, cycle_start).await?;
         }
         self.retry_due(cy).await?;
         Ok(())
@@ -1456,8 +1458,19 @@ impl Engine {
                 && l.state != LinkState::Active
             {
                 // Archived / deleted / unsynced links stay as they are, unless the
-                // record is synced again by a resync.
-                if trigger != Trigger::Resync || l.state == LinkState::SalesforceDeleted {
+                // record is synced again by a resync, or (unsynced) the deal is back in a
+                // synced pipeline: a deal syncs while it sits in one (SYNC-SPEC.md).
+                let back_in_synced_pipeline = l.state == LinkState::Unsynced
+                    && schema.hs_index("pipeline").is_some_and(|i| {
+                        matches!(
+                            w.hs.as_ref().and_then(|h| h.values.get(i)),
+                            Some(runtime::Value::Text(p))
+                                if self.setup.pipelines.iter().any(|x| &x.id == p)
+                        )
+                    });
+                if !back_in_synced_pipeline
+                    && (trigger != Trigger::Resync || l.state == LinkState::SalesforceDeleted)
+                {
                     commit.counters.skipped += 1;
                     continue;
                 }
@@ -2124,7 +2137,11 @@ impl Engine {
                 .await?;
                 continue;
             }
-            if !wrote || done[i].is_some() {
+            // A plan that only changes associations writes no field, but its pair is
+            // done all the same (so that its associations are applied).
+            let assoc_only = matches!(&outcomes[i], Ok(PairOutcome::Write(pw))
+                if pw.hubspot_associations.is_some() || pw.salesforce_associations.is_some());
+            if (!wrote && !assoc_only) || done[i].is_some() {
                 continue;
             }
             let sf_id = new_sf.get(&i).cloned().or(w.sf_id().map(str::to_string));

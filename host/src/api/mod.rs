@@ -1,0 +1,290 @@
+//! The multi-tenant HTTP service behind `dealbridge serve`: a JSON API (axum) that
+//! documents itself at `/openapi.json` (utoipa, generated from the handlers).
+//!
+//! - [`error`]: the one error type and its one status mapping; JSON rejections.
+//! - [`auth`]: the operator token and tenant API tokens; the extractors that every
+//!   route uses to learn its caller.
+//! - [`secrets`]: AES-256-GCM for CRM connections at rest.
+//! - [`tenants`]: operator routes (create, list, disable, tokens).
+//! - [`connections`]: a tenant's Salesforce and HubSpot connections (write-only secrets).
+//! - [`plugins`]: upload, rule-test fixtures, tests on demand, activation gated on the
+//!   tests, rollback, invocation reports.
+//! - [`health`]: `/healthz`, `/readyz`, `/openapi.json`.
+//!
+//! Routes: operator routes under `/v1/tenants` need the operator token; everything under
+//! `/v1/tenants/{tenant}/...` needs one of that tenant's tokens ([`auth::TenantScope`]
+//! refuses another tenant's before the handler runs). Every refusal is a 4xx JSON error.
+//!
+//! What this module must never do: return or log a CRM credential, a token secret or
+//! hash, or an internal error detail; let a request of one tenant read or change
+//! another tenant's rows; compile a component other than on upload or on a cache miss;
+//! panic on input (a panic that slips through becomes a logged 500, not a dropped
+//! connection).
+
+pub mod auth;
+pub mod connections;
+pub mod error;
+pub mod health;
+pub mod plugins;
+pub mod secrets;
+pub mod tenants;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use ring::rand::SystemRandom;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use auth::{Operator, OperatorToken, OperatorTokenError, TenantScope};
+pub use error::{ApiError, ErrorBody};
+pub use secrets::{CipherError, ConnectionCipher, SecretKeyError};
+
+use crate::runtime::{Limits, LoadedPlugin, Runtime};
+use crate::store::{Store, TimestampMs};
+
+/// Environment variable holding the operator token.
+pub const OPERATOR_TOKEN_ENV: &str = "DEALBRIDGE_OPERATOR_TOKEN";
+/// Environment variable holding the connection key.
+pub const SECRET_KEY_ENV: &str = "DEALBRIDGE_SECRET_KEY";
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The largest component upload, in bytes. Default 16 MiB (the runtime's own cap
+    /// applies too).
+    pub max_component_bytes: usize,
+    /// The largest JSON body, in bytes. Default 2 MiB.
+    pub max_json_bytes: usize,
+    /// The limits each rule-test invocation runs under (a fixture may override them,
+    /// exactly as in `dealbridge plugin test`).
+    pub test_limits: Limits,
+    /// How many compiled plugins stay in memory for tests (by digest).
+    pub plugin_cache_entries: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_component_bytes: 16 << 20,
+            max_json_bytes: 2 << 20,
+            test_limits: Limits::default(),
+            plugin_cache_entries: 32,
+        }
+    }
+}
+
+/// Why the API could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    /// The operator token is refused.
+    #[error("{OPERATOR_TOKEN_ENV}: {0}")]
+    OperatorToken(#[from] OperatorTokenError),
+    /// The connection key is refused.
+    #[error("{SECRET_KEY_ENV}: {0}")]
+    SecretKey(#[from] SecretKeyError),
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) runtime: Runtime,
+    pub(crate) operator: OperatorToken,
+    pub(crate) cipher: ConnectionCipher,
+    pub(crate) config: ApiConfig,
+    pub(crate) rng: SystemRandom,
+    pub(crate) plugins: Mutex<HashMap<String, LoadedPlugin>>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// The state of a service on `store` and `runtime`, with the operator token and the
+    /// connection key (as read from [`OPERATOR_TOKEN_ENV`] and [`SECRET_KEY_ENV`]).
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Runtime,
+        operator_token: &str,
+        secret_key: &str,
+        config: ApiConfig,
+    ) -> Result<Self, ApiSetupError> {
+        Ok(AppState {
+            inner: Arc::new(Shared {
+                store,
+                runtime,
+                operator: OperatorToken::new(operator_token)?,
+                cipher: ConnectionCipher::from_key_text(secret_key)?,
+                config,
+                rng: SystemRandom::new(),
+                plugins: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner
+    }
+
+    /// Marks the service as shutting down: `/readyz` answers 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`AppState::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> TimestampMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The OpenAPI document's fixed parts; the paths come from the routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dealbridge",
+        description = "Two-way Salesforce Opportunity / HubSpot deal sync: the multi-tenant service API."
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "health", description = "Liveness, readiness, this document"),
+        (name = "tenants", description = "Operator: tenant administration"),
+        (name = "connections", description = "A tenant's CRM connections (secrets are write-only)"),
+        (name = "plugins", description = "A tenant's rules components, rule tests and activation"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            (
+                "operator_token",
+                "The operator token (DEALBRIDGE_OPERATOR_TOKEN).",
+            ),
+            (
+                "tenant_token",
+                "A tenant API token (`dbt.<tenant>.<id>.<secret>`).",
+            ),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(what))
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// The routes and their OpenAPI document, before the state is attached.
+fn routes(config: &ApiConfig) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(tenants::routes())
+        .merge(connections::routes())
+        .merge(plugins::routes(config))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(&ApiConfig::default()).1
+}
+
+/// The whole API as an axum router.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = routes(&state.shared().config);
+    let doc = Arc::new(doc);
+    let json_limit = state.shared().config.max_json_bytes;
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::Extension(error::JsonLimit(json_limit)))
+        .layer(axum::middleware::from_fn(log_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops taking new
+/// connections and lets the requests in flight finish (graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let on_shutdown = async move {
+        shutdown.await;
+        state.begin_shutdown();
+        tracing::info!("shutting down: finishing requests in flight");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(on_shutdown)
+        .await
+}
+
+/// One structured log line per request: method, route template, status, duration,
+/// and the tenant when a tenant token was used. Never the body, the query string or
+/// the Authorization header.
+async fn log_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "<unmatched>".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        route = %route,
+        tenant = tracing::field::Empty,
+        actor = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let _entered = span.enter();
+    tracing::info!(
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+fn on_panic(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The payload may quote request data; it is not logged.
+    ApiError::Internal("a handler panicked".into()).into_response()
+}

@@ -1,0 +1,127 @@
+//! `dealbridge serve`: the multi-tenant JSON API ([`crate::api`]) on one address, with
+//! its state in SQLite (default) or PostgreSQL, structured JSON logs on stdout and a
+//! graceful shutdown on Ctrl-C or SIGTERM.
+//!
+//! Secrets come from the environment only (`DEALBRIDGE_OPERATOR_TOKEN`,
+//! `DEALBRIDGE_SECRET_KEY`), never from arguments, so they never show in `ps` or
+//! `--help`. This module must never log a secret or the database URL (it may hold a
+//! password).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::ExitStatus;
+use crate::api::{self, ApiConfig, AppState, OPERATOR_TOKEN_ENV, SECRET_KEY_ENV};
+use crate::runtime::{Runtime, RuntimeConfig};
+
+/// `serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (port 0: any free port; the log says which).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The store: `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
+    #[arg(
+        long,
+        default_value = "sqlite://dealbridge.db?mode=rwc",
+        env = "DEALBRIDGE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: String,
+    /// Cache compiled components in this directory.
+    #[arg(long, value_name = "DIR", env = "DEALBRIDGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The largest component upload, in bytes.
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub max_component_bytes: usize,
+    /// The largest JSON request body, in bytes.
+    #[arg(long, default_value_t = 2 << 20, value_name = "BYTES")]
+    pub max_json_bytes: usize,
+}
+
+/// Runs the service until Ctrl-C or SIGTERM.
+pub fn run(args: ServeArgs) -> Result<ExitStatus> {
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    rt.block_on(serve(args))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitStatus> {
+    let operator = std::env::var(OPERATOR_TOKEN_ENV)
+        .with_context(|| format!("{OPERATOR_TOKEN_ENV} must hold the operator token"))?;
+    let key = std::env::var(SECRET_KEY_ENV).with_context(|| {
+        format!("{SECRET_KEY_ENV} must hold the 32-byte connection key (hex or base64)")
+    })?;
+    anyhow::ensure!(
+        args.max_component_bytes > 0 && args.max_json_bytes > 0,
+        "size limits must be positive"
+    );
+    let store = crate::store::open(&args.database_url)
+        .await
+        .context("opening the store")?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: args.cache_dir.clone(),
+        max_component_bytes: args.max_component_bytes as u64,
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))?;
+    let config = ApiConfig {
+        max_component_bytes: args.max_component_bytes,
+        max_json_bytes: args.max_json_bytes,
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(Arc::clone(&store), runtime, &operator, &key, config)?;
+    drop((operator, key));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(addr = %addr, backend = ?store.backend(), "listening");
+    api::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("stopped");
+    Ok(ExitStatus::Success)
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
