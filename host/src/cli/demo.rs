@@ -244,6 +244,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
         r.counters.updated_salesforce
     );
     reports.push(r);
+    let mut all_arrived = true;
     for (side, id, field, want) in &checks {
         let got = match side {
             Side::HubSpot => hs
@@ -259,6 +260,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
                 .and_then(|v| v.as_str().map(str::to_string).or(Some(v.to_string()))),
         };
         let ok = got.as_deref() == Some(want.as_str());
+        all_arrived &= ok;
         println!(
             "  {} {id}.{field} = {:?} {}",
             if *side == Side::HubSpot {
@@ -280,7 +282,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
     if args.once {
         engine.release().await?;
         emu.shutdown().await?;
-        return Ok(ExitStatus::Success);
+        // With --once the demo is a check: an edit that did not arrive is a failure.
+        return Ok(if all_arrived {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Failures
+        });
     }
     println!("\nSyncing every {}s; press Ctrl-C to stop.", args.poll);
     let stop = async {
