@@ -1079,14 +1079,7 @@ impl Engine {
             }
             return Ok(());
         }
-        let n_batches = rows.len().div_ceil(self.opts.batch_size);
-        let mut rows = rows;
-        let mut bi = 0;
-        while !rows.is_empty() {
-            let rest = rows.split_off(rows.len().min(self.opts.batch_size));
-            let chunk = std::mem::replace(&mut rows, rest);
-            bi += 1;
-            let cp_here = if bi == n_batches { cp.clone() } else { None };
+        for (chunk, cp_here) in batches_with_checkpoint(rows, self.opts.batch_size, cp) {
             self.sf_batch(cy, schema, chunk, trigger, cp_here).await?;
         }
         Ok(())
@@ -1304,14 +1297,7 @@ impl Engine {
             }
             return Ok(());
         }
-        let n_batches = recs.len().div_ceil(self.opts.batch_size);
-        let mut recs = recs;
-        let mut bi = 0;
-        while !recs.is_empty() {
-            let rest = recs.split_off(recs.len().min(self.opts.batch_size));
-            let chunk = std::mem::replace(&mut recs, rest);
-            bi += 1;
-            let cp_here = if bi == n_batches { cp.clone() } else { None };
+        for (chunk, cp_here) in batches_with_checkpoint(recs, self.opts.batch_size, cp) {
             self.hs_batch(cy, schema, chunk, trigger, cp_here).await?;
         }
         Ok(())
@@ -2404,9 +2390,46 @@ pub fn pair_spec(pair: ObjectPair) -> PairSpec {
     PairSpec::of(pair)
 }
 
+/// Splits captured records into batches of at most `size`, in order. Only the
+/// last batch carries the checkpoint, so the cursor moves past a page only when
+/// every batch of it has been committed.
+fn batches_with_checkpoint<T>(
+    mut items: Vec<T>,
+    size: usize,
+    checkpoint: Option<Checkpoint>,
+) -> Vec<(Vec<T>, Option<Checkpoint>)> {
+    let size = size.max(1);
+    let mut batches = Vec::with_capacity(items.len().div_ceil(size));
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(size));
+        batches.push((std::mem::replace(&mut items, rest), None));
+    }
+    if let Some(last) = batches.last_mut() {
+        last.1 = checkpoint;
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_keep_order_and_only_the_last_carries_the_checkpoint() {
+        let cp = Checkpoint {
+            object_pair: ObjectPair::OpportunityDeal,
+            side: store::Side::Salesforce,
+            stream: store::Stream::Changes,
+            cursor_time_ms: 42,
+            cursor_id: "006".into(),
+        };
+        let batches = batches_with_checkpoint((1..=5).collect(), 2, Some(cp.clone()));
+        let sizes: Vec<Vec<i32>> = batches.iter().map(|(b, _)| b.clone()).collect();
+        assert_eq!(sizes, vec![vec![1, 2], vec![3, 4], vec![5]]);
+        assert!(batches[..2].iter().all(|(_, c)| c.is_none()));
+        assert_eq!(batches[2].1, Some(cp));
+        assert!(batches_with_checkpoint(Vec::<i32>::new(), 2, None).is_empty());
+    }
 
     #[test]
     fn the_fault_point_fires_once_after_n_applies() {
