@@ -112,3 +112,14 @@ pub enum StoreError {
 
 /// The store's result type.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// The lease presented is no longer held (expired and taken over, or released).
+    pub(crate) fn lease_lost(lease: &super::Lease) -> Self {
+        StoreError::LeaseLost {
+            tenant: lease.tenant.clone(),
+            holder: lease.holder.clone(),
+            fencing_token: lease.fencing_token,
+        }
+    }
+}

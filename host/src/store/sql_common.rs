@@ -260,11 +260,7 @@ async fn fence(tx: &mut Tx, lease: &Lease, commit_at_ms: Option<TimestampMs>) ->
     if done.rows_affected() == 1 {
         Ok(())
     } else {
-        Err(StoreError::LeaseLost {
-            tenant: lease.tenant.clone(),
-            holder: lease.holder.clone(),
-            fencing_token: lease.fencing_token,
-        })
+        Err(StoreError::lease_lost(lease))
     }
 }
 
@@ -913,11 +909,7 @@ impl super::Store for This {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(StoreError::LeaseLost {
-                tenant: lease.tenant.clone(),
-                holder: lease.holder.clone(),
-                fencing_token: lease.fencing_token,
-            });
+            return Err(StoreError::lease_lost(lease));
         }
         Ok(Lease {
             expires_at_ms: expires,
@@ -942,11 +934,7 @@ impl super::Store for This {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(StoreError::LeaseLost {
-                tenant: lease.tenant.clone(),
-                holder: lease.holder.clone(),
-                fencing_token: lease.fencing_token,
-            });
+            return Err(StoreError::lease_lost(lease));
         }
         Ok(())
     }
