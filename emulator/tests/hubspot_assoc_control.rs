@@ -124,6 +124,7 @@ async fn v4_default_and_labeled_associations() {
             json!([{"associationCategory": "USER_DEFINED", "associationTypeId": label_id}]),
         )
         .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["labels"], json!(["Decision maker"]));
     let r = h
         .put(

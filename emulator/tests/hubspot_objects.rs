@@ -93,9 +93,12 @@ async fn deal_crud_has_hubspot_shapes() {
         .await
         .assert_error(404, "OBJECT_NOT_FOUND");
     let a = h
-        .get(&format!("/crm/v3/objects/deals/{id}?archived=true"))
+        .get(&format!("/crm/v3/objects/deals/{id}?archived=True"))
         .await;
-    assert_eq!(a.body["archived"], true);
+    assert_eq!(
+        a.body["archived"], true,
+        "any letter case, as the Python client sends it"
+    );
     assert!(is_iso(&a.body["archivedAt"]));
     h.patch(
         &format!("/crm/v3/objects/deals/{id}"),
@@ -626,6 +629,15 @@ async fn pipelines_owners_and_stage_validation() {
             .len(),
         2
     );
+    let stage = h
+        .get(&format!("/crm/v3/pipelines/deals/{pid}/stages/{won_id}"))
+        .await;
+    assert_eq!(stage.status, StatusCode::OK, "{}", stage.body);
+    assert_eq!(stage.body["id"], json!(won_id));
+    assert_eq!(stage.body["metadata"]["isClosed"], "true");
+    h.get(&format!("/crm/v3/pipelines/deals/{pid}/stages/nope"))
+        .await
+        .assert_error(404, "OBJECT_NOT_FOUND");
     // a default-pipeline stage is not valid in the new pipeline, and vice versa
     h.post(
         "/crm/v3/objects/deals",

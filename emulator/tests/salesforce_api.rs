@@ -135,6 +135,51 @@ async fn oauth_grants_and_https() {
 }
 
 #[tokio::test]
+async fn identity_url_of_the_token_answers_who_is_logged_in() {
+    let (emu, client, _base, _token) = boot(Seed::Empty).await;
+    let https = emu.salesforce_urls.https.clone();
+    let tok = password_login(&client, &emu, &https).await;
+    let id_url = tok["id"].as_str().unwrap().to_string();
+    let access = tok["access_token"].as_str().unwrap();
+    assert!(id_url.starts_with(&format!("{https}/id/00D")), "{id_url}");
+    let (s, who) = call(&client, reqwest::Method::GET, id_url.clone(), access, None).await;
+    assert_eq!(s, StatusCode::OK, "{who}");
+    assert_eq!(who["id"], json!(id_url));
+    assert_eq!(who["username"], json!(emu.salesforce_credentials.username));
+    assert!(id_url.ends_with(who["user_id"].as_str().unwrap()));
+    assert_eq!(who["active"], true);
+    assert_eq!(
+        who["urls"]["rest"],
+        json!(format!("{https}/services/data/v{{version}}/"))
+    );
+    let (_, latest) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{id_url}?version=latest"),
+        access,
+        None,
+    )
+    .await;
+    assert_eq!(latest["urls"]["rest"], json!(format!("{https}{V}/")));
+    for (url, token, refusal) in [
+        (id_url.clone(), "garbage", "Bad_OAuth_Token"),
+        (
+            format!(
+                "{https}/id/00D000000000000AAA/{}",
+                who["user_id"].as_str().unwrap()
+            ),
+            access,
+            "Bad_Id",
+        ),
+    ] {
+        let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(resp.text().await.unwrap(), refusal);
+    }
+    emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn soap_login_returns_session_and_server_url() {
     let (emu, client, base, _) = boot(Seed::Empty).await;
     let c = &emu.salesforce_credentials;

@@ -150,7 +150,8 @@ pub async fn put_default(
     })
 }
 
-/// `PUT /crm/v4/objects/{type}/{id}/associations/{toType}/{toId}` with a body of types.
+/// `PUT /crm/v4/objects/{type}/{id}/associations/{toType}/{toId}` with a body of
+/// types: 201 with the pair's labels.
 pub async fn put_labeled(
     State(hs): State<HubSpot>,
     P((object, id, to, to_id)): P<(String, String, String, String)>,
@@ -168,7 +169,7 @@ pub async fn put_labeled(
             s.associate(from, to, &t.association_category, t.association_type_id)
                 .map_err(|e| ApiError::validation(e.to_string()))?;
         }
-        Ok(Json(labels_between(s, from, to)).into_response())
+        Ok((StatusCode::CREATED, Json(labels_between(s, from, to))).into_response())
     })
 }
 

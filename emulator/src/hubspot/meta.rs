@@ -65,6 +65,27 @@ pub async fn stages(
     .ok_or_else(|| ApiError::not_found(format!("Unable to find pipeline {id}")))
 }
 
+/// `GET /crm/v3/pipelines/deals/{pipelineId}/stages/{stageId}`.
+pub async fn stage(
+    State(hs): State<HubSpot>,
+    P((object, id, stage_id)): P<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    deals_only(&object)?;
+    hs.read(|s| {
+        let pipeline = s
+            .pipeline(&id)
+            .ok_or_else(|| ApiError::not_found(format!("Unable to find pipeline {id}")))?;
+        pipeline
+            .stages
+            .iter()
+            .find(|st| st.id == stage_id)
+            .map(|st| Json(st.to_json()).into_response())
+            .ok_or_else(|| {
+                ApiError::not_found(format!("Unable to find stage {stage_id} in pipeline {id}"))
+            })
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageInput {

@@ -196,6 +196,10 @@ impl HubSpot {
                 get(meta::stages),
             )
             .route(
+                "/crm/v3/pipelines/{object_type}/{pipeline_id}/stages/{stage_id}",
+                get(meta::stage),
+            )
+            .route(
                 "/crm/v3/properties/{object_type}",
                 get(meta::properties).post(meta::create_property),
             )
@@ -318,13 +322,16 @@ impl Params {
         seen.then_some(out)
     }
 
-    /// `archived=true`.
+    /// `archived=true`. Like HubSpot, any letter case is accepted (the Python
+    /// client sends `True`).
     pub fn archived(&self) -> Result<bool, ApiError> {
         match self.get("archived") {
             None => Ok(false),
-            Some(v) => v.parse::<bool>().map_err(|_| {
-                ApiError::validation(format!("archived must be true or false, not {v:?}"))
-            }),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(ApiError::validation(format!(
+                "archived must be true or false, not {v:?}"
+            ))),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Salesforce authentication: the OAuth token endpoint (password,
-//! client_credentials and refresh_token grants), the minimal SOAP `login`
-//! that simple-salesforce and jsforce call, sessions with expiry, and the
-//! daily API request limit.
+//! client_credentials and refresh_token grants), the identity URL it names,
+//! the minimal SOAP `login` that simple-salesforce and jsforce call, sessions
+//! with expiry, and the daily API request limit.
 //!
 //! Tokens are random and held in memory only. This module must never accept
 //! a request without a live session, and never log credentials.
@@ -247,6 +247,88 @@ pub async fn token(
             }
         }
     }
+}
+
+/// The identity service's refusals are plain text, as on the real service.
+fn identity_refused(reason: &'static str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(http::header::CONTENT_TYPE, "text/plain;charset=UTF-8")],
+        reason,
+    )
+        .into_response()
+}
+
+/// `GET /id/{orgId}/{userId}`: the identity URL that token responses name in
+/// `id`, answered in JSON for the session's own org. The API URLs carry the
+/// literal `{version}` unless the `version` parameter asks for one (`latest`
+/// or e.g. `62.0`).
+pub async fn identity(
+    State(shared): State<Shared>,
+    ext: Option<axum::Extension<InstanceUrl>>,
+    headers: HeaderMap,
+    axum::extract::Path((org_id, user_id)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if shared.authenticate(&headers).is_none() {
+        return identity_refused("Bad_OAuth_Token");
+    }
+    let same = |a: &str, b: &str| {
+        super::ids::normalize(a).is_ok_and(|a| super::ids::normalize(b).is_ok_and(|b| a == b))
+    };
+    if !same(&org_id, &shared.org_id) {
+        return identity_refused("Bad_Id");
+    }
+    let org = shared.org.read();
+    let o = super::schema::obj::USER;
+    let Some(row) = org
+        .find(o, &user_id)
+        .map(|idx| org.render(o, &org.tables[o].rows[idx], None))
+    else {
+        return identity_refused("Bad_Id");
+    };
+    drop(org);
+    let instance = instance_url(ext.as_ref().map(|e| &e.0), &headers);
+    let version = match q.get("version").map(String::as_str) {
+        Some("latest") => super::API_VERSION.trim_start_matches('v').to_string(),
+        Some(v) => v.trim_start_matches('v').to_string(),
+        None => "{version}".to_string(),
+    };
+    let (org18, user18) = (&shared.org_id, row["Id"].as_str().unwrap_or_default());
+    let text = |k: &str| row[k].clone();
+    let body = json!({
+        "id": format!("{instance}/id/{org18}/{user18}"),
+        "asserted_user": true,
+        "user_id": user18,
+        "organization_id": org18,
+        "username": text("Username"),
+        "nick_name": text("Alias"),
+        "display_name": text("Name"),
+        "email": text("Email"),
+        "email_verified": true,
+        "first_name": text("FirstName"),
+        "last_name": text("LastName"),
+        "timezone": "GMT",
+        "active": text("IsActive"),
+        "user_type": "STANDARD",
+        "language": "en_US",
+        "locale": "en_US",
+        "utcOffset": 0,
+        "last_modified_date": text("LastModifiedDate"),
+        "is_app_installed": true,
+        "urls": {
+            "enterprise": format!("{instance}/services/Soap/c/{version}/{org18}"),
+            "metadata": format!("{instance}/services/Soap/m/{version}/{org18}"),
+            "partner": format!("{instance}/services/Soap/u/{version}/{org18}"),
+            "rest": format!("{instance}/services/data/v{version}/"),
+            "sobjects": format!("{instance}/services/data/v{version}/sobjects/"),
+            "search": format!("{instance}/services/data/v{version}/search/"),
+            "query": format!("{instance}/services/data/v{version}/query/"),
+            "recent": format!("{instance}/services/data/v{version}/recent/"),
+            "profile": format!("{instance}/{user18}"),
+        },
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 fn xml_escape(s: &str) -> String {
