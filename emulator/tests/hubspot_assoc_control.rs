@@ -42,7 +42,7 @@ async fn v4_default_and_labeled_associations() {
             json!([{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}]),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["fromObjectTypeId"], "0-3");
     assert_eq!(r.body["toObjectTypeId"], "0-2");
     assert_eq!(r.body["toObjectId"].as_u64().unwrap().to_string(), company);

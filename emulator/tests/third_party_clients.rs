@@ -13,6 +13,7 @@
 //! SKIPPED message and pass, except under `CI=true`, where CI machines have
 //! both and a skip is a failure.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -36,7 +37,10 @@ fn skip_or_fail(test: &str, why: &Unavailable) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{message} (CI=true: a skip is a failure)");
     }
-    eprintln!("\n{}\n{message}\n{}\n", "=".repeat(78), "=".repeat(78));
+    // Straight to the process's stderr: the test harness captures `eprintln!`
+    // of passing tests, and a skip must not go unseen.
+    let banner = "=".repeat(78);
+    let _ = writeln!(std::io::stderr(), "\n{banner}\n{message}\n{banner}\n");
 }
 
 fn describe_failure(what: &str, out: &Output) -> String {
@@ -82,7 +86,10 @@ fn prepared_dir(
     let _ = std::fs::remove_dir_all(&fresh);
     std::fs::create_dir_all(&fresh)
         .map_err(|e| Unavailable(format!("cannot create {}: {e}", fresh.display())))?;
-    install(&fresh)?;
+    if let Err(why) = install(&fresh) {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(why);
+    }
     std::fs::write(stamp(&fresh), pins)
         .map_err(|e| Unavailable(format!("cannot write the stamp: {e}")))?;
     let _ = std::fs::remove_dir_all(&dir);

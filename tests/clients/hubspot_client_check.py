@@ -296,7 +296,8 @@ def associations_v4_basic_and_batch():
     labeled = assoc.basic_api.create("deals", deal.id, "contacts", contacts[1].id, [
         AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=3)
     ])
-    assert labeled.from_object_id == int(deal.id) and labeled.to_object_id == int(contacts[1].id), labeled
+    # HubSpot sends these ids as JSON numbers; the client's models hold them as strings.
+    assert (labeled.from_object_id, labeled.to_object_id) == (deal.id, contacts[1].id), labeled
     page = assoc.basic_api.get_page("deals", deal.id, "contacts")
     assert sorted(str(r.to_object_id) for r in page.results) == sorted([contacts[0].id, contacts[1].id])
     assert all(any(t.type_id == 3 for t in r.association_types) for r in page.results), page
