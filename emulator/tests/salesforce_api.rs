@@ -228,6 +228,37 @@ async fn soap_login_returns_session_and_server_url() {
             .unwrap()
             .contains("<sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode>")
     );
+    // `logout` ends the session named in the SessionHeader; a second one is a fault.
+    let logout = format!(
+        r#"<se:Envelope xmlns:se="http://schemas.xmlsoap.org/soap/envelope/"><se:Header><SessionHeader xmlns="urn:partner.soap.sforce.com"><sessionId>{session}</sessionId></SessionHeader></se:Header><se:Body><logout xmlns="urn:partner.soap.sforce.com"/></se:Body></se:Envelope>"#
+    );
+    for (status, needle) in [
+        (StatusCode::OK, "<logoutResponse/>"),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<sf:exceptionCode>INVALID_SESSION_ID</sf:exceptionCode>",
+        ),
+    ] {
+        let resp = client
+            .post(format!("{base}/services/Soap/u/62.0"))
+            .header("content-type", "text/xml")
+            .body(logout.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+        assert!(resp.text().await.unwrap().contains(needle));
+    }
+    let (s, v) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}{V}/limits"),
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(v[0]["errorCode"], "INVALID_SESSION_ID");
     emu.shutdown().await.unwrap();
 }
 

@@ -1,7 +1,7 @@
 //! Salesforce authentication: the OAuth token endpoint (password,
 //! client_credentials and refresh_token grants), the identity URL it names,
-//! the minimal SOAP `login` that simple-salesforce and jsforce call, sessions
-//! with expiry, and the daily API request limit.
+//! the minimal SOAP `login` and `logout` that simple-salesforce and jsforce
+//! call, sessions with expiry, and the daily API request limit.
 //!
 //! Tokens are random and held in memory only. This module must never accept
 //! a request without a live session, and never log credentials.
@@ -365,12 +365,13 @@ fn element_text(xml: &str, name: &str) -> Option<String> {
     None
 }
 
-fn soap_fault(code: &str, message: &str) -> Response {
+/// A SOAP fault (HTTP 500, as on the real service) whose detail is a `fault_type`
+/// (`LoginFault`, `UnexpectedErrorFault`).
+fn soap_fault_of(fault_type: &str, code: &str, message: &str) -> Response {
     let body = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: {msg}</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}</sf:exceptionCode><sf:exceptionMessage>{msg}</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#,
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: {msg}</faultstring><detail><sf:{fault_type} xsi:type="sf:{fault_type}"><sf:exceptionCode>{code}</sf:exceptionCode><sf:exceptionMessage>{msg}</sf:exceptionMessage></sf:{fault_type}></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#,
         msg = xml_escape(message)
     );
-    // SOAP faults are HTTP 500, as on the real service.
     (
         StatusCode::INTERNAL_SERVER_ERROR,
         [(http::header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
@@ -379,7 +380,42 @@ fn soap_fault(code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// `POST /services/Soap/u/{version}`: the partner API `login` call only.
+fn soap_fault(code: &str, message: &str) -> Response {
+    soap_fault_of("LoginFault", code, message)
+}
+
+/// Whether the document has an element whose local name is `name`
+/// (self-closing or not, any namespace prefix).
+fn has_element(xml: &str, name: &str) -> bool {
+    xml.split('<').skip(1).any(|tag| {
+        let tag_name = tag
+            .split(|c: char| c.is_whitespace() || c == '>' || c == '/')
+            .next()
+            .unwrap_or("");
+        tag_name.rsplit(':').next() == Some(name)
+    })
+}
+
+/// The partner API `logout` call: ends the session named in the `SessionHeader`.
+fn soap_logout(shared: &Shared, xml: &str) -> Response {
+    let ended = element_text(xml, "sessionId")
+        .is_some_and(|token| shared.sessions.lock().access.remove(token.trim()).is_some());
+    if !ended {
+        return soap_fault_of(
+            "UnexpectedErrorFault",
+            "INVALID_SESSION_ID",
+            "Invalid Session ID found in SessionHeader: Illegal Session",
+        );
+    }
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com"><soapenv:Body><logoutResponse/></soapenv:Body></soapenv:Envelope>"#,
+    )
+        .into_response()
+}
+
+/// `POST /services/Soap/u/{version}`: the partner API `login` and `logout` calls.
 pub async fn soap_login(
     State(shared): State<Shared>,
     ext: Option<axum::Extension<InstanceUrl>>,
@@ -393,10 +429,13 @@ pub async fn soap_login(
             "Invalid username, password, security token; or user locked out.",
         );
     };
+    if has_element(xml, "logout") {
+        return soap_logout(&shared, xml);
+    }
     if element_text(xml, "login").is_none() && !xml.contains("login") {
         return soap_fault(
             "UNKNOWN_EXCEPTION",
-            "This emulator only supports the SOAP login call.",
+            "This emulator only supports the SOAP login and logout calls.",
         );
     }
     let user = element_text(xml, "username").and_then(|u| shared.user_by_username(u.trim()));
@@ -439,5 +478,14 @@ mod tests {
         assert_eq!(element_text(xml, "username").as_deref(), Some("a@b.c"));
         assert_eq!(element_text(xml, "password").as_deref(), Some("p&w"));
         assert_eq!(element_text(xml, "nothing"), None);
+    }
+
+    #[test]
+    fn finds_self_closing_elements_by_local_name() {
+        let xml = r#"<se:Body><logout xmlns="urn:partner.soap.sforce.com"/></se:Body>"#;
+        assert!(has_element(xml, "logout"));
+        assert!(has_element("<n1:logout/>", "logout"));
+        assert!(!has_element("<n1:login><logoutx/></n1:login>", "logout"));
+        assert!(!has_element("no tags at all", "logout"));
     }
 }

@@ -53,6 +53,11 @@ check('jsforce SOAP and OAuth logins, identity', async () => {
   assert.equal(who.username, env('SF_USERNAME'));
   const err = await rejects(new jsforce.Connection({ loginUrl: env('SF_BASE_URL') }).login(env('SF_USERNAME'), 'wrong'));
   assert.match(String(err.message), /INVALID_LOGIN/);
+  const { accessToken, instanceUrl } = conn;
+  await conn.logout();
+  const stale = new jsforce.Connection({ accessToken, instanceUrl, version: '62.0' });
+  const expired = await rejects(stale.query('SELECT Id FROM User LIMIT 1'));
+  assert.equal(expired.errorCode, 'INVALID_SESSION_ID');
 });
 
 check('jsforce query paging returns every record once', async () => {
