@@ -92,6 +92,11 @@ fn prepared_dir(
     }
     std::fs::write(stamp(&fresh), pins)
         .map_err(|e| Unavailable(format!("cannot write the stamp: {e}")))?;
+    if std::fs::read_to_string(stamp(&dir)).is_ok_and(|s| s == pins) {
+        // Another test process finished first and may be using its copy: keep it.
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Ok(dir);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&fresh, &dir)
         .map_err(|e| Unavailable(format!("cannot move {name} into place: {e}")))?;

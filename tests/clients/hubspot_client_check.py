@@ -200,6 +200,24 @@ def batch_create_read_update_archive():
 
 
 @check
+def batch_create_with_an_invalid_value_is_400_for_the_whole_batch():
+    before = DEALS.search_api.do_search(PublicObjectSearchRequest(
+        filter_groups=[FilterGroup(filters=[Filter(property_name="description", operator="EQ", value=f"invalid-{RUN}")])],
+    )).total
+    exc = expect_raises(ApiException, DEALS.batch_api.create, BatchInputSimplePublicObjectBatchInputForCreate(inputs=[
+        {"properties": deal_properties("valid", description=f"invalid-{RUN}")},
+        {"properties": deal_properties("invalid", description=f"invalid-{RUN}", amount="lots")},
+    ]))
+    assert exc.status == 400
+    body = error_body(exc)
+    assert body["category"] == "VALIDATION_ERROR" and body["errors"][0]["code"] == "INVALID_DECIMAL", body
+    after = DEALS.search_api.do_search(PublicObjectSearchRequest(
+        filter_groups=[FilterGroup(filters=[Filter(property_name="description", operator="EQ", value=f"invalid-{RUN}")])],
+    )).total
+    assert before == after == 0, "nothing of a refused batch is created"
+
+
+@check
 def batch_partial_failure_is_207_with_errors():
     deal = create_deal("partial")
     result = DEALS.batch_api.update(BatchInputSimplePublicObjectBatchInput(inputs=[

@@ -132,6 +132,15 @@ def create_get_update_delete_round_trip():
 
 
 @check
+def fifteen_character_ids_are_accepted_and_eighteen_returned():
+    row = SF.query("SELECT Id FROM Opportunity LIMIT 1")["records"][0]
+    got = SF.Opportunity.get(row["Id"][:15])
+    assert got["Id"] == row["Id"] and len(got["Id"]) == 18, got["Id"]
+    info = SF.Opportunity.metadata()
+    assert info["objectDescribe"]["name"] == "Opportunity" and isinstance(info["recentItems"], list), info
+
+
+@check
 def upsert_by_external_id_creates_then_updates():
     key = ext_id("upsert")
     assert SF.Opportunity.upsert(f"dealbridge_id__c/{key}", new_opportunity(Description="v1")) == 201
