@@ -28,7 +28,7 @@ def env(name):
 
 
 def expect_raises(exc_class, fn, *args, **kwargs):
-    """Calls fn and returns the exception it raised, which must be an exc_class (not a subclass's sibling)."""
+    """Calls fn and returns the exception it raised, which must be an exc_class (or a subclass)."""
     try:
         result = fn(*args, **kwargs)
     except exc_class as exc:

@@ -20,7 +20,6 @@ import urllib.request
 from decimal import Decimal
 
 from hubspot import HubSpot
-from hubspot.crm import associations as _assoc  # noqa: F401 (imports v4 below)
 from hubspot.crm.associations.v4 import (
     AssociationSpec,
     BatchInputPublicAssociationMultiArchive,
