@@ -2,7 +2,9 @@
 //!
 //! Every end-to-end test, benchmark and the demo run against these. They speak
 //! the vendors' documented wire formats closely enough that third-party client
-//! libraries work unchanged but for the base URL.
+//! libraries work unchanged but for the base URL; `tests/third_party_clients.rs`
+//! checks that with simple-salesforce, hubspot-api-client, jsforce and
+//! @hubspot/api-client (scripts in the repository's `tests/clients/`).
 //!
 //! - [`salesforce`]: the Salesforce REST API (API version v62.0), OAuth and the
 //!   minimal SOAP login.
