@@ -135,7 +135,7 @@ async fn oauth_grants_and_https() {
 }
 
 #[tokio::test]
-async fn identity_url_of_the_token_answers_who_is_logged_in() {
+async fn identity_url_and_token_revocation() {
     let (emu, client, _base, _token) = boot(Seed::Empty).await;
     let https = emu.salesforce_urls.https.clone();
     let tok = password_login(&client, &emu, &https).await;
@@ -176,6 +176,22 @@ async fn identity_url_of_the_token_answers_who_is_logged_in() {
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(resp.text().await.unwrap(), refusal);
     }
+    // Revoking the access token ends the session; revoking it again is invalid_token.
+    for status in [StatusCode::OK, StatusCode::BAD_REQUEST] {
+        let resp = client
+            .post(format!("{https}/services/oauth2/revoke"))
+            .form(&[("token", access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+        if status == StatusCode::BAD_REQUEST {
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"], "invalid_token");
+        }
+    }
+    let after = client.get(id_url).bearer_auth(access).send().await.unwrap();
+    assert_eq!(after.status(), StatusCode::FORBIDDEN);
     emu.shutdown().await.unwrap();
 }
 

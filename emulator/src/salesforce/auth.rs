@@ -1,5 +1,6 @@
 //! Salesforce authentication: the OAuth token endpoint (password,
-//! client_credentials and refresh_token grants), the identity URL it names,
+//! client_credentials and refresh_token grants) and token revocation, the
+//! identity URL that token responses name,
 //! the minimal SOAP `login` and `logout` that simple-salesforce and jsforce
 //! call, sessions with expiry, and the daily API request limit.
 //!
@@ -246,6 +247,29 @@ pub async fn token(
                 ),
             }
         }
+    }
+}
+
+/// `POST /services/oauth2/revoke` (form `token=...`): an access token ends its
+/// session, a refresh token can no longer be exchanged. 200 with an empty body;
+/// an unknown token is 400 `invalid_token`.
+pub async fn revoke(State(shared): State<Shared>, body: Bytes) -> Response {
+    let token = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let mut sessions = shared.sessions.lock();
+    let revoked =
+        sessions.access.remove(&token).is_some() || sessions.refresh.remove(&token).is_some();
+    drop(sessions);
+    if revoked {
+        StatusCode::OK.into_response()
+    } else {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+            "Token was invalid",
+        )
     }
 }
 

@@ -81,6 +81,7 @@ pub fn router(shared: Shared) -> Router {
     let api = Router::new()
         .route("/services/data", get(versions))
         .route("/services/oauth2/token", post(auth::token))
+        .route("/services/oauth2/revoke", post(auth::revoke))
         .route("/id/{org_id}/{user_id}", get(auth::identity))
         .route("/services/Soap/u/{version}", post(auth::soap_login))
         .merge(rest)

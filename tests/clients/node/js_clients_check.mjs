@@ -51,6 +51,10 @@ check('jsforce SOAP and OAuth logins, identity', async () => {
   const who = await oauth.identity();
   assert.equal(who.user_id, info.id);
   assert.equal(who.username, env('SF_USERNAME'));
+  const revoked = { accessToken: oauth.accessToken, instanceUrl: oauth.instanceUrl, version: '62.0' };
+  await oauth.logout(); // an OAuth2 connection logs out by revoking its token
+  const afterRevoke = await rejects(new jsforce.Connection(revoked).query('SELECT Id FROM User LIMIT 1'));
+  assert.equal(afterRevoke.errorCode, 'INVALID_SESSION_ID');
   const err = await rejects(new jsforce.Connection({ loginUrl: env('SF_BASE_URL') }).login(env('SF_USERNAME'), 'wrong'));
   assert.match(String(err.message), /INVALID_LOGIN/);
   const { accessToken, instanceUrl } = conn;
