@@ -18,11 +18,12 @@ use super::error::StoreError;
 pub type TimestampMs = i64;
 
 /// Generates a string-backed enum: `as_str`, `Display`, `FromStr` (a value the store
-/// never writes is [`StoreError::Corrupt`]) and serde as the same strings.
+/// never writes is [`StoreError::Corrupt`]), serde as the same strings and the matching
+/// OpenAPI schema (the service shows these values as they are).
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $s:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $s)] $variant,)+
         }
@@ -368,7 +369,7 @@ string_enum!(
 
 /// Counters of one run. Added to by [`CommitBatch::counters`] in the same transaction
 /// as the batch, so a crash never counts a batch twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunCounters {
     /// Changed records read from Salesforce.
