@@ -378,9 +378,17 @@ impl Engine {
         cy.report.counters.add(&calls);
         cy.report.millis = started.elapsed().as_millis() as u64;
         if !self.opts.dry_run {
+            // Reads and failures are counted outside the batch commits: stored here, with
+            // the calls, so the run history shows what the report shows.
+            let uncommitted = RunCounters {
+                read_salesforce: cy.report.counters.read_salesforce,
+                read_hubspot: cy.report.counters.read_hubspot,
+                failed: cy.report.counters.failed,
+                ..calls
+            };
             let _ = self
                 .store
-                .add_run_counters(&self.opts.tenant, run_id, &calls)
+                .add_run_counters(&self.opts.tenant, run_id, &uncommitted)
                 .await;
             let (status, msg) = match &result {
                 Ok(()) if cy.report.failures.is_empty() => (RunStatus::Succeeded, None),
