@@ -372,14 +372,12 @@ mod tests {
         )
         .unwrap();
         assert!(created >= 3.0, "{text}");
-        assert!(
-            text.contains(
-                "dealbridge_sync_run_duration_seconds_bucket{le=\"0.035\",trigger=\"resync\"}"
-            ) || text.contains(
-                "dealbridge_sync_run_duration_seconds_bucket{trigger=\"resync\",le=\"0.035\"}"
-            ),
-            "{text}"
+        at_least_one("dealbridge_sync_run_duration_seconds_count{trigger=\"resync\"}");
+        let sum = line_value(
+            &text,
+            "dealbridge_sync_run_duration_seconds_sum{trigger=\"resync\"}",
         );
+        assert!(sum.unwrap() >= 0.25, "{text}");
     }
 
     #[test]

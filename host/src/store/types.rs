@@ -23,7 +23,7 @@ pub type TimestampMs = i64;
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $s:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $s)] $variant,)+
         }
@@ -40,6 +40,17 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+        // By hand: the derive does not see `serde(rename)` through the macro's tokens.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!("A ", $what, ".")))
+                    .enum_values(Some([$($s,)+]))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
         impl FromStr for $name {
             type Err = StoreError;
             fn from_str(s: &str) -> Result<Self, StoreError> {
