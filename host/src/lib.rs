@@ -12,6 +12,8 @@
 //! - [`store`]: durable state (links, snapshots, checkpoints, errors, runs, leases,
 //!   tenants, plugin versions) on SQLite or PostgreSQL.
 //! - [`sync`]: the sync engine (capture → plan → apply → commit), set-up and checks.
+//! - [`telemetry`]: process-wide Prometheus metrics (CRM calls, plugin invocations,
+//!   runs, records, errors, API requests), served at `/metrics`.
 
 pub mod api;
 pub mod cli;
@@ -19,3 +21,4 @@ pub mod crm;
 pub mod runtime;
 pub mod store;
 pub mod sync;
+pub mod telemetry;

@@ -9,7 +9,10 @@ mod api_support;
 use std::collections::BTreeSet;
 
 use api_support::{OPERATOR, Reply, TestServer, default_fixtures};
-use dealbridge::store::TenantId;
+use dealbridge::store::{
+    CommitBatch, CommittedRecord, Direction, ErrorCategory, EventKind, LinkState, NewRecordEvent,
+    NewSyncError, ObjectPair, RecordKey, RunTrigger, Side, TenantId,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -22,7 +25,7 @@ enum Body {
 }
 
 /// Every tenant-scoped route: method, path template (`{tenant}`, `{version}`, `{id}`,
-/// `{crm}` are filled in), body.
+/// `{crm}`, `{run}`, `{pair}`, `{side}`, `{record_id}` are filled in), body.
 const TENANT_ROUTES: &[(&str, &str, Body)] = &[
     (
         "PUT",
@@ -66,6 +69,25 @@ const TENANT_ROUTES: &[(&str, &str, Body)] = &[
     ),
     ("GET", "/v1/tenants/{tenant}/invocations", Body::None),
     ("GET", "/v1/tenants/{tenant}/invocations/{id}", Body::None),
+    ("GET", "/v1/tenants/{tenant}/runs", Body::None),
+    ("GET", "/v1/tenants/{tenant}/runs/{run}", Body::None),
+    (
+        "GET",
+        "/v1/tenants/{tenant}/records/{pair}/{side}/{record_id}/link",
+        Body::None,
+    ),
+    (
+        "GET",
+        "/v1/tenants/{tenant}/records/{pair}/{side}/{record_id}/history",
+        Body::None,
+    ),
+    ("GET", "/v1/tenants/{tenant}/sync-health", Body::None),
+    ("GET", "/v1/tenants/{tenant}/sync-health/errors", Body::None),
+    (
+        "GET",
+        "/v1/tenants/{tenant}/sync-health/errors/export",
+        Body::None,
+    ),
 ];
 
 /// Every operator route.
@@ -84,6 +106,7 @@ const OPERATOR_ROUTES: &[(&str, &str, Body)] = &[
         "/v1/admin/tenants/{id}/tokens/{token_id}",
         Body::None,
     ),
+    ("GET", "/metrics", Body::None),
 ];
 
 fn connection_body() -> Value {
@@ -106,6 +129,9 @@ struct Owned {
     token_id: String,
     version: i64,
     report: i64,
+    run: i64,
+    /// A linked Salesforce opportunity with history and an open error.
+    record: String,
 }
 
 async fn setup(s: &TestServer, id: &'static str) -> Owned {
@@ -152,21 +178,99 @@ async fn setup(s: &TestServer, id: &'static str) -> Owned {
         .await
         .unwrap()
         .id;
+    let (run, record) = seed_sync_state(s, id).await;
     Owned {
         id,
         token,
         token_id,
         version,
         report,
+        run,
+        record,
     }
 }
 
-fn fill(template: &str, tenant: &str, version: i64, report: i64) -> String {
+/// A run, a linked record with history, and an open error of that record, seeded
+/// through the store; the record's Salesforce id differs per tenant.
+async fn seed_sync_state(s: &TestServer, id: &str) -> (i64, String) {
+    let t = TenantId::new(id).unwrap();
+    let record = if id.ends_with('a') {
+        "006A00000000001AAA"
+    } else {
+        "006B00000000001AAA"
+    }
+    .to_string();
+    let hubspot_id = if id.ends_with('a') { "501" } else { "502" };
+    let lease = s
+        .store
+        .try_acquire_lease(&t, "authz", 60_000, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let run = s
+        .store
+        .start_run(&lease, RunTrigger::Manual, 2)
+        .await
+        .unwrap()
+        .id;
+    let event = NewRecordEvent {
+        object_pair: ObjectPair::OpportunityDeal,
+        salesforce_id: Some(record.clone()),
+        hubspot_id: Some(hubspot_id.into()),
+        kind: EventKind::Created,
+        direction: Direction::SalesforceToHubSpot,
+        source_version: "v1".into(),
+        run_id: Some(run),
+        at_ms: 3,
+        fields: json!({"owner": id}),
+        message: None,
+    };
+    let batch = CommitBatch {
+        batch_key: "authz".into(),
+        lease,
+        object_pair: ObjectPair::OpportunityDeal,
+        records: vec![CommittedRecord {
+            salesforce_id: record.clone(),
+            hubspot_id: hubspot_id.into(),
+            state: LinkState::Active,
+            snapshot: None,
+            events: vec![event],
+        }],
+        checkpoints: vec![],
+        counters: None,
+        now_ms: 3,
+    };
+    s.store.commit_batch(&t, &batch).await.unwrap();
+    s.store
+        .record_error(
+            &t,
+            &NewSyncError {
+                object_pair: ObjectPair::OpportunityDeal,
+                record: RecordKey {
+                    side: Side::Salesforce,
+                    id: record.clone(),
+                },
+                category: ErrorCategory::Validation,
+                message: format!("\"owner\" {id}"),
+                payload: json!({"owner": id}),
+            },
+            4,
+        )
+        .await
+        .unwrap();
+    (run, record)
+}
+
+fn fill(template: &str, tenant: &str, owner: &Owned) -> String {
     template
         .replace("{tenant}", tenant)
-        .replace("{version}", &version.to_string())
-        .replace("{id}", &report.to_string())
+        .replace("{version}", &owner.version.to_string())
+        .replace("{id}", &owner.report.to_string())
         .replace("{crm}", "hubspot")
+        .replace("{run}", &owner.run.to_string())
+        .replace("{pair}", "opportunity_deal")
+        .replace("{side}", "salesforce")
+        .replace("{record_id}", &owner.record)
 }
 
 async fn send(s: &TestServer, method: &str, path: &str, token: Option<&str>, body: Body) -> Reply {
@@ -213,6 +317,18 @@ async fn snapshot(s: &TestServer, b: &Owned) -> Vec<Value> {
         format!("/v1/tenants/{}/plugins/{}/fixtures", b.id, b.version),
         format!("/v1/tenants/{}/activation", b.id),
         format!("/v1/tenants/{}/invocations", b.id),
+        format!("/v1/tenants/{}/runs", b.id),
+        format!("/v1/tenants/{}/runs/{}", b.id, b.run),
+        format!(
+            "/v1/tenants/{}/records/opportunity_deal/salesforce/{}/link",
+            b.id, b.record
+        ),
+        format!(
+            "/v1/tenants/{}/records/opportunity_deal/salesforce/{}/history",
+            b.id, b.record
+        ),
+        format!("/v1/tenants/{}/sync-health", b.id),
+        format!("/v1/tenants/{}/sync-health/errors", b.id),
     ] {
         let r = s.call(Method::GET, &path, Some(&b.token), None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
@@ -257,13 +373,16 @@ async fn cross_tenant_requests_are_always_refused() {
 
     for (method, template, body) in TENANT_ROUTES {
         // 1. A's token on B's routes with B's ids.
-        let path = fill(template, b.id, b.version, b.report);
+        let path = fill(template, b.id, &b);
         let r = send(&s, method, &path, Some(&a.token), *body).await;
         assert_refused(&r, &[403, 404], &b, &format!("A on {method} {path}"));
 
         // 2. A's token on A's own routes, naming B's resources (where a route names one).
-        if template.contains("{version}") || template.contains("{id}") {
-            let path = fill(template, a.id, b.version, b.report);
+        if ["{version}", "{id}", "{run}", "{record_id}"]
+            .iter()
+            .any(|p| template.contains(p))
+        {
+            let path = fill(template, a.id, &b);
             let r = send(&s, method, &path, Some(&a.token), *body).await;
             assert_refused(
                 &r,
@@ -303,7 +422,7 @@ async fn cross_tenant_requests_are_always_refused() {
 }
 
 fn path_for(template: &str, b: &Owned) -> String {
-    fill(template, b.id, b.version, b.report)
+    fill(template, b.id, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,14 @@ async fn health_readiness_openapi_and_fallbacks() {
         "/v1/tenants/{tenant}/activation/rollback",
         "/v1/tenants/{tenant}/invocations",
         "/v1/tenants/{tenant}/invocations/{id}",
+        "/v1/tenants/{tenant}/runs",
+        "/v1/tenants/{tenant}/runs/{run}",
+        "/v1/tenants/{tenant}/records/{pair}/{side}/{record_id}/link",
+        "/v1/tenants/{tenant}/records/{pair}/{side}/{record_id}/history",
+        "/v1/tenants/{tenant}/sync-health",
+        "/v1/tenants/{tenant}/sync-health/errors",
+        "/v1/tenants/{tenant}/sync-health/errors/export",
+        "/metrics",
     ] {
         assert!(
             paths.contains_key(p),
@@ -68,6 +76,30 @@ async fn health_readiness_openapi_and_fallbacks() {
     assert_eq!(schemes["operator_token"]["scheme"], "bearer");
     assert_eq!(schemes["tenant_token"]["scheme"], "bearer");
     assert!(r.body["components"]["schemas"]["ErrorBody"].is_object());
+    let schemas = &r.body["components"]["schemas"];
+    for schema in [
+        "RunView",
+        "RunCounters",
+        "LinkView",
+        "SyncHealth",
+        "SyncErrorView",
+    ] {
+        assert!(schemas[schema].is_object(), "{schema} missing");
+    }
+    let categories = schemas["ErrorCategory"]["enum"].as_array().unwrap();
+    assert!(
+        categories.contains(&json!("picklist_mismatch")),
+        "{categories:?}"
+    );
+    let pair = &r.body["paths"]["/v1/tenants/{tenant}/records/{pair}/{side}/{record_id}/link"]["get"]
+        ["parameters"][1];
+    assert_eq!(pair["name"], "pair");
+    assert_eq!(pair["schema"]["$ref"], "#/components/schemas/ObjectPair");
+    let metrics = &r.body["paths"]["/metrics"]["get"];
+    assert!(
+        metrics["security"][0]["operator_token"].is_array(),
+        "{metrics}"
+    );
 
     let r = s.call(Method::GET, "/nope", None, None).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");

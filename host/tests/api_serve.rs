@@ -1,6 +1,7 @@
 //! `dealbridge serve` as a process: it refuses to start without its secrets, listens on
-//! 127.0.0.1:0, logs JSON lines (without secrets), serves the API, and stops gracefully
-//! on SIGTERM with exit status 0.
+//! 127.0.0.1:0, logs JSON lines (without secrets, with `tenant_id` and `run_id` on the
+//! request span) or text lines with `--log-format text`, serves the API, and stops
+//! gracefully on SIGTERM with exit status 0.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -87,7 +88,11 @@ fn serve_listens_logs_json_and_stops_gracefully() {
         .enable_all()
         .build()
         .unwrap();
-    let token = rt.block_on(async {
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("serve.db").display()
+    );
+    let (token, run_id) = rt.block_on(async {
         let client = reqwest::Client::new();
         let r = client
             .get(format!("http://{addr}/readyz"))
@@ -112,7 +117,26 @@ fn serve_listens_logs_json_and_stops_gracefully() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        token
+        // A run seeded through the store; its route names it, so its log line does too.
+        let store = dealbridge::store::open(&db_url).await.unwrap();
+        let tenant = dealbridge::store::TenantId::new("acme").unwrap();
+        let lease = store
+            .try_acquire_lease(&tenant, "serve-test", 60_000, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        let run = store
+            .start_run(&lease, dealbridge::store::RunTrigger::Manual, 2)
+            .await
+            .unwrap();
+        let r = client
+            .get(format!("http://{addr}/v1/tenants/acme/runs/{}", run.id))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        (token, run.id)
     });
 
     let status = Command::new("kill")
@@ -149,8 +173,16 @@ fn serve_listens_logs_json_and_stops_gracefully() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["span"]["route"] == "/v1/tenants/{tenant}/plugins")
         .unwrap_or_else(|| panic!("no request line for the plugins route: {all}"));
-    assert_eq!(request_line["span"]["tenant"], "acme");
+    assert_eq!(request_line["span"]["tenant_id"], "acme");
     assert_eq!(request_line["fields"]["status"], 200);
+    let run_line = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["span"]["route"] == "/v1/tenants/{tenant}/runs/{run}")
+        .unwrap_or_else(|| panic!("no request line for the run route: {all}"));
+    assert_eq!(run_line["span"]["tenant_id"], "acme");
+    assert_eq!(run_line["span"]["run_id"], run_id);
+    assert_eq!(run_line["spans"][0]["run_id"], run_id, "the span list too");
     for secret in [
         OPERATOR,
         KEY_HEX,
@@ -159,4 +191,49 @@ fn serve_listens_logs_json_and_stops_gracefully() {
     ] {
         assert!(!all.contains(secret), "a secret reached the log");
     }
+}
+
+#[test]
+fn serve_logs_text_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = serve_command(dir.path())
+        .arg("--log-format")
+        .arg("text")
+        .env("DEALBRIDGE_OPERATOR_TOKEN", OPERATOR)
+        .env("DEALBRIDGE_SECRET_KEY", KEY_HEX)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        if line.contains("listening") {
+            break line;
+        }
+    };
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    assert!(
+        serde_json::from_str::<Value>(&line).is_err(),
+        "not JSON: {line}"
+    );
+    assert!(
+        line.contains("INFO") && line.contains("addr=127.0.0.1:"),
+        "{line}"
+    );
+
+    let out = serve_command(dir.path())
+        .arg("--log-format")
+        .arg("yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("json"));
 }

@@ -260,7 +260,7 @@ impl FromRequestParts<AppState> for TenantScope {
             return Err(ApiError::Forbidden("this token belongs to another tenant"));
         }
         let span = tracing::Span::current();
-        span.record("tenant", parsed.tenant.as_str());
+        span.record("tenant_id", parsed.tenant.as_str());
         span.record("actor", "tenant");
         Ok(TenantScope {
             token_id: parsed.token_id.to_string(),

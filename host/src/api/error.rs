@@ -41,6 +41,12 @@ pub enum ApiError {
         /// What the route takes.
         expected: &'static str,
     },
+    /// The `Accept` header names no type the route can answer with.
+    #[error("not acceptable: this route answers with {offered}")]
+    NotAcceptable {
+        /// What the route can answer with.
+        offered: &'static str,
+    },
     /// The body is larger than the route accepts.
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -123,6 +129,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::NotAcceptable { .. } => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
@@ -334,6 +341,11 @@ mod tests {
                 ApiError::UnsupportedMediaType { expected: "a/b" },
                 415,
                 "unsupported_media_type",
+            ),
+            (
+                ApiError::NotAcceptable { offered: "a/b" },
+                406,
+                "not_acceptable",
             ),
             (
                 ApiError::PayloadTooLarge { limit: 1 },

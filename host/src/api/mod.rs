@@ -10,6 +10,11 @@
 //! - [`plugins`]: upload, rule-test fixtures, tests on demand, activation gated on the
 //!   tests, rollback, invocation reports.
 //! - [`health`]: `/healthz`, `/readyz`, `/openapi.json`.
+//! - [`runs`]: the run history with counters.
+//! - [`records`]: one record's current link and per-record history.
+//! - [`sync_health`]: open errors by health group, paged, and their CSV/JSON export.
+//! - [`metrics`]: `/metrics` (Prometheus text, operator token).
+//! - [`paging`]: `after`/`limit` keyset paging shared by the list routes.
 //!
 //! Routes: operator routes under `/v1/tenants` need the operator token; everything under
 //! `/v1/tenants/{tenant}/...` needs one of that tenant's tokens ([`auth::TenantScope`]
@@ -25,8 +30,13 @@ pub mod auth;
 pub mod connections;
 pub mod error;
 pub mod health;
+pub mod metrics;
+pub mod paging;
 pub mod plugins;
+pub mod records;
+pub mod runs;
 pub mod secrets;
+pub mod sync_health;
 pub mod tenants;
 
 use std::collections::HashMap;
@@ -170,6 +180,10 @@ pub(crate) fn now_ms() -> TimestampMs {
         (name = "tenants", description = "Operator: tenant administration"),
         (name = "connections", description = "A tenant's CRM connections (secrets are write-only)"),
         (name = "plugins", description = "A tenant's rules components, rule tests and activation"),
+        (name = "runs", description = "A tenant's sync runs and their counters"),
+        (name = "records", description = "One record's link and per-record history"),
+        (name = "sync health", description = "Open sync errors by health group, and their export"),
+        (name = "operations", description = "Operator: Prometheus metrics"),
     )
 )]
 struct ApiDoc;
@@ -209,6 +223,10 @@ fn routes(config: &ApiConfig) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tenants::routes())
         .merge(connections::routes())
         .merge(plugins::routes(config))
+        .merge(runs::routes())
+        .merge(records::routes())
+        .merge(sync_health::routes())
+        .merge(metrics::routes())
         .split_for_parts()
 }
 
@@ -258,8 +276,9 @@ pub async fn serve(
 }
 
 /// One structured log line per request: method, route template, status, duration,
-/// and the tenant when a tenant token was used. Never the body, the query string or
-/// the Authorization header.
+/// `tenant_id` when a tenant token was used and `run_id` when the route names a run;
+/// never the body, the query string or the Authorization header. Also counts the request
+/// in the process metrics (by route template, never by path).
 async fn log_request(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -270,17 +289,17 @@ async fn log_request(req: Request, next: Next) -> Response {
         "request",
         method = %method,
         route = %route,
-        tenant = tracing::field::Empty,
+        tenant_id = tracing::field::Empty,
+        run_id = tracing::field::Empty,
         actor = tracing::field::Empty,
     );
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    crate::telemetry::http_request(method.as_str(), &route, status, elapsed);
     let _entered = span.enter();
-    tracing::info!(
-        status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    tracing::info!(status, duration_ms = elapsed * 1000.0, "request");
     response
 }
 

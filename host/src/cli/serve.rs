@@ -1,6 +1,13 @@
 //! `dealbridge serve`: the multi-tenant JSON API ([`crate::api`]) on one address, with
-//! its state in SQLite (default) or PostgreSQL, structured JSON logs on stdout and a
-//! graceful shutdown on Ctrl-C or SIGTERM.
+//! its state in SQLite (default) or PostgreSQL, logs on stdout and a graceful shutdown on
+//! Ctrl-C or SIGTERM.
+//!
+//! Logs are JSON lines by default (`--log-format json`): `timestamp`, `level`, `target`,
+//! `fields` (the event, e.g. `message`, `status`, `duration_ms`), `span` (the innermost
+//! span's fields) and `spans` (every enclosing span, outermost first), so a request line
+//! carries `route`, `method`, `tenant_id` and, on routes that name a run, `run_id`; a
+//! sync run's lines carry `tenant_id` and `run_id`. `--log-format text` prints the same
+//! events for people. `RUST_LOG` sets the filter (default `info`).
 //!
 //! Secrets come from the environment only (`DEALBRIDGE_OPERATOR_TOKEN`,
 //! `DEALBRIDGE_SECRET_KEY`), never from arguments, so they never show in `ps` or
@@ -42,11 +49,23 @@ pub struct ServeArgs {
     /// The largest JSON request body, in bytes.
     #[arg(long, default_value_t = 2 << 20, value_name = "BYTES")]
     pub max_json_bytes: usize,
+    /// The log format on stdout.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How `serve` writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, with the fields of the enclosing spans.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 /// Runs the service until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<ExitStatus> {
-    init_logging();
+    init_logging(args.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,16 +73,22 @@ pub fn run(args: ServeArgs) -> Result<ExitStatus> {
     rt.block_on(serve(args))
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .try_init();
+        .with_writer(std::io::stdout);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
+    };
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitStatus> {

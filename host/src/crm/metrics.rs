@@ -2,7 +2,8 @@
 //! kind (e.g. `sf.query`, `hs.batch.upsert`) and outcome (the HTTP status, or `timeout` /
 //! `connect` / `transport`), with retries, throttle waits and token refreshes counted apart.
 //!
-//! The sync engine and the benchmarks read a [`MetricsSnapshot`]. This module must never
+//! The sync engine and the benchmarks read a [`MetricsSnapshot`]; every call also counts in
+//! the process-wide Prometheus metrics ([`crate::telemetry`]). This module must never
 //! record request contents (no ids, no values, no tokens): only counts.
 
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ pub struct CrmMetrics {
 impl CrmMetrics {
     /// Counts one HTTP call of `endpoint` that ended with `outcome`.
     pub fn record_call(&self, endpoint: &'static str, outcome: CallOutcome) {
+        crate::telemetry::crm_call(endpoint, outcome.label());
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         *calls.entry((endpoint, outcome)).or_default() += 1;
     }

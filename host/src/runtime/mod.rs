@@ -385,7 +385,20 @@ impl LoadedPlugin {
             })
     }
 
+    /// Runs one invocation and counts it in the process-wide metrics.
     async fn invoke(&self, inv: &Invocation, input_bytes: u64, call: Call<'_>) -> Invoked<Output> {
+        let export = call.export_name();
+        let invoked = self.invoke_measured(inv, input_bytes, call).await;
+        crate::telemetry::plugin_invocation(export, &invoked.result, &invoked.report);
+        invoked
+    }
+
+    async fn invoke_measured(
+        &self,
+        inv: &Invocation,
+        input_bytes: u64,
+        call: Call<'_>,
+    ) -> Invoked<Output> {
         let started = Instant::now();
         let limits = inv.limits.clone();
         let deadline_after = Duration::from_millis(limits.deadline_ms);
@@ -527,6 +540,17 @@ enum Call<'a> {
     Describe(&'a [FieldInfo]),
     Condition(&'a Batch),
     Plan(&'a Batch),
+}
+
+impl Call<'_> {
+    /// The export's name, as a metrics label.
+    fn export_name(&self) -> &'static str {
+        match self {
+            Call::Describe(_) => "describe",
+            Call::Condition(_) => "condition",
+            Call::Plan(_) => "plan",
+        }
+    }
 }
 
 /// What an export returned.

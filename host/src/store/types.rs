@@ -18,7 +18,8 @@ use super::error::StoreError;
 pub type TimestampMs = i64;
 
 /// Generates a string-backed enum: `as_str`, `Display`, `FromStr` (a value the store
-/// never writes is [`StoreError::Corrupt`]) and serde as the same strings.
+/// never writes is [`StoreError::Corrupt`]), serde as the same strings and the matching
+/// OpenAPI schema (the service shows these values as they are).
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $s:literal,)+ }) => {
         $(#[$meta])*
@@ -39,6 +40,17 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+        // By hand: the derive does not see `serde(rename)` through the macro's tokens.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!("A ", $what, ".")))
+                    .enum_values(Some([$($s,)+]))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
         impl FromStr for $name {
             type Err = StoreError;
             fn from_str(s: &str) -> Result<Self, StoreError> {
@@ -368,7 +380,7 @@ string_enum!(
 
 /// Counters of one run. Added to by [`CommitBatch::counters`] in the same transaction
 /// as the batch, so a crash never counts a batch twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunCounters {
     /// Changed records read from Salesforce.

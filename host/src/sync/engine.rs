@@ -307,12 +307,23 @@ impl Engine {
 
     /// One incremental (or, the first time, backfill) cycle.
     pub async fn run_cycle(&mut self) -> Result<CycleReport, SyncError> {
-        self.cycle(None).await
+        let span = self.run_span();
+        tracing::Instrument::instrument(self.cycle(None), span).await
     }
 
     /// A manual resync.
     pub async fn resync(&mut self, what: Resync) -> Result<CycleReport, SyncError> {
-        self.cycle(Some(what)).await
+        let span = self.run_span();
+        tracing::Instrument::instrument(self.cycle(Some(what)), span).await
+    }
+
+    /// The span of one cycle: logs inside it carry the tenant and (once started) the run.
+    fn run_span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "run",
+            tenant_id = %self.opts.tenant,
+            run_id = tracing::field::Empty
+        )
     }
 
     async fn cycle(&mut self, resync: Option<Resync>) -> Result<CycleReport, SyncError> {
@@ -333,16 +344,17 @@ impl Engine {
             (None, None) => Trigger::Backfill,
             (None, Some(_)) => Trigger::Incremental,
         };
+        let rt = match trigger {
+            Trigger::Backfill => RunTrigger::Backfill,
+            Trigger::Resync => RunTrigger::Resync,
+            Trigger::Incremental => RunTrigger::Scheduled,
+        };
         let run_id = if self.opts.dry_run {
             0
         } else {
-            let rt = match trigger {
-                Trigger::Backfill => RunTrigger::Backfill,
-                Trigger::Resync => RunTrigger::Resync,
-                Trigger::Incremental => RunTrigger::Scheduled,
-            };
             self.store.start_run(&self.lease, rt, now_ms()).await?.id
         };
+        tracing::Span::current().record("run_id", run_id);
         let mut cy = Cycle {
             run_id,
             trigger,
@@ -366,9 +378,17 @@ impl Engine {
         cy.report.counters.add(&calls);
         cy.report.millis = started.elapsed().as_millis() as u64;
         if !self.opts.dry_run {
+            // Reads and failures are counted outside the batch commits: stored here, with
+            // the calls, so the run history shows what the report shows.
+            let uncommitted = RunCounters {
+                read_salesforce: cy.report.counters.read_salesforce,
+                read_hubspot: cy.report.counters.read_hubspot,
+                failed: cy.report.counters.failed,
+                ..calls
+            };
             let _ = self
                 .store
-                .add_run_counters(&self.opts.tenant, run_id, &calls)
+                .add_run_counters(&self.opts.tenant, run_id, &uncommitted)
                 .await;
             let (status, msg) = match &result {
                 Ok(()) if cy.report.failures.is_empty() => (RunStatus::Succeeded, None),
@@ -383,6 +403,8 @@ impl Engine {
                     .store
                     .finish_run(&self.opts.tenant, run_id, status, msg.as_deref(), now_ms())
                     .await;
+                let seconds = started.elapsed().as_secs_f64();
+                crate::telemetry::run_finished(rt, status, seconds, &cy.report.counters);
             }
         }
         result.map(|_| cy.report)
@@ -1060,6 +1082,7 @@ impl Engine {
                 now_ms(),
             )
             .await?;
+        crate::telemetry::sync_error(category);
         Ok(())
     }
 

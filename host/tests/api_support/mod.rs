@@ -1,16 +1,23 @@
 //! Shared harness of the API tests: a real server on 127.0.0.1:0 over a fresh SQLite
-//! file, a reqwest client, and helpers to create tenants and upload the guest components.
+//! file (or, with [`TestServer::start_on`], a fresh PostgreSQL schema when `DATABASE_URL`
+//! is set), a reqwest client, and helpers to create tenants and upload the guest
+//! components.
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dealbridge::api::{self, ApiConfig, AppState};
 use dealbridge::runtime::{Runtime, RuntimeConfig};
-use dealbridge::store::Store;
+use dealbridge::store::{PostgresStore, Store, StoreConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::oneshot;
 
 pub const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
@@ -31,7 +38,86 @@ pub struct TestServer {
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: tempfile::TempDir,
+    _db: DbGuard,
+}
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh schema in the PostgreSQL of `DATABASE_URL`, dropped afterwards.
+    Postgres,
+}
+
+/// Keeps a test database alive; dropping it removes it.
+enum DbGuard {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin_url: String, schema: String },
+}
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        if let DbGuard::Postgres { admin_url, schema } = self {
+            // Runs on panic too; a plain thread so it works inside or outside a runtime.
+            let (url, schema) = (admin_url.clone(), schema.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut conn) = PgConnection::connect(&url).await {
+                        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+static SCHEMA_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A store in a fresh schema of `DATABASE_URL`'s PostgreSQL; `None` (said loudly on
+/// stderr) when `DATABASE_URL` is not set.
+async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard)> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        // Not `eprintln!`: the test harness captures that; this must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: DATABASE_URL not set — the PostgreSQL API test {test} did not run"
+        );
+        return None;
+    };
+    let schema = format!(
+        "api_{}_{}_{}",
+        test,
+        std::process::id(),
+        SCHEMA_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = PgConnection::connect(&url)
+        .await
+        .expect("connect DATABASE_URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&mut admin)
+        .await
+        .expect("create schema");
+    admin.close().await.ok();
+    let guard = DbGuard::Postgres {
+        admin_url: url.clone(),
+        schema: schema.clone(),
+    };
+    let options = PgConnectOptions::from_str(&url)
+        .expect("DATABASE_URL")
+        .options([("search_path", schema.as_str())]);
+    let store = PostgresStore::connect_with(options, StoreConfig::default())
+        .await
+        .expect("open postgres");
+    Some((Arc::new(store), guard))
 }
 
 pub struct Reply {
@@ -60,10 +146,25 @@ impl TestServer {
     }
 
     pub async fn start_with(config: ApiConfig) -> TestServer {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display());
         let store = dealbridge::store::open(&url).await.expect("store");
+        Self::start_with_store(config, store, DbGuard::Sqlite(dir)).await
+    }
+
+    /// A server on `db`; `None` (said loudly) for PostgreSQL without `DATABASE_URL`.
+    pub async fn start_on(db: Db, test: &str) -> Option<TestServer> {
+        match db {
+            Db::Sqlite => Some(Self::start().await),
+            Db::Postgres => {
+                let (store, guard) = postgres_store(test).await?;
+                Some(Self::start_with_store(ApiConfig::default(), store, guard).await)
+            }
+        }
+    }
+
+    async fn start_with_store(config: ApiConfig, store: Arc<dyn Store>, db: DbGuard) -> TestServer {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(cache_dir()),
             max_concurrent_instances: 8,
@@ -88,7 +189,7 @@ impl TestServer {
             state,
             stop: Some(tx),
             task: Some(task),
-            _dir: dir,
+            _db: db,
         }
     }
 

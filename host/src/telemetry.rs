@@ -1,0 +1,389 @@
+//! Process-wide Prometheus metrics, served by `dealbridge serve` at `/metrics` in the
+//! Prometheus text format (version 0.0.4), with the official client (`prometheus-client`).
+//!
+//! The parts that do the work report here at the point where the work completes, with one
+//! call each:
+//! - [`crm_call`]: every HTTP call a CRM client makes (from [`crate::crm::CrmMetrics`]),
+//!   by CRM, endpoint kind and status;
+//! - [`plugin_invocation`]: every plugin invocation (from the runtime), its outcome, fuel
+//!   and wall time as histograms;
+//! - [`run_finished`] and [`sync_error`]: every sync run the engine ends (status, trigger,
+//!   duration, record counters) and every failure it records (by health group);
+//! - [`http_request`]: every API request (route template, method, status, duration).
+//!
+//! Metrics are per process (one series set per replica; sum them across replicas).
+//! This module must never take a label from request or record contents: labels are
+//! route templates, endpoint kinds, statuses and enum names only, so the number of series
+//! stays bounded and no id, value or tenant data reaches the scrape.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::runtime::{InvokeError, RunReport};
+use crate::store::{ErrorCategory, RunCounters, RunStatus, RunTrigger};
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrmCallLabels {
+    crm: &'static str,
+    endpoint: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InvocationLabels {
+    export: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExportLabels {
+    export: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    trigger: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    counter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn fuel_histogram() -> Histogram {
+    // 10 thousand to about 42 billion units, ×4 per bucket.
+    Histogram::new(exponential_buckets(1e4, 4.0, 12))
+}
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 ms to about 16 s, ×2 per bucket.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn run_seconds_histogram() -> Histogram {
+    // 10 ms to about 45 minutes, ×3.5 per bucket.
+    Histogram::new(exponential_buckets(0.01, 3.5, 11))
+}
+
+struct Metrics {
+    registry: Registry,
+    crm_calls: Family<CrmCallLabels, Counter>,
+    plugin_invocations: Family<InvocationLabels, Counter>,
+    plugin_fuel: HistogramFamily<ExportLabels>,
+    plugin_seconds: HistogramFamily<ExportLabels>,
+    runs: Family<RunLabels, Counter>,
+    run_seconds: HistogramFamily<TriggerLabels>,
+    records: Family<RecordLabels, Counter>,
+    sync_errors: Family<CategoryLabels, Counter>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: HistogramFamily<RouteLabels>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("dealbridge");
+        let m = Metrics {
+            crm_calls: Family::default(),
+            plugin_invocations: Family::default(),
+            plugin_fuel: Family::new_with_constructor(fuel_histogram),
+            plugin_seconds: Family::new_with_constructor(seconds_histogram),
+            runs: Family::default(),
+            run_seconds: Family::new_with_constructor(run_seconds_histogram),
+            records: Family::default(),
+            sync_errors: Family::default(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(seconds_histogram),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "crm_api_calls",
+            "HTTP calls made to the CRMs, by CRM, endpoint kind and status (or timeout, connect, transport)",
+            m.crm_calls.clone(),
+        );
+        registry.register(
+            "plugin_invocations",
+            "Plugin invocations, by export and outcome (ok, or the kind of failure)",
+            m.plugin_invocations.clone(),
+        );
+        registry.register(
+            "plugin_fuel_used",
+            "Fuel consumed per plugin invocation (about one unit per instruction)",
+            m.plugin_fuel.clone(),
+        );
+        registry.register(
+            "plugin_invocation_duration_seconds",
+            "Wall time per plugin invocation (instantiation, call and host calls)",
+            m.plugin_seconds.clone(),
+        );
+        registry.register(
+            "sync_runs",
+            "Sync runs ended, by trigger and status",
+            m.runs.clone(),
+        );
+        registry.register(
+            "sync_run_duration_seconds",
+            "Wall time of ended sync runs, by trigger",
+            m.run_seconds.clone(),
+        );
+        registry.register(
+            "sync_records",
+            "Records counted by ended sync runs, by run counter (read_salesforce, created_hubspot, skipped, failed, ...)",
+            m.records.clone(),
+        );
+        registry.register(
+            "sync_errors",
+            "Record failures recorded by the sync engine, by sync-health group",
+            m.sync_errors.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "API requests answered, by method, route template and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "API request duration, by method and route template",
+            m.http_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The CRM an endpoint kind belongs to (`sf.*` or `hs.*`).
+fn crm_of(endpoint: &str) -> &'static str {
+    match endpoint.split('.').next() {
+        Some("sf") => "salesforce",
+        Some("hs") => "hubspot",
+        _ => "other",
+    }
+}
+
+/// Counts one CRM HTTP call of `endpoint` (e.g. `sf.query`) that ended with `status`
+/// (an HTTP status, or `timeout` / `connect` / `transport`).
+pub fn crm_call(endpoint: &'static str, status: String) {
+    METRICS
+        .crm_calls
+        .get_or_create(&CrmCallLabels {
+            crm: crm_of(endpoint),
+            endpoint,
+            status,
+        })
+        .inc();
+}
+
+/// A short, stable label for how an invocation ended.
+fn invocation_outcome<T>(result: &Result<T, InvokeError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(InvokeError::Limit { .. }) => "limit",
+        Err(InvokeError::StackOverflow) => "stack_overflow",
+        Err(InvokeError::Trap(_)) => "trap",
+        Err(InvokeError::Exit(_)) => "exit",
+        Err(InvokeError::Rule(_)) => "rule_error",
+        Err(InvokeError::Input(_)) => "invalid_input",
+        Err(InvokeError::Instantiate(_)) => "instantiate",
+    }
+}
+
+/// Counts one plugin invocation of `export` (`describe`, `condition`, `plan`) with its
+/// fuel and wall time.
+pub fn plugin_invocation<T>(
+    export: &'static str,
+    result: &Result<T, InvokeError>,
+    report: &RunReport,
+) {
+    let outcome = invocation_outcome(result);
+    METRICS
+        .plugin_invocations
+        .get_or_create(&InvocationLabels { export, outcome })
+        .inc();
+    let labels = ExportLabels { export };
+    METRICS
+        .plugin_fuel
+        .get_or_create(&labels)
+        .observe(report.fuel_used as f64);
+    METRICS
+        .plugin_seconds
+        .get_or_create(&labels)
+        .observe(report.wall_time_us as f64 / 1e6);
+}
+
+/// The record counters of a run by name (API calls are counted by [`crm_call`]).
+fn record_counters(c: &RunCounters) -> [(&'static str, i64); 10] {
+    [
+        ("read_salesforce", c.read_salesforce),
+        ("read_hubspot", c.read_hubspot),
+        ("created_salesforce", c.created_salesforce),
+        ("created_hubspot", c.created_hubspot),
+        ("updated_salesforce", c.updated_salesforce),
+        ("updated_hubspot", c.updated_hubspot),
+        ("archived_hubspot", c.archived_hubspot),
+        ("skipped", c.skipped),
+        ("echoes_suppressed", c.echoes_suppressed),
+        ("failed", c.failed),
+    ]
+}
+
+/// Counts one ended sync run and adds its record counters.
+pub fn run_finished(trigger: RunTrigger, status: RunStatus, seconds: f64, counters: &RunCounters) {
+    METRICS
+        .runs
+        .get_or_create(&RunLabels {
+            trigger: trigger.as_str(),
+            status: status.as_str(),
+        })
+        .inc();
+    METRICS
+        .run_seconds
+        .get_or_create(&TriggerLabels {
+            trigger: trigger.as_str(),
+        })
+        .observe(seconds);
+    for (counter, n) in record_counters(counters) {
+        if let Ok(n) = u64::try_from(n)
+            && n > 0
+        {
+            METRICS
+                .records
+                .get_or_create(&RecordLabels { counter })
+                .inc_by(n);
+        }
+    }
+}
+
+/// Counts one record failure recorded in the store.
+pub fn sync_error(category: ErrorCategory) {
+    METRICS
+        .sync_errors
+        .get_or_create(&CategoryLabels {
+            category: category.as_str(),
+        })
+        .inc();
+}
+
+/// Counts one answered API request. `route` must be a route template (bounded), never
+/// the request path.
+pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    METRICS
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.to_string(),
+            route: route.to_string(),
+            status,
+        })
+        .inc();
+    METRICS
+        .http_seconds
+        .get_or_create(&RouteLabels {
+            method: method.to_string(),
+            route: route.to_string(),
+        })
+        .observe(seconds);
+}
+
+/// Every metric in the Prometheus text format (version 0.0.4).
+pub fn render() -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &METRICS.registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn counters_render_with_their_labels() {
+        crm_call("hs.batch.upsert", "429".into());
+        crm_call("sf.query", "timeout".into());
+        sync_error(ErrorCategory::PicklistMismatch);
+        run_finished(
+            RunTrigger::Resync,
+            RunStatus::PartiallyFailed,
+            0.25,
+            &RunCounters {
+                created_hubspot: 3,
+                failed: 1,
+                ..RunCounters::default()
+            },
+        );
+        let text = render();
+        assert!(text.contains("# TYPE dealbridge_crm_api_calls_total counter"));
+        let at_least_one = |prefix: &str| {
+            let v = line_value(&text, prefix).unwrap_or_else(|| panic!("{prefix}: {text}"));
+            assert!(v >= 1.0, "{prefix}: {v}");
+        };
+        at_least_one(
+            "dealbridge_crm_api_calls_total{crm=\"hubspot\",endpoint=\"hs.batch.upsert\",status=\"429\"}",
+        );
+        at_least_one(
+            "dealbridge_crm_api_calls_total{crm=\"salesforce\",endpoint=\"sf.query\",status=\"timeout\"}",
+        );
+        at_least_one("dealbridge_sync_errors_total{category=\"picklist_mismatch\"}");
+        at_least_one("dealbridge_sync_runs_total{trigger=\"resync\",status=\"partially_failed\"}");
+        let created = line_value(
+            &text,
+            "dealbridge_sync_records_total{counter=\"created_hubspot\"}",
+        )
+        .unwrap();
+        assert!(created >= 3.0, "{text}");
+        at_least_one("dealbridge_sync_run_duration_seconds_count{trigger=\"resync\"}");
+        let sum = line_value(
+            &text,
+            "dealbridge_sync_run_duration_seconds_sum{trigger=\"resync\"}",
+        );
+        assert!(sum.unwrap() >= 0.25, "{text}");
+    }
+
+    #[test]
+    fn endpoints_map_to_their_crm() {
+        assert_eq!(crm_of("sf.collections.upsert"), "salesforce");
+        assert_eq!(crm_of("hs.search"), "hubspot");
+        assert_eq!(crm_of("x"), "other");
+    }
+}
