@@ -10,6 +10,8 @@
 //! - [`plugins`]: upload, rule-test fixtures, tests on demand, activation gated on the
 //!   tests, rollback, invocation reports.
 //! - [`health`]: `/healthz`, `/readyz`, `/openapi.json`.
+//! - [`syncs`]: the write side of a tenant's syncs: schedule, sync now, pause, resume,
+//!   dry run, resyncs (runs themselves happen in [`crate::service`]).
 //!
 //! Routes: operator routes under `/v1/tenants` need the operator token; everything under
 //! `/v1/tenants/{tenant}/...` needs one of that tenant's tokens ([`auth::TenantScope`]
@@ -27,6 +29,7 @@ pub mod error;
 pub mod health;
 pub mod plugins;
 pub mod secrets;
+pub mod syncs;
 pub mod tenants;
 
 use std::collections::HashMap;
@@ -70,6 +73,8 @@ pub struct ApiConfig {
     pub test_limits: Limits,
     /// How many compiled plugins stay in memory for tests (by digest).
     pub plugin_cache_entries: usize,
+    /// The longest a dry run may take, in seconds. Default 120.
+    pub dry_run_budget_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -79,6 +84,7 @@ impl Default for ApiConfig {
             max_json_bytes: 2 << 20,
             test_limits: Limits::default(),
             plugin_cache_entries: 32,
+            dry_run_budget_secs: 120,
         }
     }
 }
@@ -170,6 +176,7 @@ pub(crate) fn now_ms() -> TimestampMs {
         (name = "tenants", description = "Operator: tenant administration"),
         (name = "connections", description = "A tenant's CRM connections (secrets are write-only)"),
         (name = "plugins", description = "A tenant's rules components, rule tests and activation"),
+        (name = "syncs", description = "A tenant's sync schedule, sync now, pause, dry run and resyncs"),
     )
 )]
 struct ApiDoc;
@@ -209,6 +216,7 @@ fn routes(config: &ApiConfig) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tenants::routes())
         .merge(connections::routes())
         .merge(plugins::routes(config))
+        .merge(syncs::routes())
         .split_for_parts()
 }
 
