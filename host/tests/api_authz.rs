@@ -9,7 +9,7 @@ mod api_support;
 use std::collections::BTreeSet;
 
 use api_support::{OPERATOR, Reply, TestServer, default_fixtures};
-use dealbridge::store::TenantId;
+use dealbridge::store::{ResyncRequest, TenantId};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ enum Body {
 }
 
 /// Every tenant-scoped route: method, path template (`{tenant}`, `{version}`, `{id}`,
-/// `{crm}` are filled in), body.
+/// `{resync}`, `{crm}` are filled in), body.
 const TENANT_ROUTES: &[(&str, &str, Body)] = &[
     (
         "PUT",
@@ -66,6 +66,27 @@ const TENANT_ROUTES: &[(&str, &str, Body)] = &[
     ),
     ("GET", "/v1/tenants/{tenant}/invocations", Body::None),
     ("GET", "/v1/tenants/{tenant}/invocations/{id}", Body::None),
+    ("GET", "/v1/tenants/{tenant}/sync", Body::None),
+    (
+        "PUT",
+        "/v1/tenants/{tenant}/sync/schedule",
+        Body::Json(schedule_body),
+    ),
+    (
+        "PUT",
+        "/v1/tenants/{tenant}/sync/plugin-config",
+        Body::Json(plugin_config_body),
+    ),
+    ("POST", "/v1/tenants/{tenant}/sync/trigger", Body::None),
+    ("POST", "/v1/tenants/{tenant}/sync/pause", Body::None),
+    ("POST", "/v1/tenants/{tenant}/sync/resume", Body::None),
+    ("POST", "/v1/tenants/{tenant}/sync/dry-run", Body::None),
+    (
+        "POST",
+        "/v1/tenants/{tenant}/resyncs",
+        Body::Json(resync_body),
+    ),
+    ("GET", "/v1/tenants/{tenant}/resyncs/{resync}", Body::None),
 ];
 
 /// Every operator route.
@@ -92,6 +113,15 @@ fn connection_body() -> Value {
 fn fixture_body() -> Value {
     json!({"name": "intruder", "fixture": {"call": "describe"}})
 }
+fn schedule_body() -> Value {
+    json!({"interval_secs": 1})
+}
+fn plugin_config_body() -> Value {
+    json!({"rules": {"opportunity-deal": {"Amount": "dont-sync"}}})
+}
+fn resync_body() -> Value {
+    json!({"scope": "all"})
+}
 fn tenant_body() -> Value {
     json!({"id": "intruder", "name": "Intruder"})
 }
@@ -106,6 +136,7 @@ struct Owned {
     token_id: String,
     version: i64,
     report: i64,
+    resync: i64,
 }
 
 async fn setup(s: &TestServer, id: &'static str) -> Owned {
@@ -152,20 +183,28 @@ async fn setup(s: &TestServer, id: &'static str) -> Owned {
         .await
         .unwrap()
         .id;
+    let resync = s
+        .store
+        .request_resync(&TenantId::new(id).unwrap(), &ResyncRequest::All, 5)
+        .await
+        .unwrap()
+        .id;
     Owned {
         id,
         token,
         token_id,
         version,
         report,
+        resync,
     }
 }
 
-fn fill(template: &str, tenant: &str, version: i64, report: i64) -> String {
+fn fill(template: &str, tenant: &str, victim: &Owned) -> String {
     template
         .replace("{tenant}", tenant)
-        .replace("{version}", &version.to_string())
-        .replace("{id}", &report.to_string())
+        .replace("{version}", &victim.version.to_string())
+        .replace("{id}", &victim.report.to_string())
+        .replace("{resync}", &victim.resync.to_string())
         .replace("{crm}", "hubspot")
 }
 
@@ -213,6 +252,8 @@ async fn snapshot(s: &TestServer, b: &Owned) -> Vec<Value> {
         format!("/v1/tenants/{}/plugins/{}/fixtures", b.id, b.version),
         format!("/v1/tenants/{}/activation", b.id),
         format!("/v1/tenants/{}/invocations", b.id),
+        format!("/v1/tenants/{}/sync", b.id),
+        format!("/v1/tenants/{}/resyncs/{}", b.id, b.resync),
     ] {
         let r = s.call(Method::GET, &path, Some(&b.token), None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
@@ -257,13 +298,16 @@ async fn cross_tenant_requests_are_always_refused() {
 
     for (method, template, body) in TENANT_ROUTES {
         // 1. A's token on B's routes with B's ids.
-        let path = fill(template, b.id, b.version, b.report);
+        let path = fill(template, b.id, &b);
         let r = send(&s, method, &path, Some(&a.token), *body).await;
         assert_refused(&r, &[403, 404], &b, &format!("A on {method} {path}"));
 
         // 2. A's token on A's own routes, naming B's resources (where a route names one).
-        if template.contains("{version}") || template.contains("{id}") {
-            let path = fill(template, a.id, b.version, b.report);
+        if ["{version}", "{id}", "{resync}"]
+            .iter()
+            .any(|p| template.contains(p))
+        {
+            let path = fill(template, a.id, &b);
             let r = send(&s, method, &path, Some(&a.token), *body).await;
             assert_refused(
                 &r,
@@ -303,7 +347,7 @@ async fn cross_tenant_requests_are_always_refused() {
 }
 
 fn path_for(template: &str, b: &Owned) -> String {
-    fill(template, b.id, b.version, b.report)
+    fill(template, b.id, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,11 +3,12 @@
 
 -- Per tenant: how often it syncs, whether it is paused, whether someone asked for a run
 -- while one was going on (so finishing that run does not push the request back), and how
--- many runs in a row failed (the back-off).
+-- many runs in a row failed (the back-off), and the config given to its rules plugin.
 ALTER TABLE tenant_jobs ADD COLUMN interval_ms INTEGER NOT NULL DEFAULT 60000 CHECK (interval_ms > 0);
 ALTER TABLE tenant_jobs ADD COLUMN paused BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE tenant_jobs ADD COLUMN run_requested BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE tenant_jobs ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tenant_jobs ADD COLUMN plugin_config TEXT    NOT NULL DEFAULT '{}';
 
 -- Resyncs asked for over the API, waiting for whichever replica next runs the tenant.
 -- A row is done once a run under the tenant's lease finished it; a replica that dies

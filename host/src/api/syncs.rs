@@ -1,7 +1,7 @@
 //! A tenant's syncs, the write side: the schedule (`GET /v1/tenants/{tenant}/sync`,
-//! `PUT .../sync/schedule`), sync now (`POST .../sync/trigger`), pause and resume, a dry
+//! `PUT .../sync/schedule`), the rules plugin's config (`PUT .../sync/plugin-config`), sync now (`POST .../sync/trigger`), pause and resume, a dry
 //! run that returns the planned writes (`POST .../sync/dry-run`) and resyncs of selected
-//! records or of everything (`POST .../resyncs`, `GET .../resyncs/{id}`).
+//! records or of everything (`POST .../resyncs`, `GET .../resyncs/{resync}`).
 //!
 //! Runs happen in the scheduler ([`crate::service`]) of whichever replica leases the
 //! tenant, so these routes only change what the store says: the schedule row, or a
@@ -53,6 +53,8 @@ pub struct SyncStatus {
     pub consecutive_failures: i64,
     /// A run (or a dry run) holds the tenant's lease now.
     pub running: bool,
+    /// The config given to the rules plugin (the active version, or the default rules).
+    pub plugin_config: Value,
 }
 
 impl SyncStatus {
@@ -64,6 +66,7 @@ impl SyncStatus {
             run_requested: job.run_requested,
             consecutive_failures: job.consecutive_failures,
             running: job.lease_holder.is_some() && job.lease_expires_at_ms.is_some_and(|e| e > now),
+            plugin_config: job.plugin_config.clone(),
         }
     }
 }
@@ -240,6 +243,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(sync_status))
         .routes(routes!(set_schedule))
+        .routes(routes!(set_plugin_config))
         .routes(routes!(trigger))
         .routes(routes!(pause))
         .routes(routes!(resume))
@@ -303,6 +307,35 @@ async fn set_schedule(
         .await?;
     tracing::info!(tenant = %scope.tenant, interval_secs = input.interval_secs, "schedule set");
     Ok(Json(SyncStatus::of(&job, now)))
+}
+
+/// Sets the config given to the tenant's rules plugin (a JSON object, as `[plugin.config]`
+/// of a `tenant.toml`); the next run uses it.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/sync/plugin-config", tag = "syncs",
+    params(("tenant" = String, Path, description = "The tenant id")),
+    request_body(content = Object, description = "The plugin's config"),
+    security(("tenant_token" = [])),
+    responses((status = 200, body = SyncStatus),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_plugin_config(
+    scope: TenantScope,
+    State(state): State<AppState>,
+    ApiJson(config): ApiJson<Value>,
+) -> Result<Json<SyncStatus>, ApiError> {
+    if !config.is_object() {
+        return Err(ApiError::InvalidInput(
+            "the plugin config must be a JSON object".into(),
+        ));
+    }
+    let job = state
+        .shared()
+        .store
+        .set_plugin_config(&scope.tenant, &config)
+        .await?;
+    tracing::info!(tenant = %scope.tenant, "plugin config set");
+    Ok(Json(SyncStatus::of(&job, now_ms())))
 }
 
 /// Asks for a sync now: the scheduler of some replica starts it as soon as a worker is
@@ -439,7 +472,7 @@ async fn dry_run(
 }
 
 /// Asks for a resync of the named records, or of everything. Whichever replica runs the
-/// tenant next does it (before its regular cycle); poll `GET .../resyncs/{id}`.
+/// tenant next does it (before its regular cycle); poll `GET .../resyncs/{resync}`.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/resyncs", tag = "syncs",
     params(("tenant" = String, Path, description = "The tenant id")),
     request_body = ResyncInput,
@@ -464,9 +497,9 @@ async fn request_resync(
 }
 
 /// One resync and, once done, its outcome.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/resyncs/{id}", tag = "syncs",
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/resyncs/{resync}", tag = "syncs",
     params(("tenant" = String, Path, description = "The tenant id"),
-        ("id" = i64, Path, description = "The resync id")),
+        ("resync" = i64, Path, description = "The resync id")),
     security(("tenant_token" = [])),
     responses((status = 200, body = ResyncView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),

@@ -2,9 +2,12 @@
 //! with the service's [`crate::api::ConnectionCipher`]) and its active plugin version, or
 //! the built-in default rules when none is active.
 //!
-//! The service keeps no `tenant.toml`: every other setting takes the documented default
-//! of the `[sync]` section, the plugin gets an empty config and the host fills identity
-//! stage tables in (`stage_map = "identity"`), which is what the default rules need.
+//! The service keeps no `tenant.toml`: the plugin gets the tenant's stored plugin config
+//! (`PUT /v1/tenants/{tenant}/sync/plugin-config`, `{}` by default) and the host fills
+//! identity stage tables in (`stage_map = "identity"`), which is what the default rules
+//! need; every other setting takes the documented default of the `[sync]` section, the
+//! external-id field `dealbridge_id__c` and the cross-reference property
+//! `dealbridge_sf_id`. The plugin's `crm` import is refused (as in `dealbridge sync`).
 //!
 //! [`Sources`] is what an engine was built from, as stored (ciphertexts, version id and
 //! digest); the scheduler compares it before each run and rebuilds a cached engine
@@ -28,6 +31,8 @@ pub struct Sources {
     hubspot: EncryptedConnection,
     /// The active version (id, digest); `None`: the default rules.
     plugin: Option<(i64, String)>,
+    /// The plugin's config.
+    plugin_config: serde_json::Value,
 }
 
 /// Why a tenant's engine could not be built.
@@ -61,10 +66,16 @@ pub async fn sources(state: &AppState, tenant: &TenantId) -> Result<Sources, Bui
         .await
         .map_err(ApiError::from)?
         .map(|v| (v.id, v.sha256));
+    let plugin_config = store
+        .sync_job(tenant)
+        .await
+        .map_err(ApiError::from)?
+        .map_or_else(|| serde_json::json!({}), |job| job.plugin_config);
     Ok(Sources {
         salesforce,
         hubspot,
         plugin,
+        plugin_config,
     })
 }
 
@@ -112,7 +123,7 @@ pub async fn build(
         hubspot,
         store: state.shared().store.clone(),
         plugin,
-        plugin_config: serde_json::json!({}),
+        plugin_config: built_from.plugin_config.clone(),
         sync,
         external_id_field: "dealbridge_id__c".into(),
         xref_property: "dealbridge_sf_id".into(),

@@ -226,6 +226,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<SyncJob>;
     /// Pauses or resumes the tenant's scheduled runs.
     async fn set_sync_paused(&self, tenant: &TenantId, paused: bool) -> StoreResult<SyncJob>;
+    /// Sets the config given to the tenant's rules plugin (a JSON object).
+    async fn set_plugin_config(&self, tenant: &TenantId, config: &Value) -> StoreResult<SyncJob>;
     /// Asks for a run as soon as possible: the tenant is due at `now_ms` and, if a run is
     /// going on, stays due when that run ends.
     async fn request_sync(&self, tenant: &TenantId, now_ms: TimestampMs) -> StoreResult<SyncJob>;

@@ -247,7 +247,7 @@ type Tx = sqlx::Transaction<'static, Db>;
 const MAX_RESYNC_IDS: usize = 100;
 
 const JOB_COLS: &str = "tenant_id, interval_ms, paused, next_due_at_ms, run_requested, \
-     consecutive_failures, lease_holder, lease_expires_at_ms, fencing_token";
+     consecutive_failures, plugin_config, lease_holder, lease_expires_at_ms, fencing_token";
 
 fn job_from_row(row: &DbRow) -> StoreResult<SyncJob> {
     Ok(SyncJob {
@@ -257,6 +257,7 @@ fn job_from_row(row: &DbRow) -> StoreResult<SyncJob> {
         next_due_at_ms: row.try_get("next_due_at_ms")?,
         run_requested: row.try_get("run_requested")?,
         consecutive_failures: row.try_get("consecutive_failures")?,
+        plugin_config: row.try_get::<Json<Value>, _>("plugin_config")?.0,
         lease_holder: row.try_get("lease_holder")?,
         lease_expires_at_ms: row.try_get("lease_expires_at_ms")?,
         fencing_token: row.try_get("fencing_token")?,
@@ -1056,6 +1057,23 @@ impl super::Store for This {
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(tenant.as_str())
             .bind(paused)
+            .fetch_optional(&self.pool)
+            .await?;
+        job_or_not_found(row, tenant)
+    }
+
+    async fn set_plugin_config(&self, tenant: &TenantId, config: &Value) -> StoreResult<SyncJob> {
+        if !config.is_object() {
+            return Err(StoreError::InvalidInput(
+                "a plugin config must be a JSON object".into(),
+            ));
+        }
+        let sql = format!(
+            "UPDATE tenant_jobs SET plugin_config = $2 WHERE tenant_id = $1 RETURNING {JOB_COLS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(Json(config))
             .fetch_optional(&self.pool)
             .await?;
         job_or_not_found(row, tenant)

@@ -840,6 +840,8 @@ pub struct SyncJob {
     pub run_requested: bool,
     /// Runs in a row that failed (0 after a success); the scheduler backs off on it.
     pub consecutive_failures: i64,
+    /// The config given to the tenant's rules plugin (a JSON object; `{}` by default).
+    pub plugin_config: Value,
     /// Who holds the lease, if anyone (it may have expired).
     pub lease_holder: Option<String>,
     /// When that lease expires.
