@@ -8,220 +8,25 @@
 //! duplicated, no error is left open.
 
 mod api_support;
+mod service_support;
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api_support::{TestServer, default_fixtures};
-use dealbridge::crm::Secret;
-use dealbridge::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
+use api_support::TestServer;
 use dealbridge::service::{Scheduler, ServiceConfig};
-use dealbridge::store::{ErrorCategory, ObjectPair, Page, RunStatus, TenantId};
-use dealbridge_emulator::{EmulatorOptions, RunningEmulators, Seed};
+use dealbridge::store::{ErrorCategory, Page, RunStatus, TenantId};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use service_support::{
+    assert_converged, emulators, eventually, hs_records, put_json, salesforce_client,
+    set_up_tenant, sf_records,
+};
 
 const TENANT: &str = "acme";
 
-/// Polls `check` every 100 ms until it returns `Some`, or fails after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn put_json(url: String, body: Value) {
-    let r = reqwest::Client::new()
-        .put(url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-}
-
-async fn get_json(url: String) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-/// The Salesforce records of `sobject` in the emulator's snapshot.
-async fn sf_records(emu: &RunningEmulators, sobject: &str) -> Vec<Value> {
-    let snap = get_json(format!("{}/__emulator/snapshot", emu.salesforce_urls.http)).await;
-    snap["objects"][sobject]["records"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// Every HubSpot record of `object` with its cross-reference property (paged).
-async fn hs_records(emu: &RunningEmulators, object: &str) -> Vec<Value> {
-    let client = reqwest::Client::new();
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!(
-            "{}/crm/v3/objects/{object}?limit=100&properties=dealbridge_sf_id",
-            emu.hubspot_urls.http
-        );
-        if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
-        }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(&emu.hubspot_credentials.private_app_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        out.extend(page["results"].as_array().cloned().unwrap_or_default());
-        match page["paging"]["next"]["after"].as_str() {
-            Some(a) => after = Some(a.to_string()),
-            None => return out,
-        }
-    }
-}
-
-/// Starts the emulators with only their metadata, seeds a small Salesforce org, and gives
-/// every record an owner who is also a HubSpot owner (a missing owner is an error of its
-/// own, not what this test is about).
-async fn emulators() -> RunningEmulators {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let emu = dealbridge_emulator::start(EmulatorOptions {
-        seed: Seed::Empty,
-        ..EmulatorOptions::default()
-    })
-    .await
-    .expect("emulators start");
-    let r = reqwest::Client::new()
-        .post(format!("{}/__emulator/seed", emu.salesforce_urls.http))
-        .json(&json!({"seed": 7, "accounts": 3, "contacts": 6, "opportunities": 12}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let mut snap = get_json(format!("{}/__emulator/snapshot", emu.salesforce_urls.http)).await;
-    let ada = snap["objects"]["User"]["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["Email"] == "ada.lovelace@example.com")
-        .expect("a user who is a HubSpot owner")["Id"]
-        .clone();
-    for o in ["Opportunity", "Account", "Contact"] {
-        for r in snap["objects"][o]["records"].as_array_mut().unwrap() {
-            r["OwnerId"] = ada.clone();
-        }
-    }
-    put_json(
-        format!("{}/__emulator/snapshot", emu.salesforce_urls.http),
-        snap,
-    )
-    .await;
-    emu
-}
-
-/// A Salesforce client for edits (the integration user, plain HTTP).
-fn salesforce_client(emu: &RunningEmulators) -> SalesforceClient {
-    let c = &emu.salesforce_credentials;
-    SalesforceClient::new(SalesforceConfig::new(
-        emu.salesforce_urls.http.clone(),
-        SalesforceCredentials::Password {
-            client_id: c.client_id.clone(),
-            client_secret: Secret::new(c.client_secret.clone()),
-            username: c.username.clone(),
-            password: Secret::new(format!("{}{}", c.password, c.security_token)),
-        },
-    ))
-    .unwrap()
-}
-
-/// Sets the tenant up over the API: connections, the default rules with a fixture,
-/// activated, and the plugin config.
-async fn set_up_tenant(s: &TestServer, emu: &RunningEmulators, token: &str) {
-    let c = &emu.salesforce_credentials;
-    for (crm, body) in [
-        (
-            "salesforce",
-            json!({"base_url": emu.salesforce_urls.http, "client_id": c.client_id,
-                "client_secret": c.client_secret, "username": c.username,
-                "password": format!("{}{}", c.password, c.security_token)}),
-        ),
-        (
-            "hubspot",
-            json!({"base_url": emu.hubspot_urls.http,
-                "access_token": emu.hubspot_credentials.private_app_token}),
-        ),
-    ] {
-        let r = s
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{TENANT}/connections/{crm}"),
-                Some(token),
-                Some(body),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    }
-    let version = s.default_rules_version(TENANT, token).await;
-    let (name, fixture) = default_fixtures().remove(0);
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/v1/tenants/{TENANT}/plugins/{version}/fixtures"),
-            Some(token),
-            Some(json!({"name": name, "fixture": fixture})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/v1/tenants/{TENANT}/plugins/{version}/activate"),
-            Some(token),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    // The seeded Opportunity.Type values are not options of HubSpot's dealtype.
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/{TENANT}/sync/plugin-config"),
-            Some(token),
-            Some(json!({"rules": {"opportunity-deal": {"Type": "dont-sync"}}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    // Only asked-for runs in this test.
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/{TENANT}/sync/schedule"),
-            Some(token),
-            Some(json!({"interval_secs": 3600})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
-    let emu = emulators().await;
+    let emu = emulators(3, 6, 12).await;
     let s = TestServer::start().await;
     let scheduler = Scheduler::start(
         s.state.clone(),
@@ -244,7 +49,7 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    set_up_tenant(&s, &emu, &token).await;
+    set_up_tenant(&s.base, &emu, TENANT, &token).await;
 
     // Before the first sync the plan needs metadata that only a real run creates (the
     // cross-reference property): the dry run says so and writes nothing anywhere.
@@ -443,29 +248,7 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
         .await
         .unwrap();
     assert!(open.is_empty(), "{open:?}");
-    for (sobject, object, pair) in [
-        ("Opportunity", "deals", ObjectPair::OpportunityDeal),
-        ("Account", "companies", ObjectPair::AccountCompany),
-        ("Contact", "contacts", ObjectPair::ContactContact),
-    ] {
-        let sf: BTreeSet<String> = sf_records(&emu, sobject)
-            .await
-            .iter()
-            .map(|r| r["Id"].as_str().unwrap().to_string())
-            .collect();
-        let hs = hs_records(&emu, object).await;
-        let xrefs: Vec<String> = hs
-            .iter()
-            .filter_map(|r| r["properties"]["dealbridge_sf_id"].as_str())
-            .map(str::to_string)
-            .collect();
-        let unique: BTreeSet<String> = xrefs.iter().cloned().collect();
-        assert_eq!(unique.len(), xrefs.len(), "{object}: a duplicate");
-        assert_eq!(hs.len(), sf.len(), "{object}: counts differ");
-        assert_eq!(unique, sf, "{object}: every record has its counterpart");
-        let links = store.links(&tenant, pair, None, 1000).await.unwrap();
-        assert_eq!(links.len(), sf.len(), "{pair}: one link per record");
-    }
+    assert_converged(&emu, store.as_ref(), &tenant).await;
     // The schedule shows a healthy tenant.
     let r = s
         .call(
