@@ -293,8 +293,8 @@ impl Ctx {
                 return;
             }
             Outcome::ShutDown => {
-                self.stop_running_run(lease, "the service shut down before the run finished")
-                    .await;
+                let message = "the service shut down before the run finished";
+                self.stop_running_run(lease, message).await;
                 (job.consecutive_failures, now)
             }
             Outcome::Failed(_) | Outcome::OverBudget => {
@@ -306,7 +306,11 @@ impl Ctx {
                         self.config.run_budget.as_secs()
                     );
                     tracing::warn!(tenant = %tenant, "{message}");
-                    self.stop_running_run(lease, &message).await;
+                    if !self.stop_running_run(lease, &message).await {
+                        // Stopped before its run started (in the set-up): still a run
+                        // the tenant should see.
+                        self.record_failed_run(lease, &message).await;
+                    }
                 }
                 let failures = job.consecutive_failures.saturating_add(1);
                 (
@@ -320,19 +324,22 @@ impl Ctx {
         }
     }
 
-    /// Ends the run that this lease started and that was stopped mid-way.
-    async fn stop_running_run(&self, lease: &Lease, message: &str) {
+    /// Ends the run that this lease started and that was stopped mid-way. Returns
+    /// whether there was one.
+    async fn stop_running_run(&self, lease: &Lease, message: &str) -> bool {
         let runs = match self.store().runs(&lease.tenant, Page::first(10)).await {
             Ok(runs) => runs,
             Err(e) => {
                 tracing::warn!(tenant = %lease.tenant, error = %e, "reading runs failed");
-                return;
+                return false;
             }
         };
+        let mut found = false;
         for run in runs
             .iter()
             .filter(|r| r.status == RunStatus::Running && r.fencing_token == lease.fencing_token)
         {
+            found = true;
             let _ = self
                 .store()
                 .finish_run(
@@ -344,6 +351,7 @@ impl Ctx {
                 )
                 .await;
         }
+        found
     }
 
     /// The work of a turn: the engine (cached or built), the pending resyncs, one cycle.
