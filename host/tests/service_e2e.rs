@@ -265,3 +265,132 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
     s.shutdown().await;
     emu.shutdown().await.unwrap();
 }
+
+/// Three tenants on a pool of two workers: one whose HubSpot cannot be reached, one whose
+/// HubSpot is so slow that its run exceeds the run budget, and a healthy one. The healthy
+/// tenant syncs completely; the other two get failed runs saying why and back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
+    let good_emu = emulators(2, 4, 6).await;
+    let slow_emu = emulators(2, 4, 6).await;
+    let s = TestServer::start().await;
+    let scheduler = Scheduler::start(
+        s.state.clone(),
+        ServiceConfig {
+            workers: 2,
+            lease_ttl: Duration::from_secs(5),
+            idle_poll: Duration::from_millis(100),
+            run_budget: Duration::from_secs(3),
+            ..ServiceConfig::default()
+        },
+    );
+    let mut tokens = Vec::new();
+    for (name, emu) in [
+        ("broken", &good_emu),
+        ("slow", &slow_emu),
+        ("good", &good_emu),
+    ] {
+        let token = s.tenant(name).await;
+        let r = s
+            .call(
+                Method::POST,
+                &format!("/v1/tenants/{name}/sync/pause"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        set_up_tenant(&s.base, emu, name, &token).await;
+        tokens.push((name, token));
+    }
+    // Nothing listens on port 1 of the loopback.
+    let r = s
+        .call(
+            Method::PUT,
+            "/v1/tenants/broken/connections/hubspot",
+            Some(&tokens[0].1),
+            Some(json!({"base_url": "http://127.0.0.1:1", "access_token": "pat"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_json(
+        format!("{}/__emulator/faults", slow_emu.hubspot_urls.http),
+        json!({"latency_ms": 2_000}),
+    )
+    .await;
+    let started = now_ms();
+    for (name, token) in &tokens {
+        for route in ["resume", "trigger"] {
+            let r = s
+                .call(
+                    Method::POST,
+                    &format!("/v1/tenants/{name}/sync/{route}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            assert!(r.status.is_success(), "{name} {route}: {}", r.text);
+        }
+    }
+
+    let store = s.store.clone();
+    let good = TenantId::new("good").unwrap();
+    eventually("the good tenant's run", Duration::from_secs(120), || {
+        let (store, good) = (store.clone(), good.clone());
+        async move {
+            let runs = store.runs(&good, Page::first(5)).await.unwrap();
+            runs.iter()
+                .any(|r| r.status == RunStatus::Succeeded)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_converged(&good_emu, store.as_ref(), &good).await;
+
+    // An unreachable CRM is retried by its client until the run budget stops it, or
+    // fails the run first: either way a failed run says which.
+    for (name, why) in [
+        ("broken", &["hubspot", "over the run budget of 3 s"][..]),
+        ("slow", &["over the run budget of 3 s"][..]),
+    ] {
+        let tenant = TenantId::new(name).unwrap();
+        let run = eventually("a failed run", Duration::from_secs(120), || {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            async move {
+                let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
+                runs.into_iter().find(|r| r.status == RunStatus::Failed)
+            }
+        })
+        .await;
+        let message = run.message.unwrap_or_default();
+        assert!(
+            why.iter().any(|w| message.to_lowercase().contains(w)),
+            "{name}: {message}"
+        );
+        let job = eventually("the lease given up", Duration::from_secs(30), || {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            async move {
+                let job = store.sync_job(&tenant).await.unwrap()?;
+                job.lease_holder.is_none().then_some(job)
+            }
+        })
+        .await;
+        assert!(job.consecutive_failures >= 1, "{name}: {job:?}");
+        assert!(
+            job.next_due_at_ms >= started + job.interval_ms,
+            "{name} backs off: {job:?}"
+        );
+    }
+
+    scheduler.shutdown().await;
+    s.shutdown().await;
+    good_emu.shutdown().await.unwrap();
+    slow_emu.shutdown().await.unwrap();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
