@@ -394,3 +394,87 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// Shutdown while a run is going on: past the grace period the run is stopped and
+/// recorded as failed, and the tenant's lease is given up with the tenant due at once,
+/// so another replica need not wait for the lease to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant() {
+    let emu = emulators(2, 4, 6).await;
+    let s = TestServer::start().await;
+    let scheduler = Scheduler::start(
+        s.state.clone(),
+        ServiceConfig {
+            workers: 1,
+            lease_ttl: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(100),
+            shutdown_grace: Duration::from_millis(500),
+            ..ServiceConfig::default()
+        },
+    );
+    let token = s.tenant(TENANT).await;
+    let tenant = TenantId::new(TENANT).unwrap();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/tenants/{TENANT}/sync/pause"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    set_up_tenant(&s.base, &emu, TENANT, &token).await;
+    put_json(
+        format!("{}/__emulator/faults", emu.hubspot_urls.http),
+        json!({"latency_ms": 1_000}),
+    )
+    .await;
+    for route in ["resume", "trigger"] {
+        let r = s
+            .call(
+                Method::POST,
+                &format!("/v1/tenants/{TENANT}/sync/{route}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert!(r.status.is_success(), "{route}: {}", r.text);
+    }
+    let store = s.store.clone();
+    eventually("a run going on", Duration::from_secs(60), || {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move {
+            let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
+            runs.iter()
+                .any(|r| r.status == RunStatus::Running)
+                .then_some(())
+        }
+    })
+    .await;
+    let stopping = now_ms();
+    scheduler.shutdown().await;
+    let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed, "{runs:?}");
+    assert!(
+        runs[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("shut down"),
+        "{runs:?}"
+    );
+    let job = store.sync_job(&tenant).await.unwrap().unwrap();
+    assert!(
+        job.lease_holder.is_none(),
+        "the lease was given up: {job:?}"
+    );
+    assert!(job.next_due_at_ms <= now_ms(), "due at once: {job:?}");
+    assert_eq!(
+        job.consecutive_failures, 0,
+        "a shutdown is not the tenant's failure"
+    );
+    assert!(job.next_due_at_ms >= stopping);
+
+    s.shutdown().await;
+    emu.shutdown().await.unwrap();
+}
