@@ -9,6 +9,8 @@
 //! - [`crm`]: the Salesforce and HubSpot clients, their rate governors and budgets.
 //! - [`api`]: the multi-tenant HTTP service (`dealbridge serve`).
 //! - [`cli`]: the subcommands of the `dealbridge` binary.
+//! - [`service`]: the scheduler inside `dealbridge serve` (leases due tenants, runs their
+//!   engines from stored connections and plugins, across replicas).
 //! - [`store`]: durable state (links, snapshots, checkpoints, errors, runs, leases,
 //!   tenants, plugin versions) on SQLite or PostgreSQL.
 //! - [`sync`]: the sync engine (capture → plan → apply → commit), set-up and checks.
@@ -19,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod crm;
 pub mod runtime;
+pub mod service;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

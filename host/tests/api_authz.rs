@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use api_support::{OPERATOR, Reply, TestServer, default_fixtures};
 use dealbridge::store::{
     CommitBatch, CommittedRecord, Direction, ErrorCategory, EventKind, LinkState, NewRecordEvent,
-    NewSyncError, ObjectPair, RecordKey, RunTrigger, Side, TenantId,
+    NewSyncError, ObjectPair, RecordKey, ResyncRequest, RunTrigger, Side, TenantId,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ enum Body {
 }
 
 /// Every tenant-scoped route: method, path template (`{tenant}`, `{version}`, `{id}`,
-/// `{crm}`, `{run}`, `{pair}`, `{side}`, `{record_id}` are filled in), body.
+/// `{crm}`, `{run}`, `{pair}`, `{side}`, `{record_id}`, `{resync}` are filled in), body.
 const TENANT_ROUTES: &[(&str, &str, Body)] = &[
     (
         "PUT",
@@ -88,6 +88,27 @@ const TENANT_ROUTES: &[(&str, &str, Body)] = &[
         "/v1/tenants/{tenant}/sync-health/errors/export",
         Body::None,
     ),
+    ("GET", "/v1/tenants/{tenant}/sync", Body::None),
+    (
+        "PUT",
+        "/v1/tenants/{tenant}/sync/schedule",
+        Body::Json(schedule_body),
+    ),
+    (
+        "PUT",
+        "/v1/tenants/{tenant}/sync/plugin-config",
+        Body::Json(plugin_config_body),
+    ),
+    ("POST", "/v1/tenants/{tenant}/sync/trigger", Body::None),
+    ("POST", "/v1/tenants/{tenant}/sync/pause", Body::None),
+    ("POST", "/v1/tenants/{tenant}/sync/resume", Body::None),
+    ("POST", "/v1/tenants/{tenant}/sync/dry-run", Body::None),
+    (
+        "POST",
+        "/v1/tenants/{tenant}/resyncs",
+        Body::Json(resync_body),
+    ),
+    ("GET", "/v1/tenants/{tenant}/resyncs/{resync}", Body::None),
 ];
 
 /// Every operator route.
@@ -115,6 +136,15 @@ fn connection_body() -> Value {
 fn fixture_body() -> Value {
     json!({"name": "intruder", "fixture": {"call": "describe"}})
 }
+fn schedule_body() -> Value {
+    json!({"interval_secs": 1})
+}
+fn plugin_config_body() -> Value {
+    json!({"rules": {"opportunity-deal": {"Amount": "dont-sync"}}})
+}
+fn resync_body() -> Value {
+    json!({"scope": "all"})
+}
 fn tenant_body() -> Value {
     json!({"id": "intruder", "name": "Intruder"})
 }
@@ -132,6 +162,7 @@ struct Owned {
     run: i64,
     /// A linked Salesforce opportunity with history and an open error.
     record: String,
+    resync: i64,
 }
 
 async fn setup(s: &TestServer, id: &'static str) -> Owned {
@@ -179,6 +210,12 @@ async fn setup(s: &TestServer, id: &'static str) -> Owned {
         .unwrap()
         .id;
     let (run, record) = seed_sync_state(s, id).await;
+    let resync = s
+        .store
+        .request_resync(&TenantId::new(id).unwrap(), &ResyncRequest::All, 5)
+        .await
+        .unwrap()
+        .id;
     Owned {
         id,
         token,
@@ -187,6 +224,7 @@ async fn setup(s: &TestServer, id: &'static str) -> Owned {
         report,
         run,
         record,
+        resync,
     }
 }
 
@@ -266,6 +304,7 @@ fn fill(template: &str, tenant: &str, owner: &Owned) -> String {
         .replace("{tenant}", tenant)
         .replace("{version}", &owner.version.to_string())
         .replace("{id}", &owner.report.to_string())
+        .replace("{resync}", &owner.resync.to_string())
         .replace("{crm}", "hubspot")
         .replace("{run}", &owner.run.to_string())
         .replace("{pair}", "opportunity_deal")
@@ -329,6 +368,8 @@ async fn snapshot(s: &TestServer, b: &Owned) -> Vec<Value> {
         ),
         format!("/v1/tenants/{}/sync-health", b.id),
         format!("/v1/tenants/{}/sync-health/errors", b.id),
+        format!("/v1/tenants/{}/sync", b.id),
+        format!("/v1/tenants/{}/resyncs/{}", b.id, b.resync),
     ] {
         let r = s.call(Method::GET, &path, Some(&b.token), None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
@@ -378,7 +419,7 @@ async fn cross_tenant_requests_are_always_refused() {
         assert_refused(&r, &[403, 404], &b, &format!("A on {method} {path}"));
 
         // 2. A's token on A's own routes, naming B's resources (where a route names one).
-        if ["{version}", "{id}", "{run}", "{record_id}"]
+        if ["{version}", "{id}", "{run}", "{record_id}", "{resync}"]
             .iter()
             .any(|p| template.contains(p))
         {

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use dealbridge::store::{
     self, Backend, Checkpoint, CommitBatch, CommittedRecord, ComponentSource, Direction,
     EncryptedConnection, ErrorCategory, EventKind, Lease, LinkState, NewRecordEvent, NewSyncError,
-    ObjectPair, Page, PostgresStore, RecordKey, RunCounters, RunStatus, RunTrigger, Side, Snapshot,
-    SqliteStore, Store, StoreConfig, StoreError, Stream, TenantId,
+    ObjectPair, Page, PostgresStore, RecordKey, ResyncRequest, RunCounters, RunStatus, RunTrigger,
+    Side, Snapshot, SqliteStore, Store, StoreConfig, StoreError, Stream, TenantId,
 };
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -183,6 +183,8 @@ store_suite!(
     tenants_tokens_connections,
     list_tenants_pages_by_id,
     migrations_idempotent_on_reopen,
+    sync_schedule_pause_request_and_backoff,
+    pending_resyncs_are_fenced_and_tenant_scoped,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1689,4 +1691,185 @@ async fn open_rejects_unknown_schemes_and_bad_config() {
         .await
         .unwrap();
     direct.close().await;
+}
+
+async fn sync_schedule_pause_request_and_backoff(h: &Harness) {
+    let s = &*h.store;
+    let t = tid("sched-job");
+    s.create_tenant(&t, "job", 0).await.unwrap();
+    let job = s.sync_job(&t).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            job.interval_ms,
+            job.paused,
+            job.run_requested,
+            job.consecutive_failures
+        ),
+        (60_000, false, false, 0)
+    );
+    assert_eq!(job.plugin_config, json!({}));
+    assert!(s.sync_job(&tid("nobody")).await.unwrap().is_none());
+
+    // A paused tenant is never picked; resumed, it is.
+    s.set_sync_paused(&t, true).await.unwrap();
+    assert!(
+        s.acquire_next_due_tenant("r", 1_000, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!s.set_sync_paused(&t, false).await.unwrap().paused);
+    let lease = s
+        .acquire_next_due_tenant("r", 1_000, 10)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A request during the run keeps the tenant due when the run ends: due as it was
+    // (0, since it was created due), not at the rescheduled 60_020.
+    let job = s.request_sync(&t, 20).await.unwrap();
+    assert!(job.run_requested);
+    s.finish_job(&lease, 60_020, 0).await.unwrap();
+    let job = s.sync_job(&t).await.unwrap().unwrap();
+    assert_eq!(
+        (job.next_due_at_ms, job.run_requested),
+        (0, false),
+        "{job:?}"
+    );
+    assert!(job.lease_holder.is_none());
+
+    // Picking the tenant clears the request; without one, the end of the run reschedules
+    // it and records the failures in a row.
+    s.request_sync(&t, 30).await.unwrap();
+    let lease = s
+        .acquire_next_due_tenant("r", 1_000, 40)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!s.sync_job(&t).await.unwrap().unwrap().run_requested);
+    s.finish_job(&lease, 5_000, 2).await.unwrap();
+    let job = s.sync_job(&t).await.unwrap().unwrap();
+    assert_eq!((job.next_due_at_ms, job.consecutive_failures), (5_000, 2));
+    let err = s.finish_job(&lease, 9, 0).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(s.sync_job(&t).await.unwrap().unwrap().next_due_at_ms, 5_000);
+
+    // A shorter interval takes effect at once; a longer one does not delay a due run.
+    let job = s.set_sync_interval(&t, 1_000, 100).await.unwrap();
+    assert_eq!((job.interval_ms, job.next_due_at_ms), (1_000, 1_100));
+    let job = s.set_sync_interval(&t, 90_000, 100).await.unwrap();
+    assert_eq!((job.interval_ms, job.next_due_at_ms), (90_000, 1_100));
+    let err = s.set_sync_interval(&t, 0, 100).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+
+    let cfg = json!({"rules": {"opportunity-deal": {"Amount": "two-way"}}, "n": 1.10});
+    assert_eq!(
+        s.set_plugin_config(&t, &cfg).await.unwrap().plugin_config,
+        cfg
+    );
+    assert_eq!(s.sync_job(&t).await.unwrap().unwrap().plugin_config, cfg);
+    let err = s.set_plugin_config(&t, &json!([1])).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    for err in [
+        s.set_sync_paused(&tid("nobody"), true).await.unwrap_err(),
+        s.request_sync(&tid("nobody"), 1).await.unwrap_err(),
+        s.set_sync_interval(&tid("nobody"), 1, 1).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    }
+}
+
+async fn pending_resyncs_are_fenced_and_tenant_scoped(h: &Harness) {
+    let s = &*h.store;
+    let (t, lease) = tenant_with_lease(s, "resync-a").await;
+    let (other, _) = tenant_with_lease(s, "resync-b").await;
+    let records = ResyncRequest::Records {
+        object_pair: PAIR,
+        side: Side::Salesforce,
+        ids: ids(&["006000000000001AAA"]),
+    };
+    let first = s
+        .request_resync(&t, &ResyncRequest::All, 100)
+        .await
+        .unwrap();
+    let second = s.request_resync(&t, &records, 200).await.unwrap();
+    assert_eq!(second.request, records);
+    assert!(first.done_at_ms.is_none() && first.outcome.is_none());
+    // Asking for a resync makes the tenant due and marks a run as asked for.
+    let job = s.sync_job(&t).await.unwrap().unwrap();
+    assert!(job.run_requested);
+    assert!(job.next_due_at_ms <= 100);
+
+    let pending = s.pending_resyncs(&t, 10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![first.id, second.id]
+    );
+    assert!(s.pending_resyncs(&other, 10).await.unwrap().is_empty());
+    assert!(s.resync_request(&other, first.id).await.unwrap().is_none());
+
+    // Only the current lease completes one, once.
+    let stale = Lease {
+        fencing_token: lease.fencing_token - 1,
+        ..lease.clone()
+    };
+    let err = s
+        .complete_resync(&stale, first.id, None, "succeeded", 300)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(
+        s.complete_resync(&lease, first.id, Some(7), "succeeded", 300)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.complete_resync(&lease, first.id, Some(8), "failed", 400)
+            .await
+            .unwrap()
+    );
+    let done = s.resync_request(&t, first.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.done_at_ms, done.run_id, done.outcome.as_deref()),
+        (Some(300), Some(7), Some("succeeded"))
+    );
+    assert_eq!(s.pending_resyncs(&t, 10).await.unwrap().len(), 1);
+    // Another tenant's lease (valid for that tenant: same holder, same token) cannot
+    // complete this tenant's resync.
+    let other_lease = Lease {
+        tenant: other.clone(),
+        ..lease.clone()
+    };
+    assert!(
+        !s.complete_resync(&other_lease, second.id, None, "x", 1)
+            .await
+            .unwrap()
+    );
+    let still = s.resync_request(&t, second.id).await.unwrap().unwrap();
+    assert!(still.done_at_ms.is_none());
+
+    for bad in [
+        vec![],
+        vec![String::new()],
+        (0..101).map(|i| i.to_string()).collect(),
+    ] {
+        let err = s
+            .request_resync(
+                &t,
+                &ResyncRequest::Records {
+                    object_pair: PAIR,
+                    side: Side::HubSpot,
+                    ids: bad,
+                },
+                1,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    }
+    let err = s
+        .request_resync(&tid("nobody"), &ResyncRequest::All, 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }

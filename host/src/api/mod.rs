@@ -15,6 +15,8 @@
 //! - [`sync_health`]: open errors by health group, paged, and their CSV/JSON export.
 //! - [`metrics`]: `/metrics` (Prometheus text, operator token).
 //! - [`paging`]: `after`/`limit` keyset paging shared by the list routes.
+//! - [`syncs`]: the write side of a tenant's syncs: schedule, sync now, pause, resume,
+//!   dry run, resyncs (runs themselves happen in [`crate::service`]).
 //!
 //! Routes: operator routes under `/v1/tenants` need the operator token; everything under
 //! `/v1/tenants/{tenant}/...` needs one of that tenant's tokens ([`auth::TenantScope`]
@@ -37,6 +39,7 @@ pub mod records;
 pub mod runs;
 pub mod secrets;
 pub mod sync_health;
+pub mod syncs;
 pub mod tenants;
 
 use std::collections::HashMap;
@@ -80,6 +83,8 @@ pub struct ApiConfig {
     pub test_limits: Limits,
     /// How many compiled plugins stay in memory for tests (by digest).
     pub plugin_cache_entries: usize,
+    /// The longest a dry run may take, in seconds. Default 120.
+    pub dry_run_budget_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -89,6 +94,7 @@ impl Default for ApiConfig {
             max_json_bytes: 2 << 20,
             test_limits: Limits::default(),
             plugin_cache_entries: 32,
+            dry_run_budget_secs: 120,
         }
     }
 }
@@ -184,6 +190,7 @@ pub(crate) fn now_ms() -> TimestampMs {
         (name = "records", description = "One record's link and per-record history"),
         (name = "sync health", description = "Open sync errors by health group, and their export"),
         (name = "operations", description = "Operator: Prometheus metrics"),
+        (name = "syncs", description = "A tenant's sync schedule, sync now, pause, dry run and resyncs"),
     )
 )]
 struct ApiDoc;
@@ -227,6 +234,7 @@ fn routes(config: &ApiConfig) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(records::routes())
         .merge(sync_health::routes())
         .merge(metrics::routes())
+        .merge(syncs::routes())
         .split_for_parts()
 }
 

@@ -344,6 +344,19 @@ fn cache_put(state: &AppState, plugin: &LoadedPlugin) {
     cache.insert(plugin.digest().to_string(), plugin.clone());
 }
 
+/// The built-in default rules, compiled once and kept like an uploaded version (what a
+/// tenant with no active version syncs with).
+pub(crate) async fn default_rules_plugin(state: &AppState) -> Result<LoadedPlugin, ApiError> {
+    let bytes = crate::sync::start::default_rules();
+    let digest = hex::encode(Sha256::digest(bytes));
+    if let Some(p) = state.shared().plugins.lock().get(&digest) {
+        return Ok(p.clone());
+    }
+    let plugin = compile(state, Bytes::from_static(bytes)).await?;
+    cache_put(state, &plugin);
+    Ok(plugin)
+}
+
 fn version_not_found(id: i64) -> ApiError {
     ApiError::NotFound {
         what: "plugin version",
@@ -362,7 +375,7 @@ async fn version(state: &AppState, tenant: &TenantId, id: i64) -> Result<PluginV
 
 /// The compiled plugin of a tenant's version: from memory, or compiled from the store's
 /// bytes (checked against the version's digest).
-async fn loaded(
+pub(crate) async fn loaded(
     state: &AppState,
     tenant: &TenantId,
     v: &PluginVersion,

@@ -1,6 +1,8 @@
-//! `dealbridge serve`: the multi-tenant JSON API ([`crate::api`]) on one address, with
-//! its state in SQLite (default) or PostgreSQL, logs on stdout and a graceful shutdown on
-//! Ctrl-C or SIGTERM.
+//! `dealbridge serve`: the multi-tenant JSON API ([`crate::api`]) on one address and the
+//! scheduler that syncs the tenants ([`crate::service`]), with their state in SQLite
+//! (default) or PostgreSQL (several replicas on one database), logs on stdout and a
+//! graceful shutdown on Ctrl-C or SIGTERM: the API finishes its requests, the scheduler
+//! stops taking tenants and lets runs finish within the grace period.
 //!
 //! Logs are JSON lines by default (`--log-format json`): `timestamp`, `level`, `target`,
 //! `fields` (the event, e.g. `message`, `status`, `duration_ms`), `span` (the innermost
@@ -17,6 +19,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -24,6 +27,7 @@ use clap::Args;
 use super::ExitStatus;
 use crate::api::{self, ApiConfig, AppState, OPERATOR_TOKEN_ENV, SECRET_KEY_ENV};
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::service::{Scheduler, ServiceConfig, replica_name};
 
 /// `serve`
 #[derive(Debug, Args)]
@@ -49,6 +53,30 @@ pub struct ServeArgs {
     /// The largest JSON request body, in bytes.
     #[arg(long, default_value_t = 2 << 20, value_name = "BYTES")]
     pub max_json_bytes: usize,
+    /// Tenant syncs run at the same time by this replica (0: serve the API only).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub workers: usize,
+    /// This replica's name as a tenant lease holder (default: `serve-<pid>-<random>`);
+    /// must differ between replicas.
+    #[arg(long, value_name = "NAME")]
+    pub replica_id: Option<String>,
+    /// Seconds a tenant's lease lasts without renewal: how soon another replica takes over
+    /// the tenants of a replica that died.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub lease_ttl_secs: u64,
+    /// The longest one tenant's run may take, in seconds; a run over it is stopped and the
+    /// tenant backs off.
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    pub run_budget_secs: u64,
+    /// The longest wait between runs of a tenant whose runs keep failing, in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub max_backoff_secs: u64,
+    /// Milliseconds an idle worker waits before looking for a due tenant again.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub idle_poll_ms: u64,
+    /// Seconds runs going on may take to finish at shutdown before they are stopped.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub shutdown_grace_secs: u64,
     /// The log format on stdout.
     #[arg(long, value_enum, default_value_t = LogFormat::Json, value_name = "FORMAT")]
     pub log_format: LogFormat,
@@ -61,6 +89,36 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Text,
+}
+
+impl ServeArgs {
+    /// The scheduler's settings, checked.
+    fn service_config(&self) -> Result<ServiceConfig> {
+        anyhow::ensure!(
+            self.lease_ttl_secs >= 1 && self.run_budget_secs >= 1 && self.idle_poll_ms >= 1,
+            "--lease-ttl-secs, --run-budget-secs and --idle-poll-ms must be at least 1"
+        );
+        let holder = match &self.replica_id {
+            Some(id) => {
+                anyhow::ensure!(
+                    !id.trim().is_empty() && id.len() <= 200,
+                    "--replica-id must be 1 to 200 characters"
+                );
+                id.clone()
+            }
+            None => replica_name(),
+        };
+        Ok(ServiceConfig {
+            workers: self.workers,
+            holder,
+            lease_ttl: Duration::from_secs(self.lease_ttl_secs),
+            idle_poll: Duration::from_millis(self.idle_poll_ms),
+            run_budget: Duration::from_secs(self.run_budget_secs),
+            max_backoff: Duration::from_secs(self.max_backoff_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..ServiceConfig::default()
+        })
+    }
 }
 
 /// Runs the service until Ctrl-C or SIGTERM.
@@ -101,6 +159,7 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
         args.max_component_bytes > 0 && args.max_json_bytes > 0,
         "size limits must be positive"
     );
+    let service_config = args.service_config()?;
     let store = crate::store::open(&args.database_url)
         .await
         .context("opening the store")?;
@@ -121,10 +180,35 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(addr = %addr, backend = ?store.backend(), "listening");
-    api::serve(listener, state, shutdown_signal())
-        .await
-        .context("serving")?;
+    tracing::info!(addr = %addr, backend = ?store.backend(), holder = %service_config.holder, "listening");
+    let scheduler =
+        (service_config.workers > 0).then(|| Scheduler::start(state.clone(), service_config));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+    }
+    // The scheduler stops at the signal, while the API finishes its requests.
+    let scheduler_done = scheduler.map(|s| {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            stopped(stopping).await;
+            s.shutdown().await;
+        })
+    });
+    let served = api::serve(listener, state, stopped(stopping)).await;
+    let _ = stop.send(true);
+    if let Some(done) = scheduler_done {
+        let _ = done.await;
+    }
+    served.context("serving")?;
     tracing::info!("stopped");
     Ok(ExitStatus::Success)
 }

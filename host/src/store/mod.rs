@@ -190,8 +190,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ttl_ms: i64,
         now_ms: TimestampMs,
     ) -> StoreResult<Option<Lease>>;
-    /// Takes the lease of the enabled tenant whose sync has been due longest and that
-    /// nobody holds (or whose lease expired). `None` if there is none.
+    /// Takes the lease of the enabled, unpaused tenant whose sync has been due longest and
+    /// that nobody holds (or whose lease expired), and clears its `run_requested`. `None`
+    /// if there is none.
     async fn acquire_next_due_tenant(
         &self,
         holder: &str,
@@ -213,6 +214,64 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<()>;
     /// Sets when the tenant's sync is next due (e.g. `now` for "sync now").
     async fn schedule_sync(&self, tenant: &TenantId, due_at_ms: TimestampMs) -> StoreResult<()>;
+    /// The tenant's schedule and lease state.
+    async fn sync_job(&self, tenant: &TenantId) -> StoreResult<Option<SyncJob>>;
+    /// Sets the time between runs (positive). A tenant due later than `now_ms +
+    /// interval_ms` becomes due then, so a shorter interval takes effect at once.
+    async fn set_sync_interval(
+        &self,
+        tenant: &TenantId,
+        interval_ms: i64,
+        now_ms: TimestampMs,
+    ) -> StoreResult<SyncJob>;
+    /// Pauses or resumes the tenant's scheduled runs.
+    async fn set_sync_paused(&self, tenant: &TenantId, paused: bool) -> StoreResult<SyncJob>;
+    /// Sets the config given to the tenant's rules plugin (a JSON object).
+    async fn set_plugin_config(&self, tenant: &TenantId, config: &Value) -> StoreResult<SyncJob>;
+    /// Asks for a run as soon as possible: the tenant is due at `now_ms` and, if a run is
+    /// going on, stays due when that run ends.
+    async fn request_sync(&self, tenant: &TenantId, now_ms: TimestampMs) -> StoreResult<SyncJob>;
+    /// Ends a scheduler's run: gives the lease up, records the run of failures in a row,
+    /// and makes the tenant due at `next_due_at_ms`, or at once when a run was asked for
+    /// meanwhile. [`StoreError::LeaseLost`] if the lease is stale (nothing changes).
+    async fn finish_job(
+        &self,
+        lease: &Lease,
+        next_due_at_ms: TimestampMs,
+        consecutive_failures: i64,
+    ) -> StoreResult<()>;
+
+    // ---- resyncs asked for over the API ----
+
+    /// Stores a resync for whichever replica next runs the tenant and asks for a run.
+    async fn request_resync(
+        &self,
+        tenant: &TenantId,
+        request: &ResyncRequest,
+        now_ms: TimestampMs,
+    ) -> StoreResult<PendingResync>;
+    /// Resyncs not done yet, oldest first, at most `limit` (1 to 1,000).
+    async fn pending_resyncs(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingResync>>;
+    /// One resync, done or not.
+    async fn resync_request(
+        &self,
+        tenant: &TenantId,
+        id: i64,
+    ) -> StoreResult<Option<PendingResync>>;
+    /// Marks a pending resync done under the tenant's lease. Returns whether it was
+    /// pending; [`StoreError::LeaseLost`] if the lease is stale.
+    async fn complete_resync(
+        &self,
+        lease: &Lease,
+        id: i64,
+        run_id: Option<i64>,
+        outcome: &str,
+        now_ms: TimestampMs,
+    ) -> StoreResult<bool>;
 
     // ---- links, snapshots, the batch commit ----
 

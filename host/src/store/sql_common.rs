@@ -243,6 +243,51 @@ fn report_from_row(row: &DbRow) -> StoreResult<InvocationReport> {
 
 type Tx = sqlx::Transaction<'static, Db>;
 
+/// Most ids in one resync of records.
+const MAX_RESYNC_IDS: usize = 100;
+
+const JOB_COLS: &str = "tenant_id, interval_ms, paused, next_due_at_ms, run_requested, \
+     consecutive_failures, plugin_config, lease_holder, lease_expires_at_ms, fencing_token";
+
+fn job_from_row(row: &DbRow) -> StoreResult<SyncJob> {
+    Ok(SyncJob {
+        tenant: tenant_from_row(row)?,
+        interval_ms: row.try_get("interval_ms")?,
+        paused: row.try_get("paused")?,
+        next_due_at_ms: row.try_get("next_due_at_ms")?,
+        run_requested: row.try_get("run_requested")?,
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        plugin_config: row.try_get::<Json<Value>, _>("plugin_config")?.0,
+        lease_holder: row.try_get("lease_holder")?,
+        lease_expires_at_ms: row.try_get("lease_expires_at_ms")?,
+        fencing_token: row.try_get("fencing_token")?,
+    })
+}
+
+fn job_or_not_found(row: Option<DbRow>, tenant: &TenantId) -> StoreResult<SyncJob> {
+    match row {
+        Some(r) => job_from_row(&r),
+        None => Err(StoreError::NotFound {
+            what: "tenant",
+            id: tenant.to_string(),
+            tenant: tenant.clone(),
+        }),
+    }
+}
+
+const RESYNC_COLS: &str = "id, request, requested_at_ms, done_at_ms, run_id, outcome";
+
+fn resync_from_row(row: &DbRow) -> StoreResult<PendingResync> {
+    Ok(PendingResync {
+        id: row.try_get("id")?,
+        request: row.try_get::<Json<ResyncRequest>, _>("request")?.0,
+        requested_at_ms: row.try_get("requested_at_ms")?,
+        done_at_ms: row.try_get("done_at_ms")?,
+        run_id: row.try_get("run_id")?,
+        outcome: row.try_get("outcome")?,
+    })
+}
+
 /// Proves inside `tx` that `lease` is still the tenant's current lease, and locks the
 /// tenant's job row until the transaction ends (PostgreSQL; SQLite holds the write lock
 /// anyway), so no other replica can take the lease over mid-commit.
@@ -280,6 +325,22 @@ async fn lock_tenant(tx: &mut Tx, tenant: &TenantId) -> StoreResult<()> {
             tenant: tenant.clone(),
         })
     }
+}
+
+/// Makes the tenant due at `now_ms` (or keeps an earlier due time) and marks a run as
+/// asked for, so the end of a run going on does not push it back.
+async fn request_run(tx: &mut Tx, tenant: &TenantId, now_ms: TimestampMs) -> StoreResult<SyncJob> {
+    let sql = format!(
+        "UPDATE tenant_jobs SET run_requested = TRUE, \
+         next_due_at_ms = CASE WHEN next_due_at_ms > $2 THEN $2 ELSE next_due_at_ms END \
+         WHERE tenant_id = $1 RETURNING {JOB_COLS}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant.as_str())
+        .bind(now_ms)
+        .fetch_optional(&mut **tx)
+        .await?;
+    job_or_not_found(row, tenant)
 }
 
 async fn links_by(
@@ -953,6 +1014,192 @@ impl super::Store for This {
             });
         }
         Ok(())
+    }
+
+    async fn sync_job(&self, tenant: &TenantId) -> StoreResult<Option<SyncJob>> {
+        let sql = format!("SELECT {JOB_COLS} FROM tenant_jobs WHERE tenant_id = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| job_from_row(&r))
+            .transpose()
+    }
+
+    async fn set_sync_interval(
+        &self,
+        tenant: &TenantId,
+        interval_ms: i64,
+        now_ms: TimestampMs,
+    ) -> StoreResult<SyncJob> {
+        if interval_ms <= 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "sync interval {interval_ms} ms must be positive"
+            )));
+        }
+        let sql = format!(
+            "UPDATE tenant_jobs SET interval_ms = $2, \
+             next_due_at_ms = CASE WHEN next_due_at_ms > $3 THEN $3 ELSE next_due_at_ms END \
+             WHERE tenant_id = $1 RETURNING {JOB_COLS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(interval_ms)
+            .bind(now_ms.saturating_add(interval_ms))
+            .fetch_optional(&self.pool)
+            .await?;
+        job_or_not_found(row, tenant)
+    }
+
+    async fn set_sync_paused(&self, tenant: &TenantId, paused: bool) -> StoreResult<SyncJob> {
+        let sql =
+            format!("UPDATE tenant_jobs SET paused = $2 WHERE tenant_id = $1 RETURNING {JOB_COLS}");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(paused)
+            .fetch_optional(&self.pool)
+            .await?;
+        job_or_not_found(row, tenant)
+    }
+
+    async fn set_plugin_config(&self, tenant: &TenantId, config: &Value) -> StoreResult<SyncJob> {
+        if !config.is_object() {
+            return Err(StoreError::InvalidInput(
+                "a plugin config must be a JSON object".into(),
+            ));
+        }
+        let sql = format!(
+            "UPDATE tenant_jobs SET plugin_config = $2 WHERE tenant_id = $1 RETURNING {JOB_COLS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(Json(config))
+            .fetch_optional(&self.pool)
+            .await?;
+        job_or_not_found(row, tenant)
+    }
+
+    async fn request_sync(&self, tenant: &TenantId, now_ms: TimestampMs) -> StoreResult<SyncJob> {
+        let mut tx = self.begin_write().await?;
+        let job = request_run(&mut tx, tenant, now_ms).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn finish_job(
+        &self,
+        lease: &Lease,
+        next_due_at_ms: TimestampMs,
+        consecutive_failures: i64,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE tenant_jobs SET lease_holder = NULL, lease_expires_at_ms = NULL, \
+             next_due_at_ms = CASE WHEN run_requested THEN next_due_at_ms ELSE $4 END, \
+             run_requested = FALSE, consecutive_failures = $5 \
+             WHERE tenant_id = $1 AND lease_holder = $2 AND fencing_token = $3",
+        )
+        .bind(lease.tenant.as_str())
+        .bind(&lease.holder)
+        .bind(lease.fencing_token)
+        .bind(next_due_at_ms)
+        .bind(consecutive_failures.max(0))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::lease_lost(lease));
+        }
+        Ok(())
+    }
+
+    async fn request_resync(
+        &self,
+        tenant: &TenantId,
+        request: &ResyncRequest,
+        now_ms: TimestampMs,
+    ) -> StoreResult<PendingResync> {
+        if let ResyncRequest::Records { ids, .. } = request
+            && (ids.is_empty() || ids.len() > MAX_RESYNC_IDS || ids.iter().any(String::is_empty))
+        {
+            return Err(StoreError::InvalidInput(format!(
+                "a resync of records names 1 to {MAX_RESYNC_IDS} non-empty ids"
+            )));
+        }
+        let mut tx = self.begin_write().await?;
+        request_run(&mut tx, tenant, now_ms).await?;
+        let sql = format!(
+            "INSERT INTO pending_resyncs (tenant_id, request, requested_at_ms) \
+             VALUES ($1, $2, $3) RETURNING {RESYNC_COLS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(Json(request))
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+        let pending = resync_from_row(&row)?;
+        tx.commit().await?;
+        Ok(pending)
+    }
+
+    async fn pending_resyncs(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingResync>> {
+        let limit = page_limit(Page::first(limit))?;
+        let sql = format!(
+            "SELECT {RESYNC_COLS} FROM pending_resyncs \
+             WHERE tenant_id = $1 AND done_at_ms IS NULL ORDER BY id LIMIT $2"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(resync_from_row)
+            .collect()
+    }
+
+    async fn resync_request(
+        &self,
+        tenant: &TenantId,
+        id: i64,
+    ) -> StoreResult<Option<PendingResync>> {
+        let sql =
+            format!("SELECT {RESYNC_COLS} FROM pending_resyncs WHERE tenant_id = $1 AND id = $2");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| resync_from_row(&r))
+            .transpose()
+    }
+
+    async fn complete_resync(
+        &self,
+        lease: &Lease,
+        id: i64,
+        run_id: Option<i64>,
+        outcome: &str,
+        now_ms: TimestampMs,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        fence(&mut tx, lease, None).await?;
+        let done = sqlx::query(
+            "UPDATE pending_resyncs SET done_at_ms = $3, run_id = $4, outcome = $5 \
+             WHERE tenant_id = $1 AND id = $2 AND done_at_ms IS NULL",
+        )
+        .bind(lease.tenant.as_str())
+        .bind(id)
+        .bind(now_ms)
+        .bind(run_id)
+        .bind(outcome)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn links_by_salesforce_ids(

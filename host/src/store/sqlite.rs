@@ -26,11 +26,12 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// time, so no row locks are needed (`$1` holder, `$2` expiry, `$3` now).
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
 UPDATE tenant_jobs
-   SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1
+   SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1,
+       run_requested = FALSE
  WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
    AND tenant_id = (
        SELECT j.tenant_id FROM tenant_jobs j JOIN tenants t ON t.id = j.tenant_id
-        WHERE NOT t.disabled AND j.next_due_at_ms <= $3
+        WHERE NOT t.disabled AND NOT j.paused AND j.next_due_at_ms <= $3
           AND (j.lease_holder IS NULL OR j.lease_expires_at_ms <= $3)
         ORDER BY j.next_due_at_ms, j.tenant_id
         LIMIT 1)

@@ -835,3 +835,63 @@ mod tests {
         assert_eq!(a.skipped, 1);
     }
 }
+
+/// A tenant's sync schedule and the state of its lease, as the scheduler keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncJob {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Time between the end of one scheduled run and the next.
+    pub interval_ms: i64,
+    /// A paused tenant is never picked by the scheduler (a run going on finishes).
+    pub paused: bool,
+    /// When the next run is due.
+    pub next_due_at_ms: TimestampMs,
+    /// A run was asked for (sync now, resync) since the current run was leased; the
+    /// end of that run leaves the tenant due at once.
+    pub run_requested: bool,
+    /// Runs in a row that failed (0 after a success); the scheduler backs off on it.
+    pub consecutive_failures: i64,
+    /// The config given to the tenant's rules plugin (a JSON object; `{}` by default).
+    pub plugin_config: Value,
+    /// Who holds the lease, if anyone (it may have expired).
+    pub lease_holder: Option<String>,
+    /// When that lease expires.
+    pub lease_expires_at_ms: Option<TimestampMs>,
+    /// The fencing token of the latest lease.
+    pub fencing_token: i64,
+}
+
+/// What a resync asked for over the API covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResyncRequest {
+    /// Every record of every synced pair.
+    All,
+    /// Records of one pair, by their ids on one side.
+    Records {
+        /// The pair.
+        object_pair: ObjectPair,
+        /// The side the ids belong to.
+        side: Side,
+        /// The ids (1 to 100).
+        ids: Vec<String>,
+    },
+}
+
+/// A resync waiting for (or done by) the replica that runs the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingResync {
+    /// Row id.
+    pub id: i64,
+    /// What it covers.
+    pub request: ResyncRequest,
+    /// When it was asked for.
+    pub requested_at_ms: TimestampMs,
+    /// When a run finished it; `None` while pending.
+    pub done_at_ms: Option<TimestampMs>,
+    /// The run that did it (none when it failed before a run started).
+    pub run_id: Option<i64>,
+    /// How it ended (`succeeded`, `partially_failed`, `failed: ...`).
+    pub outcome: Option<String>,
+}

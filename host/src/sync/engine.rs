@@ -245,7 +245,26 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        Ok(Engine {
+        Ok(Self::under_lease(
+            sf, hs, store, plugin, gateway, setup, opts, lease,
+        ))
+    }
+
+    /// An engine that runs under a lease its caller already holds (the service's
+    /// scheduler leases tenants itself). The lease must name `opts.tenant`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn under_lease(
+        sf: SalesforceClient,
+        hs: HubSpotClient,
+        store: Arc<dyn Store>,
+        plugin: LoadedPlugin,
+        gateway: Arc<dyn CrmGateway>,
+        setup: Setup,
+        opts: EngineOptions,
+        lease: Lease,
+    ) -> Engine {
+        debug_assert_eq!(lease.tenant, opts.tenant);
+        Engine {
             sf,
             hs,
             store,
@@ -259,7 +278,19 @@ impl Engine {
             ocr_since_ms: None,
             progress: None,
             incremental_cycles: 0,
-        })
+        }
+    }
+
+    /// Runs the next cycles under `lease` (a newer lease of the same tenant: the
+    /// scheduler keeps an engine between runs and leases the tenant anew for each).
+    pub fn adopt_lease(&mut self, lease: Lease) {
+        debug_assert_eq!(lease.tenant, self.opts.tenant);
+        self.lease = lease;
+    }
+
+    /// The lease it runs under.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     /// The test fault point.

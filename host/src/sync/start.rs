@@ -1,19 +1,21 @@
-//! Starting an engine from a `tenant.toml`: the store, both clients, the rules component
-//! (the tenant's file or the embedded default rules), the set-up and the lease.
+//! Starting an engine: [`start`] from a `tenant.toml` (the store, both clients, the rules
+//! component — the tenant's file or the embedded default rules —, the set-up and the
+//! lease), and [`assemble`], the part shared with the service's scheduler, which builds
+//! its engines from stored connections and the tenant's active plugin version.
 //!
-//! This is the one place that turns configuration into running parts; it must never read a
-//! credential other than from the environment variables the config names.
+//! This is the one place that turns configuration into running parts; [`start`] must never
+//! read a credential other than from the environment variables the config names.
 
 use std::sync::Arc;
 
-use super::config::{StageMapMode, TenantConfig};
+use super::config::{StageMapMode, SyncSection, TenantConfig};
 use super::engine::{Engine, EngineOptions};
 use super::error::SyncError;
 use super::setup::{self, SetupOptions, SetupReport};
-use crate::crm::hubspot::HubSpotClient;
-use crate::crm::salesforce::{SalesforceClient, SalesforceCredentials};
-use crate::runtime::{DenyAllGateway, Runtime, RuntimeConfig};
-use crate::store::{self, RetrySchedule, StoreConfig, TenantId};
+use crate::crm::hubspot::{HubSpotClient, HubSpotConfig};
+use crate::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
+use crate::runtime::{DenyAllGateway, LoadedPlugin, Runtime, RuntimeConfig};
+use crate::store::{self, Lease, RetrySchedule, Store, StoreConfig, TenantId};
 
 /// How to start.
 #[derive(Debug, Clone)]
@@ -41,6 +43,36 @@ pub fn default_rules() -> &'static [u8] {
     dealbridge_guests::DEFAULT_RULES_WASM
 }
 
+/// Everything an engine is built from, however it was obtained.
+pub struct EngineParts {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The Salesforce client's settings, credentials included.
+    pub salesforce: SalesforceConfig,
+    /// The HubSpot client's settings, token included.
+    pub hubspot: HubSpotConfig,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The loaded rules component.
+    pub plugin: LoadedPlugin,
+    /// The plugin's config (JSON).
+    pub plugin_config: serde_json::Value,
+    /// What syncs, batch size, look-back, sweep.
+    pub sync: SyncSection,
+    /// The Salesforce external-id field.
+    pub external_id_field: String,
+    /// The HubSpot cross-reference property.
+    pub xref_property: String,
+    /// Fill identity stage tables into the plugin config (see [`StageMapMode::Identity`]).
+    pub identity_stage_map: bool,
+    /// Plan only: create no metadata, write nothing.
+    pub dry_run: bool,
+    /// The lease holder name.
+    pub holder: String,
+    /// Lease time to live.
+    pub lease_ttl_ms: i64,
+}
+
 /// Starts an engine. Set-up failures (a missing permission, a missing external-id field)
 /// stop it with [`SyncError::Precondition`] naming every failed check; the report is
 /// returned with the engine otherwise.
@@ -49,13 +81,8 @@ pub async fn start(
     env: &dyn Fn(&str) -> Option<String>,
     opts: StartOptions,
 ) -> Result<(Engine, SetupReport), SyncError> {
-    let sf_cfg = cfg.salesforce_client_config(env)?;
-    let username = match &sf_cfg.credentials {
-        SalesforceCredentials::Password { username, .. } => Some(username.clone()),
-        _ => None,
-    };
-    let sf = SalesforceClient::new(sf_cfg)?;
-    let hs = HubSpotClient::new(cfg.hubspot_client_config(env)?)?;
+    let salesforce = cfg.salesforce_client_config(env)?;
+    let hubspot = cfg.hubspot_client_config(env)?;
     let retry = RetrySchedule {
         delays_ms: vec![(cfg.sync.retry_interval_secs as i64).saturating_mul(1000)],
         max_attempts: None,
@@ -75,17 +102,56 @@ pub async fn start(
     };
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let plugin = runtime.load(&bytes)?;
-    let setup_opts = SetupOptions {
+    let holder = opts.holder.unwrap_or_else(|| {
+        format!(
+            "dealbridge-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        )
+    });
+    let parts = EngineParts {
+        tenant: TenantId::new(cfg.tenant.clone()).map_err(|e| SyncError::Config(e.to_string()))?,
+        salesforce,
+        hubspot,
+        store,
+        plugin,
+        plugin_config: cfg.plugin_config_json(),
+        sync: cfg.sync.clone(),
         external_id_field: cfg.salesforce.external_id_field.clone(),
         xref_property: cfg.hubspot.cross_reference_property.clone(),
-        company_sync: cfg.sync.company_sync,
-        contact_sync: cfg.sync.contact_sync,
-        deal_sync: cfg.sync.deal_sync,
         identity_stage_map: cfg.plugin.stage_map == StageMapMode::Identity,
-        create_missing: !opts.dry_run,
+        dry_run: opts.dry_run,
+        holder,
+        lease_ttl_ms: opts.lease_ttl_ms,
+    };
+    assemble(parts, None).await
+}
+
+/// Connects the clients, runs the set-up (creating missing metadata unless a dry run)
+/// and builds the engine: under `lease` when the caller holds the tenant's lease, else
+/// taking it (waiting up to its TTL for a dead holder's lease to expire). Set-up failures
+/// are one [`SyncError::Precondition`] naming every failed check.
+pub async fn assemble(
+    parts: EngineParts,
+    lease: Option<Lease>,
+) -> Result<(Engine, SetupReport), SyncError> {
+    let username = match &parts.salesforce.credentials {
+        SalesforceCredentials::Password { username, .. } => Some(username.clone()),
+        _ => None,
+    };
+    let sf = SalesforceClient::new(parts.salesforce)?;
+    let hs = HubSpotClient::new(parts.hubspot)?;
+    let setup_opts = SetupOptions {
+        external_id_field: parts.external_id_field.clone(),
+        xref_property: parts.xref_property.clone(),
+        company_sync: parts.sync.company_sync,
+        contact_sync: parts.sync.contact_sync,
+        deal_sync: parts.sync.deal_sync,
+        identity_stage_map: parts.identity_stage_map,
+        create_missing: !parts.dry_run,
         username,
     };
-    let setup = setup::run(&sf, &hs, &plugin, cfg.plugin_config_json(), &setup_opts).await?;
+    let setup = setup::run(&sf, &hs, &parts.plugin, parts.plugin_config, &setup_opts).await?;
     let failed: Vec<String> = setup
         .report
         .failures()
@@ -95,34 +161,31 @@ pub async fn start(
         return Err(SyncError::Precondition(failed.join("; ")));
     }
     let report = setup.report.clone();
-    let holder = opts.holder.unwrap_or_else(|| {
-        format!(
-            "dealbridge-{}-{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_millis()
-        )
-    });
     let eopts = EngineOptions {
-        tenant: TenantId::new(cfg.tenant.clone()).map_err(|e| SyncError::Config(e.to_string()))?,
-        external_id_field: cfg.salesforce.external_id_field.clone(),
-        xref_property: cfg.hubspot.cross_reference_property.clone(),
-        batch_size: cfg.sync.batch_size,
-        lookback_ms: (cfg.sync.lookback_secs as i64) * 1000,
-        dry_run: opts.dry_run,
-        match_contacts_by_email: cfg.sync.match_contacts_by_email,
-        holder,
-        lease_ttl_ms: opts.lease_ttl_ms,
-        association_sweep_every: cfg.sync.association_sweep_every,
+        tenant: parts.tenant,
+        external_id_field: parts.external_id_field,
+        xref_property: parts.xref_property,
+        batch_size: parts.sync.batch_size,
+        lookback_ms: (parts.sync.lookback_secs as i64) * 1000,
+        dry_run: parts.dry_run,
+        match_contacts_by_email: parts.sync.match_contacts_by_email,
+        holder: parts.holder,
+        lease_ttl_ms: parts.lease_ttl_ms,
+        association_sweep_every: parts.sync.association_sweep_every,
     };
-    let engine = Engine::new(
-        sf,
-        hs,
-        store,
-        plugin,
-        Arc::new(DenyAllGateway),
-        setup,
-        eopts,
-    )
-    .await?;
+    let gateway = Arc::new(DenyAllGateway);
+    let engine = match lease {
+        Some(lease) => Engine::under_lease(
+            sf,
+            hs,
+            parts.store,
+            parts.plugin,
+            gateway,
+            setup,
+            eopts,
+            lease,
+        ),
+        None => Engine::new(sf, hs, parts.store, parts.plugin, gateway, setup, eopts).await?,
+    };
     Ok((engine, report))
 }
