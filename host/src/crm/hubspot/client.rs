@@ -553,6 +553,40 @@ impl HubSpotClient {
         object_type: &str,
         inputs: &[CreateInput],
     ) -> Result<BatchOutcome, HubSpotError> {
+        self.create_batches(object_type, inputs, None).await
+    }
+
+    /// Creates records that each set `key_property`, a property with unique values, 100 a
+    /// call; one item per input in order, results tied to inputs by that property's value
+    /// when they carry no trace id (HubSpot does not promise the order of a create's
+    /// results). HubSpot refuses an input whose value another record holds, so a create
+    /// repeated after a lost answer cannot make a second record. Not retried after HubSpot
+    /// may have received it.
+    pub async fn batch_create_keyed(
+        &self,
+        object_type: &str,
+        key_property: &str,
+        inputs: &[CreateInput],
+    ) -> Result<BatchOutcome, HubSpotError> {
+        check_word("key property", key_property)?;
+        if let Some(i) = inputs
+            .iter()
+            .position(|i| i.properties.get(key_property).is_none_or(|v| v.is_empty()))
+        {
+            return Err(HubSpotError::InvalidInput(format!(
+                "create input {i} has no {key_property}"
+            )));
+        }
+        self.create_batches(object_type, inputs, Some(key_property))
+            .await
+    }
+
+    async fn create_batches(
+        &self,
+        object_type: &str,
+        inputs: &[CreateInput],
+        key_property: Option<&str>,
+    ) -> Result<BatchOutcome, HubSpotError> {
         check_word("object type", object_type)?;
         let mut outcome = BatchOutcome::default();
         for chunk in inputs.chunks(BATCH_LIMIT) {
@@ -568,10 +602,19 @@ impl HubSpotClient {
             let (status, resp) = self
                 .batch_call("hs.batch.create", object_type, "create", body, false)
                 .await?;
-            let keys = vec![""; chunk.len()];
+            let (keys, how): (Vec<&str>, Attribution) = match key_property {
+                Some(p) => (
+                    chunk
+                        .iter()
+                        .map(|i| i.properties.get(p).map(String::as_str).unwrap_or_default())
+                        .collect(),
+                    Attribution::ByKey,
+                ),
+                None => (vec![""; chunk.len()], Attribution::Positional),
+            };
             merge(
                 &mut outcome,
-                attribute(status, &keys, None, resp, Attribution::Positional),
+                attribute(status, &keys, key_property, resp, how),
             );
         }
         Ok(outcome)
