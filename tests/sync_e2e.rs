@@ -180,12 +180,17 @@ async fn crash_between_apply_and_commit(w: dealbridge_e2e::World) {
             .unwrap();
         assert!(!links.is_empty(), "{sobject} records were linked");
         for l in &links {
-            assert_eq!(
-                with_xref(&w, object, &l.salesforce_id).await,
-                1,
-                "exactly one of {object} for {}",
-                l.salesforce_id
-            );
+            // A contact matched by email to one of the portal's own is linked without
+            // necessarily carrying the cross-reference; none is ever there twice.
+            let n = with_xref(&w, object, &l.salesforce_id).await;
+            if object == "deals" {
+                assert_eq!(n, 1, "exactly one deal for {}", l.salesforce_id);
+            } else {
+                assert!(n <= 1, "{n} contacts for {}", l.salesforce_id);
+            }
         }
+        let distinct: std::collections::HashSet<&str> =
+            links.iter().map(|l| l.hubspot_id.as_str()).collect();
+        assert_eq!(distinct.len(), links.len(), "one {object} record per link");
     }
 }

@@ -4,7 +4,10 @@
 //! `queryAll` with `IsDeleted = true` for deletes), so that any number of records sharing
 //! one modification time is read exactly once. HubSpot: the crm client's keyset scan on
 //! `(modification time, hs_object_id)` (`hs_lastmodifieddate`, or `lastmodifieddate` for
-//! contacts), which never pages a search past its 10,000 cap.
+//! contacts), which never pages a search past its 10,000 cap. A HubSpot backfill (no
+//! checkpoint yet) reads its whole window in `hs_object_id` order instead: a total order,
+//! so a page never repeats records that share one modification time (a batch write stamps
+//! its records alike), at the price of a checkpoint only at the window's end.
 //! Every page comes with the cursor to checkpoint after it is handled. The engine reads
 //! again a small look-back window behind each checkpoint; echo suppression makes the
 //! re-read records no-ops.
@@ -256,18 +259,7 @@ pub async fn hs_changes(
     cursor: &Cursor,
     until_ms: i64,
 ) -> Result<HsPage, SyncError> {
-    let mut extra = Vec::new();
-    if let Some(p) = pipelines {
-        extra.push(Filter::in_list("pipeline", Operator::In, p.to_vec()));
-    }
-    let req = ScanRequest {
-        object_type: schema.spec.hs_object.to_string(),
-        until_ms,
-        properties: properties.to_vec(),
-        modified_property: Some(schema.spec.hs_modified.to_string()),
-        extra_filters: extra,
-        page_size: HS_PAGE,
-    };
+    let req = scan_request(schema, properties, pipelines, until_ms);
     let page = hs.scan_modified_page(&req, scan_cursor(cursor)).await?;
     let next = Cursor {
         time_ms: page.next.modified_ms,
@@ -282,6 +274,41 @@ pub async fn hs_changes(
         next,
         done: page.done,
     })
+}
+
+/// A page of a pair's whole HubSpot window (everything modified before `until_ms`) in id
+/// order, after `after_id`: for a backfill, which reads every record once and checkpoints
+/// only at the end (`until_ms`). Returns the records and where to continue (`None`: done).
+pub async fn hs_backfill_page(
+    hs: &HubSpotClient,
+    schema: &PairSchema,
+    properties: &[String],
+    pipelines: Option<&[String]>,
+    after_id: u64,
+    until_ms: i64,
+) -> Result<(Vec<HsObject>, Option<u64>), SyncError> {
+    let req = scan_request(schema, properties, pipelines, until_ms);
+    Ok(hs.scan_by_id_page(&req, after_id).await?)
+}
+
+fn scan_request(
+    schema: &PairSchema,
+    properties: &[String],
+    pipelines: Option<&[String]>,
+    until_ms: i64,
+) -> ScanRequest {
+    let mut extra = Vec::new();
+    if let Some(p) = pipelines {
+        extra.push(Filter::in_list("pipeline", Operator::In, p.to_vec()));
+    }
+    ScanRequest {
+        object_type: schema.spec.hs_object.to_string(),
+        until_ms,
+        properties: properties.to_vec(),
+        modified_property: Some(schema.spec.hs_modified.to_string()),
+        extra_filters: extra,
+        page_size: HS_PAGE,
+    }
 }
 
 #[cfg(test)]

@@ -674,6 +674,35 @@ impl Engine {
         } else {
             cy.trigger
         };
+        if backfill {
+            // Everything once, in id order; the checkpoint only at the end of the window.
+            let mut after = 0;
+            loop {
+                let (records, next) = capture::hs_backfill_page(
+                    &self.hs,
+                    schema,
+                    &props,
+                    pipelines.as_deref(),
+                    after,
+                    until,
+                )
+                .await?;
+                cy.report.counters.read_hubspot += records.len() as i64;
+                let cpn = next.is_none().then(|| Checkpoint {
+                    object_pair: pair,
+                    side: Side::HubSpot,
+                    stream: Stream::Changes,
+                    cursor_time_ms: until,
+                    cursor_id: String::new(),
+                });
+                self.sync_hs_records(cy, schema, records, trigger, cpn)
+                    .await?;
+                match next {
+                    Some(id) => after = id,
+                    None => return Ok(()),
+                }
+            }
+        }
         loop {
             let page = capture::hs_changes(
                 &self.hs,

@@ -918,6 +918,71 @@ impl HubSpotClient {
         }
     }
 
+    /// One page of a whole-window read in id order: the records modified before
+    /// `request.until_ms` whose id is above `after_id`, up to a page, sorted by
+    /// `hs_object_id` (a total order, so every page is full: no instant is read twice,
+    /// however many records share one modification time). Returns the records and the id
+    /// to continue after (`None`: the window is exhausted). A record modified during the
+    /// read leaves the window and belongs to the next one, so only the end of the window is
+    /// a safe checkpoint: for reading everything once (a backfill), not for resuming.
+    pub async fn scan_by_id_page(
+        &self,
+        request: &ScanRequest,
+        after_id: u64,
+    ) -> Result<(Vec<HsObject>, Option<u64>), HubSpotError> {
+        check_word("object type", &request.object_type)?;
+        let modified = request.modified_property();
+        check_word("modification property", modified)?;
+        if request.page_size == 0 || request.page_size > SEARCH_PAGE_MAX {
+            return Err(HubSpotError::InvalidInput(format!(
+                "scan page size {} is outside 1..={SEARCH_PAGE_MAX}",
+                request.page_size
+            )));
+        }
+        if request.extra_filters.len() > MAX_FILTERS_PER_GROUP - 2 {
+            return Err(HubSpotError::InvalidInput(format!(
+                "at most {} extra scan filters",
+                MAX_FILTERS_PER_GROUP - 2
+            )));
+        }
+        let mut properties = request.properties.clone();
+        for p in [modified, "hs_object_id"] {
+            if !properties.iter().any(|x| x == p) {
+                properties.push(p.into());
+            }
+        }
+        let mut filters = vec![
+            Filter::new(modified, Operator::Lt, request.until_ms.to_string()),
+            Filter::new("hs_object_id", Operator::Gt, after_id.to_string()),
+        ];
+        filters.extend(request.extra_filters.iter().cloned());
+        let page = self
+            .search(
+                &request.object_type,
+                &SearchRequest {
+                    filter_groups: vec![FilterGroup { filters }],
+                    sorts: vec![Sort {
+                        property_name: "hs_object_id".into(),
+                        direction: Direction::Ascending,
+                    }],
+                    properties,
+                    limit: request.page_size,
+                    after: None,
+                    query: None,
+                },
+            )
+            .await?;
+        let mut records = page.results;
+        records.sort_by_key(|r| r.numeric_id().unwrap_or(0));
+        records.retain(|r| r.numeric_id().is_some_and(|id| id > after_id));
+        let next = if records.len() >= request.page_size as usize {
+            records.last().and_then(HsObject::numeric_id)
+        } else {
+            None
+        };
+        Ok((records, next))
+    }
+
     /// Runs a change scan to the end of its window; returns every record (in
     /// `(hs_lastmodifieddate, id)` order) and the final cursor. For large windows prefer
     /// [`HubSpotClient::scan_modified_page`] and checkpoint after each page.
