@@ -635,7 +635,9 @@ async fn run_throughput(n: u64, limits: Limits, progress: bool) -> anyhow::Resul
         Limits::Real => Scenario::Throttled,
     };
     let mut b = bed(scenario, n, limits, 5.0).await?;
+    let cpu_before = process_cpu_secs();
     let (secs, c, failures) = backfill(&mut b, progress).await?;
+    let cpu = process_cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
     let hs = b.requests(&b.emu.hubspot_urls.http.clone()).await?;
     let sf = b.requests(&b.emu.salesforce_urls.http.clone()).await?;
     let mut r = base_result(scenario, &b, secs, &c, failures);
@@ -651,6 +653,7 @@ async fn run_throughput(n: u64, limits: Limits, progress: bool) -> anyhow::Resul
                 rate >= 5_000.0,
             ),
             figure("backfill_secs", secs, "s"),
+            figure("process_cpu_secs", cpu.unwrap_or(0.0), "s"),
         ],
         Limits::Real => {
             let share = rate / 1_900.0;
@@ -679,6 +682,18 @@ async fn run_throughput(n: u64, limits: Limits, progress: bool) -> anyhow::Resul
     r.details["hubspot_calls"] = hs.by_route();
     b.finish().await?;
     Ok(r)
+}
+
+/// CPU seconds (user + system) this process used so far, all threads (the engine and the
+/// in-process emulators): beside a wall-clock rate, it shows how much of the machine the
+/// run had.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// A `Vm...:` line of `/proc/<pid>/status`, in KiB.

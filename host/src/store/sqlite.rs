@@ -29,6 +29,12 @@ type This = SqliteStore;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Most ids in one `IN (...)` list and rows in one multi-row `INSERT`: SQLite finds each
+/// bound parameter's name by a linear search of the statement's parameters, so binding
+/// costs the square of their count per statement; short statements are cheaper in all.
+const ID_CHUNK: usize = 100;
+const ROW_CHUNK: usize = 25;
+
 /// Picks the due tenant and leases it in one statement; SQLite runs one writer at a
 /// time, so no row locks are needed (`$1` holder, `$2` expiry, `$3` now).
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
