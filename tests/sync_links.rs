@@ -1,23 +1,26 @@
 //! End-to-end tests of links and associations: contact roles ↔ deal associations (both
 //! ways) and the contact rollups HubSpot calculates from them, the company association
-//! from `AccountId` (and with company sync off), the association sweep, convergence under
-//! injected faults with every failure recorded, and the change cursors (1,000 records at
-//! one modification time; more than 10,000 HubSpot deals changed since a checkpoint).
+//! from `AccountId` (and with company sync off), deals created into an empty portal with
+//! their associations inline (and a create never duplicating a record), the association
+//! sweep, convergence under injected faults with every failure recorded, and the change
+//! cursors (1,000 records at one modification time; more than 10,000 HubSpot deals
+//! changed since a checkpoint).
 //!
 //! Every test drives cycles explicitly and checks both CRMs.
 
 use std::collections::BTreeSet;
 
 use dealbridge::crm::hubspot::types::{
-    CreateInput, Filter, FilterGroup, Operator, SearchRequest, parse_timestamp_ms,
+    CreateInput, Filter, FilterGroup, Operator, SearchRequest, UpdateInput, parse_timestamp_ms,
 };
 use dealbridge::crm::salesforce::{Fields, QueryScope};
 use dealbridge::runtime::{Owner, Pipeline};
 use dealbridge::store::{ErrorCategory, ObjectPair, Page, Side, TenantId};
 use dealbridge::sync::Engine;
+use dealbridge::sync::apply::{HsNew, hs_create};
 use dealbridge::sync::associations::deal_associations;
 use dealbridge::sync::setup::CheckStatus;
-use dealbridge_e2e::{Emu, World, world, world_sized};
+use dealbridge_e2e::{Emu, World, world, world_empty_portal, world_sized};
 use serde_json::{Value, json};
 
 fn tenant() -> TenantId {
@@ -270,6 +273,166 @@ async fn contact_roles_become_deal_associations_and_contact_rollups_come_out_rig
     // Another cycle changes no association.
     e.run_cycle().await.unwrap();
     assert_eq!(contacts_of(&w, &d1).await, BTreeSet::from([h1.clone(), h2]));
+}
+
+/// Into a portal that held no company, contact or deal, a backfill creates the deals with
+/// their company and contact associations in the create calls: no association call at
+/// all, and the next cycle finds nothing to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_into_an_empty_portal_creates_deals_with_their_associations() {
+    let w = world_empty_portal(0).await;
+    let cfg = w.config("");
+    let mut e = w.engine(&cfg, "a").await;
+    owners_in_hubspot(&w, &e).await;
+    let sf_owner = owner(&e).salesforce_user_id.unwrap();
+    let acc = create(
+        &w,
+        "Account",
+        json!({"Name": "Inline Co", "OwnerId": sf_owner}),
+    )
+    .await;
+    let mut contacts = Vec::new();
+    for name in ["Ada", "Bo"] {
+        contacts.push(
+            create(
+                &w,
+                "Contact",
+                json!({"FirstName": name, "LastName": "Inline", "Email": format!("{name}@inline.example"), "AccountId": acc, "OwnerId": sf_owner}),
+            )
+            .await,
+        );
+    }
+    let o1 = new_opportunity(
+        &w,
+        &e,
+        "I1",
+        1000.0,
+        "Prospecting",
+        "2026-03-01",
+        Some(&acc),
+    )
+    .await;
+    let o2 = new_opportunity(&w, &e, "I2", 2500.0, "Prospecting", "2026-04-15", None).await;
+    role(&w, &o1, &contacts[0], true).await;
+    role(&w, &o1, &contacts[1], false).await;
+    role(&w, &o2, &contacts[1], false).await;
+    w.reset_accounting().await;
+    let r = e.run_cycle().await.unwrap();
+    assert_only_known_failures(&r.failures);
+    let v4_calls: u64 = w.requests(Emu::HubSpot).await["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["route"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("/crm/v4/"))
+        })
+        .map(|c| c["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(v4_calls, 0, "associations were created with the deals");
+    let (d1, d2) = (
+        hs_id(&e, ObjectPair::OpportunityDeal, &o1).await,
+        hs_id(&e, ObjectPair::OpportunityDeal, &o2).await,
+    );
+    let company = hs_id(&e, ObjectPair::AccountCompany, &acc).await;
+    let (h1, h2) = (
+        hs_id(&e, ObjectPair::ContactContact, &contacts[0]).await,
+        hs_id(&e, ObjectPair::ContactContact, &contacts[1]).await,
+    );
+    let a1 = deal_associations(&w.hs, &[d1.clone(), d2.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        a1[&d1].companies,
+        vec![(company, true)],
+        "the primary company"
+    );
+    assert_eq!(
+        contacts_of(&w, &d1).await,
+        BTreeSet::from([h1.clone(), h2.clone()])
+    );
+    assert!(a1[&d2].companies.is_empty(), "no account, no company");
+    assert_eq!(contacts_of(&w, &d2).await, BTreeSet::from([h2.clone()]));
+    // HubSpot's own rollups count the associations made at create time.
+    let k2 = w.hs.get("contacts", &h2, &ROLLUPS, &[]).await.unwrap();
+    assert_eq!(k2.prop("num_associated_deals"), Some("2"));
+    let again = e.run_cycle().await.unwrap();
+    assert_eq!(
+        (
+            again.counters.created_hubspot,
+            again.counters.updated_hubspot
+        ),
+        (0, 0),
+        "{:?}",
+        again.counters
+    );
+    assert_eq!(contacts_of(&w, &d1).await, BTreeSet::from([h1, h2]));
+}
+
+/// A create never makes a second record for one Salesforce id: an input whose
+/// cross-reference value a record already holds (written meanwhile, or before a crash) is
+/// upserted onto that record, without its associations; the others are created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_cross_reference_exists_is_upserted_onto_that_record() {
+    let w = world_empty_portal(0).await;
+    let cfg = w.config("");
+    // The set-up creates the unique cross-reference property.
+    let _e = w.engine(&cfg, "a").await;
+    let hs = w.hubspot_unthrottled();
+    let xref = cfg.hubspot.cross_reference_property.clone();
+    let input = |sf_id: &str, name: &str| UpdateInput {
+        id: sf_id.to_string(),
+        properties: [
+            ("name".to_string(), name.to_string()),
+            (xref.clone(), sf_id.to_string()),
+        ]
+        .into(),
+    };
+    let (old_sf, new_sf) = ("001000000000001AAA", "001000000000002AAA");
+    let before = hs
+        .batch_upsert("companies", &xref, &[input(old_sf, "Before")])
+        .await
+        .unwrap();
+    let existing = before.items[0].as_ref().unwrap().id.clone();
+    let news = vec![
+        HsNew {
+            input: input(old_sf, "After"),
+            associations: vec![],
+        },
+        HsNew {
+            input: input(new_sf, "New"),
+            associations: vec![],
+        },
+    ];
+    let res = hs_create(&hs, "companies", &xref, &news).await;
+    let (first, first_inline) = &res[0];
+    assert_eq!(first.as_ref().unwrap().id, existing, "the same record");
+    assert!(!first_inline, "written by the upsert");
+    let (second, second_inline) = &res[1];
+    assert!(second.is_ok() && *second_inline, "{second:?}");
+    for sf_id in [old_sf, new_sf] {
+        let found = hs
+            .search(
+                "companies",
+                &SearchRequest {
+                    filter_groups: vec![FilterGroup {
+                        filters: vec![Filter::new(&xref, Operator::Eq, sf_id)],
+                    }],
+                    properties: vec!["name".into()],
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.total, 1, "one company for {sf_id}");
+    }
+    let now = hs
+        .get("companies", &existing, &["name"], &[])
+        .await
+        .unwrap();
+    assert_eq!(now.prop("name"), Some("After"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,7 +78,7 @@ fn every_scenario_reports_every_figure_and_syncs_every_record() {
                 "edits_lost",
             ],
         ),
-        ("memory", &["peak_rss", "rss_before_backfill"]),
+        ("memory", &["peak_rss"]),
     ];
     for (s, (name, figures)) in scenarios.iter().zip(expected) {
         assert_eq!(s["scenario"], *name);

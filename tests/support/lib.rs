@@ -28,12 +28,25 @@ pub struct World {
     pub hs: HubSpotClient,
 }
 
-/// Starts the emulators with `opportunities` seeded opportunities.
+/// Starts the emulators with `opportunities` seeded opportunities (and the demo portal's
+/// own companies, contacts and deals in HubSpot).
 pub async fn world(opportunities: usize) -> World {
+    world_from(dealbridge_emulator::Seed::Demo, opportunities).await
+}
+
+/// Like [`world`], with a HubSpot portal that holds no company, contact or deal.
+pub async fn world_empty_portal(opportunities: usize) -> World {
+    world_from(dealbridge_emulator::Seed::Empty, opportunities).await
+}
+
+async fn world_from(seed: dealbridge_emulator::Seed, opportunities: usize) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let emu = dealbridge_emulator::start(Default::default())
-        .await
-        .expect("emulators start");
+    let emu = dealbridge_emulator::start(dealbridge_emulator::EmulatorOptions {
+        seed,
+        ..Default::default()
+    })
+    .await
+    .expect("emulators start");
     reqwest::Client::new()
         .post(format!("{}/__emulator/seed", emu.salesforce_urls.http))
         .json(&serde_json::json!({"seed": 7, "accounts": (opportunities / 10).max(5), "contacts": (opportunities / 3).max(10), "opportunities": opportunities}))

@@ -12,8 +12,9 @@
 //!    number of 429 answers.
 //! 4. `latency`: the poll loop at `--poll` seconds; `--edits` edits on each side at known
 //!    times, each timed until it is seen on the other side (p50/p95/max).
-//! 5. `memory`: the process's peak RSS (`VmHWM`) over the backfill (the in-process
-//!    emulators included; the peak is reset after seeding where the kernel allows it).
+//! 5. `memory`: the engine's peak RSS (`VmHWM`): set-up and backfill run as
+//!    `dealbridge sync --once --json` in a child process, so the figure holds the engine
+//!    alone (the emulators stay in this process).
 //!
 //! Figures are measured and printed beside their targets; this command never fails because
 //! a target is missed (exit 1 only when records did not sync). It must never talk to
@@ -66,7 +67,7 @@ pub enum Scenario {
     Throttled,
     /// Change latency of the poll loop, both directions (p50/p95/max).
     Latency,
-    /// Peak resident memory (VmHWM) over a backfill.
+    /// Peak resident memory (VmHWM) of the engine process over set-up and a backfill.
     Memory,
     /// Every scenario above, in that order.
     All,
@@ -331,7 +332,15 @@ impl Bed {
     }
 }
 
-async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::Result<Bed> {
+/// Started, seeded emulators with their rate limits set, before any engine.
+struct Seeded {
+    emu: RunningEmulators,
+    http: reqwest::Client,
+    sizes: Sizes,
+    reassigned: u64,
+}
+
+async fn seeded(n: u64, limits: Limits) -> anyhow::Result<Seeded> {
     let emu = dealbridge_emulator::start(EmulatorOptions {
         seed: Seed::Empty,
         ..EmulatorOptions::default()
@@ -362,6 +371,16 @@ async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::R
         .await
         .and_then(|r| r.error_for_status())
         .context("setting the HubSpot emulator's rate limits")?;
+    Ok(Seeded {
+        emu,
+        http,
+        sizes,
+        reassigned,
+    })
+}
+
+/// A fresh directory for one scenario's store and files.
+fn scenario_dir(scenario: Scenario) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "dealbridge-bench-{}-{}-{}",
         std::process::id(),
@@ -369,8 +388,22 @@ async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::R
         chrono::Utc::now().timestamp_millis()
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let store = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
-    let cfg = TenantConfig::parse(&bench_config(&emu, &store, limits, poll))?;
+    Ok(dir)
+}
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())
+}
+
+async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::Result<Bed> {
+    let Seeded {
+        emu,
+        http,
+        sizes,
+        reassigned,
+    } = seeded(n, limits).await?;
+    let dir = scenario_dir(scenario)?;
+    let cfg = TenantConfig::parse(&bench_config(&emu, &sqlite_url(&dir), limits, poll))?;
     let env = demo_env(&emu);
     for base in [&emu.salesforce_urls.http, &emu.hubspot_urls.http] {
         http.delete(format!("{base}/__emulator/requests"))
@@ -489,24 +522,32 @@ async fn backfill(b: &mut Bed, show_progress: bool) -> anyhow::Result<(f64, RunC
     let t = Instant::now();
     let r = b.engine.run_cycle().await.context("the backfill cycle")?;
     let secs = t.elapsed().as_secs_f64();
-    // Failures grouped by pair, category and message (ids left out), most frequent first.
+    let failures = failure_groups(
+        r.failures
+            .iter()
+            .map(|f| (f.pair, f.category, f.message.as_str())),
+    );
+    Ok((secs, r.counters, failures))
+}
+
+/// Failures grouped by pair, category and message (ids left out), the ten most frequent.
+fn failure_groups<'a>(failures: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -> Value {
     let mut groups: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for f in &r.failures {
-        let msg: String = f.message.chars().take(160).collect();
+    for (pair, category, message) in failures {
+        let msg: String = message.chars().take(160).collect();
         *groups
-            .entry(format!("{} {}: {msg}", f.pair, f.category))
+            .entry(format!("{pair} {category}: {msg}"))
             .or_default() += 1;
     }
     let mut groups: Vec<(String, u64)> = groups.into_iter().collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1));
-    let failures = Value::Object(
+    Value::Object(
         groups
             .into_iter()
             .take(10)
             .map(|(k, v)| (k, json!(v)))
             .collect(),
-    );
-    Ok((secs, r.counters, failures))
+    )
 }
 
 fn synced(c: &RunCounters) -> u64 {
@@ -594,7 +635,9 @@ async fn run_throughput(n: u64, limits: Limits, progress: bool) -> anyhow::Resul
         Limits::Real => Scenario::Throttled,
     };
     let mut b = bed(scenario, n, limits, 5.0).await?;
+    let cpu_before = process_cpu_secs();
     let (secs, c, failures) = backfill(&mut b, progress).await?;
+    let cpu = process_cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
     let hs = b.requests(&b.emu.hubspot_urls.http.clone()).await?;
     let sf = b.requests(&b.emu.salesforce_urls.http.clone()).await?;
     let mut r = base_result(scenario, &b, secs, &c, failures);
@@ -610,6 +653,7 @@ async fn run_throughput(n: u64, limits: Limits, progress: bool) -> anyhow::Resul
                 rate >= 5_000.0,
             ),
             figure("backfill_secs", secs, "s"),
+            figure("process_cpu_secs", cpu.unwrap_or(0.0), "s"),
         ],
         Limits::Real => {
             let share = rate / 1_900.0;
@@ -640,9 +684,21 @@ async fn run_throughput(n: u64, limits: Limits, progress: bool) -> anyhow::Resul
     Ok(r)
 }
 
-/// The peak resident set (VmHWM) and the current one (VmRSS), in KiB.
-fn vm_kib(key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+/// CPU seconds (user + system) this process used so far, all threads (the engine and the
+/// in-process emulators): beside a wall-clock rate, it shows how much of the machine the
+/// run had.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// A `Vm...:` line of `/proc/<pid>/status`, in KiB.
+fn vm_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with(key))?
         .split_whitespace()
@@ -651,40 +707,132 @@ fn vm_kib(key: &str) -> Option<u64> {
         .ok()
 }
 
-/// Resets VmHWM to the current RSS (Linux: `5` to `/proc/self/clear_refs`).
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+/// The engine alone: `dealbridge sync --once --json` in a child process against the
+/// emulators of this one, its peak resident set (`VmHWM`) polled from `/proc` every 20 ms
+/// until it exits (the peak is a high-water mark: the last reading holds it, unless the
+/// process grew in its final 20 ms).
+async fn run_memory(n: u64, progress: bool) -> anyhow::Result<ScenarioResult> {
+    let Seeded {
+        emu,
+        http: _,
+        sizes,
+        reassigned,
+    } = seeded(n, Limits::Off).await?;
+    let dir = scenario_dir(Scenario::Memory)?;
+    let config = dir.join("tenant.toml");
+    std::fs::write(
+        &config,
+        bench_config(&emu, &sqlite_url(&dir), Limits::Off, 5.0),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    let out_path = dir.join("sync.jsonl");
+    let out = std::fs::File::create(&out_path)
+        .with_context(|| format!("creating {}", out_path.display()))?;
+    let env = demo_env(&emu);
+    let mut cmd = std::process::Command::new(
+        std::env::current_exe().context("locating the dealbridge binary")?,
+    );
+    cmd.args(["sync", "--once", "--json", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(std::process::Stdio::inherit());
+    for k in [
+        "DEMO_SF_CLIENT_ID",
+        "DEMO_SF_CLIENT_SECRET",
+        "DEMO_SF_USERNAME",
+        "DEMO_SF_PASSWORD",
+        "DEMO_HS_TOKEN",
+    ] {
+        cmd.env(k, env(k).unwrap_or_default());
+    }
+    let spinner = progress.then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message("engine (child process) backfilling");
+        s
+    });
+    let mut child = cmd.spawn().context("starting `dealbridge sync`")?;
+    let pid = child.id();
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(k) = vm_kib(pid, "VmHWM:") {
+            peak = peak.max(k);
+        }
+        if let Some(status) = child.try_wait().context("waiting for `dealbridge sync`")? {
+            break status;
+        }
+        if let Some(s) = &spinner {
+            s.tick();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let text = std::fs::read_to_string(&out_path)
+        .with_context(|| format!("reading {}", out_path.display()))?;
+    let report: CycleReportLine = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("counters").is_some())
+        .map(serde_json::from_value)
+        .transpose()?
+        .with_context(|| format!("`dealbridge sync` ({status}) printed no cycle report"))?;
+    if peak == 0 {
+        bail!("VmHWM of the engine process was not readable from /proc (not Linux?)");
+    }
+    let secs = report.millis as f64 / 1000.0;
+    let failures = failure_groups(
+        report
+            .failures
+            .iter()
+            .map(|f| (f.pair.as_str(), f.category.as_str(), f.message.as_str())),
+    );
+    let mib = |k: u64| k as f64 / 1024.0;
+    let mut r = ScenarioResult {
+        scenario: Scenario::Memory.name(),
+        records_seeded: sizes.total(),
+        records_synced: synced(&report.counters),
+        records_failed: report.counters.failed.max(0) as u64,
+        backfill_secs: secs,
+        figures: vec![target(
+            "peak_rss",
+            mib(peak),
+            "MiB",
+            "<= 256 MiB (the engine process)".into(),
+            mib(peak) <= 256.0,
+        )],
+        details: json!({
+            "seeded": sizes,
+            "owners_reassigned_before_start": reassigned,
+            "counters": report.counters,
+            "failures": failures,
+            "engine_exit": status.to_string(),
+        }),
+    };
+    r.details["method"] = json!(
+        "the engine runs as `dealbridge sync --once --json` in its own process (set-up, then the backfill cycle), the emulators in the bench process; VmHWM of the engine process polled every 20 ms"
+    );
+    emu.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(r)
 }
 
-async fn run_memory(n: u64, progress: bool) -> anyhow::Result<ScenarioResult> {
-    let mut b = bed(Scenario::Memory, n, Limits::Off, 5.0).await?;
-    let reset = reset_peak_rss();
-    let before = vm_kib("VmRSS:").unwrap_or(0);
-    let (secs, c, failures) = backfill(&mut b, progress).await?;
-    let Some(hwm) = vm_kib("VmHWM:") else {
-        bail!("VmHWM is not readable from /proc/self/status (not Linux?)");
-    };
-    let after = vm_kib("VmRSS:").unwrap_or(0);
-    let mib = |k: u64| k as f64 / 1024.0;
-    let mut r = base_result(Scenario::Memory, &b, secs, &c, failures);
-    r.figures = vec![
-        target(
-            "peak_rss",
-            mib(hwm),
-            "MiB",
-            "<= 256 MiB".into(),
-            mib(hwm) <= 256.0,
-        ),
-        figure("rss_before_backfill", mib(before), "MiB"),
-        figure("rss_after_backfill", mib(after), "MiB"),
-        figure("peak_over_start", mib(hwm.saturating_sub(before)), "MiB"),
-    ];
-    r.details["peak_reset_after_seeding"] = json!(reset);
-    r.details["note"] = json!(
-        "the process holds both emulators (every seeded Salesforce record and every HubSpot record created) besides the engine"
-    );
-    b.finish().await?;
-    Ok(r)
+/// The parts of a cycle report line the memory scenario reads.
+#[derive(serde::Deserialize)]
+struct CycleReportLine {
+    counters: RunCounters,
+    #[serde(default)]
+    failures: Vec<FailureLineIn>,
+    #[serde(default)]
+    millis: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct FailureLineIn {
+    pair: String,
+    category: String,
+    message: String,
 }
 
 /// One edit made for the latency scenario.

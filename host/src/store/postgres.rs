@@ -19,6 +19,10 @@ type This = PostgresStore;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Most ids in one `IN (...)` list, and rows in one multi-row `INSERT`.
+const ID_CHUNK: usize = 500;
+const ROW_CHUNK: usize = 200;
+
 /// Picks the due tenant that no other replica is looking at (`SKIP LOCKED`) and leases
 /// it (`$1` holder, `$2` expiry, `$3` now).
 const ACQUIRE_NEXT_DUE_SQL: &str = "\

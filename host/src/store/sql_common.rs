@@ -2,7 +2,8 @@
 //
 // This file is `include!`d into `sqlite.rs` and `postgres.rs`, each of which defines
 // `Db` (the sqlx database), `DbRow`, `This` (its store type, with `pool`, `config`,
-// `begin_write()` and `backend_kind()`) and `ACQUIRE_NEXT_DUE_SQL`. Every statement
+// `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `ID_CHUNK` (most ids in
+// one `IN (...)` list) and `ROW_CHUNK` (most rows in one multi-row `INSERT`). Every statement
 // here is written once in the SQL both databases accept (`$n` parameters, `ON CONFLICT`,
 // `RETURNING`), so the two backends run the same statements and cannot drift.
 // It must never filter a table without `tenant_id` (the one exception: `list_tenants`, the
@@ -20,10 +21,6 @@ use sqlx::{AssertSqlSafe, Row};
 use super::Store as _;
 use super::types::*;
 
-/// Most ids in one `IN (...)` list.
-const ID_CHUNK: usize = 500;
-/// Most rows in one multi-row `INSERT`.
-const ROW_CHUNK: usize = 200;
 /// Most rows in one page.
 const MAX_PAGE: u32 = 1000;
 

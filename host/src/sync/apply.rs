@@ -1,15 +1,20 @@
 //! Applying planned writes: batched upserts keyed on cross-reference ids (HubSpot
 //! `batch/upsert` on the unique property that holds the Salesforce id, 100 a call;
 //! Salesforce collections upsert on the external-id field that holds the HubSpot id, 200
-//! a call), and batched updates by linked id.
+//! a call), and batched updates by linked id. Into a portal known to hold none of the
+//! records (a backfill's first look), HubSpot records are created by `batch/create` with
+//! their associations in the same call, still keyed on the unique property (HubSpot refuses
+//! a second record with one Salesforce id; whatever the create did not acknowledge is
+//! upserted).
 //!
 //! Every input gets its own result. A whole call refused for one bad input (HubSpot
 //! answers some validation errors for the whole batch) is split in halves and retried
 //! until the bad input stands alone, so a record's failure never blocks its batch.
 //! Failures carry the CRM's error class for the sync-health view.
 //!
-//! This module must never create a record other than through an upsert on a
-//! cross-reference key, and never report a write as done that the CRM did not acknowledge.
+//! This module must never create a record other than keyed on a cross-reference value
+//! the CRM holds unique (an upsert, or a HubSpot create that sets the unique property),
+//! and never report a write as done that the CRM did not acknowledge.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +22,7 @@ use std::pin::Pin;
 use serde_json::Value as Json;
 
 use crate::crm::ErrorClass;
-use crate::crm::hubspot::types::UpdateInput;
+use crate::crm::hubspot::types::{AssociationSpec, CreateInput, UpdateInput};
 use crate::crm::hubspot::{HsObject, HubSpotClient, HubSpotError};
 use crate::crm::salesforce::types::Fields;
 use crate::crm::salesforce::{SalesforceClient, SalesforceError};
@@ -116,6 +121,76 @@ pub fn hs_write<'a>(
             Err(e) => vec![Err(hs_failure(&e)); inputs.len()],
         }
     })
+}
+
+/// A record to create in HubSpot: its upsert input (the cross-reference value as the id,
+/// the properties carrying it too) and the associations to create with it.
+#[derive(Debug, Clone)]
+pub struct HsNew {
+    /// The upsert form of the record.
+    pub input: UpdateInput,
+    /// Associations created in the same call.
+    pub associations: Vec<AssociationSpec>,
+}
+
+/// What became of one [`HsNew`]: the record (or why not) and whether its associations were
+/// created with it.
+pub type HsNewResult = (Result<HsObject, WriteFailure>, bool);
+
+/// Creates records in HubSpot with their associations (batch create, 100 a call), for a
+/// portal known to hold none of them. Each carries its cross-reference value in the unique
+/// property `xref`, so HubSpot refuses a record whose Salesforce id another record holds:
+/// a create cannot duplicate. Every input the create did not acknowledge (a conflict, a
+/// refused call, a lost answer) is written again by the upsert on `xref`, without its
+/// associations; one result per input, in order.
+pub async fn hs_create(
+    hs: &HubSpotClient,
+    object: &str,
+    xref: &str,
+    news: &[HsNew],
+) -> Vec<HsNewResult> {
+    let mut out: Vec<Option<HsNewResult>> = vec![None; news.len()];
+    for (c, chunk) in news
+        .chunks(crate::crm::hubspot::client::BATCH_LIMIT)
+        .enumerate()
+    {
+        let inputs: Vec<CreateInput> = chunk
+            .iter()
+            .map(|n| CreateInput {
+                properties: n.input.properties.clone(),
+                associations: n.associations.clone(),
+            })
+            .collect();
+        if let Ok(outcome) = hs.batch_create_keyed(object, xref, &inputs).await {
+            let base = c * crate::crm::hubspot::client::BATCH_LIMIT;
+            for (i, item) in outcome.items.into_iter().enumerate() {
+                if let Ok(o) = item {
+                    out[base + i] = Some((Ok(o), true));
+                }
+            }
+        }
+    }
+    let open: Vec<usize> = (0..news.len()).filter(|i| out[*i].is_none()).collect();
+    if !open.is_empty() {
+        let upserts: Vec<UpdateInput> = open.iter().map(|i| news[*i].input.clone()).collect();
+        let res = hs_write(hs, object, HsMode::Upsert(xref), &upserts).await;
+        for (i, r) in open.into_iter().zip(res) {
+            out[i] = Some((r, false));
+        }
+    }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                (
+                    Err(WriteFailure {
+                        class: ErrorClass::Other,
+                        message: "HubSpot gave no result for this input".into(),
+                    }),
+                    false,
+                )
+            })
+        })
+        .collect()
 }
 
 /// How a Salesforce batch writes.

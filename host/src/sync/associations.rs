@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use super::error::SyncError;
 use super::setup::soql_in;
 use crate::crm::hubspot::HubSpotClient;
-use crate::crm::hubspot::types::{AssociationInput, AssociationType};
+use crate::crm::hubspot::types::{AssociationInput, AssociationSpec, AssociationType, RecordRef};
 use crate::crm::salesforce::SalesforceClient;
 use crate::crm::salesforce::types::QueryScope;
 use crate::runtime::{Related, RelatedKind};
@@ -35,6 +35,8 @@ pub struct ContactRole {
     pub primary: bool,
 }
 
+const ROLE_FIELDS: &str = "Id, OpportunityId, ContactId, Role, IsPrimary";
+
 /// The contact roles of opportunities, by opportunity id (200 ids per query).
 pub async fn contact_roles(
     sf: &SalesforceClient,
@@ -43,28 +45,46 @@ pub async fn contact_roles(
     let mut out: HashMap<String, Vec<ContactRole>> = HashMap::new();
     for chunk in opp_ids.chunks(200) {
         let soql = format!(
-            "SELECT Id, OpportunityId, ContactId, Role, IsPrimary FROM OpportunityContactRole WHERE OpportunityId IN ({}) ORDER BY Id",
+            "SELECT {ROLE_FIELDS} FROM OpportunityContactRole WHERE OpportunityId IN ({}) ORDER BY Id",
             soql_in(chunk)
         );
-        for r in sf.query(&soql, QueryScope::Live).await? {
-            let (Some(opp), Some(contact)) =
-                (r.str_field("OpportunityId"), r.str_field("ContactId"))
-            else {
-                continue;
-            };
-            out.entry(opp.to_string()).or_default().push(ContactRole {
-                id: r.id().unwrap_or_default().to_string(),
-                contact_id: contact.to_string(),
-                role: r.str_field("Role").map(str::to_string),
-                primary: r
-                    .fields
-                    .get("IsPrimary")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false),
-            });
-        }
+        add_roles(&mut out, sf.query(&soql, QueryScope::Live).await?);
     }
     Ok(out)
+}
+
+/// Every contact role of the org, by opportunity id: one query, read a page (2,000) a
+/// call. For an opportunity backfill, where a query per batch of opportunities would cost
+/// ten times the calls; it holds only ids, roles and flags.
+pub async fn all_contact_roles(
+    sf: &SalesforceClient,
+) -> Result<HashMap<String, Vec<ContactRole>>, SyncError> {
+    let mut out: HashMap<String, Vec<ContactRole>> = HashMap::new();
+    let soql = format!("SELECT {ROLE_FIELDS} FROM OpportunityContactRole ORDER BY Id");
+    add_roles(&mut out, sf.query(&soql, QueryScope::Live).await?);
+    Ok(out)
+}
+
+fn add_roles(
+    out: &mut HashMap<String, Vec<ContactRole>>,
+    rows: Vec<crate::crm::salesforce::SObject>,
+) {
+    for r in rows {
+        let (Some(opp), Some(contact)) = (r.str_field("OpportunityId"), r.str_field("ContactId"))
+        else {
+            continue;
+        };
+        out.entry(opp.to_string()).or_default().push(ContactRole {
+            id: r.id().unwrap_or_default().to_string(),
+            contact_id: contact.to_string(),
+            role: r.str_field("Role").map(str::to_string),
+            primary: r
+                .fields
+                .get("IsPrimary")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        });
+    }
 }
 
 /// A deal's associations as HubSpot has them.
@@ -193,6 +213,32 @@ pub fn diff_hubspot(
     waiting
 }
 
+/// The associations a new deal is created with: the entries of the desired set that have a
+/// HubSpot id (the others wait, as [`diff_hubspot`] reports), as create specs and as the
+/// deal's associations once it exists.
+pub fn inline_hubspot(desired: &[Related]) -> (Vec<AssociationSpec>, DealAssociations) {
+    let mut changes = HsChanges::default();
+    diff_hubspot("", desired, &DealAssociations::default(), &mut changes);
+    let mut created = DealAssociations::default();
+    let mut specs = Vec::new();
+    for a in changes.companies_add {
+        let primary = a.types.contains(&AssociationType::DEAL_TO_COMPANY_PRIMARY);
+        created.companies.push((a.to.clone(), primary));
+        specs.push(AssociationSpec {
+            to: RecordRef::new(a.to),
+            types: a.types,
+        });
+    }
+    for a in changes.contacts_add {
+        created.contacts.push(a.to.clone());
+        specs.push(AssociationSpec {
+            to: RecordRef::new(a.to),
+            types: a.types,
+        });
+    }
+    (specs, created)
+}
+
 /// Applies HubSpot association changes (batched).
 pub async fn apply_hubspot(hs: &HubSpotClient, c: &HsChanges) -> Result<(), SyncError> {
     if !c.companies_add.is_empty() {
@@ -298,6 +344,35 @@ mod tests {
             vec![("d1".to_string(), vec!["k2".to_string()])]
         );
         assert!(ch.companies_add.is_empty() && ch.companies_remove.is_empty());
+    }
+
+    #[test]
+    fn a_new_deal_is_created_with_the_associations_that_have_a_hubspot_id() {
+        let mut primary = rel(RelatedKind::Company, Some("001a"), Some("c1"));
+        primary.primary = true;
+        let desired = vec![
+            primary,
+            rel(RelatedKind::Contact, Some("003a"), Some("k1")),
+            rel(RelatedKind::Contact, Some("003a"), Some("k1")),
+            rel(RelatedKind::Contact, Some("003b"), None),
+        ];
+        let (specs, created) = inline_hubspot(&desired);
+        assert_eq!(specs.len(), 2);
+        assert_eq!(
+            specs[0].types,
+            vec![
+                AssociationType::DEAL_TO_COMPANY,
+                AssociationType::DEAL_TO_COMPANY_PRIMARY
+            ]
+        );
+        assert_eq!(specs[1].to, RecordRef::new("k1"));
+        assert_eq!(created.companies, vec![("c1".to_string(), true)]);
+        assert_eq!(created.contacts, vec!["k1".to_string()]);
+        // Created with them, the deal needs no further change; the waiting one still waits.
+        let mut ch = HsChanges::default();
+        let waiting = diff_hubspot("d1", &desired, &created, &mut ch);
+        assert!(ch.is_empty());
+        assert_eq!(waiting.len(), 1);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! `queryAll` with `IsDeleted = true` for deletes), so that any number of records sharing
 //! one modification time is read exactly once. HubSpot: the crm client's keyset scan on
 //! `(modification time, hs_object_id)` (`hs_lastmodifieddate`, or `lastmodifieddate` for
-//! contacts), which never pages a search past its 10,000 cap.
+//! contacts), which never pages a search past its 10,000 cap. A HubSpot backfill (no
+//! checkpoint yet) reads its whole window in `hs_object_id` order instead: a total order,
+//! so a page never repeats records that share one modification time (a batch write stamps
+//! its records alike), at the price of a checkpoint only at the window's end.
 //! Every page comes with the cursor to checkpoint after it is handled. The engine reads
 //! again a small look-back window behind each checkpoint; echo suppression makes the
 //! re-read records no-ops.
@@ -17,13 +20,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::error::SyncError;
 use super::setup::PairSchema;
 use super::values::parse_time_ms;
-use crate::crm::hubspot::types::{Filter, Operator, ScanCursor, ScanRequest};
+use crate::crm::hubspot::types::{Filter, Operator, ScanCursor, ScanRequest, SearchRequest};
 use crate::crm::hubspot::{HsObject, HubSpotClient};
 use crate::crm::salesforce::SalesforceClient;
 use crate::crm::salesforce::types::{QueryScope, SObject, soql_quote};
 use crate::store::ObjectPair;
 
-/// Rows per Salesforce page (SOQL's largest).
+/// Rows per Salesforce page of a `LIMIT` query (SOQL's largest batch).
 pub const SF_PAGE: usize = 2_000;
 /// Records per HubSpot search page (the largest).
 pub const HS_PAGE: u32 = 200;
@@ -110,6 +113,10 @@ pub struct SfPage {
     pub next: Cursor,
     /// True when nothing is left up to `until_ms`.
     pub done: bool,
+    /// The query's next page (changes: the query locator's `nextRecordsUrl`).
+    pub more: Option<String>,
+    /// Rows the whole query matches (changes only; 0 otherwise).
+    pub total: u64,
 }
 
 /// The `(SystemModstamp, Id)` of a row.
@@ -130,21 +137,49 @@ fn keyset_where(cursor: &Cursor, until_ms: i64) -> String {
     )
 }
 
-/// Changed (created or updated) rows of a pair's sObject.
+/// Changed (created or updated) rows of a pair's sObject after `cursor`: the first page
+/// of one query over the whole window (no `LIMIT`), so that its `totalSize` counts the
+/// window and each further page is one call through its query locator ([`sf_more`]).
 pub async fn sf_changes(
     sf: &SalesforceClient,
     sobject: &str,
     select: &[String],
     cursor: &Cursor,
     until_ms: i64,
-    limit: usize,
 ) -> Result<SfPage, SyncError> {
     let soql = format!(
-        "SELECT {} FROM {sobject} WHERE {} ORDER BY SystemModstamp ASC, Id ASC LIMIT {limit}",
+        "SELECT {} FROM {sobject} WHERE {} ORDER BY SystemModstamp ASC, Id ASC",
         select.join(", "),
         keyset_where(cursor, until_ms)
     );
-    page(sf, &soql, QueryScope::Live, cursor, limit).await
+    let p = sf.query_page::<SObject>(&soql, QueryScope::Live).await?;
+    Ok(locator_page(p, cursor))
+}
+
+/// The next page of [`sf_changes`] (`more` of the previous one, which ended at `cursor`).
+pub async fn sf_more(
+    sf: &SalesforceClient,
+    more: &str,
+    cursor: &Cursor,
+) -> Result<SfPage, SyncError> {
+    let p = sf.query_more::<SObject>(more).await?;
+    Ok(locator_page(p, cursor))
+}
+
+fn locator_page(p: crate::crm::salesforce::QueryPage<SObject>, cursor: &Cursor) -> SfPage {
+    let next = p
+        .records
+        .last()
+        .and_then(sf_position)
+        .unwrap_or_else(|| cursor.clone());
+    let more = if p.done { None } else { p.next_records_url };
+    SfPage {
+        rows: p.records,
+        next,
+        done: more.is_none(),
+        more,
+        total: p.total_size,
+    }
 }
 
 /// Deleted rows (`queryAll`, `IsDeleted = true`) of an sObject after `cursor`.
@@ -176,7 +211,26 @@ async fn page(
         .last()
         .and_then(sf_position)
         .unwrap_or_else(|| cursor.clone());
-    Ok(SfPage { rows, next, done })
+    Ok(SfPage {
+        rows,
+        next,
+        done,
+        more: None,
+        total: 0,
+    })
+}
+
+/// True when HubSpot holds no record of `object_type` (one search for a single result).
+/// HubSpot's search index trails writes by a few seconds, so this is a hint for skipping
+/// reads, never a guarantee: writes stay keyed on the unique cross-reference property.
+pub async fn hs_is_empty(hs: &HubSpotClient, object_type: &str) -> Result<bool, SyncError> {
+    let req = SearchRequest {
+        properties: vec!["hs_object_id".into()],
+        limit: 1,
+        ..SearchRequest::default()
+    };
+    let page = hs.search(object_type, &req).await?;
+    Ok(page.total == 0 && page.results.is_empty())
 }
 
 /// One page of HubSpot records modified after `cursor` and before `until_ms`.
@@ -205,18 +259,7 @@ pub async fn hs_changes(
     cursor: &Cursor,
     until_ms: i64,
 ) -> Result<HsPage, SyncError> {
-    let mut extra = Vec::new();
-    if let Some(p) = pipelines {
-        extra.push(Filter::in_list("pipeline", Operator::In, p.to_vec()));
-    }
-    let req = ScanRequest {
-        object_type: schema.spec.hs_object.to_string(),
-        until_ms,
-        properties: properties.to_vec(),
-        modified_property: Some(schema.spec.hs_modified.to_string()),
-        extra_filters: extra,
-        page_size: HS_PAGE,
-    };
+    let req = scan_request(schema, properties, pipelines, until_ms);
     let page = hs.scan_modified_page(&req, scan_cursor(cursor)).await?;
     let next = Cursor {
         time_ms: page.next.modified_ms,
@@ -231,6 +274,41 @@ pub async fn hs_changes(
         next,
         done: page.done,
     })
+}
+
+/// A page of a pair's whole HubSpot window (everything modified before `until_ms`) in id
+/// order, after `after_id`: for a backfill, which reads every record once and checkpoints
+/// only at the end (`until_ms`). Returns the records and where to continue (`None`: done).
+pub async fn hs_backfill_page(
+    hs: &HubSpotClient,
+    schema: &PairSchema,
+    properties: &[String],
+    pipelines: Option<&[String]>,
+    after_id: u64,
+    until_ms: i64,
+) -> Result<(Vec<HsObject>, Option<u64>), SyncError> {
+    let req = scan_request(schema, properties, pipelines, until_ms);
+    Ok(hs.scan_by_id_page(&req, after_id).await?)
+}
+
+fn scan_request(
+    schema: &PairSchema,
+    properties: &[String],
+    pipelines: Option<&[String]>,
+    until_ms: i64,
+) -> ScanRequest {
+    let mut extra = Vec::new();
+    if let Some(p) = pipelines {
+        extra.push(Filter::in_list("pipeline", Operator::In, p.to_vec()));
+    }
+    ScanRequest {
+        object_type: schema.spec.hs_object.to_string(),
+        until_ms,
+        properties: properties.to_vec(),
+        modified_property: Some(schema.spec.hs_modified.to_string()),
+        extra_filters: extra,
+        page_size: HS_PAGE,
+    }
 }
 
 #[cfg(test)]

@@ -203,6 +203,14 @@ struct Cycle {
     trigger: Trigger,
     report: CycleReport,
     failed: HashSet<(ObjectPair, Side, String)>,
+    /// The pair whose Salesforce backfill is running while HubSpot held no record of its
+    /// object type when it started: there is nothing to match, so new records are created
+    /// (the unique cross-reference property still refuses a duplicate) with their
+    /// associations inline.
+    hubspot_empty: Option<ObjectPair>,
+    /// Every contact role, by opportunity, read once for an opportunity backfill (a page of
+    /// roles per call instead of a query per batch).
+    backfill_roles: Option<HashMap<String, Vec<ContactRole>>>,
 }
 
 impl Engine {
@@ -394,6 +402,8 @@ impl Engine {
                 ..Default::default()
             },
             failed: HashSet::new(),
+            hubspot_empty: None,
+            backfill_roles: None,
         };
         let cycle_start = now_ms();
         let result = match resync {
@@ -483,39 +493,57 @@ impl Engine {
             .checkpoint(&self.opts.tenant, pair, Side::Salesforce, Stream::Changes)
             .await?;
         let backfill = cp.is_none();
-        let mut cursor = Self::cp_cursor(&cp)
+        let cursor = Self::cp_cursor(&cp)
             .map(|c| c.back(self.opts.lookback_ms))
             .unwrap_or_else(Cursor::zero);
         let until = now_ms();
-        let select = capture::sf_select(schema, &self.opts.external_id_field);
         let trigger = if backfill {
             Trigger::Backfill
         } else {
             cy.trigger
         };
-        let total = if backfill && self.progress.is_some() {
-            self.sf
-                .query_page::<SObject>(
-                    &format!("SELECT COUNT() FROM {}", schema.spec.sobject),
-                    QueryScope::Live,
-                )
-                .await
-                .ok()
-                .map(|p| p.total_size)
-        } else {
-            None
-        };
+        if backfill {
+            if capture::hs_is_empty(&self.hs, schema.spec.hs_object).await? {
+                cy.hubspot_empty = Some(pair);
+            }
+            if pair == ObjectPair::OpportunityDeal {
+                cy.backfill_roles = Some(associations::all_contact_roles(&self.sf).await?);
+            }
+        }
+        let result = self
+            .capture_sf_pages(cy, schema, cursor, until, trigger, backfill)
+            .await;
+        cy.hubspot_empty = None;
+        cy.backfill_roles = None;
+        result
+    }
+
+    async fn capture_sf_pages(
+        &mut self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        mut cursor: Cursor,
+        until: i64,
+        trigger: Trigger,
+        backfill: bool,
+    ) -> Result<(), SyncError> {
+        let pair = schema.spec.pair;
+        let select = capture::sf_select(schema, &self.opts.external_id_field);
         let mut done_n = 0u64;
+        let mut more: Option<String> = None;
+        let mut total = None;
         loop {
-            let page = capture::sf_changes(
-                &self.sf,
-                schema.spec.sobject,
-                &select,
-                &cursor,
-                until,
-                capture::SF_PAGE,
-            )
-            .await?;
+            let page = match &more {
+                None => {
+                    let p =
+                        capture::sf_changes(&self.sf, schema.spec.sobject, &select, &cursor, until)
+                            .await?;
+                    total = backfill.then_some(p.total);
+                    p
+                }
+                Some(url) => capture::sf_more(&self.sf, url, &cursor).await?,
+            };
+            more = page.more.clone();
             cy.report.counters.read_salesforce += page.rows.len() as i64;
             let cp_next = Checkpoint {
                 object_pair: pair,
@@ -699,6 +727,35 @@ impl Engine {
         } else {
             cy.trigger
         };
+        if backfill {
+            // Everything once, in id order; the checkpoint only at the end of the window.
+            let mut after = 0;
+            loop {
+                let (records, next) = capture::hs_backfill_page(
+                    &self.hs,
+                    schema,
+                    &props,
+                    pipelines.as_deref(),
+                    after,
+                    until,
+                )
+                .await?;
+                cy.report.counters.read_hubspot += records.len() as i64;
+                let cpn = next.is_none().then(|| Checkpoint {
+                    object_pair: pair,
+                    side: Side::HubSpot,
+                    stream: Stream::Changes,
+                    cursor_time_ms: until,
+                    cursor_id: String::new(),
+                });
+                self.sync_hs_records(cy, schema, records, trigger, cpn)
+                    .await?;
+                match next {
+                    Some(id) => after = id,
+                    None => return Ok(()),
+                }
+            }
+        }
         loop {
             let page = capture::hs_changes(
                 &self.hs,
@@ -1219,6 +1276,10 @@ impl Engine {
             let id = w.sf.as_ref().map(|s| s.id.clone()).unwrap_or_default();
             w.link = by_sf.get(id.as_str()).map(|l| (*l).clone());
         }
+        drop(by_sf);
+        let echoes = self
+            .settled_before_reading(schema, &mut works, trigger)
+            .await?;
         let props = capture::hs_properties(schema, &self.opts.xref_property);
         let prop_refs: Vec<&str> = props.iter().map(String::as_str).collect();
         let unlinked: Vec<String> = works
@@ -1226,8 +1287,10 @@ impl Engine {
             .filter(|w| w.link.is_none() && w.sf_ext.is_none())
             .filter_map(|w| w.sf.as_ref().map(|s| s.id.clone()))
             .collect();
+        // Nothing to match in a portal that held no record of this type.
+        let hubspot_empty = cy.hubspot_empty == Some(pair);
         let mut found: HashMap<String, HsObject> = HashMap::new();
-        if !unlinked.is_empty() {
+        if !unlinked.is_empty() && !hubspot_empty {
             let out = self
                 .hs
                 .batch_read(
@@ -1245,7 +1308,8 @@ impl Engine {
         }
         // Contacts: by email.
         let mut by_email: HashMap<String, HsObject> = HashMap::new();
-        if pair == ObjectPair::ContactContact && self.opts.match_contacts_by_email {
+        if pair == ObjectPair::ContactContact && self.opts.match_contacts_by_email && !hubspot_empty
+        {
             let email_i = schema.sf_index("Email");
             let emails: Vec<String> = works
                 .iter()
@@ -1274,7 +1338,10 @@ impl Engine {
             }
         }
         let mut need_read: Vec<String> = Vec::new();
-        for w in works.iter_mut() {
+        for (n, w) in works.iter_mut().enumerate() {
+            if echoes.contains(&n) {
+                continue;
+            }
             let id = w.sf.as_ref().map(|s| s.id.clone()).unwrap_or_default();
             let matched = found.remove(&id).or_else(|| {
                 let i = schema.sf_index("Email")?;
@@ -1308,8 +1375,8 @@ impl Engine {
                 }
             }
         }
-        for w in works.iter_mut() {
-            if w.hs.is_some() {
+        for (n, w) in works.iter_mut().enumerate() {
+            if w.hs.is_some() || echoes.contains(&n) {
                 continue;
             }
             if let Some(h) = w.hs_id().map(str::to_string) {
@@ -1333,6 +1400,50 @@ impl Engine {
             cp,
         )
         .await
+    }
+
+    /// The positions of the linked, active pairs whose read side equals its last-synced
+    /// snapshot: echoes of the engine's own writes, or records read again. They are settled
+    /// without reading the other CRM (a change there comes through its own stream); their
+    /// snapshots are set. None in a resync, which syncs every record again.
+    async fn settled_before_reading(
+        &self,
+        schema: &PairSchema,
+        works: &mut [Work],
+        trigger: Trigger,
+    ) -> Result<HashSet<usize>, SyncError> {
+        let active = |w: &Work| {
+            w.link
+                .as_ref()
+                .is_some_and(|l| l.state == LinkState::Active)
+        };
+        let ids: Vec<String> = works
+            .iter()
+            .filter(|w| active(w))
+            .filter_map(|w| w.sf_id().map(str::to_string))
+            .collect();
+        if trigger == Trigger::Resync || ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let snaps = self
+            .store
+            .snapshots(&self.opts.tenant, schema.spec.pair, &ids)
+            .await?;
+        let mut settled = HashSet::new();
+        for (n, w) in works.iter_mut().enumerate() {
+            if !active(w) {
+                continue;
+            }
+            let Some(snap) = w.sf_id().and_then(|id| snaps.get(id)) else {
+                continue;
+            };
+            w.snapshot = Some(snap.clone());
+            plan::compute_changes(schema, w);
+            if plan::is_settled(w) {
+                settled.insert(n);
+            }
+        }
+        Ok(settled)
     }
 
     // ----- HubSpot → Salesforce -----
@@ -1411,11 +1522,17 @@ impl Engine {
             let id = w.hs.as_ref().map(|s| s.id.clone()).unwrap_or_default();
             w.link = by_hs.get(id.as_str()).map(|l| (*l).clone());
         }
+        drop(by_hs);
+        let echoes = self
+            .settled_before_reading(schema, &mut works, trigger)
+            .await?;
         // Read the Salesforce counterparts (linked, or named by the cross-reference).
         let select = capture::sf_select(schema, &self.opts.external_id_field);
         let want: Vec<String> = works
             .iter()
-            .filter_map(|w| w.sf_id().map(str::to_string))
+            .enumerate()
+            .filter(|(n, _)| !echoes.contains(n))
+            .filter_map(|(_, w)| w.sf_id().map(str::to_string))
             .collect();
         let mut rows: HashMap<String, SObject> = HashMap::new();
         for chunk in want.chunks(200) {
@@ -1433,6 +1550,9 @@ impl Engine {
         }
         let mut skip = vec![false; works.len()];
         for (i, w) in works.iter_mut().enumerate() {
+            if echoes.contains(&i) {
+                continue;
+            }
             let Some(id) = w.sf_id().map(str::to_string) else {
                 continue;
             };
@@ -1482,7 +1602,7 @@ impl Engine {
         let from_sf = direction == runtime::Direction::SalesforceToHubspot;
         let linked_sf: Vec<String> = works
             .iter()
-            .filter(|w| w.link.is_some())
+            .filter(|w| w.link.is_some() && w.snapshot.is_none())
             .filter_map(|w| w.sf_id().map(str::to_string))
             .collect();
         let snaps = if linked_sf.is_empty() {
@@ -1535,7 +1655,9 @@ impl Engine {
                 commit.counters.skipped += 1;
                 continue;
             }
-            if let Some(id) = w.sf_id() {
+            if w.snapshot.is_none()
+                && let Some(id) = w.sf_id()
+            {
                 w.snapshot = snaps.get(id).cloned();
             }
             plan::compute_changes(schema, &mut w);
@@ -1558,7 +1680,12 @@ impl Engine {
                 .iter()
                 .filter_map(|w| w.hs.as_ref().map(|s| s.id.clone()))
                 .collect();
-            if !opp_ids.is_empty() {
+            if let Some(all) = cy.backfill_roles.as_mut() {
+                roles = opp_ids
+                    .iter()
+                    .filter_map(|id| all.remove(id).map(|r| (id.clone(), r)))
+                    .collect();
+            } else if !opp_ids.is_empty() {
                 roles = associations::contact_roles(&self.sf, &opp_ids).await?;
             }
             deal_assoc = associations::deal_associations(&self.hs, &deal_ids).await?;
@@ -1950,6 +2077,7 @@ impl Engine {
                             hs_values: hs_vals[i].clone(),
                             updated_sf: false,
                             updated_hs: false,
+                            created_with: None,
                         });
                     }
                     continue;
@@ -2075,6 +2203,32 @@ impl Engine {
         let mut new_hs: HashMap<usize, String> = HashMap::new();
         let mut new_sf: HashMap<usize, String> = HashMap::new();
         let mut created: HashSet<usize> = HashSet::new();
+        // A portal that held none of these records: create them with their associations.
+        let hs_creates: Vec<(usize, apply::HsNew, DealAssociations)> =
+            if cy.hubspot_empty == Some(pair) {
+                std::mem::take(&mut hs_upserts)
+                    .into_iter()
+                    .map(|(i, input)| {
+                        let desired = match &outcomes[i] {
+                            Ok(PairOutcome::Write(pw)) => pw.hubspot_associations.as_deref(),
+                            _ => None,
+                        };
+                        let (associations, with) =
+                            associations::inline_hubspot(desired.unwrap_or_default());
+                        (
+                            i,
+                            apply::HsNew {
+                                input,
+                                associations,
+                            },
+                            with,
+                        )
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        let mut inline_assoc: HashMap<usize, DealAssociations> = HashMap::new();
         let hs_obj = schema.spec.hs_object;
         let sobj = schema.spec.sobject;
         // Source side first when creating: HubSpot for SF→HS, Salesforce for HS→SF.
@@ -2085,6 +2239,26 @@ impl Engine {
         };
         for hs_turn in order {
             if hs_turn {
+                if !hs_creates.is_empty() {
+                    let news: Vec<apply::HsNew> =
+                        hs_creates.iter().map(|(_, n, _)| n.clone()).collect();
+                    let res =
+                        apply::hs_create(&self.hs, hs_obj, &self.opts.xref_property, &news).await;
+                    for ((i, _, with), (r, inline)) in hs_creates.iter().zip(res) {
+                        match r {
+                            Ok(o) => {
+                                if o.new != Some(false) {
+                                    created.insert(*i);
+                                }
+                                new_hs.insert(*i, o.id.clone());
+                                if inline {
+                                    inline_assoc.insert(*i, with.clone());
+                                }
+                            }
+                            Err(f) => failed[*i] = Some(f),
+                        }
+                    }
+                }
                 for (list, mode) in [
                     (
                         &hs_upserts,
@@ -2200,6 +2374,7 @@ impl Engine {
                     hs_values: hs_vals[i].clone(),
                     updated_sf,
                     updated_hs,
+                    created_with: inline_assoc.remove(&i),
                 });
             }
         }
@@ -2247,7 +2422,11 @@ impl Engine {
                 (done.hs_id.clone(), Side::HubSpot)
             };
             if let Some(desired) = &pw.hubspot_associations {
-                let current = deal_assoc.get(&done.hs_id).unwrap_or(&empty);
+                let current = done
+                    .created_with
+                    .as_ref()
+                    .or_else(|| deal_assoc.get(&done.hs_id))
+                    .unwrap_or(&empty);
                 let before = (
                     hs_changes.companies_add.len(),
                     hs_changes.contacts_add.len(),
@@ -2437,6 +2616,9 @@ struct Done {
     hs_values: Vec<runtime::Value>,
     updated_sf: bool,
     updated_hs: bool,
+    /// The HubSpot associations the record was created with (none: created without, or
+    /// not created).
+    created_with: Option<DealAssociations>,
 }
 
 /// The set-up's pair spec (re-exported for the CLI).

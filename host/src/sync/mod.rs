@@ -16,9 +16,11 @@
 //! - [`start`]: an engine from a `tenant.toml` (store, clients, plugin, set-up, lease).
 //!
 //! What this module must never do: mark a record synced before the CRM acknowledged it;
-//! create a record other than by an upsert on a cross-reference key (or an update by a
-//! linked id); send a change back that it wrote itself (echo); let one record's failure
-//! stop its batch; apply an exchange rate; hold every record of a backfill in memory.
+//! create a record other than keyed on a unique cross-reference value (an upsert, a
+//! HubSpot create that sets the unique property, or an update by a linked id); send a
+//! change back that it wrote itself (echo); let one record's failure stop its batch;
+//! apply an exchange rate; hold every record of a backfill in memory (an opportunity
+//! backfill holds every contact role's ids, a small fraction of it).
 
 pub mod apply;
 pub mod associations;

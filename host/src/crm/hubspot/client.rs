@@ -553,6 +553,40 @@ impl HubSpotClient {
         object_type: &str,
         inputs: &[CreateInput],
     ) -> Result<BatchOutcome, HubSpotError> {
+        self.create_batches(object_type, inputs, None).await
+    }
+
+    /// Creates records that each set `key_property`, a property with unique values, 100 a
+    /// call; one item per input in order, results tied to inputs by that property's value
+    /// when they carry no trace id (HubSpot does not promise the order of a create's
+    /// results). HubSpot refuses an input whose value another record holds, so a create
+    /// repeated after a lost answer cannot make a second record. Not retried after HubSpot
+    /// may have received it.
+    pub async fn batch_create_keyed(
+        &self,
+        object_type: &str,
+        key_property: &str,
+        inputs: &[CreateInput],
+    ) -> Result<BatchOutcome, HubSpotError> {
+        check_word("key property", key_property)?;
+        if let Some(i) = inputs
+            .iter()
+            .position(|i| i.properties.get(key_property).is_none_or(|v| v.is_empty()))
+        {
+            return Err(HubSpotError::InvalidInput(format!(
+                "create input {i} has no {key_property}"
+            )));
+        }
+        self.create_batches(object_type, inputs, Some(key_property))
+            .await
+    }
+
+    async fn create_batches(
+        &self,
+        object_type: &str,
+        inputs: &[CreateInput],
+        key_property: Option<&str>,
+    ) -> Result<BatchOutcome, HubSpotError> {
         check_word("object type", object_type)?;
         let mut outcome = BatchOutcome::default();
         for chunk in inputs.chunks(BATCH_LIMIT) {
@@ -568,10 +602,19 @@ impl HubSpotClient {
             let (status, resp) = self
                 .batch_call("hs.batch.create", object_type, "create", body, false)
                 .await?;
-            let keys = vec![""; chunk.len()];
+            let (keys, how): (Vec<&str>, Attribution) = match key_property {
+                Some(p) => (
+                    chunk
+                        .iter()
+                        .map(|i| i.properties.get(p).map(String::as_str).unwrap_or_default())
+                        .collect(),
+                    Attribution::ByKey,
+                ),
+                None => (vec![""; chunk.len()], Attribution::Positional),
+            };
             merge(
                 &mut outcome,
-                attribute(status, &keys, None, resp, Attribution::Positional),
+                attribute(status, &keys, key_property, resp, how),
             );
         }
         Ok(outcome)
@@ -873,6 +916,71 @@ impl HubSpotClient {
                 done: false,
             });
         }
+    }
+
+    /// One page of a whole-window read in id order: the records modified before
+    /// `request.until_ms` whose id is above `after_id`, up to a page, sorted by
+    /// `hs_object_id` (a total order, so every page is full: no instant is read twice,
+    /// however many records share one modification time). Returns the records and the id
+    /// to continue after (`None`: the window is exhausted). A record modified during the
+    /// read leaves the window and belongs to the next one, so only the end of the window is
+    /// a safe checkpoint: for reading everything once (a backfill), not for resuming.
+    pub async fn scan_by_id_page(
+        &self,
+        request: &ScanRequest,
+        after_id: u64,
+    ) -> Result<(Vec<HsObject>, Option<u64>), HubSpotError> {
+        check_word("object type", &request.object_type)?;
+        let modified = request.modified_property();
+        check_word("modification property", modified)?;
+        if request.page_size == 0 || request.page_size > SEARCH_PAGE_MAX {
+            return Err(HubSpotError::InvalidInput(format!(
+                "scan page size {} is outside 1..={SEARCH_PAGE_MAX}",
+                request.page_size
+            )));
+        }
+        if request.extra_filters.len() > MAX_FILTERS_PER_GROUP - 2 {
+            return Err(HubSpotError::InvalidInput(format!(
+                "at most {} extra scan filters",
+                MAX_FILTERS_PER_GROUP - 2
+            )));
+        }
+        let mut properties = request.properties.clone();
+        for p in [modified, "hs_object_id"] {
+            if !properties.iter().any(|x| x == p) {
+                properties.push(p.into());
+            }
+        }
+        let mut filters = vec![
+            Filter::new(modified, Operator::Lt, request.until_ms.to_string()),
+            Filter::new("hs_object_id", Operator::Gt, after_id.to_string()),
+        ];
+        filters.extend(request.extra_filters.iter().cloned());
+        let page = self
+            .search(
+                &request.object_type,
+                &SearchRequest {
+                    filter_groups: vec![FilterGroup { filters }],
+                    sorts: vec![Sort {
+                        property_name: "hs_object_id".into(),
+                        direction: Direction::Ascending,
+                    }],
+                    properties,
+                    limit: request.page_size,
+                    after: None,
+                    query: None,
+                },
+            )
+            .await?;
+        let mut records = page.results;
+        records.sort_by_key(|r| r.numeric_id().unwrap_or(0));
+        records.retain(|r| r.numeric_id().is_some_and(|id| id > after_id));
+        let next = if records.len() >= request.page_size as usize {
+            records.last().and_then(HsObject::numeric_id)
+        } else {
+            None
+        };
+        Ok((records, next))
     }
 
     /// Runs a change scan to the end of its window; returns every record (in
