@@ -1064,3 +1064,135 @@ fn chrono_like_now_minus_days(days: i64) -> String {
         s % 60
     )
 }
+
+/// Every record of a SOQL query, following `nextRecordsUrl`.
+async fn query_all_pages(client: &Client, base: &str, token: &str, q: &str) -> Vec<Value> {
+    let (s, mut page) = call(
+        client,
+        reqwest::Method::GET,
+        format!("{base}{V}/query/?q={}", urlencode(q)),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{q}: {page}");
+    let mut out: Vec<Value> = page["records"].as_array().unwrap().clone();
+    while let Some(next) = page["nextRecordsUrl"].as_str().map(str::to_string) {
+        let (s, p) = call(
+            client,
+            reqwest::Method::GET,
+            format!("{base}{next}"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        out.extend(p["records"].as_array().unwrap().iter().cloned());
+        page = p;
+    }
+    out
+}
+
+#[tokio::test]
+async fn keyset_paging_by_id_reads_every_record_once() {
+    let (emu, client, base, token) = boot(Seed::Number(7)).await;
+    let ids = |rows: &[Value]| -> Vec<String> {
+        rows.iter()
+            .map(|r| r["Id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = ids(&query_all_pages(
+        &client,
+        &base,
+        &token,
+        "SELECT Id FROM Opportunity ORDER BY Id",
+    )
+    .await);
+    assert_eq!(all.len(), 3000);
+    // Ids mix cases: a case-insensitive `>` would disagree with the case-sensitive sort.
+    assert!(
+        all.iter()
+            .any(|i| i.chars().any(|c| c.is_ascii_lowercase()))
+    );
+    let mut paged: Vec<String> = Vec::new();
+    loop {
+        let after = paged.last().cloned().unwrap_or_default();
+        let q = format!("SELECT Id FROM Opportunity WHERE Id > '{after}' ORDER BY Id LIMIT 250");
+        let page = ids(&query_all_pages(&client, &base, &token, &q).await);
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    emu.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_lists_by_id_and_by_opportunity_match_a_scan() {
+    let (emu, client, base, token) = boot(Seed::Number(7)).await;
+    let roles = query_all_pages(
+        &client,
+        &base,
+        &token,
+        "SELECT Id, OpportunityId FROM OpportunityContactRole ORDER BY Id",
+    )
+    .await;
+    let opps = query_all_pages(
+        &client,
+        &base,
+        &token,
+        "SELECT Id FROM Opportunity ORDER BY Id",
+    )
+    .await;
+    let some: Vec<String> = opps
+        .iter()
+        .step_by(37)
+        .map(|r| r["Id"].as_str().unwrap().to_string())
+        .collect();
+    let list = some
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let by_id = query_all_pages(
+        &client,
+        &base,
+        &token,
+        &format!("SELECT Id FROM Opportunity WHERE Id IN ({list}) ORDER BY Id"),
+    )
+    .await;
+    let got: Vec<&str> = by_id.iter().map(|r| r["Id"].as_str().unwrap()).collect();
+    assert_eq!(got, some.iter().map(String::as_str).collect::<Vec<_>>());
+    let by_opp = query_all_pages(
+        &client,
+        &base,
+        &token,
+        &format!(
+            "SELECT Id FROM OpportunityContactRole WHERE OpportunityId IN ({list}) ORDER BY Id"
+        ),
+    )
+    .await;
+    let want: Vec<&str> = roles
+        .iter()
+        .filter(|r| {
+            some.iter()
+                .any(|o| Some(o.as_str()) == r["OpportunityId"].as_str())
+        })
+        .map(|r| r["Id"].as_str().unwrap())
+        .collect();
+    assert!(!want.is_empty());
+    let got: Vec<&str> = by_opp.iter().map(|r| r["Id"].as_str().unwrap()).collect();
+    assert_eq!(got, want);
+    // An 18-character id in another case is the same id (its checksum restores the case).
+    let lower = some[0].to_lowercase();
+    let rows = query_all_pages(
+        &client,
+        &base,
+        &token,
+        &format!("SELECT Id FROM Opportunity WHERE Id IN ('{lower}')"),
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
+    emu.shutdown().await.unwrap();
+}

@@ -806,9 +806,13 @@ impl Org {
             ));
         }
         let today = Utc::now().date_naive();
-        let mut rows: Vec<Arc<Row>> = self.tables[o]
-            .rows
-            .iter()
+        let indexed = filter.as_ref().and_then(|f| self.indexed_rows(o, f));
+        let table = &self.tables[o].rows;
+        let scanned: Box<dyn Iterator<Item = &Arc<Row>>> = match &indexed {
+            Some(idx) => Box::new(idx.iter().map(|i| &table[*i])),
+            None => Box::new(table.iter()),
+        };
+        let mut rows: Vec<Arc<Row>> = scanned
             .filter(|r| all || r.deleted_at.is_none())
             .filter(|r| filter.as_ref().is_none_or(|f| self.eval(f, r, today)))
             .cloned()
@@ -1136,6 +1140,57 @@ impl Org {
         })
     }
 
+    /// The rows a filter can only match, from an index, in table order: `Id IN (...)` /
+    /// `Id = ...` through `by_id`, and a contact role's `OpportunityId IN (...)` through
+    /// `by_parent` (a conjunct of an `AND` is enough). `None`: scan the table. Every id must
+    /// be found as written (or, for roles, be an opportunity's id as written), so that the
+    /// scan's case-insensitive comparison could match nothing more.
+    fn indexed_rows(&self, o: usize, f: &Filter) -> Option<Vec<usize>> {
+        let ids = |a: &Accessor, lits: &[Lit]| -> Option<Vec<String>> {
+            if a.parent.is_some() {
+                return None;
+            }
+            lits.iter()
+                .map(|l| match l {
+                    Lit::Val(Val::Str(s)) => Some(s.to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let wanted = match f {
+            Filter::And(a, b) => {
+                return self.indexed_rows(o, a).or_else(|| self.indexed_rows(o, b));
+            }
+            Filter::In(a, false, lits) => (a, ids(a, lits)?),
+            Filter::Cmp(a, Op::Eq, lit) => (a, ids(a, std::slice::from_ref(lit))?),
+            _ => return None,
+        };
+        let (a, wanted) = wanted;
+        let table = &self.tables[o];
+        let mut out: Vec<usize> = if a.idx == 0 {
+            wanted
+                .iter()
+                .map(|id| table.by_id.get(id).copied())
+                .collect::<Option<Vec<usize>>>()?
+        } else if o == obj::OCR && a.idx == self.fidx(o, "OpportunityId") {
+            let opps = &self.tables[obj::OPPORTUNITY].by_id;
+            let mut out = Vec::new();
+            for id in &wanted {
+                match table.by_parent.get(id) {
+                    Some(rows) => out.extend(rows.iter().copied()),
+                    None if opps.contains_key(id) => {}
+                    None => return None,
+                }
+            }
+            out
+        } else {
+            return None;
+        };
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
     fn eval(&self, f: &Filter, row: &Row, today: chrono::NaiveDate) -> bool {
         match f {
             Filter::And(a, b) => self.eval(a, row, today) && self.eval(b, row, today),
@@ -1143,7 +1198,16 @@ impl Org {
             Filter::Not(a) => !self.eval(a, row, today),
             Filter::Cmp(a, op, lit) => {
                 let v = self.access(a, row);
-                cmp_lit(&v, *op, lit, today)
+                match (a.ty, &v, lit) {
+                    // Ids order case-sensitively, as `ORDER BY Id` sorts them, so that
+                    // keyset paging (`Id > :last ORDER BY Id`) neither skips nor repeats.
+                    (FieldType::Id | FieldType::Reference, Val::Str(x), Lit::Val(Val::Str(y)))
+                        if !matches!(op, Op::Eq | Op::Ne) =>
+                    {
+                        cmp_ord(x.as_str().cmp(y.as_str()), *op)
+                    }
+                    _ => cmp_lit(&v, *op, lit, today),
+                }
             }
             Filter::In(a, negated, lits) => {
                 let v = self.access(a, row);
@@ -1380,6 +1444,19 @@ fn coerce_literal(ty: FieldType, lit: &Literal) -> Option<Lit> {
         ) => Lit::Days(*start_offset, *end_offset),
         _ => return None,
     })
+}
+
+/// Whether an ordering satisfies a comparison operator.
+fn cmp_ord(o: std::cmp::Ordering, op: Op) -> bool {
+    use std::cmp::Ordering::*;
+    match op {
+        Op::Eq => o == Equal,
+        Op::Ne => o != Equal,
+        Op::Lt => o == Less,
+        Op::Le => o != Greater,
+        Op::Gt => o == Greater,
+        Op::Ge => o != Less,
+    }
 }
 
 fn compare(a: &Val, b: &Val) -> std::cmp::Ordering {
