@@ -30,6 +30,7 @@ use crate::Seed;
 use crate::control::{Accounting, Faults};
 
 pub mod auth;
+pub mod cursors;
 pub mod errors;
 pub mod ids;
 mod routes;
@@ -105,6 +106,9 @@ pub(crate) struct Usage {
 
 pub struct Inner {
     pub org: RwLock<store::Org>,
+    /// Open SOQL cursors, under their own lock so query pages read the org
+    /// under its read lock.
+    pub cursors: cursors::QueryCursors,
     pub sessions: Mutex<auth::Sessions>,
     pub faults: Faults,
     pub accounting: Accounting,
@@ -212,6 +216,7 @@ impl Salesforce {
         Salesforce {
             shared: Shared(Arc::new(Inner {
                 org: RwLock::new(org),
+                cursors: Default::default(),
                 sessions: Mutex::new(sessions),
                 faults: Faults::default(),
                 accounting: Accounting::default(),
