@@ -19,7 +19,6 @@
 //! bind or talk to anything itself (see [`crate::start`]).
 
 use std::ops::Deref;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,23 +79,6 @@ pub struct Credentials {
 /// The base URL of the listener a request came in on (set by [`crate::start`]).
 #[derive(Debug, Clone)]
 pub struct InstanceUrl(pub String);
-
-/// Why the emulator could not load or save state.
-#[derive(Debug, thiserror::Error)]
-pub enum SalesforceError {
-    #[error("could not read snapshot {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("could not write snapshot {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid snapshot: {0}")]
-    Invalid(String),
-}
 
 pub(crate) struct Usage {
     window_start: Instant,
@@ -235,28 +217,16 @@ impl Salesforce {
         }
     }
 
-    /// Loads an emulator from a snapshot file written by [`Salesforce::save_snapshot`].
-    pub fn from_snapshot_file(path: &Path, config: Config) -> Result<Self, SalesforceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SalesforceError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| SalesforceError::Invalid(e.to_string()))?;
+    /// An emulator serving the org of a snapshot taken with [`Salesforce::snapshot`].
+    pub fn from_snapshot(v: &serde_json::Value, config: Config) -> Result<Self, String> {
         let schema = Arc::new(schema::Schema::new());
-        let org = store::Org::import(schema.clone(), &v).map_err(SalesforceError::Invalid)?;
+        let org = store::Org::import(schema.clone(), v)?;
         Ok(Self::with_org(org, schema, config))
     }
 
-    /// Writes every record to `path` as JSON.
-    pub fn save_snapshot(&self, path: &Path) -> Result<(), SalesforceError> {
-        let v = self.shared.org.read().export();
-        let text =
-            serde_json::to_string(&v).map_err(|e| SalesforceError::Invalid(e.to_string()))?;
-        std::fs::write(path, text).map_err(|source| SalesforceError::Write {
-            path: path.display().to_string(),
-            source,
-        })
+    /// Every record as JSON (also `GET /__emulator/snapshot`).
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.shared.org.read().export()
     }
 
     pub fn credentials(&self) -> Credentials {
