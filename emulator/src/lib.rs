@@ -13,6 +13,7 @@
 //!   Salesforce users and HubSpot owners match by email.
 //! - [`control`]: fault profiles and request accounting shared by both.
 //! - [`tls`]: the throw-away CA behind the HTTPS listeners.
+//! - [`snapshot`]: the file that keeps both emulators' state across restarts.
 //!
 //! Each emulator also has a control API under `/__emulator/` (seed, reset,
 //! snapshot, fault profiles, request accounting).
@@ -37,6 +38,7 @@ pub mod control;
 pub mod hubspot;
 pub mod people;
 pub mod salesforce;
+pub mod snapshot;
 pub mod tls;
 
 /// What data an emulator starts with.
@@ -108,9 +110,10 @@ pub struct EmulatorOptions {
     pub ca_cert_path: Option<PathBuf>,
     /// Salesforce org with multi-currency switched on (`CurrencyIsoCode` exists).
     pub salesforce_multi_currency: bool,
-    /// Salesforce snapshot file: loaded at start when it exists (instead of the
-    /// seed), written at [`RunningEmulators::shutdown`].
-    pub salesforce_snapshot: Option<PathBuf>,
+    /// Snapshot file of both emulators (see [`snapshot`]): loaded at start
+    /// when it exists (instead of the seed), written at
+    /// [`RunningEmulators::shutdown`].
+    pub snapshot: Option<PathBuf>,
 }
 
 /// Why the emulators could not start.
@@ -121,7 +124,7 @@ pub enum EmulatorError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Salesforce(#[from] salesforce::SalesforceError),
+    Snapshot(#[from] snapshot::SnapshotError),
 }
 
 /// The base URLs of one emulator.
@@ -150,8 +153,10 @@ pub struct RunningEmulators {
     pub ca_cert_pem: String,
     /// The Salesforce emulator itself (for in-process inspection).
     pub salesforce: salesforce::Salesforce,
+    /// The HubSpot emulator itself (for in-process inspection).
+    pub hubspot: hubspot::HubSpot,
     servers: Vec<Server>,
-    salesforce_snapshot: Option<PathBuf>,
+    snapshot: Option<PathBuf>,
 }
 
 enum Server {
@@ -160,7 +165,7 @@ enum Server {
 }
 
 impl RunningEmulators {
-    /// Stops every listener, and writes the Salesforce snapshot when one was configured.
+    /// Stops every listener, and writes the snapshot when one was configured.
     pub async fn shutdown(self) -> Result<(), EmulatorError> {
         for server in self.servers {
             match server {
@@ -174,8 +179,8 @@ impl RunningEmulators {
                 }
             }
         }
-        if let Some(path) = &self.salesforce_snapshot {
-            self.salesforce.save_snapshot(path)?;
+        if let Some(path) = &self.snapshot {
+            snapshot::save(path, &self.salesforce, &self.hubspot)?;
         }
         Ok(())
     }
@@ -241,11 +246,19 @@ pub async fn start(options: EmulatorOptions) -> Result<RunningEmulators, Emulato
         multi_currency: options.salesforce_multi_currency,
         ..Default::default()
     };
-    let salesforce = match &options.salesforce_snapshot {
-        Some(path) if path.exists() => salesforce::Salesforce::from_snapshot_file(path, sf_config)?,
-        _ => salesforce::Salesforce::new(&options.seed, sf_config),
+    let (salesforce, hubspot) = match &options.snapshot {
+        Some(path) if path.exists() => {
+            let loaded = snapshot::load(path, sf_config, &options.seed)?;
+            let hubspot = loaded
+                .hubspot
+                .unwrap_or_else(|| hubspot::HubSpot::new(&options.seed));
+            (loaded.salesforce, hubspot)
+        }
+        _ => (
+            salesforce::Salesforce::new(&options.seed, sf_config),
+            hubspot::HubSpot::new(&options.seed),
+        ),
     };
-    let hubspot = hubspot::HubSpot::new(&options.seed);
 
     let sf_http = bind(options.salesforce_ports.http)?;
     let sf_https = bind(options.salesforce_ports.https)?;
@@ -291,8 +304,9 @@ pub async fn start(options: EmulatorOptions) -> Result<RunningEmulators, Emulato
         ca_cert_path,
         ca_cert_pem: tls.ca_pem,
         salesforce,
+        hubspot,
         servers,
-        salesforce_snapshot: options.salesforce_snapshot,
+        snapshot: options.snapshot,
     })
 }
 

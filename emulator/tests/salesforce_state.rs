@@ -379,15 +379,45 @@ async fn snapshot_round_trip_restores_the_same_data() {
     sf.emu.shutdown().await.unwrap();
 }
 
+/// Creates a HubSpot deal over HTTP and returns its id.
+async fn create_hubspot_deal(sf: &Sf, name: &str) -> String {
+    let resp = sf
+        .client
+        .post(format!("{}/crm/v3/objects/deals", sf.emu.hubspot_urls.http))
+        .bearer_auth(&sf.emu.hubspot_credentials.private_app_token)
+        .json(&json!({"properties": {"dealname": name, "dealstage": "appointmentscheduled", "pipeline": "default"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let v: Value = resp.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// The HubSpot deal `id` as served over HTTP (status, body).
+async fn hubspot_deal(sf: &Sf, id: &str) -> (StatusCode, Value) {
+    let resp = sf
+        .client
+        .get(format!(
+            "{}/crm/v3/objects/deals/{id}?properties=dealname",
+            sf.emu.hubspot_urls.http
+        ))
+        .bearer_auth(&sf.emu.hubspot_credentials.private_app_token)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
 #[tokio::test]
-async fn snapshot_file_is_written_at_shutdown_and_loaded_at_start() {
+async fn snapshot_file_keeps_both_emulators_across_a_restart() {
     let dir = std::env::temp_dir().join(format!("dealbridge-sf-snap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("org.json");
     let _ = std::fs::remove_file(&path);
     let options = || EmulatorOptions {
         seed: Seed::Empty,
-        salesforce_snapshot: Some(path.clone()),
+        snapshot: Some(path.clone()),
         ..Default::default()
     };
     let sf = boot_with(options(), false).await;
@@ -399,13 +429,93 @@ async fn snapshot_file_is_written_at_shutdown_and_loaded_at_start() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    let deal = create_hubspot_deal(&sf, "persisted deal").await;
+    let portal_before = sf.emu.hubspot.snapshot();
     sf.emu.shutdown().await.unwrap();
     assert!(path.exists());
+
     let sf = boot_with(options(), false).await;
     let v = sf.query("SELECT Name FROM Opportunity").await;
     assert_eq!(v["totalSize"], 1);
     assert_eq!(v["records"][0]["Name"], "persisted");
+    let (s, v) = hubspot_deal(&sf, &deal).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["dealname"], "persisted deal");
+    assert_eq!(sf.emu.hubspot.snapshot(), portal_before);
+    // Ids keep counting from where the saved portal left off.
+    let next = create_hubspot_deal(&sf, "after restart").await;
+    assert_ne!(next, deal);
     sf.emu.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn salesforce_only_snapshot_file_loads_and_hubspot_starts_from_the_seed() {
+    let dir = std::env::temp_dir().join(format!("dealbridge-sf-only-snap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("org.json");
+    let sf = boot_with(
+        EmulatorOptions {
+            seed: Seed::Empty,
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let (s, _) = sf
+        .call(
+            Method::POST,
+            &format!("{V}/sobjects/Opportunity"),
+            Some(opp("older format")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    std::fs::write(&path, sf.emu.salesforce.snapshot().to_string()).unwrap();
+    let empty_portal = sf.emu.hubspot.snapshot();
+    sf.emu.shutdown().await.unwrap();
+
+    let sf = boot_with(
+        EmulatorOptions {
+            seed: Seed::Empty,
+            snapshot: Some(path.clone()),
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let v = sf.query("SELECT Name FROM Opportunity").await;
+    assert_eq!(v["records"][0]["Name"], "older format");
+    assert_eq!(sf.emu.hubspot.snapshot(), empty_portal);
+    sf.emu.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn snapshot_file_with_a_broken_portal_is_refused_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("dealbridge-bad-snap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("org.json");
+    let sf = boot_with(
+        EmulatorOptions {
+            seed: Seed::Empty,
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let doc = json!({"salesforce": sf.emu.salesforce.snapshot(), "hubspot": {"objects": 7}});
+    sf.emu.shutdown().await.unwrap();
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let err = start(EmulatorOptions {
+        snapshot: Some(path.clone()),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("a broken portal is refused");
+    let text = err.to_string();
+    assert!(text.starts_with("invalid snapshot"), "{text}");
+    assert!(text.contains("hubspot"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -449,6 +449,16 @@ pub(crate) fn run(
         text: TextQuery::new(table.ot, query),
     };
     let end = after.saturating_add(limit);
+    if use_index && let Some(ids) = looked_up_ids(table, &q) {
+        let mut buf = String::new();
+        let hits: Vec<&Record> = ids
+            .iter()
+            .filter_map(|id| table.active(*id))
+            .filter(|r| q.matches(r, &mut buf))
+            .collect();
+        let (total, ids) = sort_page(&q, hits, after, end);
+        return Ok((total, ids, Plan::Candidates));
+    }
     if use_index && let Some(range) = KeyRange::of(table, &q) {
         if range.empty {
             return Ok((0, Vec::new(), Plan::Ordered));
@@ -471,6 +481,44 @@ pub(crate) fn run(
         .collect();
     let (total, ids) = sort_page(&q, hits, after, end);
     Ok((total, ids, Plan::Scan))
+}
+
+/// The ids (sorted, distinct) of the only records that can match a single
+/// filter group holding an EQ or IN filter on `hs_object_id` or on a unique
+/// property (looked up case-insensitively, as search compares text); `None`
+/// when the query has no such filter. The caller still applies every filter.
+fn looked_up_ids(table: &Table, q: &Query<'_>) -> Option<Vec<u64>> {
+    let [group] = q.groups.as_slice() else {
+        return None;
+    };
+    group.iter().find_map(|f| {
+        let operands: &[Operand] = match f.op {
+            Op::Eq => std::slice::from_ref(f.a.as_ref()?),
+            Op::In => &f.set,
+            _ => return None,
+        };
+        let mut ids: Vec<u64> = Vec::with_capacity(operands.len());
+        for operand in operands {
+            match (f.key, operand) {
+                // Only ids up to 2^53 are exact as `f64`; larger ones compare
+                // like the general path does only by scanning.
+                (Some(KeyField::Id), Operand::Num(x)) => {
+                    if x.fract() == 0.0 && *x >= 0.0 && *x < EXACT_ID_MAX as f64 {
+                        ids.push(*x as u64);
+                    } else if !(x.is_finite() && x.abs() < EXACT_ID_MAX as f64) {
+                        return None;
+                    }
+                }
+                (None, Operand::Text(lower)) if f.kind == Kind::Text => {
+                    ids.extend(table.find_folded(&f.prop, lower)?);
+                }
+                _ => return None,
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
+    })
 }
 
 /// Sorts matches (already in id order) and cuts the page `[after, end)`.
@@ -1183,6 +1231,113 @@ mod tests {
             plans.get(&Plan::Candidates).copied().unwrap_or(0) > 100,
             "{plans:?}"
         );
+    }
+
+    #[test]
+    fn unique_property_and_id_lookups_answer_like_the_general_path() {
+        let (mut s, _) = random_portal(5, 400);
+        let xref = "dealbridge_sf_id";
+        let mut def = s.table(ObjectType::Deals).prop("dealname").unwrap().clone();
+        def.name = xref.into();
+        def.has_unique_value = true;
+        def.hubspot_defined = false;
+        def.modification_metadata.read_only_value = false;
+        s.table_mut(ObjectType::Deals).add_prop(def);
+        let ids: Vec<u64> = s
+            .table(ObjectType::Deals)
+            .records()
+            .keys()
+            .copied()
+            .collect();
+        let mut rng = StdRng::seed_from_u64(17);
+        // Values unique as written but colliding ignoring case; some
+        // rewritten, some records archived after getting one.
+        let value = |n: usize| match n % 3 {
+            0 => format!("006AB{n}"),
+            1 => format!("006ab{}", n - 1),
+            _ => format!("Ünï{n}"),
+        };
+        for (n, id) in ids.iter().enumerate().filter(|(n, _)| n % 4 != 3) {
+            write(&mut s, Some(*id), json!({ xref: value(n) }), T0 + 200_000);
+        }
+        for _ in 0..40 {
+            let n = rng.random_range(0..ids.len());
+            write(
+                &mut s,
+                Some(ids[n]),
+                json!({ xref: value(n + 1000) }),
+                T0 + 300_000,
+            );
+        }
+        for _ in 0..20 {
+            s.archive(
+                ObjectType::Deals,
+                ids[rng.random_range(0..ids.len())],
+                T0 + 400_000,
+            );
+        }
+        let pick = |rng: &mut StdRng| -> Value {
+            let v = value(rng.random_range(0..1100));
+            json!(match rng.random_range(0..3) {
+                0 => v.to_uppercase(),
+                1 => v.to_lowercase(),
+                _ => v,
+            })
+        };
+        for i in 0..1500 {
+            let mut group = vec![match rng.random_range(0..4) {
+                0 => f(xref, "EQ", pick(&mut rng)),
+                1 => Filter {
+                    property_name: xref.into(),
+                    operator: "IN".into(),
+                    values: Some(
+                        (0..rng.random_range(0..6))
+                            .map(|_| pick(&mut rng))
+                            .collect(),
+                    ),
+                    ..Default::default()
+                },
+                2 => f(
+                    "hs_object_id",
+                    "EQ",
+                    json!(ids[rng.random_range(0..ids.len())].to_string()),
+                ),
+                _ => Filter {
+                    property_name: "hs_object_id".into(),
+                    operator: "IN".into(),
+                    values: Some(
+                        (0..rng.random_range(0..6))
+                            .map(|_| match rng.random_range(0..4) {
+                                0 => json!("2.5"),
+                                1 => json!("-3"),
+                                _ => json!(ids[rng.random_range(0..ids.len())].to_string()),
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                },
+            }];
+            if rng.random_range(0..2) == 0 {
+                group.push(f(
+                    "amount",
+                    "GTE",
+                    json!(rng.random_range(0..500).to_string()),
+                ));
+            }
+            let groups = vec![group];
+            let sorts = random_sorts(&mut rng);
+            let run = |use_index| {
+                s.search_plan(ObjectType::Deals, &groups, &sorts, None, 0, 100, use_index)
+                    .unwrap()
+            };
+            let (fast, slow) = (run(true), run(false));
+            assert_eq!(fast.2, Plan::Candidates, "query {i}: {groups:?}");
+            assert_eq!(
+                (fast.0, &fast.1),
+                (slow.0, &slow.1),
+                "query {i}: {groups:?} sorts {sorts:?}"
+            );
+        }
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Table {
     prop_index: HashMap<String, usize>,
     /// Unique property -> unique key of a value -> record id (active records only).
     unique: HashMap<String, HashMap<String, u64>>,
+    /// Unique property -> lowercased value -> record ids (active records
+    /// only): what search's case-insensitive EQ/IN on the property look up.
+    folded: HashMap<String, HashMap<String, BTreeSet<u64>>>,
 }
 
 impl Table {
@@ -57,8 +60,10 @@ impl Table {
             .map(|(i, p)| (p.name.clone(), i))
             .collect();
         let mut unique = HashMap::new();
+        let mut folded = HashMap::new();
         if ot == ObjectType::Contacts {
             unique.insert("email".to_string(), HashMap::new());
+            folded.insert("email".to_string(), HashMap::new());
         }
         Table {
             ot,
@@ -67,6 +72,7 @@ impl Table {
             props,
             prop_index,
             unique,
+            folded,
         }
     }
 
@@ -89,6 +95,7 @@ impl Table {
     pub fn add_prop(&mut self, def: PropertyDef) {
         if def.has_unique_value {
             self.unique.insert(def.name.clone(), HashMap::new());
+            self.folded.insert(def.name.clone(), HashMap::new());
         }
         self.prop_index.insert(def.name.clone(), self.props.len());
         self.props.push(def);
@@ -116,9 +123,39 @@ impl Table {
             .copied()
     }
 
+    /// The active records whose unique property `prop` equals `lowercase`
+    /// ignoring case (the value lowercased as search lowercases it); `None`
+    /// when `prop` is not a unique property.
+    pub fn find_folded(&self, prop: &str, lowercase: &str) -> Option<impl Iterator<Item = u64>> {
+        let index = self.folded.get(prop)?;
+        Some(index.get(lowercase).into_iter().flatten().copied())
+    }
+
     /// An active (not archived) record.
     pub fn active(&self, id: u64) -> Option<&Record> {
         self.records.get(&id).filter(|r| !r.archived)
+    }
+}
+
+/// Moves record `id` in the case-folded index of one property from its old
+/// value to its new one.
+fn refold(
+    index: &mut HashMap<String, BTreeSet<u64>>,
+    id: u64,
+    old: Option<&str>,
+    new: Option<&str>,
+) {
+    if let Some(old) = old {
+        let key = old.to_lowercase();
+        if let Some(ids) = index.get_mut(&key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                index.remove(&key);
+            }
+        }
+    }
+    if let Some(new) = new {
+        index.entry(new.to_lowercase()).or_default().insert(id);
     }
 }
 
@@ -662,6 +699,14 @@ impl Store {
                     index.insert(unique_key(&k, new), id);
                 }
             }
+            if let Some(index) = table.folded.get_mut(&k) {
+                refold(
+                    index,
+                    id,
+                    old.as_deref(),
+                    rec.props.get(&k).map(String::as_str),
+                );
+            }
         }
         if changed {
             rec.updated_ms = now.max(rec.updated_ms);
@@ -725,6 +770,9 @@ impl Store {
             if let Some(v) = rec.props.get(k) {
                 index.remove(&unique_key(k, v));
             }
+        }
+        for (k, index) in table.folded.iter_mut() {
+            refold(index, id, rec.props.get(k).map(String::as_str), None);
         }
         let key = (ot, id);
         let partners: Vec<(ObjectType, u64)> = self
@@ -1468,6 +1516,9 @@ impl Store {
                                 ),
                             ));
                         }
+                    }
+                    for (k, index) in table.folded.iter_mut() {
+                        refold(index, id, None, props.get(k).map(String::as_str));
                     }
                     table.by_modified.insert((updated_ms, id));
                 }

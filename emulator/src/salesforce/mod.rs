@@ -19,7 +19,6 @@
 //! bind or talk to anything itself (see [`crate::start`]).
 
 use std::ops::Deref;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,7 @@ use crate::Seed;
 use crate::control::{Accounting, Faults};
 
 pub mod auth;
+pub mod cursors;
 pub mod errors;
 pub mod ids;
 mod routes;
@@ -80,23 +80,6 @@ pub struct Credentials {
 #[derive(Debug, Clone)]
 pub struct InstanceUrl(pub String);
 
-/// Why the emulator could not load or save state.
-#[derive(Debug, thiserror::Error)]
-pub enum SalesforceError {
-    #[error("could not read snapshot {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("could not write snapshot {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid snapshot: {0}")]
-    Invalid(String),
-}
-
 pub(crate) struct Usage {
     window_start: Instant,
     used: u64,
@@ -105,6 +88,9 @@ pub(crate) struct Usage {
 
 pub struct Inner {
     pub org: RwLock<store::Org>,
+    /// Open SOQL cursors, under their own lock so query pages read the org
+    /// under its read lock.
+    pub cursors: cursors::QueryCursors,
     pub sessions: Mutex<auth::Sessions>,
     pub faults: Faults,
     pub accounting: Accounting,
@@ -212,6 +198,7 @@ impl Salesforce {
         Salesforce {
             shared: Shared(Arc::new(Inner {
                 org: RwLock::new(org),
+                cursors: Default::default(),
                 sessions: Mutex::new(sessions),
                 faults: Faults::default(),
                 accounting: Accounting::default(),
@@ -230,28 +217,16 @@ impl Salesforce {
         }
     }
 
-    /// Loads an emulator from a snapshot file written by [`Salesforce::save_snapshot`].
-    pub fn from_snapshot_file(path: &Path, config: Config) -> Result<Self, SalesforceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SalesforceError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| SalesforceError::Invalid(e.to_string()))?;
+    /// An emulator serving the org of a snapshot taken with [`Salesforce::snapshot`].
+    pub fn from_snapshot(v: &serde_json::Value, config: Config) -> Result<Self, String> {
         let schema = Arc::new(schema::Schema::new());
-        let org = store::Org::import(schema.clone(), &v).map_err(SalesforceError::Invalid)?;
+        let org = store::Org::import(schema.clone(), v)?;
         Ok(Self::with_org(org, schema, config))
     }
 
-    /// Writes every record to `path` as JSON.
-    pub fn save_snapshot(&self, path: &Path) -> Result<(), SalesforceError> {
-        let v = self.shared.org.read().export();
-        let text =
-            serde_json::to_string(&v).map_err(|e| SalesforceError::Invalid(e.to_string()))?;
-        std::fs::write(path, text).map_err(|source| SalesforceError::Write {
-            path: path.display().to_string(),
-            source,
-        })
+    /// Every record as JSON (also `GET /__emulator/snapshot`).
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.shared.org.read().export()
     }
 
     pub fn credentials(&self) -> Credentials {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -411,8 +411,27 @@ fn run_query(shared: &Shared, q: Option<&String>, all: bool, headers: &HeaderMap
             "A query string has to be specified",
         ));
     };
-    let page = shared.org.write().query(q, all, page_size(headers))?;
-    Ok(Json(page).into_response())
+    let org = shared.org.read();
+    match org.query(q, all, page_size(headers))? {
+        store::QueryResult::Count(n) => {
+            Ok(Json(json!({"totalSize": n, "done": true, "records": []})).into_response())
+        }
+        store::QueryResult::Rows(cursor) => {
+            let locator = cursor
+                .has_more_pages()
+                .then(|| shared.cursors.open(cursor.clone()));
+            Ok(json_body(org.render_page(
+                &cursor,
+                0,
+                locator.as_deref(),
+            )?))
+        }
+    }
+}
+
+/// A response with an already serialized JSON body.
+fn json_body(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn query(
@@ -432,8 +451,12 @@ async fn query_all(
 }
 
 async fn query_more(State(shared): State<Shared>, Path(locator): Path<String>) -> ApiResult {
-    let page = shared.org.write().query_more(&locator)?;
-    Ok(Json(page).into_response())
+    let (cursor, locator, pos) = shared.cursors.resume(&locator)?;
+    let body = shared
+        .org
+        .read()
+        .render_page(&cursor, pos, Some(&locator))?;
+    Ok(json_body(body))
 }
 
 fn parse_window(q: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {

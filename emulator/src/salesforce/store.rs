@@ -1,12 +1,14 @@
 //! The org's records and every operation on them: writes with validation and
-//! derived fields, undo for allOrNone, SOQL execution with query cursors,
-//! and the replication (updated/deleted) views.
+//! derived fields, undo for allOrNone, SOQL execution and page rendering
+//! (the open cursors themselves live in [`super::cursors`]), and the
+//! replication (updated/deleted) views.
 //!
 //! All of it is synchronous: callers hold the org lock only for one call and
 //! never across an `.await`. Nothing here may panic on client input.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use chrono::{Duration as ChronoDuration, NaiveTime, Utc};
 use serde_json::{Map, Value, json};
@@ -16,7 +18,7 @@ use super::errors::ApiError;
 use super::ids;
 use super::schema::{EXTERNAL_ID_FIELD, FieldType, ObjectDef, STAGES, Schema, obj};
 use super::soql::{self, Cond, Literal, Op, Select};
-use super::value::{Val, from_json, to_json};
+use super::value::{Val, from_json, to_json, write_json, write_json_str, write_key};
 use crate::control::Faults;
 
 /// One stored record; values align with the object's field list.
@@ -57,12 +59,30 @@ enum Undo {
     },
 }
 
-/// An open query cursor.
-struct Cursor {
+/// A query's result: the matching rows (shared snapshots) and the columns to
+/// render, served in pages of `page_size`. Cheap to clone.
+#[derive(Clone)]
+pub struct Cursor {
     obj: usize,
     plan: Arc<Vec<Column>>,
     rows: Arc<Vec<Arc<Row>>>,
     page_size: usize,
+    /// The [`Org::instance`] that ran the query; other orgs refuse the cursor.
+    org_instance: u64,
+}
+
+impl Cursor {
+    /// Whether rows remain after the first page.
+    pub fn has_more_pages(&self) -> bool {
+        self.rows.len() > self.page_size
+    }
+}
+
+/// What a SOQL query returns.
+pub enum QueryResult {
+    /// `SELECT COUNT() ...`: just the number of matching rows.
+    Count(usize),
+    Rows(Cursor),
 }
 
 /// A selected column: a field of the row, or a field of a parent record.
@@ -95,13 +115,17 @@ pub struct Org {
     pub multi_currency: bool,
     /// Start of the deleted-records horizon (epoch ms).
     pub earliest_deleted_available: i64,
-    cursors: HashMap<String, Cursor>,
-    cursor_order: VecDeque<String>,
-    cursor_seq: u64,
+    /// Identifies this org's rows for query cursors: unique per org, renewed
+    /// when deleted rows are purged, so older cursors become invalid.
+    instance: u64,
     undo: Option<Vec<Undo>>,
 }
 
-const MAX_CURSORS: usize = 2000;
+fn next_org_instance() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, AtomicOrdering::Relaxed)
+}
+
 /// The default and maximum query page size.
 pub const PAGE_SIZE: usize = 2000;
 
@@ -123,9 +147,7 @@ impl Org {
             tables: vec![Table::default(); n],
             multi_currency,
             earliest_deleted_available: now_ms(),
-            cursors: HashMap::new(),
-            cursor_order: VecDeque::new(),
-            cursor_seq: 0,
+            instance: next_org_instance(),
             undo: None,
         }
     }
@@ -770,8 +792,8 @@ impl Org {
 
     // ---------------------------------------------------------------- queries
 
-    /// Runs a SOQL query; returns the first page.
-    pub fn query(&mut self, q: &str, all: bool, page_size: usize) -> Result<Value, ApiError> {
+    /// Runs a SOQL query; render its pages with [`Org::render_page`].
+    pub fn query(&self, q: &str, all: bool, page_size: usize) -> Result<QueryResult, ApiError> {
         let parsed =
             soql::parse(q).map_err(|e| ApiError::bad("MALFORMED_QUERY", format!("\n{q}\n{e}")))?;
         let o = self.schema.object_index(&parsed.from).ok_or_else(|| {
@@ -881,9 +903,7 @@ impl Org {
             rows.truncate(limit.min(usize::MAX as u64) as usize);
         }
         let columns = match &parsed.select {
-            Select::Count => {
-                return Ok(json!({"totalSize": rows.len(), "done": true, "records": []}));
-            }
+            Select::Count => return Ok(QueryResult::Count(rows.len())),
             Select::Fields(fields) => {
                 let mut cols: Vec<Column> = Vec::new();
                 for path in fields {
@@ -908,81 +928,72 @@ impl Org {
                 cols
             }
         };
-        let cursor = Cursor {
+        Ok(QueryResult::Rows(Cursor {
             obj: o,
             plan: Arc::new(columns),
             rows: Arc::new(rows),
             page_size: page_size.clamp(1, PAGE_SIZE),
-        };
-        Ok(self.page(cursor, None, 0))
+            org_instance: self.instance,
+        }))
     }
 
-    /// Continues a query from `/query/<locator>-<n>`.
-    pub fn query_more(&mut self, locator_and_pos: &str) -> Result<Value, ApiError> {
-        let bad = || ApiError::bad("INVALID_QUERY_LOCATOR", "invalid query locator");
-        let (locator, pos) = locator_and_pos.rsplit_once('-').ok_or_else(bad)?;
-        let pos: usize = pos.parse().map_err(|_| bad())?;
-        let c = self.cursors.get(locator).ok_or_else(bad)?;
-        if pos == 0 || pos >= c.rows.len() {
-            return Err(bad());
-        }
-        let cursor = Cursor {
-            obj: c.obj,
-            plan: c.plan.clone(),
-            rows: c.rows.clone(),
-            page_size: c.page_size,
-        };
-        Ok(self.page(cursor, Some(locator.to_string()), pos))
-    }
-
-    fn page(&mut self, cursor: Cursor, locator: Option<String>, start: usize) -> Value {
-        let end = (start + cursor.page_size).min(cursor.rows.len());
-        let records: Vec<Value> = cursor.rows[start..end]
-            .iter()
-            .map(|r| self.render_columns(cursor.obj, &cursor.plan, r))
-            .collect();
+    /// Renders the page of `cursor` that starts at row `start` as a JSON
+    /// response body; `locator` names the cursor in `nextRecordsUrl` and must
+    /// be given when rows remain after this page. Fails for a cursor of
+    /// another org or a start outside the result.
+    pub fn render_page(
+        &self,
+        cursor: &Cursor,
+        start: usize,
+        locator: Option<&str>,
+    ) -> Result<Vec<u8>, ApiError> {
         let total = cursor.rows.len();
-        let mut out = Map::new();
-        out.insert("totalSize".into(), json!(total));
-        out.insert("done".into(), json!(end >= total));
-        if end < total {
-            let locator = match locator {
-                Some(l) => l,
-                None => {
-                    self.cursor_seq += 1;
-                    let l = ids::make_id("01g", self.cursor_seq)[..15].to_string();
-                    self.cursors.insert(l.clone(), cursor);
-                    self.cursor_order.push_back(l.clone());
-                    while self.cursor_order.len() > MAX_CURSORS {
-                        if let Some(old) = self.cursor_order.pop_front() {
-                            self.cursors.remove(&old);
-                        }
-                    }
-                    l
-                }
-            };
-            out.insert(
-                "nextRecordsUrl".into(),
-                json!(format!(
-                    "/services/data/{API_VERSION}/query/{locator}-{end}"
-                )),
+        if cursor.org_instance != self.instance || (start > 0 && start >= total) {
+            return Err(super::cursors::invalid_locator());
+        }
+        let end = (start + cursor.page_size).min(total);
+        let next = match locator {
+            Some(l) if end < total => Some(l),
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(256 + (end - start) * 64 * (cursor.plan.len() + 2));
+        out.extend_from_slice(
+            format!("{{\"totalSize\":{total},\"done\":{}", next.is_none()).as_bytes(),
+        );
+        if let Some(l) = next {
+            out.extend_from_slice(
+                format!(",\"nextRecordsUrl\":\"/services/data/{API_VERSION}/query/{l}-{end}\"")
+                    .as_bytes(),
             );
         }
-        out.insert("records".into(), Value::Array(records));
-        Value::Object(out)
+        out.extend_from_slice(b",\"records\":[");
+        for (n, row) in cursor.rows[start..end].iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            self.write_columns(&mut out, cursor.obj, &cursor.plan, row);
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
     }
 
-    fn render_columns(&self, o: usize, plan: &[Column], row: &Row) -> Value {
+    /// Writes `{"attributes":{"type":..,"url":..}` (without the closing brace).
+    fn write_attributes(&self, out: &mut Vec<u8>, o: usize, id: &str) {
         let def = self.def(o);
-        let mut m = Map::new();
-        m.insert(
-            "attributes".into(),
-            json!({"type": def.name, "url": format!("{}/{}", def.url(), row.id())}),
-        );
+        out.extend_from_slice(b"{\"attributes\":{\"type\":");
+        write_json_str(out, def.name);
+        out.extend_from_slice(b",\"url\":");
+        write_json_str(out, &format!("{}/{id}", def.url()));
+        out.push(b'}');
+    }
+
+    fn write_columns(&self, out: &mut Vec<u8>, o: usize, plan: &[Column], row: &Row) {
+        self.write_attributes(out, o, row.id());
         for c in plan {
             match c {
                 Column::Field { name, idx, ty } => {
-                    m.insert(name.clone(), to_json(&row.vals[*idx], *ty));
+                    write_key(out, name);
+                    write_json(out, &row.vals[*idx], *ty);
                 }
                 Column::Parent {
                     rel,
@@ -990,27 +1001,26 @@ impl Org {
                     target,
                     fields,
                 } => {
+                    write_key(out, rel);
                     let parent = row.vals[*ref_idx]
                         .as_str()
                         .and_then(|id| self.tables[*target].by_id.get(id))
                         .map(|i| &self.tables[*target].rows[*i]);
-                    let v = match parent {
-                        None => Value::Null,
+                    match parent {
+                        None => out.extend_from_slice(b"null"),
                         Some(p) => {
-                            let tdef = self.def(*target);
-                            let mut pm = Map::new();
-                            pm.insert("attributes".into(), json!({"type": tdef.name, "url": format!("{}/{}", tdef.url(), p.id())}));
+                            self.write_attributes(out, *target, p.id());
                             for (n, i, ty) in fields {
-                                pm.insert(n.clone(), to_json(&p.vals[*i], *ty));
+                                write_key(out, n);
+                                write_json(out, &p.vals[*i], *ty);
                             }
-                            Value::Object(pm)
+                            out.push(b'}');
                         }
-                    };
-                    m.insert(rel.clone(), v);
+                    }
                 }
             }
         }
-        Value::Object(m)
+        out.push(b'}');
     }
 
     fn resolve_column(&self, o: usize, path: &soql::FieldPath) -> Option<Column> {
@@ -1270,8 +1280,7 @@ impl Org {
             }
         }
         self.earliest_deleted_available = now;
-        self.cursors.clear();
-        self.cursor_order.clear();
+        self.instance = next_org_instance();
     }
 
     /// Every record (including deleted ones) as JSON, for snapshots.

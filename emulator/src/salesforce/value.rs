@@ -3,7 +3,7 @@
 //!
 //! Conversions never panic: bad input becomes an [`ApiError`] naming the field.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use serde_json::Value;
 
 use super::errors::ApiError;
@@ -93,6 +93,94 @@ pub fn to_json(v: &Val, ty: FieldType) -> Value {
         Val::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
         Val::Time(ms) => Value::String(format_datetime(*ms)),
     }
+}
+
+/// Writes a stored value straight into a JSON response body, exactly as
+/// [`to_json`] would render it (no intermediate `Value`).
+pub fn write_json(out: &mut Vec<u8>, v: &Val, ty: FieldType) {
+    match v {
+        Val::Null => out.extend_from_slice(b"null"),
+        Val::Str(s) => write_json_str(out, s),
+        Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Val::Num(n) => {
+            // serde_json writes integers with itoa, floats with ryu (as
+            // `Number::from_f64` does) and non-finite floats as null.
+            let _ = if ty == FieldType::Int && n.fract() == 0.0 && n.abs() < 9.0e15 {
+                serde_json::to_writer(&mut *out, &(*n as i64))
+            } else {
+                serde_json::to_writer(&mut *out, n)
+            };
+        }
+        Val::Date(d) if (0..=9999).contains(&d.year()) => {
+            write_date(out, *d);
+            out.push(b'"');
+        }
+        Val::Time(ms) => match Utc.timestamp_millis_opt(*ms).single() {
+            Some(t) if (0..=9999).contains(&t.year()) => {
+                write_date(out, t.date_naive());
+                let digits = [
+                    b'T',
+                    two(t.hour()).0,
+                    two(t.hour()).1,
+                    b':',
+                    two(t.minute()).0,
+                    two(t.minute()).1,
+                    b':',
+                    two(t.second()).0,
+                    two(t.second()).1,
+                    b'.',
+                ];
+                out.extend_from_slice(&digits);
+                let ms = t.timestamp_subsec_millis().min(999);
+                out.extend_from_slice(&[
+                    b'0' + (ms / 100) as u8,
+                    b'0' + (ms / 10 % 10) as u8,
+                    b'0' + (ms % 10) as u8,
+                ]);
+                out.extend_from_slice(b"+0000\"");
+            }
+            _ => write_json_str(out, &format_datetime(*ms)),
+        },
+        Val::Date(d) => write_json_str(out, &d.format("%Y-%m-%d").to_string()),
+    }
+}
+
+/// The two ASCII digits of `n` (0..=99).
+fn two(n: u32) -> (u8, u8) {
+    (b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8)
+}
+
+/// Writes `"YYYY-MM-DD` (opening quote, no closing one) for a year in 0..=9999.
+fn write_date(out: &mut Vec<u8>, d: NaiveDate) {
+    let y = d.year() as u32;
+    let (m, day) = (two(d.month()), two(d.day()));
+    out.extend_from_slice(&[
+        b'"',
+        b'0' + (y / 1000) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+        b'-',
+        m.0,
+        m.1,
+        b'-',
+        day.0,
+        day.1,
+    ]);
+}
+
+/// Writes `s` as a JSON string.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Writes `,"name":` — the separator and key of an object member that
+/// follows another one.
+pub fn write_key(out: &mut Vec<u8>, name: &str) {
+    out.push(b',');
+    write_json_str(out, name);
+    out.push(b':');
 }
 
 fn type_error(f: &FieldDef, v: &Value) -> ApiError {
@@ -217,6 +305,46 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_json_matches_rendered_json() {
+        let date = |y, m, d| Val::Date(NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        let cases = [
+            (Val::Null, FieldType::String),
+            (
+                Val::Str("quote \" and \\ and \u{1} and é".into()),
+                FieldType::String,
+            ),
+            (Val::Bool(true), FieldType::Boolean),
+            (Val::Bool(false), FieldType::Boolean),
+            (Val::Num(42.0), FieldType::Int),
+            (Val::Num(-7.0), FieldType::Int),
+            (Val::Num(2.5), FieldType::Int),
+            (Val::Num(1e16), FieldType::Int),
+            (Val::Num(100.0), FieldType::Currency),
+            (Val::Num(1234.5678), FieldType::Double),
+            (Val::Num(1e-7), FieldType::Percent),
+            (Val::Num(f64::NAN), FieldType::Double),
+            (Val::Num(f64::INFINITY), FieldType::Currency),
+            (date(2026, 5, 20), FieldType::Date),
+            (date(33, 1, 9), FieldType::Date),
+            (date(12345, 1, 1), FieldType::Date),
+            (
+                Val::Time(parse_datetime("2026-05-20T20:49:32.007Z").unwrap()),
+                FieldType::DateTime,
+            ),
+            (Val::Time(0), FieldType::DateTime),
+            (Val::Time(-1), FieldType::DateTime),
+            (Val::Time(i64::MAX), FieldType::DateTime),
+            (Val::Time(300_000_000_000_000), FieldType::DateTime),
+        ];
+        for (v, ty) in cases {
+            let mut out = Vec::new();
+            write_json(&mut out, &v, ty);
+            let expected = serde_json::to_string(&to_json(&v, ty)).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{v:?} as {ty:?}");
+        }
+    }
 
     #[test]
     fn datetimes_round_trip_in_salesforce_format() {

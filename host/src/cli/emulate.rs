@@ -3,7 +3,7 @@
 //! Starts both emulators of [`dealbridge_emulator`] (HTTP and HTTPS each),
 //! prints where they listen and how to log in (as text for people, or as one
 //! JSON line with `--json` for scripts), then serves until Ctrl-C or SIGTERM,
-//! shutting down gracefully and writing the Salesforce snapshot when asked.
+//! shutting down gracefully and writing the snapshot (both emulators) when asked.
 //!
 //! This command must never listen on anything but 127.0.0.1, and never talk
 //! to the real Salesforce or HubSpot.
@@ -52,8 +52,9 @@ pub struct EmulateArgs {
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub hubspot_https_port: u16,
 
-    /// Salesforce org snapshot (JSON): loaded at start when the file exists
-    /// (instead of --seed), written back on Ctrl-C. HubSpot always starts from --seed.
+    /// Snapshot of the Salesforce org and the HubSpot portal (JSON): loaded at
+    /// start when the file exists (instead of --seed), written back on Ctrl-C.
+    /// A file with only a Salesforce org (older format) starts HubSpot from --seed.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
 
@@ -119,7 +120,7 @@ pub fn run(args: EmulateArgs) -> Result<ExitStatus> {
         hubspot_ports,
         ca_cert_path: args.ca_cert.clone(),
         salesforce_multi_currency: args.multi_currency,
-        salesforce_snapshot: args.snapshot.clone(),
+        snapshot: args.snapshot.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,7 +145,7 @@ pub fn run(args: EmulateArgs) -> Result<ExitStatus> {
         if let Some(path) = &args.snapshot
             && !args.json
         {
-            eprintln!("Salesforce snapshot written to {}", path.display());
+            eprintln!("snapshot written to {}", path.display());
         }
         Ok(ExitStatus::Success)
     })
@@ -217,15 +218,14 @@ fn human_text(f: &Value) -> String {
     let sf_http = s(f, &["salesforce", "http"]);
     let hs_http = s(f, &["hubspot", "http"]);
     let origin = if f["salesforce"]["loaded_from_snapshot"] == true {
-        format!(
-            "Salesforce from snapshot {}",
-            s(f, &["salesforce", "snapshot"])
-        )
+        format!("state from snapshot {}", s(f, &["salesforce", "snapshot"]))
     } else {
         format!("seed: {}", s(f, &["seed"]))
     };
     let snapshot_note = match f["salesforce"]["snapshot"].as_str() {
-        Some(p) => format!("\nThe Salesforce org is written to {p} on Ctrl-C.\n"),
+        Some(p) => {
+            format!("\nThe Salesforce org and the HubSpot portal are written to {p} on Ctrl-C.\n")
+        }
         None => String::new(),
     };
     format!(
