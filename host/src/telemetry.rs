@@ -72,14 +72,14 @@ struct CategoryLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
@@ -298,13 +298,21 @@ pub fn sync_error(category: ErrorCategory) {
         .inc();
 }
 
+/// The standard methods as themselves; any other (a client may send any token) as
+/// `OTHER`, so a client cannot add series.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER")
+}
+
 /// Counts one answered API request. `route` must be a route template (bounded), never
 /// the request path.
 pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    let method = method_label(method);
     METRICS
         .http_requests
         .get_or_create(&HttpLabels {
-            method: method.to_string(),
+            method,
             route: route.to_string(),
             status,
         })
@@ -312,7 +320,7 @@ pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
     METRICS
         .http_seconds
         .get_or_create(&RouteLabels {
-            method: method.to_string(),
+            method,
             route: route.to_string(),
         })
         .observe(seconds);
@@ -378,6 +386,13 @@ mod tests {
             "dealbridge_sync_run_duration_seconds_sum{trigger=\"resync\"}",
         );
         assert!(sum.unwrap() >= 0.25, "{text}");
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("BREW"), "OTHER");
+        assert_eq!(method_label("get"), "OTHER");
     }
 
     #[test]

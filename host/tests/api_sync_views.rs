@@ -882,6 +882,15 @@ async fn metrics_need_the_operator_and_count_api_crm_and_plugin_work() {
         !after.contains("/v1/tenants/acme/"),
         "a path reached a label"
     );
+    // A client's own method token never becomes a label.
+    let brew = Method::from_bytes(b"BREW").unwrap();
+    let r = s
+        .call(brew, "/v1/tenants/acme/runs", Some(&token), None)
+        .await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let after = scrape().await;
+    assert!(!after.contains("BREW"), "{after}");
+    assert!(after.contains("method=\"OTHER\""), "{after}");
     assert!(after.contains("# TYPE dealbridge_http_request_duration_seconds histogram"));
 
     // Plugin invocations: an upload calls `describe` once.

@@ -357,13 +357,14 @@ impl Export {
         };
         let first = self.rows == 0 && self.after.is_none();
         let last = rows.len() < EXPORT_PAGE as usize;
-        let chunk = match self.format {
-            ExportFormat::Csv => csv_chunk(&rows, first),
-            ExportFormat::Json => json_chunk(&rows, first, last, self.rows > 0),
-        };
+        let sent_before = self.rows > 0;
         self.after = rows.last().map(|r| r.id).or(self.after);
         self.rows += rows.len() as u64;
         self.done = last;
+        let chunk = match self.format {
+            ExportFormat::Csv => csv_chunk(&rows, first),
+            ExportFormat::Json => json_chunk(rows, first, last, sent_before),
+        };
         Some((chunk.map(Bytes::from), self))
     }
 }
@@ -409,7 +410,7 @@ fn csv_chunk(rows: &[SyncError], with_header: bool) -> Result<Vec<u8>, std::io::
 }
 
 fn json_chunk(
-    rows: &[SyncError],
+    rows: Vec<SyncError>,
     first: bool,
     last: bool,
     sent_before: bool,
@@ -418,11 +419,11 @@ fn json_chunk(
     if first {
         out.push(b'[');
     }
-    for (i, e) in rows.iter().enumerate() {
+    for (i, e) in rows.into_iter().enumerate() {
         if sent_before || i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, &SyncErrorView::from(e.clone()))?;
+        serde_json::to_writer(&mut out, &SyncErrorView::from(e))?;
     }
     if last {
         out.push(b']');
