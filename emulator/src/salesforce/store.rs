@@ -834,61 +834,16 @@ impl Org {
             Some(idx) => Box::new(idx.iter().map(|i| &table[*i])),
             None => Box::new(table.iter()),
         };
-        let mut rows: Vec<Arc<Row>> = scanned
+        let mut rows: Vec<&Arc<Row>> = scanned
             .filter(|r| all || r.deleted_at.is_none())
             .filter(|r| filter.as_ref().is_none_or(|f| self.eval(f, r, today)))
-            .cloned()
             .collect();
         if !order.is_empty() {
-            let keyed: Vec<(Vec<Val>, Arc<Row>)> = rows
-                .drain(..)
-                .map(|r| {
-                    (
-                        order.iter().map(|(a, _, _)| self.access(a, &r)).collect(),
-                        r,
-                    )
-                })
-                .collect();
-            let mut keyed = keyed;
-            keyed.sort_by(|a, b| {
-                for (i, (acc, desc, nulls_first)) in order.iter().enumerate() {
-                    let (x, y) = (&a.0[i], &b.0[i]);
-                    let ord = match (x.is_null(), y.is_null()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => {
-                            if *nulls_first {
-                                std::cmp::Ordering::Less
-                            } else {
-                                std::cmp::Ordering::Greater
-                            }
-                        }
-                        (false, true) => {
-                            if *nulls_first {
-                                std::cmp::Ordering::Greater
-                            } else {
-                                std::cmp::Ordering::Less
-                            }
-                        }
-                        (false, false) => {
-                            // Ids sort case-sensitively (their case is significant).
-                            let c = match (acc.ty, x, y) {
-                                (
-                                    FieldType::Id | FieldType::Reference,
-                                    Val::Str(a),
-                                    Val::Str(b),
-                                ) => a.cmp(b),
-                                _ => compare(x, y),
-                            };
-                            if *desc { c.reverse() } else { c }
-                        }
-                    };
-                    if ord != std::cmp::Ordering::Equal {
-                        return ord;
-                    }
-                }
-                std::cmp::Ordering::Equal
-            });
-            rows = keyed.into_iter().map(|(_, r)| r).collect();
+            // Only the rows up to OFFSET + LIMIT need to be in order.
+            let wanted = parsed
+                .limit
+                .map(|l| (l as usize).saturating_add(parsed.offset.unwrap_or(0) as usize));
+            rows = self.sort_rows(rows, &order, wanted);
         }
         if let Some(off) = parsed.offset {
             if off > 2000 {
@@ -902,6 +857,7 @@ impl Org {
         if let Some(limit) = parsed.limit {
             rows.truncate(limit.min(usize::MAX as u64) as usize);
         }
+        let rows: Vec<Arc<Row>> = rows.into_iter().cloned().collect();
         let columns = match &parsed.select {
             Select::Count => return Ok(QueryResult::Count(rows.len())),
             Select::Fields(fields) => {
@@ -935,6 +891,63 @@ impl Org {
             page_size: page_size.clamp(1, PAGE_SIZE),
             org_instance: self.instance,
         }))
+    }
+
+    /// Sorts `rows` by ORDER BY `order` (accessor, descending, nulls first);
+    /// rows that tie keep their scan order. With `wanted`, only that many
+    /// leading rows are put in order and the rest are dropped.
+    fn sort_rows<'a>(
+        &'a self,
+        rows: Vec<&'a Arc<Row>>,
+        order: &[(Accessor, bool, bool)],
+        wanted: Option<usize>,
+    ) -> Vec<&'a Arc<Row>> {
+        use std::cmp::Ordering;
+        let width = order.len();
+        // One flat buffer of borrowed keys; the scan position breaks ties, so
+        // the unstable sorts below give the stable order.
+        let keys: Vec<&Val> = rows
+            .iter()
+            .flat_map(|r| order.iter().map(|(a, _, _)| self.access(a, r)))
+            .collect();
+        let cmp = |a: &usize, b: &usize| -> Ordering {
+            let (ka, kb) = (&keys[a * width..][..width], &keys[b * width..][..width]);
+            for ((acc, desc, nulls_first), (x, y)) in order.iter().zip(ka.iter().zip(kb)) {
+                let ord = match (x.is_null(), y.is_null()) {
+                    (true, true) => Ordering::Equal,
+                    (true, false) if *nulls_first => Ordering::Less,
+                    (true, false) => Ordering::Greater,
+                    (false, true) if *nulls_first => Ordering::Greater,
+                    (false, true) => Ordering::Less,
+                    (false, false) => {
+                        // Ids sort case-sensitively (their case is significant).
+                        let c = match (acc.ty, x, y) {
+                            (FieldType::Id | FieldType::Reference, Val::Str(a), Val::Str(b)) => {
+                                a.cmp(b)
+                            }
+                            _ => compare(x, y),
+                        };
+                        if *desc { c.reverse() } else { c }
+                    }
+                };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            a.cmp(b)
+        };
+        let mut positions: Vec<usize> = (0..rows.len()).collect();
+        if let Some(n) = wanted
+            && n < positions.len()
+        {
+            if n == 0 {
+                return Vec::new();
+            }
+            positions.select_nth_unstable_by(n - 1, cmp);
+            positions.truncate(n);
+        }
+        positions.sort_unstable_by(cmp);
+        positions.into_iter().map(|p| rows[p]).collect()
     }
 
     /// Renders the page of `cursor` that starts at row `start` as a JSON
@@ -1072,14 +1085,16 @@ impl Org {
         }
     }
 
-    fn access(&self, a: &Accessor, row: &Row) -> Val {
+    /// The value an accessor reads from `row` (null for a missing parent).
+    fn access<'a>(&'a self, a: &Accessor, row: &'a Row) -> &'a Val {
+        static NULL: Val = Val::Null;
         match a.parent {
-            None => row.vals[a.idx].clone(),
+            None => &row.vals[a.idx],
             Some((ref_idx, target)) => row.vals[ref_idx]
                 .as_str()
                 .and_then(|id| self.tables[target].by_id.get(id))
-                .map(|i| self.tables[target].rows[*i].vals[a.idx].clone())
-                .unwrap_or(Val::Null),
+                .map(|i| &self.tables[target].rows[*i].vals[a.idx])
+                .unwrap_or(&NULL),
         }
     }
 
@@ -1208,7 +1223,7 @@ impl Org {
             Filter::Not(a) => !self.eval(a, row, today),
             Filter::Cmp(a, op, lit) => {
                 let v = self.access(a, row);
-                match (a.ty, &v, lit) {
+                match (a.ty, v, lit) {
                     // Ids order case-sensitively, as `ORDER BY Id` sorts them, so that
                     // keyset paging (`Id > :last ORDER BY Id`) neither skips nor repeats.
                     (FieldType::Id | FieldType::Reference, Val::Str(x), Lit::Val(Val::Str(y)))
@@ -1216,16 +1231,16 @@ impl Org {
                     {
                         cmp_ord(x.as_str().cmp(y.as_str()), *op)
                     }
-                    _ => cmp_lit(&v, *op, lit, today),
+                    _ => cmp_lit(v, *op, lit, today),
                 }
             }
             Filter::In(a, negated, lits) => {
                 let v = self.access(a, row);
-                let hit = lits.iter().any(|l| cmp_lit(&v, Op::Eq, l, today));
+                let hit = lits.iter().any(|l| cmp_lit(v, Op::Eq, l, today));
                 hit != *negated
             }
             Filter::Like(a, p) => match self.access(a, row) {
-                Val::Str(s) => soql::like(p, &s),
+                Val::Str(s) => soql::like(p, s),
                 _ => false,
             },
         }
