@@ -199,7 +199,16 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>, hard_stop: watch
             .await
         {
             Ok(Some(lease)) => {
-                ctx.turn(lease, hard_stop.clone()).await;
+                // Its own task, so that a panic in one tenant's run cannot take the
+                // worker down (the lease then expires and the tenant runs again).
+                let tenant = lease.tenant.clone();
+                let turn = tokio::spawn({
+                    let (ctx, hard_stop) = (ctx.clone(), hard_stop.clone());
+                    async move { ctx.turn(lease, hard_stop).await }
+                });
+                if let Err(e) = turn.await {
+                    tracing::error!(tenant = %tenant, error = %e, "a tenant's turn panicked");
+                }
                 continue;
             }
             Ok(None) => {}

@@ -13,7 +13,8 @@
 //! - [`associations`]: deal ↔ company / contact associations and contact roles.
 //! - [`commit`]: links, snapshots, history and checkpoints of acknowledged writes.
 //! - [`engine`]: the cycle, the poll loop, resync, dry run and the crash-test fault point.
-//! - [`start`]: an engine from a `tenant.toml` (store, clients, plugin, set-up, lease).
+//! - [`start`]: an engine from a `tenant.toml`, and `assemble`, the part shared with the
+//!   service (clients, set-up, the engine under a lease taken or given).
 //!
 //! What this module must never do: mark a record synced before the CRM acknowledged it;
 //! create a record other than keyed on a unique cross-reference value (an upsert, a
