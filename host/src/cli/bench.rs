@@ -540,7 +540,7 @@ fn failure_groups<'a>(failures: impl Iterator<Item = (&'a str, &'a str, &'a str)
             .or_default() += 1;
     }
     let mut groups: Vec<(String, u64)> = groups.into_iter().collect();
-    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
     Value::Object(
         groups
             .into_iter()
