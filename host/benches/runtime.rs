@@ -5,7 +5,11 @@
 //! - compile time and cached-artefact load time;
 //! - resident memory per live instance.
 //!
-//! Run: `cargo bench -p dealbridge --bench runtime`.
+//! Run: `cargo bench -p dealbridge --bench runtime`; name sections to run only those
+//! (`-- latency throughput`; sections: compile, memory, latency, floor, throughput).
+//! `DEALBRIDGE_BENCH_POOL=N` shrinks the instance pool to N slots, so that the process fits in
+//! the address space of a profiler such as `valgrind --tool=callgrind` (the memory section needs
+//! at least 251). `DEALBRIDGE_BENCH_RULES=path.wasm` benches another build of the default rules.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,16 +117,61 @@ struct Hold {
 impl CrmGateway for Hold {
     async fn send(&self, _r: &GuestRequest, _b: SendBudget) -> Result<GuestResponse, GatewayError> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _permit = self
-            .release
+        // Each released permit lets exactly one request through (and is used up), so the
+        // requests that find none stay held.
+        self.release
             .acquire()
             .await
-            .map_err(|e| GatewayError::Transport(e.to_string()))?;
+            .map_err(|e| GatewayError::Transport(e.to_string()))?
+            .forget();
         Ok(GuestResponse {
             status: 200,
             headers: vec![],
             body: b"{}".to_vec(),
         })
+    }
+}
+
+/// Whether a section was asked for (all of them when none is named).
+fn wanted(section: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|n| n == section)
+}
+
+/// A tenant config of the size real tenants have (the README's example): rules, a stage table,
+/// a custom mapping and a sync condition that every record of the bench batches passes.
+fn tenant_config() -> serde_json::Value {
+    json!({
+        "multi_currency": false,
+        "rules": {
+            "opportunity-deal": { "Amount": "two-way", "Description": "dont-sync" },
+            "account-company": { "Phone": "always-salesforce" },
+            "contact-contact": { "Title": "two-way" }
+        },
+        "stage_map": {
+            "Default": { "Prospecting": "appointmentscheduled", "Closed Won": "closedwon" },
+            "Enterprise": { "Discovery": "ent-discovery" }
+        },
+        "custom_mappings": [
+            { "object_pair": "opportunity-deal", "salesforce_field": "Priority__c",
+              "hubspot_field": "deal_priority", "rule": "two-way" }
+        ],
+        "condition": { "min_amount": "10.00" }
+    })
+}
+
+/// Limits that a large batch fits in.
+fn large_batch_limits() -> Limits {
+    Limits {
+        fuel: u64::MAX / 2,
+        deadline_ms: 60_000,
+        input_bytes: 1 << 30,
+        output_bytes: 1 << 30,
+        memory_bytes: 256 << 20,
+        ..Limits::default()
     }
 }
 
@@ -132,27 +181,56 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let bytes = std::fs::read(dealbridge_guests::DEFAULT_RULES).unwrap();
+    let rules = std::env::var("DEALBRIDGE_BENCH_RULES")
+        .unwrap_or_else(|_| dealbridge_guests::DEFAULT_RULES.to_string());
+    let bytes = std::fs::read(&rules).unwrap();
     println!(
-        "dealbridge runtime benchmarks (default rules: {} bytes)",
+        "dealbridge runtime benchmarks (default rules: {rules}, {} bytes)",
         bytes.len()
     );
-
-    // Compile time and cached-artefact load time.
     let cache = tempfile::tempdir().unwrap();
+    let defaults = RuntimeConfig::default();
     let config = RuntimeConfig {
         cache_dir: Some(cache.path().into()),
-        ..RuntimeConfig::default()
+        max_concurrent_instances: std::env::var("DEALBRIDGE_BENCH_POOL")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(defaults.max_concurrent_instances),
+        ..defaults
     };
+    if wanted("compile") {
+        compile_and_load(&config, &bytes);
+    }
+    let rt = Runtime::new(config).unwrap();
+    let plugin = rt.load(&bytes).unwrap();
+    let hostile = rt
+        .load(&std::fs::read(dealbridge_guests::HOSTILE).unwrap())
+        .unwrap();
+    if wanted("memory") {
+        memory_per_live_instance(&tokio, &rt, &hostile);
+    }
+    if wanted("latency") {
+        latency(&tokio, &plugin);
+    }
+    if wanted("floor") {
+        host_floor(&tokio, &hostile);
+    }
+    if wanted("throughput") {
+        throughput(&tokio, &plugin);
+    }
+}
+
+/// Compile time and cached-artefact load time.
+fn compile_and_load(config: &RuntimeConfig, bytes: &[u8]) {
     let rt = Runtime::new(config.clone()).unwrap();
     let t = Instant::now();
-    let compiled = rt.load(&bytes).unwrap();
+    rt.load(bytes).unwrap();
     let compile = t.elapsed();
     let mut loads = Vec::new();
     for _ in 0..20 {
         let rt2 = Runtime::new(config.clone()).unwrap();
         let t = Instant::now();
-        let p = rt2.load(&bytes).unwrap();
+        let p = rt2.load(bytes).unwrap();
         loads.push(t.elapsed());
         assert_eq!(p.source(), dealbridge::runtime::LoadSource::Cache);
     }
@@ -165,13 +243,16 @@ fn main() {
         "cached artefact load (p50 of 20):                    {:>10.2} ms",
         percentile(&loads, 0.5).as_secs_f64() * 1e3
     );
-    drop(compiled);
+}
 
-    let plugin = rt.load(&bytes).unwrap();
-    // Resident memory per live instance: K invocations held inside a CRM call.
-    let hostile = rt
-        .load(&std::fs::read(dealbridge_guests::HOSTILE).unwrap())
-        .unwrap();
+/// Resident memory per live instance: K invocations of the hostile component held inside a CRM
+/// call at once (the default rules make no CRM call, so they cannot be held open), the process's
+/// RSS before and while they are alive; then what the pool keeps resident once they are gone.
+fn memory_per_live_instance(
+    tokio: &tokio::runtime::Runtime,
+    rt: &Runtime,
+    hostile: &dealbridge::runtime::LoadedPlugin,
+) {
     let k = 250usize;
     let hold = Arc::new(Hold {
         waiting: AtomicUsize::new(0),
@@ -185,9 +266,10 @@ fn main() {
     .unwrap();
     let batch = make_batch!(dealbridge::runtime, 1);
     tokio.block_on(async {
-        // Warm the pool and the allocator once.
+        // Warm the allocator and one pool slot.
         hold.release.add_permits(1);
-        let _ = hostile.plan(&inv, &batch).await;
+        let warm = hostile.plan(&inv, &batch).await;
+        assert_eq!(warm.report.http.len(), 1, "{:?}", warm.result);
         hold.waiting.store(0, Ordering::SeqCst);
         let before = rss_bytes();
         let local = tokio::task::LocalSet::new();
@@ -204,91 +286,119 @@ fn main() {
                     tokio::task::yield_now().await;
                 }
                 let during = rss_bytes();
+                let live = rt
+                    .engine()
+                    .pooling_allocator_metrics()
+                    .map_or(0, |m| m.memories());
                 println!(
-                    "resident memory per live instance ({k} live, hostile component): {:>8.1} KiB",
-                    (during.saturating_sub(before)) as f64 / k as f64 / 1024.0
+                    "resident memory per live instance ({k} live, {live} pooled memories in use, hostile component): {:>8.1} KiB",
+                    during.saturating_sub(before) as f64 / k as f64 / 1024.0
                 );
                 hold.release.add_permits(k);
                 for t in tasks {
-                    let _ = t.await;
+                    let r = t.await.unwrap();
+                    assert_eq!(r.report.http.len(), 1, "{:?}", r.result);
                 }
             })
             .await;
+        let after = rss_bytes();
+        let kept = rt
+            .engine()
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.unused_memory_bytes_resident());
+        println!(
+            "after they ended: RSS {:+.1} KiB per instance vs before; pool keeps {:.1} KiB of linear memory resident in {} warm slots",
+            (after as f64 - before as f64) / k as f64 / 1024.0,
+            kept as f64 / 1024.0,
+            rt.engine()
+                .pooling_allocator_metrics()
+                .map_or(0, |m| m.unused_warm_memories())
+        );
     });
-    let inv = Invocation::with_defaults();
+}
 
-    // Instantiate + call, one pair and an empty batch.
-    for (label, pairs) in [
-        ("instantiate + plan(1 pair)", 1usize),
-        ("instantiate + plan(empty batch)", 0),
-    ] {
-        let batch = make_batch!(dealbridge::runtime, pairs);
-        let mut samples = Vec::with_capacity(20_000);
-        tokio.block_on(async {
-            for _ in 0..2_000 {
-                plugin.plan(&inv, &batch).await.result.unwrap();
-            }
-            for _ in 0..20_000 {
-                let t = Instant::now();
+/// Samples `n` calls of `call` after `warm` unmeasured ones; sorted durations.
+fn sample<F, Fut>(
+    tokio: &tokio::runtime::Runtime,
+    warm: usize,
+    n: usize,
+    mut call: F,
+) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(n);
+    tokio.block_on(async {
+        for _ in 0..warm {
+            call().await;
+        }
+        for _ in 0..n {
+            let t = Instant::now();
+            call().await;
+            samples.push(t.elapsed());
+        }
+    });
+    samples.sort();
+    samples
+}
+
+fn print_latency(label: &str, samples: &[Duration], extra: &str) {
+    println!(
+        "{label:<44} p50 {:>8.2} µs   p99 {:>8.2} µs   (n = {}){extra}",
+        percentile(samples, 0.5).as_secs_f64() * 1e6,
+        percentile(samples, 0.99).as_secs_f64() * 1e6,
+        samples.len()
+    );
+}
+
+/// Instantiate + call of the default rules: one pair and an empty batch, with the default config
+/// and with a tenant-sized one.
+fn latency(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::LoadedPlugin) {
+    let gateway: Arc<dyn CrmGateway> = Arc::new(dealbridge::runtime::DenyAllGateway);
+    for (config_label, config) in [("{}", json!({})), ("tenant config", tenant_config())] {
+        let inv = Invocation::new(Limits::default(), &config, gateway.clone()).unwrap();
+        for (label, pairs) in [("1 pair", 1usize), ("empty batch", 0)] {
+            let batch = make_batch!(dealbridge::runtime, pairs);
+            let fuel = tokio.block_on(plugin.plan(&inv, &batch)).report.fuel_used;
+            let samples = sample(tokio, 2_000, 20_000, || async {
                 let r = plugin.plan(&inv, &batch).await;
-                samples.push(t.elapsed());
-                assert!(r.result.is_ok());
-            }
-        });
-        samples.sort();
-        println!(
-            "{label:<32} p50 {:>8.2} µs   p99 {:>8.2} µs   (n = {})",
-            percentile(&samples, 0.5).as_secs_f64() * 1e6,
-            percentile(&samples, 0.99).as_secs_f64() * 1e6,
-            samples.len()
-        );
+                assert!(r.result.is_ok(), "{:?}", r.result);
+            });
+            print_latency(
+                &format!("instantiate + plan({label}), {config_label}"),
+                &samples,
+                &format!("   fuel {fuel}"),
+            );
+        }
     }
+}
 
-    // The host's own floor: the hostile component with `{}` (behaves: one
-    // skip per pair, almost no guest work).
-    {
-        let floor = rt
-            .load(&std::fs::read(dealbridge_guests::HOSTILE).unwrap())
-            .unwrap();
-        let batch = make_batch!(dealbridge::runtime, 1);
-        let inv = Invocation::with_defaults();
-        let mut samples = Vec::with_capacity(20_000);
-        tokio.block_on(async {
-            for _ in 0..2_000 {
-                floor.plan(&inv, &batch).await.result.unwrap();
-            }
-            for _ in 0..20_000 {
-                let t = Instant::now();
-                let r = floor.plan(&inv, &batch).await;
-                samples.push(t.elapsed());
-                assert!(r.result.is_ok());
-            }
-        });
-        samples.sort();
-        println!(
-            "{:<32} p50 {:>8.2} µs   p99 {:>8.2} µs   (n = {})",
-            "host floor (trivial guest, 1 pair)",
-            percentile(&samples, 0.5).as_secs_f64() * 1e6,
-            percentile(&samples, 0.99).as_secs_f64() * 1e6,
-            samples.len()
-        );
-    }
+/// The host's own floor: the hostile component with `{}` (behaves: one skip per pair, almost
+/// no guest work).
+fn host_floor(tokio: &tokio::runtime::Runtime, floor: &dealbridge::runtime::LoadedPlugin) {
+    let batch = make_batch!(dealbridge::runtime, 1);
+    let inv = Invocation::with_defaults();
+    let fuel = tokio.block_on(floor.plan(&inv, &batch)).report.fuel_used;
+    let samples = sample(tokio, 2_000, 20_000, || async {
+        let r = floor.plan(&inv, &batch).await;
+        assert!(r.result.is_ok(), "{:?}", r.result);
+    });
+    print_latency(
+        "host floor (trivial guest, 1 pair)",
+        &samples,
+        &format!("   fuel {fuel}"),
+    );
+}
 
-    // Records/s: component vs native, same rules, same batches.
+/// Records/s: component vs native, same rules, same batches, same config.
+fn throughput(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::LoadedPlugin) {
     for batch_size in [100usize, 1_000, 10_000] {
         let batch = make_batch!(dealbridge::runtime, batch_size);
         let native_batch = make_batch!(dealbridge_default_rules::types, batch_size);
         let rounds = (200_000 / batch_size).max(5);
-        let limits = Limits {
-            fuel: u64::MAX / 2,
-            deadline_ms: 60_000,
-            input_bytes: 1 << 30,
-            output_bytes: 1 << 30,
-            memory_bytes: 256 << 20,
-            ..Limits::default()
-        };
         let inv = Invocation::new(
-            limits,
+            large_batch_limits(),
             &json!({}),
             Arc::new(dealbridge::runtime::DenyAllGateway),
         )

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 use super::bindings::dealbridge::rules::{config, crm, log, types};
 use super::bindings::{WitLevel, WitMethod, WitRequest, WitRequestError, WitResponse};
@@ -19,19 +19,17 @@ use super::egress;
 use super::gateway::{CrmGateway, CrmTarget, GatewayError, GuestRequest, HttpMethod, SendBudget};
 use super::limits::{LimitHit, LimitKind, LimitTrap, Limiter, Limits};
 use super::report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};
-use super::wasi::{self, CappedOutput};
+use super::wasi::LazyWasi;
 
 /// The data of one invocation's store.
 pub(crate) struct State {
-    pub(crate) wasi: WasiCtx,
+    pub(crate) wasi: LazyWasi,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) limits: Limits,
     pub(crate) config_json: Arc<str>,
     pub(crate) gateway: Arc<dyn CrmGateway>,
     pub(crate) deadline: Instant,
-    pub(crate) stdout: CappedOutput,
-    pub(crate) stderr: CappedOutput,
     pub(crate) report: RunReport,
     log_bytes: u64,
     requests: u32,
@@ -45,10 +43,8 @@ impl State {
         gateway: Arc<dyn CrmGateway>,
         deadline: Instant,
     ) -> Self {
-        let stdout = CappedOutput::new(limits.stdio_bytes);
-        let stderr = CappedOutput::new(limits.stdio_bytes);
         Self {
-            wasi: wasi::deny_all_ctx(&stdout, &stderr),
+            wasi: LazyWasi::new(limits.stdio_bytes),
             table: ResourceTable::new(),
             limiter: Limiter::new(&limits),
             report: RunReport {
@@ -59,8 +55,6 @@ impl State {
             config_json,
             gateway,
             deadline,
-            stdout,
-            stderr,
             log_bytes: 0,
             requests: 0,
             response_bytes: 0,
@@ -81,8 +75,7 @@ impl State {
 
     /// Moves the captured stdio into the report.
     pub(crate) fn finish_stdio(&mut self) {
-        let (out, out_dropped) = self.stdout.contents();
-        let (err, err_dropped) = self.stderr.contents();
+        let ((out, out_dropped), (err, err_dropped)) = self.wasi.stdio();
         self.report.stdout = out;
         self.report.stderr = err;
         self.report.stdio_dropped_bytes = out_dropped + err_dropped;
@@ -110,7 +103,7 @@ impl State {
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.ctx(),
             table: &mut self.table,
         }
     }

@@ -30,12 +30,12 @@ mod size;
 mod wasi;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, TypedFunc};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline,
@@ -55,7 +55,7 @@ pub use report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};
 pub use size::WireSize;
 pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
 
-use bindings::{Plugin, PluginPre};
+use bindings::{Plugin, PluginIndices};
 use host::State;
 use limits::LimitTrap;
 
@@ -131,7 +131,8 @@ pub enum LoadSource {
 #[derive(Clone)]
 pub struct LoadedPlugin {
     runtime: Runtime,
-    pre: PluginPre<State>,
+    pre: InstancePre<State>,
+    exports: Arc<RulesExports>,
     digest: String,
     world: WorldInfo,
     source: LoadSource,
@@ -259,10 +260,12 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let exports =
+            RulesExports::find(&instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok(LoadedPlugin {
             runtime: self.clone(),
-            pre,
+            pre: instance_pre,
+            exports: Arc::new(exports),
             digest,
             world,
             source,
@@ -297,6 +300,10 @@ impl Runtime {
     }
 }
 
+/// The dirty bytes of a freed linear memory or table that are reset in place and stay resident
+/// for the slot's next instance; the rest is given back to the kernel.
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+
 fn engine_config(rc: &RuntimeConfig) -> Config {
     let n = rc.max_concurrent_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
@@ -309,7 +316,13 @@ fn engine_config(rc: &RuntimeConfig) -> Config {
         .max_memories_per_component(4)
         .max_tables_per_component(8)
         .max_memory_size(rc.max_memory_bytes as usize)
-        .table_elements(100_000);
+        .table_elements(100_000)
+        // A freed slot is reset by rewriting only the pages the guest dirtied (found with the
+        // PAGEMAP_SCAN ioctl, Linux 6.7+) instead of unmapping them, so the next instance in
+        // the slot takes no page faults on the stack, data and heap pages it touches again.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -451,30 +464,45 @@ impl LoadedPlugin {
         });
 
         let pre = &self.pre;
+        let exports = &*self.exports;
         let slots = &self.runtime.inner.slots;
         let run = async {
             let _slot = slots
                 .acquire()
                 .await
                 .map_err(|e| Failure::Instantiate(wasmtime::Error::msg(e.to_string())))?;
-            let plugin = pre
+            let instance = pre
                 .instantiate_async(&mut store)
                 .await
                 .map_err(Failure::Instantiate)?;
-            let rules = plugin.dealbridge_rules_rules();
+            exports
+                .check_once(&mut store, &instance)
+                .map_err(Failure::Instantiate)?;
             let out = match call {
-                Call::Describe(schema) => rules
-                    .call_describe(&mut store, schema)
-                    .await
-                    .map(|r| r.map(Output::Describe)),
-                Call::Condition(batch) => rules
-                    .call_condition(&mut store, batch)
-                    .await
-                    .map(|r| r.map(Output::Condition)),
-                Call::Plan(batch) => rules
-                    .call_plan(&mut store, batch)
-                    .await
-                    .map(|r| r.map(Output::Plan)),
+                Call::Describe(schema) => {
+                    // SAFETY: `check_once` checked this signature on this component.
+                    let f: TypedFunc<(&[FieldInfo],), (Result<Description, RuleError>,)> =
+                        unsafe { exports.typed(&mut store, &instance, &exports.describe) }?;
+                    f.call_async(&mut store, (schema,))
+                        .await
+                        .map(|(r,)| r.map(Output::Describe))
+                }
+                Call::Condition(batch) => {
+                    // SAFETY: as above.
+                    let f: TypedFunc<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)> =
+                        unsafe { exports.typed(&mut store, &instance, &exports.condition) }?;
+                    f.call_async(&mut store, (batch,))
+                        .await
+                        .map(|(r,)| r.map(Output::Condition))
+                }
+                Call::Plan(batch) => {
+                    // SAFETY: as above.
+                    let f: TypedFunc<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)> =
+                        unsafe { exports.typed(&mut store, &instance, &exports.plan) }?;
+                    f.call_async(&mut store, (batch,))
+                        .await
+                        .map(|(r,)| r.map(Output::Plan))
+                }
             };
             out.map_err(Failure::Call)
         };
@@ -534,6 +562,83 @@ impl LoadedPlugin {
         Invoked { result, report }
     }
 }
+
+/// The `rules` exports of a loaded component. They are found by name once, at load; their
+/// signatures are checked against the contract on the first instantiation (checking needs an
+/// instance, and costs as much as the rest of an invocation for types as large as `batch`) and
+/// trusted for every later instance of the same component.
+struct RulesExports {
+    indices: PluginIndices,
+    describe: ComponentExportIndex,
+    condition: ComponentExportIndex,
+    plan: ComponentExportIndex,
+    checked: OnceLock<()>,
+}
+
+impl RulesExports {
+    fn find(pre: &InstancePre<State>) -> wasmtime::Result<Self> {
+        let indices = PluginIndices::new(pre)?;
+        let component = pre.component();
+        let iface = component
+            .get_export_index(None, RULES_INTERFACE)
+            .ok_or_else(|| {
+                wasmtime::format_err!("no exported instance named `{RULES_INTERFACE}`")
+            })?;
+        let func = |name: &str| {
+            component
+                .get_export_index(Some(&iface), name)
+                .ok_or_else(|| {
+                    wasmtime::format_err!("`{RULES_INTERFACE}` does not export `{name}`")
+                })
+        };
+        Ok(Self {
+            describe: func("describe")?,
+            condition: func("condition")?,
+            plan: func("plan")?,
+            indices,
+            checked: OnceLock::new(),
+        })
+    }
+
+    /// Checks the three signatures on the first instance of this component.
+    fn check_once(
+        &self,
+        store: &mut Store<State>,
+        instance: &wasmtime::component::Instance,
+    ) -> wasmtime::Result<()> {
+        if self.checked.get().is_none() {
+            self.indices.load(&mut *store, instance)?;
+            let _ = self.checked.set(());
+        }
+        Ok(())
+    }
+
+    /// The export as a typed function, without checking its type again.
+    ///
+    /// # Safety
+    ///
+    /// `check_once` must have succeeded for this component, and `P`/`R` must be the contract's
+    /// signature of the export at `index`.
+    unsafe fn typed<P, R>(
+        &self,
+        store: &mut Store<State>,
+        instance: &wasmtime::component::Instance,
+        index: &ComponentExportIndex,
+    ) -> Result<TypedFunc<P, R>, Failure>
+    where
+        P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+        R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+    {
+        let func = instance
+            .get_func(&mut *store, index)
+            .ok_or_else(|| Failure::Call(wasmtime::format_err!("the rules export is missing")))?;
+        // SAFETY: the caller's contract.
+        Ok(unsafe { TypedFunc::new_unchecked(func) })
+    }
+}
+
+/// The exported interface of every rules component.
+const RULES_INTERFACE: &str = "dealbridge:rules/rules@0.1.0";
 
 /// Which export to call, with its argument.
 enum Call<'a> {

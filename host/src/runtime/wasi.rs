@@ -91,12 +91,55 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(l: &mut Linker<T>) -> wasmtim
     Ok(())
 }
 
-/// A WASI context that grants nothing: no preopens, env or args; empty
-/// stdin; stdout and stderr into capped buffers.
-pub(crate) fn deny_all_ctx(stdout: &CappedOutput, stderr: &CappedOutput) -> WasiCtx {
-    let mut b = WasiCtx::builder();
-    b.stdout(stdout.clone()).stderr(stderr.clone());
-    b.build()
+/// The deny-all WASI context of one invocation, built on the guest's first WASI call: a plugin
+/// that never touches WASI (the default rules do not) costs no context, streams or random seed.
+pub(crate) struct LazyWasi {
+    stdio_cap: u64,
+    built: Option<BuiltWasi>,
+}
+
+struct BuiltWasi {
+    ctx: WasiCtx,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+}
+
+impl LazyWasi {
+    /// Nothing built yet; stdout and stderr will each keep `stdio_cap` bytes.
+    pub(crate) fn new(stdio_cap: u64) -> Self {
+        Self {
+            stdio_cap,
+            built: None,
+        }
+    }
+
+    /// The context, built now if this is the first WASI call: no preopens, env or args; empty
+    /// stdin; stdout and stderr into capped buffers.
+    pub(crate) fn ctx(&mut self) -> &mut WasiCtx {
+        let cap = self.stdio_cap;
+        &mut self
+            .built
+            .get_or_insert_with(|| {
+                let stdout = CappedOutput::new(cap);
+                let stderr = CappedOutput::new(cap);
+                let mut b = WasiCtx::builder();
+                b.stdout(stdout.clone()).stderr(stderr.clone());
+                BuiltWasi {
+                    ctx: b.build(),
+                    stdout,
+                    stderr,
+                }
+            })
+            .ctx
+    }
+
+    /// What the guest wrote to stdout and stderr, each with the bytes dropped past the cap.
+    pub(crate) fn stdio(&self) -> ((String, u64), (String, u64)) {
+        match &self.built {
+            Some(b) => (b.stdout.contents(), b.stderr.contents()),
+            None => ((String::new(), 0), (String::new(), 0)),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +252,29 @@ mod tests {
         assert!(!import_allowed("wasi:io/poll@0.3.0"));
         assert!(!import_allowed("wasi:io/poll"));
         assert!(!import_allowed("env"));
+    }
+
+    #[test]
+    fn lazy_context_is_built_once_and_captures_stdio() {
+        let mut wasi = LazyWasi::new(8);
+        assert_eq!(wasi.stdio(), ((String::new(), 0), (String::new(), 0)));
+        wasi.ctx();
+        let built = wasi.built.as_ref().unwrap();
+        built
+            .stdout
+            .clone()
+            .write(Bytes::from_static(b"out"))
+            .unwrap();
+        built
+            .stderr
+            .clone()
+            .write(Bytes::from_static(b"error text"))
+            .unwrap();
+        wasi.ctx();
+        assert_eq!(
+            wasi.stdio(),
+            (("out".to_string(), 0), ("error te".to_string(), 2))
+        );
     }
 
     #[test]

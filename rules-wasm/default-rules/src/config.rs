@@ -5,6 +5,7 @@
 //! the offending key as a dotted path in `rule-error.field`, with kind `config`. This module
 //! only reads and checks the config: it must never look at records or CRM data.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -219,25 +220,34 @@ pub fn parse(json: &str) -> Result<Config, RuleError> {
             "invalid plugin config: it must be a JSON object, like `{}`",
         ));
     } else {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let raw = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            // The path names the offending key itself (serde_path_to_error includes unknown keys).
+        // The plain parse is the common case and cheap; only a refused config is parsed again
+        // to name the offending key.
+        serde_json::from_str(json).map_err(|_| explain(json))?
+    };
+    build(raw)
+}
+
+/// The error of a config that does not parse, naming the offending key as a dotted path.
+fn explain(json: &str) -> RuleError {
+    let mut de = serde_json::Deserializer::from_str(json);
+    match serde_path_to_error::deserialize::<_, RawConfig>(&mut de) {
+        // The path names the offending key itself (serde_path_to_error includes unknown keys).
+        Err(e) => {
             let key = e.path().to_string();
             let inner = e.inner().to_string();
             config_error(
                 key.clone(),
                 format!("invalid plugin config at `{key}`: {inner}"),
             )
-        })?;
-        de.end().map_err(|e| {
-            config_error(
+        }
+        Ok(_) => match de.end() {
+            Err(e) => config_error(
                 ".",
                 format!("invalid plugin config: text after the JSON object: {e}"),
-            )
-        })?;
-        raw
-    };
-    build(raw)
+            ),
+            Ok(()) => config_error(".", "invalid plugin config"),
+        },
+    }
 }
 
 fn build(raw: RawConfig) -> Result<Config, RuleError> {
@@ -304,8 +314,8 @@ fn build(raw: RawConfig) -> Result<Config, RuleError> {
             ));
         }
         list.push(MappingSpec {
-            sf: sf.to_string(),
-            hs: hs.to_string(),
+            sf: Cow::Owned(sf.to_string()),
+            hs: Cow::Owned(hs.to_string()),
             rule: c
                 .rule
                 .map(SyncRule::from)
@@ -410,7 +420,7 @@ fn apply_rules(
                 let known: Vec<&str> = list
                     .iter()
                     .filter(|m| m.kind != MappingKind::Pipeline)
-                    .map(|m| m.sf.as_str())
+                    .map(|m| &*m.sf)
                     .collect();
                 return Err(config_error(
                     at.clone(),
@@ -539,7 +549,7 @@ mod tests {
         let c = parse(r#"{"custom_mappings": [{"salesforce_field": "Priority__c", "hubspot_field": "priority"}]}"#).unwrap();
         let m = c.opportunity_deal.last().unwrap();
         assert_eq!(
-            (m.sf.as_str(), m.hs.as_str(), m.rule, m.custom),
+            (&*m.sf, &*m.hs, m.rule, m.custom),
             (
                 "Priority__c",
                 "priority",

@@ -31,8 +31,8 @@ pub fn describe(cfg: &Config, schema: &[FieldInfo]) -> Result<Description, RuleE
             }
             mappings.push(FieldMapping {
                 object_pair: pair,
-                salesforce_field: m.sf.clone(),
-                hubspot_field: m.hs.clone(),
+                salesforce_field: m.sf.to_string(),
+                hubspot_field: m.hs.to_string(),
                 rule: m.rule,
             });
         }
@@ -106,7 +106,7 @@ fn check(pair: ObjectPair, m: &MappingSpec, schema: &[FieldInfo]) -> Result<(), 
     };
     let incompatible = |why: String| RuleError {
         kind: ErrorKind::IncompatibleMapping,
-        field: Some(m.sf.clone()),
+        field: Some(m.sf.to_string()),
         message: format!(
             "cannot map HubSpot property `{}` ({hs_shown}) to Salesforce field `{}` ({}): {why}",
             m.hs, m.sf, sf.type_name

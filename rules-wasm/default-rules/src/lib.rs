@@ -12,6 +12,7 @@
 pub mod config;
 pub mod decimal;
 pub mod describe;
+pub mod heap;
 pub mod mappings;
 pub mod plan;
 
@@ -74,6 +75,10 @@ mod component {
     use super::bindings::exports::dealbridge::rules::rules::{
         Description, Guest, Inclusion, PairOutcome, RuleError,
     };
+
+    /// Every invocation runs in a fresh instance: a size-class heap beats a general allocator.
+    #[global_allocator]
+    static HEAP: super::heap::SizeClassHeap = super::heap::SizeClassHeap::new();
 
     struct DefaultRules;
 

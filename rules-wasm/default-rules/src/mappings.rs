@@ -3,6 +3,8 @@
 //! This module is data plus pure comparisons: it must never decide who wins (that is `plan`)
 //! and never convert a value's type or amount.
 
+use std::borrow::Cow;
+
 use crate::bindings::dealbridge::rules::types::{ObjectPair, Value};
 use crate::bindings::exports::dealbridge::rules::rules::SyncRule;
 use crate::decimal::{self, Dec};
@@ -23,10 +25,11 @@ pub enum MappingKind {
 /// One mapping of the checked config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappingSpec {
-    /// The Salesforce field's API name.
-    pub sf: String,
+    /// The Salesforce field's API name (borrowed for the standard mappings, so building the
+    /// tables on every invocation allocates nothing).
+    pub sf: Cow<'static, str>,
     /// The HubSpot property's internal name.
-    pub hs: String,
+    pub hs: Cow<'static, str>,
     /// The rule shown to the tenant (owner mappings behave two-way whatever it says).
     pub rule: SyncRule,
     /// How it is evaluated.
@@ -35,10 +38,10 @@ pub struct MappingSpec {
     pub custom: bool,
 }
 
-fn spec(sf: &str, hs: &str, kind: MappingKind) -> MappingSpec {
+fn spec(sf: &'static str, hs: &'static str, kind: MappingKind) -> MappingSpec {
     MappingSpec {
-        sf: sf.to_string(),
-        hs: hs.to_string(),
+        sf: Cow::Borrowed(sf),
+        hs: Cow::Borrowed(hs),
         rule: SyncRule::PreferSalesforceUnlessBlank,
         kind,
         custom: false,
@@ -240,7 +243,7 @@ mod tests {
     #[test]
     fn standard_tables_match_the_spec() {
         let opp = standard(ObjectPair::OpportunityDeal, false);
-        let pairs: Vec<(&str, &str)> = opp.iter().map(|m| (m.sf.as_str(), m.hs.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = opp.iter().map(|m| (&*m.sf, &*m.hs)).collect();
         for p in [
             ("Name", "dealname"),
             ("Amount", "amount"),

@@ -238,8 +238,8 @@ impl<'a> Prepared<'a> {
             .map(|spec| {
                 let b = Bound {
                     spec,
-                    sf: sf_index.get(spec.sf.as_str()).copied(),
-                    hs: hs_index.get(spec.hs.as_str()).copied(),
+                    sf: sf_index.get(&*spec.sf).copied(),
+                    hs: hs_index.get(&*spec.hs).copied(),
                 };
                 match spec.kind {
                     MappingKind::Stage => {
@@ -565,7 +565,7 @@ impl<'a> Prepared<'a> {
             Winner::Salesforce => match (sv.as_deref(), sf_proj.flatten()) {
                 (None, _) => push(&mut w.hubspot, hs.exists, &b.spec.hs, None),
                 (Some(_), Some(h)) => w.hubspot.push(FieldWrite {
-                    field: b.spec.hs.clone(),
+                    field: b.spec.hs.to_string(),
                     value: Value::Text(h.to_string()),
                 }),
                 (Some(s), None) => {
@@ -589,7 +589,7 @@ impl<'a> Prepared<'a> {
             Winner::HubSpot => match (hv.as_deref(), hs_proj.flatten()) {
                 (None, _) => {}
                 (Some(_), Some(s)) => w.salesforce.push(FieldWrite {
-                    field: b.spec.sf.clone(),
+                    field: b.spec.sf.to_string(),
                     value: Value::Text(s.to_string()),
                 }),
                 (Some(h), None) => {

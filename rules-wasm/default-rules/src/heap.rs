@@ -1,0 +1,257 @@
+//! The component's heap: power-of-two size classes carved from bump-allocated chunks.
+//!
+//! The host runs every invocation in a fresh instance and throws it away afterwards, so this
+//! heap never gives memory back and never has to fight fragmentation over a long life. What it
+//! must be is cheap: lowering a batch calls the allocator once per string and list, and the
+//! planning itself allocates the written values, so the general-purpose allocator of wasi-libc
+//! was a large share of each record's instructions. Here a small block (up to
+//! [`LARGEST_CLASS`] bytes) is rounded up to a power of two and comes from that class's free
+//! list or from the current chunk; a larger or over-aligned block, and every chunk, comes from
+//! the system allocator. Freed small blocks go back to their class's list, so memory use stays
+//! within twice the live bytes plus one chunk.
+//!
+//! The component registers [`SizeClassHeap`] as its global allocator (wasm32 only; natively the
+//! crate keeps the system allocator). This module must never hand one block to two owners and
+//! never return a block smaller or less aligned than the layout asks for.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::UnsafeCell;
+use std::ptr;
+
+/// The smallest class: 8 bytes (room for the free-list link on any target).
+const SMALLEST_SHIFT: u32 = 3;
+/// The largest class, in bytes; larger blocks go to the system allocator.
+pub const LARGEST_CLASS: usize = 4096;
+const LARGEST_SHIFT: u32 = LARGEST_CLASS.trailing_zeros();
+const CLASSES: usize = (LARGEST_SHIFT - SMALLEST_SHIFT + 1) as usize;
+/// Small blocks are aligned to their size, up to this; larger alignments go to the system.
+const MAX_ALIGN: usize = 16;
+/// The size of a chunk that small blocks are carved from.
+const CHUNK: usize = 64 << 10;
+
+struct Heap {
+    /// Per class, the first free block; each free block holds the address of the next.
+    free: [*mut u8; CLASSES],
+    /// The unused part of the current chunk.
+    next: *mut u8,
+    end: *mut u8,
+}
+
+/// A size-class allocator for a short-lived, single-threaded instance.
+pub struct SizeClassHeap(UnsafeCell<Heap>);
+
+// SAFETY: a wasm32-wasip2 component runs on one thread (no threads proposal), and native code
+// uses its own instances only from one thread (see the tests); the heap is never shared across
+// threads.
+unsafe impl Sync for SizeClassHeap {}
+
+impl SizeClassHeap {
+    /// An empty heap; the first small allocation takes a chunk.
+    pub const fn new() -> Self {
+        SizeClassHeap(UnsafeCell::new(Heap {
+            free: [ptr::null_mut(); CLASSES],
+            next: ptr::null_mut(),
+            end: ptr::null_mut(),
+        }))
+    }
+}
+
+impl Default for SizeClassHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The class of a layout, or none when the system allocator serves it.
+#[inline]
+fn class_of(layout: Layout) -> Option<usize> {
+    if layout.size() > LARGEST_CLASS || layout.align() > MAX_ALIGN {
+        return None;
+    }
+    let size = layout.size().max(1 << SMALLEST_SHIFT);
+    // ceil(log2(size)) - SMALLEST_SHIFT
+    Some((usize::BITS - (size - 1).leading_zeros() - SMALLEST_SHIFT) as usize)
+}
+
+#[inline]
+fn class_size(class: usize) -> usize {
+    1 << (class as u32 + SMALLEST_SHIFT)
+}
+
+impl Heap {
+    #[inline]
+    unsafe fn take(&mut self, class: usize) -> *mut u8 {
+        let head = self.free[class];
+        if !head.is_null() {
+            // SAFETY: a free block of this class holds the next free block's address.
+            self.free[class] = unsafe { head.cast::<*mut u8>().read() };
+            return head;
+        }
+        let size = class_size(class);
+        let align = size.min(MAX_ALIGN);
+        let room = self.end.addr() - self.next.addr();
+        let pad = self.next.addr().wrapping_neg() & (align - 1);
+        if pad + size <= room {
+            // SAFETY: `pad + size` bytes fit between `next` and `end`, inside one chunk.
+            unsafe {
+                let block = self.next.add(pad);
+                self.next = block.add(size);
+                return block;
+            }
+        }
+        // SAFETY: a non-zero size and a valid power-of-two alignment.
+        let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, MAX_ALIGN)) };
+        if chunk.is_null() {
+            return chunk;
+        }
+        // SAFETY: a class is at most `LARGEST_CLASS` bytes, far less than a chunk, and the chunk
+        // is aligned to `MAX_ALIGN`, at least the block's alignment.
+        unsafe {
+            self.next = chunk.add(size);
+            self.end = chunk.add(CHUNK);
+        }
+        chunk
+    }
+
+    #[inline]
+    unsafe fn give(&mut self, block: *mut u8, class: usize) {
+        // SAFETY: the block was handed out for this class, so it is at least 8 bytes and aligned
+        // for a pointer, and it is no longer used by its owner.
+        unsafe { block.cast::<*mut u8>().write(self.free[class]) };
+        self.free[class] = block;
+    }
+}
+
+// SAFETY: small blocks are at least `layout.size()` bytes (rounded up to the class) and aligned
+// to `min(class size, 16)`, which is at least `layout.align()` since a layout's size is a
+// multiple of its alignment; a block is on a free list only after its owner freed it; other
+// layouts are the system allocator's.
+unsafe impl GlobalAlloc for SizeClassHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class_of(layout) {
+            // SAFETY: one thread (see `Sync`), and no reference to the heap outlives this call.
+            Some(class) => unsafe { (*self.0.get()).take(class) },
+            None => unsafe { System.alloc(layout) },
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        match class_of(layout) {
+            // SAFETY: as in `alloc`; the caller frees a block it got with this layout.
+            Some(class) => unsafe { (*self.0.get()).give(block, class) },
+            None => unsafe { System.dealloc(block, layout) },
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller passes a valid new size for this alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        match (class_of(layout), class_of(new_layout)) {
+            (Some(old), Some(new)) if old == new => block,
+            (None, None) => unsafe { System.realloc(block, layout, new_size) },
+            _ => {
+                // SAFETY: as for `alloc` and `dealloc`; the two blocks do not overlap.
+                unsafe {
+                    let moved = self.alloc(new_layout);
+                    if !moved.is_null() {
+                        ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
+                        self.dealloc(block, layout);
+                    }
+                    moved
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    #[test]
+    fn classes_round_up_to_powers_of_two() {
+        assert_eq!(class_of(layout(1, 1)), Some(0));
+        assert_eq!(class_of(layout(8, 8)), Some(0));
+        assert_eq!(class_of(layout(9, 1)), Some(1));
+        assert_eq!(class_of(layout(16, 16)), Some(1));
+        assert_eq!(class_of(layout(17, 1)), Some(2));
+        assert_eq!(class_of(layout(LARGEST_CLASS, 1)), Some(CLASSES - 1));
+        assert_eq!(class_of(layout(LARGEST_CLASS + 1, 1)), None);
+        assert_eq!(class_of(layout(64, 32)), None);
+        for size in 1..=LARGEST_CLASS {
+            let c = class_of(layout(size, 1)).unwrap();
+            assert!(class_size(c) >= size && (c == 0 || class_size(c - 1) < size));
+        }
+    }
+
+    #[test]
+    fn blocks_are_aligned_disjoint_and_reused_after_free() {
+        let heap = SizeClassHeap::new();
+        unsafe {
+            let mut blocks = Vec::new();
+            // Enough small blocks to need more than one chunk.
+            for i in 0..5_000usize {
+                let align = [1, 2, 4, 8, 16][i % 5];
+                let l = layout((1 + i % 200).next_multiple_of(align), align);
+                let p = heap.alloc(l);
+                assert!(!p.is_null());
+                assert_eq!(p.addr() % l.align(), 0);
+                p.write_bytes((i % 251) as u8, l.size());
+                blocks.push((p, l, (i % 251) as u8));
+            }
+            for &(p, l, byte) in &blocks {
+                assert!(
+                    std::slice::from_raw_parts(p, l.size())
+                        .iter()
+                        .all(|&b| b == byte)
+                );
+            }
+            let (p, l, _) = blocks[10];
+            heap.dealloc(p, l);
+            assert_eq!(heap.alloc(l), p, "a freed block is reused by its class");
+            for (p, l, _) in blocks {
+                heap.dealloc(p, l);
+            }
+        }
+    }
+
+    #[test]
+    fn realloc_keeps_the_contents_within_and_across_classes() {
+        let heap = SizeClassHeap::new();
+        unsafe {
+            let l = layout(10, 1);
+            let p = heap.alloc(l);
+            p.copy_from_nonoverlapping(b"0123456789".as_ptr(), 10);
+            let same = heap.realloc(p, l, 16);
+            assert_eq!(same, p, "growing within the class stays in place");
+            let grown = heap.realloc(same, layout(16, 1), 3000);
+            assert_eq!(std::slice::from_raw_parts(grown, 10), b"0123456789");
+            let large = heap.realloc(grown, layout(3000, 1), 100_000);
+            assert_eq!(std::slice::from_raw_parts(large, 10), b"0123456789");
+            let back = heap.realloc(large, layout(100_000, 1), 5);
+            assert_eq!(std::slice::from_raw_parts(back, 5), b"01234");
+            heap.dealloc(back, layout(5, 1));
+        }
+    }
+
+    #[test]
+    fn large_and_over_aligned_blocks_come_from_the_system() {
+        let heap = SizeClassHeap::new();
+        unsafe {
+            for l in [layout(LARGEST_CLASS + 1, 8), layout(64, 64)] {
+                let p = heap.alloc(l);
+                assert!(!p.is_null());
+                assert_eq!(p.addr() % l.align(), 0);
+                p.write_bytes(7, l.size());
+                heap.dealloc(p, l);
+            }
+        }
+    }
+}
