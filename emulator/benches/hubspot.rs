@@ -1,7 +1,8 @@
 //! Throughput of the HubSpot emulator over real HTTP on 127.0.0.1: simple
 //! reads, 100-input batch upserts, and search pages (incl. a sorted search
 //! over 100,000 deals, and the sync engine's keyset change scan over 120,000
-//! deals: range page, steady state, tie phase). Prints requests/s and the
+//! deals: range page, steady state, tie phase; EQ/IN lookups by the unique
+//! cross-reference property and by id). Prints requests/s and the
 //! in-process time of one search; bounded in count, stops by itself.
 //! Run: `cargo bench -p dealbridge-emulator --bench hubspot`.
 
@@ -147,6 +148,16 @@ fn main() {
                 "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "properties": props, "limit": 200})),
             ("keyset + pipeline filter  ", range("0".into(), Some(json!({"propertyName": "pipeline", "operator": "EQ", "value": "default"})))),
             ("sorted search page (120k) ", search.clone()),
+            // Lookups by the unique cross-reference property and by id.
+            ("xref EQ (unique property) ", json!({"filterGroups": [{"filters": [
+                {"propertyName": "dealbridge_sf_id", "operator": "EQ", "value": "006000000012345"}]}],
+                "sorts": [], "properties": props, "limit": 100})),
+            ("xref IN, 100 values       ", json!({"filterGroups": [{"filters": [
+                {"propertyName": "dealbridge_sf_id", "operator": "IN", "values": (0..100).map(|k| format!("006{:012}", k * 150)).collect::<Vec<_>>()}]}],
+                "sorts": [], "properties": props, "limit": 100})),
+            ("hs_object_id IN, 100 ids  ", json!({"filterGroups": [{"filters": [
+                {"propertyName": "hs_object_id", "operator": "IN", "values": (0..100).map(|k| (first + k * 997).to_string()).collect::<Vec<_>>()}]}],
+                "sorts": [], "properties": props, "limit": 100})),
         ];
         for (name, body) in cases {
             let groups: Vec<Vec<Filter>> = body["filterGroups"].as_array().expect("groups").iter()

@@ -607,6 +607,46 @@ async fn query_pages_with_next_records_url_and_query_all() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(second["done"], true);
     assert!(second.get("nextRecordsUrl").is_none());
+    // Positions outside the result, and a cursor of an org whose deleted
+    // rows were purged since, are refused.
+    let locator = next.rsplit_once('-').unwrap().0.to_string();
+    for stale in [format!("{locator}-0"), format!("{locator}-3000")] {
+        let (s, v) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{base}{stale}"),
+            &token,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, &v[0]["errorCode"]),
+            (StatusCode::BAD_REQUEST, &json!("INVALID_QUERY_LOCATOR")),
+            "{stale}: {v}"
+        );
+    }
+    let (s, _) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/__emulator/purge-deleted"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}{next}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, &v[0]["errorCode"]),
+        (StatusCode::BAD_REQUEST, &json!("INVALID_QUERY_LOCATOR")),
+        "{v}"
+    );
     let mut stamps: Vec<(String, String)> = Vec::new();
     for page in [&first, &second] {
         for r in page["records"].as_array().unwrap() {

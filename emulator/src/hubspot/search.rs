@@ -1,6 +1,7 @@
 //! CRM search over one table of the HubSpot emulator: filter compilation,
-//! a planner that answers keyset-style queries from the ordered
-//! `(last-modified, id)` index, and the general scan-filter-sort path.
+//! a planner that answers EQ/IN on `hs_object_id` or a unique property by
+//! lookup and keyset-style queries from the ordered `(last-modified, id)`
+//! index, and the general scan-filter-sort path.
 //!
 //! The indexed plans must return exactly what the general path returns (the
 //! same `total`, the same ids in the same order); the planner only takes them

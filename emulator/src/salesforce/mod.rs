@@ -2,7 +2,8 @@
 //! SOAP login, with a control API under `/__emulator/`.
 //!
 //! State lives in one [`store::Org`] behind a `parking_lot::RwLock` that is
-//! never held across an `.await`. Objects: Opportunity, Account, Contact and
+//! never held across an `.await`; reads (SOQL pages included) take it for
+//! reading only. Open query cursors live apart in [`cursors`]. Objects: Opportunity, Account, Contact and
 //! OpportunityContactRole (read/write), User, RecordType and OpportunityStage
 //! (read-only). The external-id field is
 //! [`schema::EXTERNAL_ID_FIELD`] (`dealbridge_id__c`).
