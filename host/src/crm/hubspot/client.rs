@@ -125,6 +125,37 @@ impl Call {
 }
 
 /// An object type or other path word: letters, digits, `_` and `-` (e.g. `deals`, `2-123`).
+/// Checks a scan request whose filter group keeps `reserved_filters` filters for the scan
+/// itself; returns the modification property and the properties to read (the request's,
+/// plus the modification property and `hs_object_id`, which the cursor needs).
+fn checked_scan(
+    request: &ScanRequest,
+    reserved_filters: usize,
+) -> Result<(&str, Vec<String>), HubSpotError> {
+    check_word("object type", &request.object_type)?;
+    let modified = request.modified_property();
+    check_word("modification property", modified)?;
+    if request.page_size == 0 || request.page_size > SEARCH_PAGE_MAX {
+        return Err(HubSpotError::InvalidInput(format!(
+            "scan page size {} is outside 1..={SEARCH_PAGE_MAX}",
+            request.page_size
+        )));
+    }
+    let extra_max = MAX_FILTERS_PER_GROUP - reserved_filters;
+    if request.extra_filters.len() > extra_max {
+        return Err(HubSpotError::InvalidInput(format!(
+            "at most {extra_max} extra scan filters"
+        )));
+    }
+    let mut properties = request.properties.clone();
+    for p in [modified, "hs_object_id"] {
+        if !properties.iter().any(|x| x == p) {
+            properties.push(p.into());
+        }
+    }
+    Ok((modified, properties))
+}
+
 fn check_word(kind: &str, s: &str) -> Result<(), HubSpotError> {
     if !s.is_empty()
         && s.len() <= 100
@@ -775,27 +806,7 @@ impl HubSpotClient {
         request: &ScanRequest,
         cursor: ScanCursor,
     ) -> Result<ScanPage, HubSpotError> {
-        check_word("object type", &request.object_type)?;
-        let modified = request.modified_property();
-        check_word("modification property", modified)?;
-        if request.page_size == 0 || request.page_size > SEARCH_PAGE_MAX {
-            return Err(HubSpotError::InvalidInput(format!(
-                "scan page size {} is outside 1..={SEARCH_PAGE_MAX}",
-                request.page_size
-            )));
-        }
-        if request.extra_filters.len() > MAX_FILTERS_PER_GROUP - 3 {
-            return Err(HubSpotError::InvalidInput(format!(
-                "at most {} extra scan filters",
-                MAX_FILTERS_PER_GROUP - 3
-            )));
-        }
-        let mut properties = request.properties.clone();
-        for p in [modified, "hs_object_id"] {
-            if !properties.iter().any(|x| x == p) {
-                properties.push(p.into());
-            }
-        }
+        let (modified, properties) = checked_scan(request, 3)?;
         let limit = request.page_size as usize;
         let mut cursor = cursor;
         if cursor.modified_ms >= request.until_ms {
@@ -930,27 +941,7 @@ impl HubSpotClient {
         request: &ScanRequest,
         after_id: u64,
     ) -> Result<(Vec<HsObject>, Option<u64>), HubSpotError> {
-        check_word("object type", &request.object_type)?;
-        let modified = request.modified_property();
-        check_word("modification property", modified)?;
-        if request.page_size == 0 || request.page_size > SEARCH_PAGE_MAX {
-            return Err(HubSpotError::InvalidInput(format!(
-                "scan page size {} is outside 1..={SEARCH_PAGE_MAX}",
-                request.page_size
-            )));
-        }
-        if request.extra_filters.len() > MAX_FILTERS_PER_GROUP - 2 {
-            return Err(HubSpotError::InvalidInput(format!(
-                "at most {} extra scan filters",
-                MAX_FILTERS_PER_GROUP - 2
-            )));
-        }
-        let mut properties = request.properties.clone();
-        for p in [modified, "hs_object_id"] {
-            if !properties.iter().any(|x| x == p) {
-                properties.push(p.into());
-            }
-        }
+        let (modified, properties) = checked_scan(request, 2)?;
         let mut filters = vec![
             Filter::new(modified, Operator::Lt, request.until_ms.to_string()),
             Filter::new("hs_object_id", Operator::Gt, after_id.to_string()),
