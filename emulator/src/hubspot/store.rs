@@ -502,6 +502,9 @@ impl Store {
         if ot == ObjectType::Deals && errors.is_empty() {
             self.check_stage(existing, &mut changes, &mut errors);
         }
+        if ot == ObjectType::Contacts {
+            keep_lifecycle_forward(existing, &mut changes);
+        }
         if errors.is_empty() {
             Ok(changes)
         } else {
@@ -1617,6 +1620,31 @@ impl Default for Store {
     }
 }
 
+/// HubSpot moves a contact's lifecycle stage only forward through the API: a set to an
+/// earlier stage of its default order is ignored, without an error (clear it first to go
+/// back). `other` and stages outside the order move freely.
+fn keep_lifecycle_forward(existing: Option<&Record>, changes: &mut Changes) {
+    const ORDER: [&str; 7] = [
+        "subscriber",
+        "lead",
+        "marketingqualifiedlead",
+        "salesqualifiedlead",
+        "opportunity",
+        "customer",
+        "evangelist",
+    ];
+    let rank = |s: &str| ORDER.iter().position(|x| *x == s);
+    let Some(current) = existing
+        .and_then(|r| r.props.get("lifecyclestage"))
+        .and_then(|s| rank(s))
+    else {
+        return;
+    };
+    changes.retain(|(name, v)| {
+        name != "lifecyclestage" || v.as_deref().and_then(rank).is_none_or(|new| new >= current)
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1665,6 +1693,29 @@ mod tests {
             .validate(ObjectType::Deals, None, &props(json!({"pipeline": "p9"})))
             .unwrap_err();
         assert_eq!(errs[0].name, "pipeline");
+    }
+
+    #[test]
+    fn a_contact_lifecycle_stage_moves_back_only_once_cleared() {
+        let mut s = Store::new();
+        let ct = ObjectType::Contacts;
+        let c = create(&mut s, ct, json!({"email": "a@b.example"}), 1000);
+        let stage = |s: &Store| prop(s, ct, c, "lifecyclestage");
+        update(&mut s, ct, c, json!({"lifecyclestage": "customer"}), 1001);
+        update(&mut s, ct, c, json!({"lifecyclestage": "lead"}), 1002);
+        assert_eq!(stage(&s).as_deref(), Some("customer"), "ignored, no error");
+        update(&mut s, ct, c, json!({"lifecyclestage": "evangelist"}), 1003);
+        assert_eq!(stage(&s).as_deref(), Some("evangelist"));
+        update(&mut s, ct, c, json!({"lifecyclestage": ""}), 1004);
+        update(&mut s, ct, c, json!({"lifecyclestage": "lead"}), 1005);
+        assert_eq!(stage(&s).as_deref(), Some("lead"));
+        update(&mut s, ct, c, json!({"lifecyclestage": "other"}), 1006);
+        update(&mut s, ct, c, json!({"lifecyclestage": "subscriber"}), 1007);
+        assert_eq!(
+            stage(&s).as_deref(),
+            Some("subscriber"),
+            "`other` is outside the order"
+        );
     }
 
     #[test]

@@ -10,14 +10,19 @@
 //! association waiting for its account or contact. Nothing is ever removed from
 //! Salesforce.
 //!
-//! This module must never create or change a company, contact, deal or opportunity.
+//! A contact that gets a deal moves to the `opportunity` lifecycle stage unless it is at or
+//! past it (HubSpot's order; `other` and custom stages stay): one batch read and one batch
+//! update per 100 contacts. Apart from that property, this module must never create or
+//! change a company, contact, deal or opportunity.
 
 use std::collections::{HashMap, HashSet};
 
 use super::error::SyncError;
 use super::setup::soql_in;
 use crate::crm::hubspot::HubSpotClient;
-use crate::crm::hubspot::types::{AssociationInput, AssociationSpec, AssociationType, RecordRef};
+use crate::crm::hubspot::types::{
+    AssociationInput, AssociationSpec, AssociationType, RecordRef, UpdateInput,
+};
 use crate::crm::salesforce::SalesforceClient;
 use crate::crm::salesforce::types::QueryScope;
 use crate::runtime::{Related, RelatedKind};
@@ -260,6 +265,69 @@ pub async fn apply_hubspot(hs: &HubSpotClient, c: &HsChanges) -> Result<(), Sync
     Ok(())
 }
 
+/// HubSpot's default contact lifecycle stages, earliest first (`other` is outside the order).
+const LIFECYCLE_ORDER: [&str; 7] = [
+    "subscriber",
+    "lead",
+    "marketingqualifiedlead",
+    "salesqualifiedlead",
+    "opportunity",
+    "customer",
+    "evangelist",
+];
+
+/// The lifecycle stage of a contact associated with a deal.
+pub const DEAL_CONTACT_STAGE: &str = "opportunity";
+
+/// Whether a contact at lifecycle stage `stage` moves to [`DEAL_CONTACT_STAGE`] when it gets
+/// a deal: when blank or before it in HubSpot's order. `other`, custom stages and later
+/// stages stay (HubSpot ignores a move backwards made through the API anyway).
+pub fn moves_to_deal_stage(stage: Option<&str>) -> bool {
+    let rank = |s: &str| LIFECYCLE_ORDER.iter().position(|x| *x == s);
+    match stage.filter(|s| !s.is_empty()) {
+        None => true,
+        Some(s) => rank(s).is_some_and(|r| Some(r) < rank(DEAL_CONTACT_STAGE)),
+    }
+}
+
+/// Moves the contacts that were just associated with a deal to [`DEAL_CONTACT_STAGE`] where
+/// [`moves_to_deal_stage`] says so: one batch read and at most one batch update per 100
+/// contacts. Returns the number moved and the contacts whose update HubSpot refused, with
+/// its message (a contact that no longer exists is skipped).
+pub async fn promote_deal_contacts(
+    hs: &HubSpotClient,
+    contact_ids: &[String],
+) -> Result<(usize, Vec<(String, String)>), SyncError> {
+    let mut ids: Vec<String> = contact_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let read = hs
+        .batch_read("contacts", &ids, &["lifecyclestage"], None)
+        .await?;
+    let inputs: Vec<UpdateInput> = read
+        .items
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|c| moves_to_deal_stage(c.prop("lifecyclestage")))
+        .map(|c| UpdateInput {
+            id: c.id.clone(),
+            properties: [("lifecyclestage".to_string(), DEAL_CONTACT_STAGE.to_string())].into(),
+        })
+        .collect();
+    if inputs.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let out = hs.batch_update("contacts", &inputs, None).await?;
+    let failed: Vec<(String, String)> = out
+        .failures()
+        .map(|(i, e)| (inputs[i].id.clone(), e.body.message.clone()))
+        .collect();
+    Ok((inputs.len() - failed.len(), failed))
+}
+
 /// The Salesforce changes toward a desired set: contact roles to add and an account to set.
 #[derive(Debug, Default, PartialEq)]
 pub struct SfChanges {
@@ -373,6 +441,28 @@ mod tests {
         let waiting = diff_hubspot("d1", &desired, &created, &mut ch);
         assert!(ch.is_empty());
         assert_eq!(waiting.len(), 1);
+    }
+
+    #[test]
+    fn a_deal_moves_a_contact_forward_to_opportunity_never_back() {
+        for stage in [
+            None,
+            Some(""),
+            Some("subscriber"),
+            Some("lead"),
+            Some("salesqualifiedlead"),
+        ] {
+            assert!(moves_to_deal_stage(stage), "{stage:?}");
+        }
+        for stage in [
+            "opportunity",
+            "customer",
+            "evangelist",
+            "other",
+            "a_custom_stage",
+        ] {
+            assert!(!moves_to_deal_stage(Some(stage)), "{stage}");
+        }
     }
 
     #[test]

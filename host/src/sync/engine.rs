@@ -821,11 +821,14 @@ impl Engine {
     }
 
     /// The association sweep: pages through the opportunity ↔ deal links (100 a page, so
-    /// each HubSpot v4 batch read is one call per association type), compares each deal's
-    /// HubSpot associations with what Salesforce has (its account and contact roles, through
-    /// the links), and re-plans, HubSpot → Salesforce with the plugin's policy, only the
-    /// deals whose HubSpot side has something Salesforce lacks (association changes do not
-    /// bump `hs_lastmodifieddate`, so the change scan never sees them).
+    /// each HubSpot v4 batch read is one call per association type) and compares each
+    /// deal's HubSpot associations with what Salesforce has (its account and contact roles,
+    /// through the links); association changes do not bump `hs_lastmodifieddate`, so the
+    /// change scan never sees them. A deal whose HubSpot side has something Salesforce lacks
+    /// is re-planned HubSpot → Salesforce with the plugin's policy (an association added in
+    /// HubSpot), unless Salesforce deleted that contact's role; a deal that lacks what
+    /// Salesforce implies (an association removed in HubSpot), or keeps a contact whose role
+    /// Salesforce deleted, is re-planned Salesforce → HubSpot, which restores or removes it.
     async fn sweep_associations(
         &mut self,
         cy: &mut Cycle,
@@ -856,11 +859,15 @@ impl Engine {
                 .filter(|l| l.state == LinkState::Active)
                 .collect();
             if !active.is_empty() {
-                let candidates = self
+                let (from_hs, from_sf) = self
                     .sweep_candidates(&active, company_sync, contact_sync)
                     .await?;
-                if !candidates.is_empty() {
-                    self.resync_hs_ids(cy, schema, &candidates, Trigger::Resync)
+                if !from_hs.is_empty() {
+                    self.resync_hs_ids(cy, schema, &from_hs, Trigger::Resync)
+                        .await?;
+                }
+                if !from_sf.is_empty() {
+                    self.resync_sf_ids(cy, schema, &from_sf, Trigger::Resync)
                         .await?;
                 }
             }
@@ -870,16 +877,22 @@ impl Engine {
         }
     }
 
-    /// The deals of `links` whose HubSpot associations name a contact that is not a contact
-    /// role of the opportunity, or a company while the opportunity has no account.
+    /// The pairs of `links` whose associations differ between the CRMs: the deals to
+    /// re-plan HubSpot → Salesforce (HubSpot names a contact that is not a contact role of
+    /// the opportunity and whose role Salesforce did not delete, or a company while the
+    /// opportunity has no account) and the opportunities to re-plan Salesforce → HubSpot
+    /// (HubSpot lacks a linked role contact or the linked account's company, or keeps a
+    /// contact whose role Salesforce deleted). Reads are batched: one HubSpot call per
+    /// association type, and one Salesforce query each for roles, deleted roles and accounts.
     async fn sweep_candidates(
         &self,
         links: &[store::Link],
         company_sync: bool,
         contact_sync: bool,
-    ) -> Result<Vec<String>, SyncError> {
+    ) -> Result<(Vec<String>, Vec<String>), SyncError> {
         let tenant = &self.opts.tenant;
         let deal_ids: Vec<String> = links.iter().map(|l| l.hubspot_id.clone()).collect();
+        let opp_ids: Vec<String> = links.iter().map(|l| l.salesforce_id.clone()).collect();
         let mut assoc = associations::deal_associations(&self.hs, &deal_ids).await?;
         if !company_sync {
             assoc.values_mut().for_each(|a| a.companies.clear());
@@ -887,80 +900,149 @@ impl Engine {
         if !contact_sync {
             assoc.values_mut().for_each(|a| a.contacts.clear());
         }
-        assoc.retain(|_, a| !a.companies.is_empty() || !a.contacts.is_empty());
-        if assoc.is_empty() {
-            return Ok(Vec::new());
-        }
-        let with_contacts: Vec<String> = links
-            .iter()
-            .filter(|l| {
-                assoc
-                    .get(&l.hubspot_id)
-                    .is_some_and(|a| !a.contacts.is_empty())
-            })
-            .map(|l| l.salesforce_id.clone())
-            .collect();
-        let with_companies: Vec<String> = links
-            .iter()
-            .filter(|l| {
-                assoc
-                    .get(&l.hubspot_id)
-                    .is_some_and(|a| !a.companies.is_empty())
-            })
-            .map(|l| l.salesforce_id.clone())
-            .collect();
-        let roles = if with_contacts.is_empty() {
-            HashMap::new()
+        let roles = if contact_sync {
+            associations::contact_roles(&self.sf, &opp_ids).await?
         } else {
-            associations::contact_roles(&self.sf, &with_contacts).await?
+            HashMap::new()
         };
+        let mut accounts: HashMap<String, String> = HashMap::new();
+        if company_sync {
+            for chunk in opp_ids.chunks(200) {
+                let soql = format!(
+                    "SELECT Id, AccountId FROM Opportunity WHERE Id IN ({})",
+                    soql_in(chunk)
+                );
+                for r in self.sf.query(&soql, QueryScope::Live).await? {
+                    if let (Some(id), Some(a)) = (r.id(), r.str_field("AccountId"))
+                        && !a.is_empty()
+                    {
+                        accounts.insert(id.to_string(), a.to_string());
+                    }
+                }
+            }
+        }
+        // Contacts by HubSpot id → Salesforce id, and back, for both sides' contacts.
         let hs_contacts: Vec<String> = assoc
             .values()
             .flat_map(|a| a.contacts.iter().cloned())
             .collect();
-        let contact_links: HashMap<String, String> = if hs_contacts.is_empty() {
+        let sf_contacts: Vec<String> = roles
+            .values()
+            .flatten()
+            .map(|r| r.contact_id.clone())
+            .collect();
+        let mut contact_hs_to_sf: HashMap<String, String> = HashMap::new();
+        let mut contact_sf_to_hs: HashMap<String, String> = HashMap::new();
+        for (by_hs, ids) in [(true, &hs_contacts), (false, &sf_contacts)] {
+            if ids.is_empty() {
+                continue;
+            }
+            let found = if by_hs {
+                self.store
+                    .links_by_hubspot_ids(tenant, ObjectPair::ContactContact, ids)
+                    .await?
+            } else {
+                self.store
+                    .links_by_salesforce_ids(tenant, ObjectPair::ContactContact, ids)
+                    .await?
+            };
+            for l in found.into_iter().filter(|l| l.state == LinkState::Active) {
+                contact_hs_to_sf.insert(l.hubspot_id.clone(), l.salesforce_id.clone());
+                contact_sf_to_hs.insert(l.salesforce_id, l.hubspot_id);
+            }
+        }
+        let account_ids: Vec<String> = accounts.values().cloned().collect();
+        let company_of: HashMap<String, String> = if account_ids.is_empty() {
             HashMap::new()
         } else {
             self.store
-                .links_by_hubspot_ids(tenant, ObjectPair::ContactContact, &hs_contacts)
+                .links_by_salesforce_ids(tenant, ObjectPair::AccountCompany, &account_ids)
                 .await?
                 .into_iter()
                 .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.hubspot_id, l.salesforce_id))
+                .map(|l| (l.salesforce_id, l.hubspot_id))
                 .collect()
         };
-        let mut with_account: HashSet<String> = HashSet::new();
-        for chunk in with_companies.chunks(200) {
-            let soql = format!(
-                "SELECT Id, AccountId FROM Opportunity WHERE Id IN ({})",
-                soql_in(chunk)
-            );
-            for r in self.sf.query(&soql, QueryScope::Live).await? {
-                if r.str_field("AccountId").is_some_and(|a| !a.is_empty())
-                    && let Some(id) = r.id()
-                {
-                    with_account.insert(id.to_string());
-                }
-            }
-        }
-        let mut out = Vec::new();
+        let empty = DealAssociations::default();
+        // Per opportunity: its deal's HubSpot contacts that are not its roles, as
+        // Salesforce ids (none: not linked).
+        let mut extra: HashMap<&str, Vec<Option<String>>> = HashMap::new();
         for l in links {
-            let Some(a) = assoc.get(&l.hubspot_id) else {
-                continue;
-            };
+            let a = assoc.get(&l.hubspot_id).unwrap_or(&empty);
             let role_contacts: HashSet<&str> = roles
                 .get(&l.salesforce_id)
                 .map(|rs| rs.iter().map(|r| r.contact_id.as_str()).collect())
                 .unwrap_or_default();
-            let contact_missing = a.contacts.iter().any(|c| {
-                contact_links
-                    .get(c)
-                    .is_none_or(|sf| !role_contacts.contains(sf.as_str()))
+            for c in &a.contacts {
+                let sf = contact_hs_to_sf.get(c);
+                if !sf.is_some_and(|sf| role_contacts.contains(sf.as_str())) {
+                    extra
+                        .entry(l.salesforce_id.as_str())
+                        .or_default()
+                        .push(sf.cloned());
+                }
+            }
+        }
+        let deleted = self.deleted_roles(&extra).await?;
+        let (mut from_hs, mut from_sf) = (Vec::new(), Vec::new());
+        for l in links {
+            let a = assoc.get(&l.hubspot_id).unwrap_or(&empty);
+            let opp = l.salesforce_id.as_str();
+            let (mut hs_ahead, mut sf_ahead) = (false, false);
+            for sf in extra.get(opp).into_iter().flatten() {
+                if sf
+                    .as_ref()
+                    .is_some_and(|sf| deleted.contains(&(opp.to_string(), sf.clone())))
+                {
+                    sf_ahead = true;
+                } else {
+                    hs_ahead = true;
+                }
+            }
+            let account = accounts.get(opp);
+            hs_ahead |= !a.companies.is_empty() && account.is_none();
+            let role_missing = roles.get(opp).into_iter().flatten().any(|r| {
+                contact_sf_to_hs
+                    .get(&r.contact_id)
+                    .is_some_and(|h| !a.contacts.contains(h))
             });
-            let account_missing =
-                !a.companies.is_empty() && !with_account.contains(&l.salesforce_id);
-            if contact_missing || account_missing {
-                out.push(l.hubspot_id.clone());
+            let company_missing = account
+                .and_then(|acc| company_of.get(acc))
+                .is_some_and(|c| !a.companies.iter().any(|(x, _)| x == c));
+            sf_ahead |= role_missing || company_missing;
+            // What HubSpot added goes to Salesforce first; the role's re-plan then
+            // brings the rest back.
+            if hs_ahead {
+                from_hs.push(l.hubspot_id.clone());
+            } else if sf_ahead {
+                from_sf.push(l.salesforce_id.clone());
+            }
+        }
+        Ok((from_hs, from_sf))
+    }
+
+    /// The (opportunity, contact) pairs among `extra` whose contact role Salesforce deleted
+    /// (and has not since re-created): one query per 200 opportunities.
+    async fn deleted_roles(
+        &self,
+        extra: &HashMap<&str, Vec<Option<String>>>,
+    ) -> Result<HashSet<(String, String)>, SyncError> {
+        let opps: Vec<String> = extra
+            .iter()
+            .filter(|(_, cs)| cs.iter().any(Option::is_some))
+            .map(|(o, _)| o.to_string())
+            .collect();
+        let mut out = HashSet::new();
+        for chunk in opps.chunks(200) {
+            let soql = format!(
+                "SELECT OpportunityId, ContactId FROM OpportunityContactRole WHERE IsDeleted = true AND OpportunityId IN ({})",
+                soql_in(chunk)
+            );
+            for r in self.sf.query(&soql, QueryScope::IncludeDeleted).await? {
+                if let (Some(o), Some(c)) = (r.str_field("OpportunityId"), r.str_field("ContactId"))
+                {
+                    out.insert((o.to_string(), c.to_string()));
+                }
             }
         }
         Ok(out)
@@ -2399,6 +2481,8 @@ impl Engine {
         let mut sf_changes = SfChanges::default();
         let mut waiting = Vec::new();
         let mut involved: Vec<(usize, String)> = Vec::new();
+        // HubSpot contacts that get a deal in this batch (inline at create, or added).
+        let mut new_contacts: Vec<String> = Vec::new();
         let empty = DealAssociations::default();
         for (i, w) in works.iter().enumerate() {
             let Ok(PairOutcome::Write(pw)) = &outcomes[i] else {
@@ -2421,6 +2505,9 @@ impl Engine {
             } else {
                 (done.hs_id.clone(), Side::HubSpot)
             };
+            if let Some(created) = &done.created_with {
+                new_contacts.extend(created.contacts.iter().cloned());
+            }
             if let Some(desired) = &pw.hubspot_associations {
                 let current = done
                     .created_with
@@ -2466,9 +2553,16 @@ impl Engine {
         if self.opts.dry_run {
             return Ok(waiting);
         }
-        if !hs_changes.is_empty()
-            && let Err(e) = associations::apply_hubspot(&self.hs, &hs_changes).await
-        {
+        let applied = if hs_changes.is_empty() {
+            Ok(())
+        } else {
+            associations::apply_hubspot(&self.hs, &hs_changes).await
+        };
+        if applied.is_ok() {
+            new_contacts.extend(hs_changes.contacts_add.iter().map(|a| a.to.clone()));
+            self.promote_deal_contacts(cy, &new_contacts).await?;
+        }
+        if let Err(e) = applied {
             let class = e.crm_class().unwrap_or(crate::crm::ErrorClass::Other);
             for (_, id) in &involved {
                 let side = if from_sf {
@@ -2574,6 +2668,43 @@ impl Engine {
             }
         }
         Ok(waiting)
+    }
+
+    /// Moves the HubSpot contacts that just got a deal to the `opportunity` lifecycle stage
+    /// (batched, see [`associations::promote_deal_contacts`]); a contact HubSpot refuses is
+    /// a failure of that contact. The contact's change that comes back is no change of a
+    /// synced field, so it settles as an echo.
+    async fn promote_deal_contacts(
+        &self,
+        cy: &mut Cycle,
+        contacts: &[String],
+    ) -> Result<(), SyncError> {
+        let refused = match associations::promote_deal_contacts(&self.hs, contacts).await {
+            Ok((_, refused)) => refused
+                .into_iter()
+                .map(|(id, msg)| (id, ErrorCategory::Validation, msg))
+                .collect(),
+            Err(e) => {
+                let class = e.crm_class().unwrap_or(crate::crm::ErrorClass::Other);
+                contacts
+                    .iter()
+                    .map(|id| (id.clone(), apply::category_of(class), e.to_string()))
+                    .collect::<Vec<_>>()
+            }
+        };
+        for (id, category, msg) in refused {
+            self.fail(
+                cy,
+                ObjectPair::ContactContact,
+                Side::HubSpot,
+                &id,
+                category,
+                &format!("lifecycle stage: {msg}"),
+                json!({"op": "lifecycle_stage"}),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Runs cycles every `interval` until `stop` resolves.

@@ -15,7 +15,8 @@ use std::hash::BuildHasherDefault;
 type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
 use crate::bindings::dealbridge::rules::types::{
-    Batch, CrmRecord, Direction, ObjectPair, Pipeline, RecordPair, Related, RelatedKind, Value,
+    Batch, CrmRecord, Direction, FieldValue, ObjectPair, Pipeline, RecordPair, Related,
+    RelatedKind, Value,
 };
 use crate::bindings::exports::dealbridge::rules::rules::{
     ErrorKind, FieldWrite, Inclusion, PairOutcome, PairWrites, RuleError, Skip, SyncRule,
@@ -512,7 +513,7 @@ impl<'a> Prepared<'a> {
                         Winner::HubSpot => push(&mut w.salesforce, sf.exists, &b.spec.sf, hv),
                     }
                 }
-                MappingKind::Owner => self.plan_owner(b, sf, hs, hs_newer, &mut w)?,
+                MappingKind::Owner => self.plan_owner(pair, b, sf, hs, hs_newer, &mut w)?,
                 MappingKind::Stage => self.plan_stage(sf, hs, hs_newer, &mut w)?,
                 MappingKind::Pipeline => {}
             }
@@ -534,6 +535,7 @@ impl<'a> Prepared<'a> {
     /// Owner: always two-way, translated by email through `lookups.owners`.
     fn plan_owner(
         &self,
+        pair: &RecordPair,
         b: &Bound<'a>,
         sf: &Slots<'a>,
         hs: &Slots<'a>,
@@ -568,6 +570,9 @@ impl<'a> Prepared<'a> {
                     field: b.spec.hs.to_string(),
                     value: Value::Text(h.to_string()),
                 }),
+                // A blank HubSpot owner is not a mismatch: the record went to Salesforce
+                // without an owner and Salesforce gave it its default one.
+                (Some(_), None) if hv.is_none() && salesforce_default_owner(pair, b, sf) => {}
                 (Some(s), None) => {
                     let email = self
                         .batch
@@ -872,6 +877,20 @@ fn same(a: &Related, b: &Related) -> bool {
 
 fn same_set(x: &[Related], y: &[Related]) -> bool {
     x.iter().all(|a| y.iter().any(|b| same(a, b))) && y.iter().all(|b| x.iter().any(|a| same(a, b)))
+}
+
+/// Whether a pair's Salesforce owner is the one Salesforce assigned by default to a record
+/// synced to it with a blank HubSpot owner: the last sync left the HubSpot owner blank,
+/// and the Salesforce owner was blank then (the create's echo) or has not changed since.
+fn salesforce_default_owner(pair: &RecordPair, b: &Bound<'_>, sf: &Slots<'_>) -> bool {
+    let Some(snap) = &pair.snapshot else {
+        return false;
+    };
+    let blank_in = |vals: &[FieldValue], idx: Option<u32>| {
+        let value = |i: u32| vals.iter().find(|v| v.field == i).map(|v| &v.value);
+        idx.is_none_or(|i| id_text(value(i)).is_none())
+    };
+    blank_in(&snap.hubspot, b.hs) && (blank_in(&snap.salesforce, b.sf) || !sf.changed(b.sf))
 }
 
 #[cfg(test)]
