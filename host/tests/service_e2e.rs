@@ -12,7 +12,7 @@ mod service_support;
 
 use std::time::Duration;
 
-use api_support::TestServer;
+use api_support::{Reply, TestServer};
 use dealbridge::service::{Scheduler, ServiceConfig};
 use dealbridge::store::{ErrorCategory, Page, RunStatus, TenantId};
 use reqwest::{Method, StatusCode};
@@ -40,14 +40,7 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
     let token = s.tenant(TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
     // Paused until it is set up, so no run starts half-way.
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/v1/tenants/{TENANT}/sync/pause"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = sync_action(&s, TENANT, &token, "pause").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     set_up_tenant(&s.base, &emu, TENANT, &token).await;
 
@@ -59,14 +52,7 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
     for object in ["deals", "companies", "contacts"] {
         hubspot_before.push((object, hs_records(&emu, object).await.len()));
     }
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/v1/tenants/{TENANT}/sync/dry-run"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = sync_action(&s, TENANT, &token, "dry-run").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let planned = r.body["planned"].as_array().unwrap();
     let accounts = sf_records(&emu, "Account").await;
@@ -115,14 +101,7 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
     )
     .await;
     for route in ["resume", "trigger"] {
-        let r = s
-            .call(
-                Method::POST,
-                &format!("/v1/tenants/{TENANT}/sync/{route}"),
-                Some(&token),
-                None,
-            )
-            .await;
+        let r = sync_action(&s, TENANT, &token, route).await;
         assert!(r.status.is_success(), "{route}: {}", r.text);
     }
     let store = s.store.clone();
@@ -221,14 +200,7 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
     let new_id = sf.create("Opportunity", &fields).await.unwrap();
     let runs_before = store.runs(&tenant, Page::first(100)).await.unwrap().len();
     let deals_before = hs_records(&emu, "deals").await.len();
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/v1/tenants/{TENANT}/sync/dry-run"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = sync_action(&s, TENANT, &token, "dry-run").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let planned: Vec<&Value> = r.body["planned"]
         .as_array()
@@ -253,14 +225,7 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
         runs_before,
         "a dry run recorded a run"
     );
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/v1/tenants/{TENANT}/sync/trigger"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = sync_action(&s, TENANT, &token, "trigger").await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     eventually("the triggered run", Duration::from_secs(120), || {
         let (store, tenant) = (store.clone(), tenant.clone());
@@ -320,14 +285,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
         ("good", &good_emu),
     ] {
         let token = s.tenant(name).await;
-        let r = s
-            .call(
-                Method::POST,
-                &format!("/v1/tenants/{name}/sync/pause"),
-                Some(&token),
-                None,
-            )
-            .await;
+        let r = sync_action(&s, name, &token, "pause").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         set_up_tenant(&s.base, emu, name, &token).await;
         tokens.push((name, token));
@@ -350,14 +308,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
     let started = now_ms();
     for (name, token) in &tokens {
         for route in ["resume", "trigger"] {
-            let r = s
-                .call(
-                    Method::POST,
-                    &format!("/v1/tenants/{name}/sync/{route}"),
-                    Some(token),
-                    None,
-                )
-                .await;
+            let r = sync_action(&s, name, token, route).await;
             assert!(r.status.is_success(), "{name} {route}: {}", r.text);
         }
     }
@@ -417,6 +368,17 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
     slow_emu.shutdown().await.unwrap();
 }
 
+/// `POST /v1/tenants/{tenant}/sync/{action}` with the tenant's token.
+async fn sync_action(s: &TestServer, tenant: &str, token: &str, action: &str) -> Reply {
+    s.call(
+        Method::POST,
+        &format!("/v1/tenants/{tenant}/sync/{action}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -443,14 +405,7 @@ async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant()
     );
     let token = s.tenant(TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/v1/tenants/{TENANT}/sync/pause"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = sync_action(&s, TENANT, &token, "pause").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     set_up_tenant(&s.base, &emu, TENANT, &token).await;
     put_json(
@@ -459,14 +414,7 @@ async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant()
     )
     .await;
     for route in ["resume", "trigger"] {
-        let r = s
-            .call(
-                Method::POST,
-                &format!("/v1/tenants/{TENANT}/sync/{route}"),
-                Some(&token),
-                None,
-            )
-            .await;
+        let r = sync_action(&s, TENANT, &token, route).await;
         assert!(r.status.is_success(), "{route}: {}", r.text);
     }
     let store = s.store.clone();
