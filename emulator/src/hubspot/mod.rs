@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod assoc;
 pub mod error;
+pub mod index;
 pub mod meta;
 pub mod objects;
 pub mod ratelimit;

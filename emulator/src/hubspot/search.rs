@@ -17,6 +17,7 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
+use super::index::{ValueIndex, num_key};
 use super::schema::{ObjectType, PropType, parse_datetime_ms};
 use super::store::{Record, Table};
 
@@ -460,6 +461,9 @@ pub(crate) fn run(
         let (total, ids) = sort_page(&q, hits, after, end);
         return Ok((total, ids, Plan::Candidates));
     }
+    if use_index && let Some(answer) = by_value_indexes(table, &q, after, end) {
+        return Ok(answer);
+    }
     if use_index && let Some(range) = KeyRange::of(table, &q) {
         if range.empty {
             return Ok((0, Vec::new(), Plan::Ordered));
@@ -520,6 +524,328 @@ fn looked_up_ids(table: &Table, q: &Query<'_>) -> Option<Vec<u64>> {
         ids.dedup();
         Some(ids)
     })
+}
+
+/// What a secondary index says a filter matches: the active records of
+/// some partitions of a text index (within a `(ms, id)` window), or of some
+/// inclusive key ranges of an ordered index. Exactly the records the filter
+/// matches (for EQ, IN and ranges), or exactly those it does not (NEQ,
+/// NOT_IN: `negated`).
+struct Driver<'t> {
+    source: DriverSource<'t>,
+    negated: bool,
+}
+
+enum DriverSource<'t> {
+    /// Distinct values' `(updated_ms, id)` sets.
+    Text(Vec<&'t BTreeSet<(i64, u64)>>),
+    /// An ordered index and disjoint inclusive key ranges.
+    Ordered(&'t BTreeSet<(i64, u64)>, Vec<(i64, i64)>),
+}
+
+impl<'t> Driver<'t> {
+    /// The driver of one filter, if its property has a fitting index.
+    fn of(table: &'t Table, f: &Compiled) -> Option<Driver<'t>> {
+        if f.key.is_some() {
+            return None;
+        }
+        let (operands, negated): (&[Operand], bool) = match f.op {
+            Op::Eq | Op::Neq => (std::slice::from_ref(f.a.as_ref()?), f.op == Op::Neq),
+            Op::In | Op::NotIn => (&f.set, f.op == Op::NotIn),
+            Op::Lt | Op::Lte | Op::Gt | Op::Gte | Op::Between => (&[], false),
+            _ => return None,
+        };
+        match (table.value_index(&f.prop)?, f.kind) {
+            (ValueIndex::Text(map), Kind::Text) => {
+                let mut values: Vec<&str> = Vec::with_capacity(operands.len());
+                for o in operands {
+                    let Operand::Text(lower) = o else {
+                        return None;
+                    };
+                    values.push(lower);
+                }
+                if f.set.is_empty() && matches!(f.op, Op::In | Op::NotIn) {
+                    values.clear();
+                } else if values.is_empty() {
+                    // Text ranges are left to the general path.
+                    return None;
+                }
+                values.sort_unstable();
+                values.dedup();
+                let parts = values.iter().filter_map(|v| map.get(*v)).collect();
+                Some(Driver {
+                    source: DriverSource::Text(parts),
+                    negated,
+                })
+            }
+            (ValueIndex::Ordered { keys, num }, kind)
+                if (kind == Kind::Num && *num) || (kind == Kind::Time && !*num) =>
+            {
+                let key = |o: Option<&Operand>| -> Option<i64> {
+                    match o? {
+                        Operand::Num(x) => num_key(*x),
+                        Operand::Time(t) => Some(*t),
+                        Operand::Text(_) => None,
+                    }
+                };
+                let mut ranges: Vec<(i64, i64)> = match f.op {
+                    Op::Eq | Op::Neq | Op::In | Op::NotIn => operands
+                        .iter()
+                        .map(|o| key(Some(o)).map(|k| (k, k)))
+                        .collect::<Option<_>>()?,
+                    Op::Gt => key(f.a.as_ref())?
+                        .checked_add(1)
+                        .map(|k| (k, i64::MAX))
+                        .into_iter()
+                        .collect(),
+                    Op::Gte => vec![(key(f.a.as_ref())?, i64::MAX)],
+                    Op::Lt => key(f.a.as_ref())?
+                        .checked_sub(1)
+                        .map(|k| (i64::MIN, k))
+                        .into_iter()
+                        .collect(),
+                    Op::Lte => vec![(i64::MIN, key(f.a.as_ref())?)],
+                    Op::Between => vec![(key(f.a.as_ref())?, key(f.b.as_ref())?)],
+                    _ => return None,
+                };
+                ranges.retain(|(lo, hi)| lo <= hi);
+                ranges.sort_unstable();
+                ranges.dedup();
+                Some(Driver {
+                    source: DriverSource::Ordered(keys, ranges),
+                    negated,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// How many active records in the `(ms, id)` window `[lo, hi]` the
+    /// index lists (for an ordered index the window must be the whole key
+    /// space: its entries carry no time).
+    fn listed(&self, lo: (i64, u64), hi: (i64, u64)) -> usize {
+        match &self.source {
+            DriverSource::Text(parts) => parts.iter().map(|p| count_window(p, lo, hi)).sum(),
+            DriverSource::Ordered(keys, ranges) => ranges
+                .iter()
+                .map(|(a, b)| count_in(keys, (*a, 0), (*b, u64::MAX)))
+                .sum(),
+        }
+    }
+
+    /// The ids the index lists in the window (unordered, distinct).
+    fn ids(&self, lo: (i64, u64), hi: (i64, u64), out: &mut Vec<u64>) {
+        match &self.source {
+            DriverSource::Text(parts) => {
+                for p in parts {
+                    if lo <= hi {
+                        out.extend(p.range(lo..=hi).map(|k| k.1));
+                    }
+                }
+            }
+            DriverSource::Ordered(keys, ranges) => {
+                for (a, b) in ranges {
+                    out.extend(keys.range((*a, 0)..=(*b, u64::MAX)).map(|k| k.1));
+                }
+            }
+        }
+    }
+}
+
+/// [`count_in`], empty when `lo > hi`.
+fn count_window(set: &BTreeSet<(i64, u64)>, lo: (i64, u64), hi: (i64, u64)) -> usize {
+    if lo > hi { 0 } else { count_in(set, lo, hi) }
+}
+
+const FULL_WINDOW: ((i64, u64), (i64, u64)) = ((i64::MIN, 0), (i64::MAX, u64::MAX));
+
+/// Answers a query from the secondary indexes (see [`super::index`]) when
+/// that provably gives the general path's answer:
+/// - one filter group whose filters are one indexed EQ/IN/NEQ/NOT_IN/range
+///   filter plus (for text indexes) last-modified bounds: the index counts
+///   the total exactly, and the page is streamed in sort order (checking
+///   every filter) or collected and sorted;
+/// - otherwise, when every group has an indexed EQ/IN/range filter and
+///   together they list at most a quarter of the records: those candidates
+///   are filtered by the whole query and sorted.
+fn by_value_indexes(
+    table: &Table,
+    q: &Query<'_>,
+    after: usize,
+    end: usize,
+) -> Option<(usize, Vec<u64>, Plan)> {
+    if q.groups.is_empty() {
+        return None;
+    }
+    let active = table.modified_index().len();
+    if let Some(answer) = exact_from_index(table, q, after, end, active) {
+        return Some(answer);
+    }
+    let mut budget = active / 4;
+    let mut ids = Vec::new();
+    for group in &q.groups {
+        let (listed, driver) = group
+            .iter()
+            .filter_map(|f| Driver::of(table, f))
+            .filter(|d| !d.negated)
+            .map(|d| (d.listed(FULL_WINDOW.0, FULL_WINDOW.1), d))
+            .min_by_key(|(n, _)| *n)?;
+        budget = budget.checked_sub(listed)?;
+        driver.ids(FULL_WINDOW.0, FULL_WINDOW.1, &mut ids);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut buf = String::new();
+    let hits: Vec<&Record> = ids
+        .iter()
+        .filter_map(|id| table.active(*id))
+        .filter(|r| q.matches(r, &mut buf))
+        .collect();
+    let (total, page) = sort_page(q, hits, after, end);
+    Some((total, page, Plan::Candidates))
+}
+
+/// The exact-count plan of [`by_value_indexes`].
+fn exact_from_index(
+    table: &Table,
+    q: &Query<'_>,
+    after: usize,
+    end: usize,
+    active: usize,
+) -> Option<(usize, Vec<u64>, Plan)> {
+    if q.text.is_some() {
+        return None;
+    }
+    let range = KeyRange::of(table, q)?;
+    let ([f], []) = (
+        range.record_filters.as_slice(),
+        range.key_filters.as_slice(),
+    ) else {
+        return None;
+    };
+    let driver = Driver::of(table, f)?;
+    let (lo, hi) = match driver.source {
+        DriverSource::Text(_) => (range.lo, range.hi),
+        DriverSource::Ordered(..) if !range.ms_bounded => FULL_WINDOW,
+        DriverSource::Ordered(..) => return None,
+    };
+    if range.empty {
+        return Some((0, Vec::new(), Plan::Ordered));
+    }
+    let listed = driver.listed(lo, hi);
+    let total = if driver.negated {
+        count_window(table.modified_index(), lo, hi) - listed
+    } else {
+        listed
+    };
+    let end = end.min(total);
+    if after >= end {
+        return Some((total, Vec::new(), Plan::Ordered));
+    }
+    // One text value in keyset order: its own `(ms, id)` set is the page.
+    if let (false, DriverSource::Text(parts)) = (driver.negated, &driver.source)
+        && let [part] = parts.as_slice()
+        && let Some((ms_desc, id_desc)) = index_order(table, q, &range)
+    {
+        let page = keys_in_order(part, lo, hi, ms_desc, id_desc)
+            .skip(after)
+            .take(end - after)
+            .map(|k| k.1)
+            .collect();
+        return Some((total, page, Plan::Ordered));
+    }
+    // Streaming in sort order reads about `end * active / total` records;
+    // collecting and sorting the matches costs about `total`.
+    let dense = (end as u128) * (active as u128) <= (total as u128) * (total as u128);
+    if dense && let Some(order) = sort_stream(table, q, &range, active) {
+        let mut buf = String::new();
+        let page = order
+            .filter(|id| table.active(*id).is_some_and(|r| q.matches(r, &mut buf)))
+            .skip(after)
+            .take(end - after)
+            .collect();
+        return Some((total, page, Plan::Ordered));
+    }
+    if driver.negated {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(total);
+    driver.ids(lo, hi, &mut ids);
+    ids.sort_unstable();
+    let mut buf = String::new();
+    let hits: Vec<&Record> = ids
+        .iter()
+        .filter_map(|id| table.active(*id))
+        .filter(|r| q.matches(r, &mut buf))
+        .collect();
+    let (total, page) = sort_page(q, hits, after, end);
+    Some((total, page, Plan::Candidates))
+}
+
+/// Ids of every active record in the query's sort order (the general path's
+/// order, ties by ascending id), when an index yields it: the record map for
+/// no sort or an `hs_object_id` sort, the `(last-modified, id)` index, or an
+/// ordered value index holding every active record. Possibly including ids
+/// outside the range's bounds: the caller checks every filter.
+fn sort_stream<'t>(
+    table: &'t Table,
+    q: &Query<'_>,
+    range: &KeyRange<'_>,
+    active: usize,
+) -> Option<Box<dyn Iterator<Item = u64> + 't>> {
+    let ids_exact = table
+        .records()
+        .last_key_value()
+        .is_none_or(|(id, _)| *id < EXACT_ID_MAX);
+    let Some(first) = q.sorts.first() else {
+        return Some(Box::new(table.records().keys().copied()));
+    };
+    if first.prop == "hs_object_id" {
+        if !ids_exact {
+            return None;
+        }
+        let ids = table.records().keys().copied();
+        return Some(if first.desc {
+            Box::new(ids.rev())
+        } else {
+            Box::new(ids)
+        });
+    }
+    if first.prop == table.ot.modified_prop() {
+        let (ms_desc, id_desc) = index_order(table, q, range)?;
+        return Some(Box::new(
+            keys_in_order(
+                table.modified_index(),
+                FULL_WINDOW.0,
+                FULL_WINDOW.1,
+                ms_desc,
+                id_desc,
+            )
+            .map(|k| k.1),
+        ));
+    }
+    let ValueIndex::Ordered { keys, num } = table.value_index(first.prop)? else {
+        return None;
+    };
+    // Every active record must be listed (none sorts last as missing); a
+    // date sorts by its text, which agrees with its ms inside the safe range.
+    if keys.len() != active || *num != first.numeric {
+        return None;
+    }
+    if !num
+        && let (Some(a), Some(b)) = (keys.first(), keys.last())
+        && (a.0 < INDEX_SAFE_MS.0 || b.0 > INDEX_SAFE_MS.1)
+    {
+        return None;
+    }
+    let id_desc = match q.sorts.iter().find(|s| s.prop != first.prop) {
+        None => false,
+        Some(s) if s.prop == "hs_object_id" && ids_exact => s.desc,
+        Some(_) => return None,
+    };
+    Some(Box::new(
+        keys_in_order(keys, FULL_WINDOW.0, FULL_WINDOW.1, first.desc, id_desc).map(|k| k.1),
+    ))
 }
 
 /// Sorts matches (already in id order) and cuts the page `[after, end)`.
@@ -1042,6 +1368,26 @@ mod tests {
             "closedwon",
             "closedlost",
         ];
+        // A second pipeline, owners, create and close dates: drawn from
+        // their own generator so the draws above stay as they were.
+        let mut extra = StdRng::seed_from_u64(seed ^ 0x5eed);
+        let mut second = s.pipelines[0].clone();
+        second.id = "P2".into();
+        second.stages.truncate(2);
+        for st in &mut second.stages {
+            st.id = format!("p2-{}", st.id);
+        }
+        s.pipelines.push(second);
+        for id in [7, 8] {
+            s.owners.push(crate::hubspot::store::Owner {
+                id,
+                email: format!("o{id}@example.com"),
+                first_name: "O".into(),
+                last_name: id.to_string(),
+                user_id: id,
+                created_ms: T0,
+            });
+        }
         let mut ids = Vec::new();
         for i in 0..n {
             let mut p = json!({
@@ -1050,6 +1396,21 @@ mod tests {
             });
             if rng.random_range(0..5) > 0 {
                 p["amount"] = json!(rng.random_range(0..500).to_string());
+            }
+            if extra.random_range(0..4) == 0 {
+                p["pipeline"] = json!("P2");
+                p["dealstage"] = json!(
+                    ["p2-appointmentscheduled", "p2-qualifiedtobuy"][extra.random_range(0..2)]
+                );
+            }
+            if extra.random_range(0..3) > 0 {
+                p["hubspot_owner_id"] = json!(["7", "8"][extra.random_range(0..2)]);
+            }
+            if extra.random_range(0..3) > 0 {
+                p["closedate"] = json!((T0 + extra.random_range(0..30) * 86_400_000).to_string());
+            }
+            if extra.random_range(0..2) > 0 {
+                p["createdate"] = json!((T0 - extra.random_range(0..50) * 1000).to_string());
             }
             let now = T0 + rng.random_range(0..40) * 1000;
             if let Some(id) = write(&mut s, None, p, now) {
@@ -1105,7 +1466,70 @@ mod tests {
         } else {
             json!(schema_iso(t))
         };
-        match rng.random_range(0..14) {
+        fn amount(rng: &mut StdRng) -> Value {
+            json!(["0", "-0", "250", "250.0", "499", "1e2", "7.5"][rng.random_range(0..7)])
+        }
+        let ct = json!((T0 - rng.random_range(-1..52) * 1000).to_string());
+        match rng.random_range(0..24) {
+            14 => f(
+                "pipeline",
+                ["EQ", "NEQ"][rng.random_range(0..2)],
+                json!(["default", "p2", "P2", "none"][rng.random_range(0..4)]),
+            ),
+            15 => Filter {
+                property_name: "dealstage".into(),
+                operator: ["IN", "NOT_IN"][rng.random_range(0..2)].into(),
+                values: Some(
+                    (0..rng.random_range(0..3))
+                        .map(|_| {
+                            json!(
+                                ["closedwon", "CLOSEDLOST", "p2-qualifiedtobuy", "x"]
+                                    [rng.random_range(0..4)]
+                            )
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            16 => f(
+                "hubspot_owner_id",
+                ["EQ", "NEQ"][rng.random_range(0..2)],
+                json!(["7", "8", "9"][rng.random_range(0..3)]),
+            ),
+            17 => f(
+                "createdate",
+                ["GT", "GTE", "LT", "LTE", "EQ"][rng.random_range(0..5)],
+                ct,
+            ),
+            18 => Filter {
+                high_value: Some(json!((T0 - rng.random_range(0..30) * 1000).to_string())),
+                ..f("createdate", "BETWEEN", ct)
+            },
+            19 => f(
+                "closedate",
+                ["GTE", "LT"][rng.random_range(0..2)],
+                json!((T0 + rng.random_range(0..30) * 86_400_000).to_string()),
+            ),
+            20 => f(
+                "amount",
+                ["LT", "LTE", "GT", "EQ", "NEQ"][rng.random_range(0..5)],
+                amount(rng),
+            ),
+            21 => Filter {
+                high_value: Some(amount(rng)),
+                ..f("amount", "BETWEEN", amount(rng))
+            },
+            22 => Filter {
+                property_name: "amount".into(),
+                operator: ["IN", "NOT_IN"][rng.random_range(0..2)].into(),
+                values: Some((0..rng.random_range(0..4)).map(|_| amount(rng)).collect()),
+                ..Default::default()
+            },
+            23 => f(
+                "dealstage",
+                "EQ",
+                json!(["closedwon", "appointmentscheduled"][rng.random_range(0..2)]),
+            ),
             0 => f("hs_lastmodifieddate", "GTE", tv),
             1 => f("hs_lastmodifieddate", "GT", tv),
             2 => f("hs_lastmodifieddate", "LT", tv),
@@ -1153,7 +1577,15 @@ mod tests {
 
     fn random_sorts(rng: &mut StdRng) -> Vec<Sort> {
         let m = "hs_lastmodifieddate";
-        match rng.random_range(0..12) {
+        match rng.random_range(0..20) {
+            12 => vec![sort("createdate", false)],
+            13 => vec![sort("createdate", true), sort("hs_object_id", true)],
+            14 => vec![sort("amount", false), sort("hs_object_id", false)],
+            15 => vec![sort("closedate", true)],
+            16 => vec![sort("amount", true), sort("amount", false)],
+            17 => vec![sort("createdate", false), sort("dealname", false)],
+            18 => vec![sort(m, true), sort("hs_object_id", false)],
+            19 => vec![],
             0 => vec![],
             1 => vec![sort(m, false)],
             2 => vec![sort(m, true)],
@@ -1422,6 +1854,111 @@ mod tests {
         );
         s.archive(ObjectType::Deals, id.1, T0 + 600_000);
         check(&s);
+    }
+
+    #[test]
+    fn value_indexes_follow_writes_archives_and_snapshots() {
+        let (s, _) = random_portal(9, 500);
+        for ot in ObjectType::ALL {
+            let t = s.table(ot);
+            assert!(t.value_indexes().same_entries(&t.rebuilt_value_indexes()));
+        }
+        let loaded = Store::from_snapshot(&s.snapshot()).unwrap();
+        let t = loaded.table(ObjectType::Deals);
+        assert!(t.value_indexes().same_entries(&t.rebuilt_value_indexes()));
+        assert!(
+            t.value_indexes()
+                .same_entries(s.table(ObjectType::Deals).value_indexes())
+        );
+    }
+
+    #[test]
+    fn common_filters_and_sorts_use_the_value_indexes() {
+        let (s, times) = random_portal(13, 800);
+        let m = "hs_lastmodifieddate";
+        let t = times[times.len() / 3];
+        let plan = |groups: Vec<Vec<Filter>>, sorts: Vec<Sort>| {
+            let fast = s
+                .search_plan(ObjectType::Deals, &groups, &sorts, None, 0, 50, true)
+                .unwrap();
+            let slow = s
+                .search_plan(ObjectType::Deals, &groups, &sorts, None, 0, 50, false)
+                .unwrap();
+            assert_eq!((fast.0, &fast.1), (slow.0, &slow.1), "{groups:?} {sorts:?}");
+            fast.2
+        };
+        let keyset = |extra: Filter| {
+            vec![vec![
+                f(m, "GTE", json!(t.to_string())),
+                f(m, "LT", json!((T0 + 1_000_000).to_string())),
+                extra,
+            ]]
+        };
+        // Keyset scan narrowed by pipeline: one ordered range of the index.
+        assert_eq!(
+            plan(
+                keyset(f("pipeline", "EQ", json!("default"))),
+                vec![sort(m, false)]
+            ),
+            Plan::Ordered
+        );
+        assert_eq!(
+            plan(
+                keyset(f("pipeline", "NEQ", json!("p2"))),
+                vec![sort(m, true)]
+            ),
+            Plan::Ordered
+        );
+        // A range on amount sorted by time: counted by the amount index.
+        assert_eq!(
+            plan(
+                vec![vec![f("amount", "GTE", json!("100"))]],
+                vec![sort(m, false), sort("hs_object_id", false)]
+            ),
+            Plan::Ordered
+        );
+        // Owner, stage and create-date filters with other sorts.
+        for (filter, sorts) in [
+            (
+                f("hubspot_owner_id", "EQ", json!("7")),
+                vec![sort("createdate", true)],
+            ),
+            (
+                f("dealstage", "EQ", json!("closedwon")),
+                vec![sort("amount", false)],
+            ),
+            (
+                f("createdate", "GTE", json!((T0 - 5_000).to_string())),
+                vec![sort("hs_object_id", true)],
+            ),
+            (
+                f("closedate", "LT", json!((T0 + 3 * 86_400_000).to_string())),
+                vec![],
+            ),
+        ] {
+            assert_ne!(
+                plan(vec![vec![filter.clone()]], sorts.clone()),
+                Plan::Scan,
+                "{filter:?}"
+            );
+        }
+        // Two groups, each with an indexed filter.
+        assert_eq!(
+            plan(
+                vec![
+                    vec![
+                        f("dealstage", "EQ", json!("closedwon")),
+                        f("amount", "GT", json!("490"))
+                    ],
+                    vec![
+                        f("hubspot_owner_id", "EQ", json!("8")),
+                        f("dealstage", "EQ", json!("p2-qualifiedtobuy"))
+                    ],
+                ],
+                vec![sort("createdate", false)]
+            ),
+            Plan::Candidates
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
+use super::index::{ValueIndex, ValueIndexes};
 use super::schema::{
     self, ObjectType, PropError, PropertyDef, iso, number_text, parse_datetime_ms,
 };
@@ -49,6 +50,8 @@ pub struct Table {
     /// Unique property -> lowercased value -> record ids (active records
     /// only): what search's case-insensitive EQ/IN on the property look up.
     folded: HashMap<String, HashMap<String, BTreeSet<u64>>>,
+    /// Secondary indexes of commonly filtered properties (active records only).
+    values: ValueIndexes,
 }
 
 impl Table {
@@ -69,6 +72,7 @@ impl Table {
             ot,
             records: BTreeMap::new(),
             by_modified: BTreeSet::new(),
+            values: ValueIndexes::for_table(ot, &props),
             props,
             prop_index,
             unique,
@@ -84,6 +88,25 @@ impl Table {
     /// `(updated_ms, id)` of every active record, in order.
     pub fn modified_index(&self) -> &BTreeSet<(i64, u64)> {
         &self.by_modified
+    }
+
+    /// The secondary index of a property, if it has one.
+    pub fn value_index(&self, prop: &str) -> Option<&ValueIndex> {
+        self.values.get(prop)
+    }
+
+    /// Every secondary index, rebuilt from the active records (for tests).
+    pub fn rebuilt_value_indexes(&self) -> ValueIndexes {
+        let mut v = ValueIndexes::for_table(self.ot, &self.props);
+        for r in self.records.values().filter(|r| !r.archived) {
+            v.insert(r);
+        }
+        v
+    }
+
+    /// The maintained secondary indexes.
+    pub fn value_indexes(&self) -> &ValueIndexes {
+        &self.values
     }
 
     /// The definition of a property.
@@ -679,6 +702,8 @@ impl Store {
             return Err(RecordError::NotFound(id.to_string()));
         };
         let old_key = (rec.updated_ms, id);
+        // Out of the secondary indexes while its values and time change.
+        table.values.remove(rec);
         let mut changed = false;
         for (k, v) in changes {
             let old = match v {
@@ -716,6 +741,7 @@ impl Store {
             rec.props.insert(modified.to_string(), iso(rec.updated_ms));
         }
         let new_key = (rec.updated_ms, id);
+        table.values.insert(rec);
         if id_known_before {
             if new_key != old_key {
                 table.by_modified.remove(&old_key);
@@ -769,6 +795,7 @@ impl Store {
         rec.archived = true;
         rec.archived_ms = Some(now);
         table.by_modified.remove(&(rec.updated_ms, id));
+        table.values.remove(rec);
         for (k, index) in table.unique.iter_mut() {
             if let Some(v) = rec.props.get(k) {
                 index.remove(&unique_key(k, v));
@@ -1371,6 +1398,7 @@ impl Store {
                 }
                 table.add_prop(def);
             }
+            table.values = ValueIndexes::for_table(ot, &table.props);
             if let Some(missing) = standard
                 .props
                 .iter()
@@ -1525,17 +1553,18 @@ impl Store {
                     }
                     table.by_modified.insert((updated_ms, id));
                 }
-                table.records.insert(
+                let rec = Record {
                     id,
-                    Record {
-                        id,
-                        props,
-                        created_ms,
-                        updated_ms,
-                        archived,
-                        archived_ms,
-                    },
-                );
+                    props,
+                    created_ms,
+                    updated_ms,
+                    archived,
+                    archived_ms,
+                };
+                if !archived {
+                    table.values.insert(&rec);
+                }
+                table.records.insert(id, rec);
                 max_id = max_id.max(id);
             }
         }
