@@ -148,6 +148,13 @@ fn main() {
                 "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "properties": props, "limit": 200})),
             ("keyset + pipeline filter  ", range("0".into(), Some(json!({"propertyName": "pipeline", "operator": "EQ", "value": "default"})))),
             ("sorted search page (120k) ", search.clone()),
+            // Non-unique filters and ranges with sorts other than the time.
+            ("dealstage EQ by createdate", json!({"filterGroups": [{"filters": [
+                {"propertyName": "dealstage", "operator": "EQ", "value": "appointmentscheduled"}]}],
+                "sorts": [{"propertyName": "createdate", "direction": "DESCENDING"}], "properties": props, "limit": 100})),
+            ("createdate range by amount", json!({"filterGroups": [{"filters": [
+                {"propertyName": "createdate", "operator": "BETWEEN", "value": "1700000001000", "highValue": "1700000003999"}]}],
+                "sorts": [{"propertyName": "amount", "direction": "DESCENDING"}], "properties": props, "limit": 100})),
             // Lookups by the unique cross-reference property and by id.
             ("xref EQ (unique property) ", json!({"filterGroups": [{"filters": [
                 {"propertyName": "dealbridge_sf_id", "operator": "EQ", "value": "006000000012345"}]}],

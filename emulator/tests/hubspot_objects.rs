@@ -697,3 +697,105 @@ async fn pipelines_owners_and_stage_validation() {
         oid
     );
 }
+
+#[tokio::test]
+async fn properties_with_history_lists_written_values_newest_first() {
+    let h = start(Seed::Empty).await;
+    let r = h
+        .post(
+            "/crm/v3/objects/deals",
+            json!({"properties": {"dealname": "History", "amount": "100"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    for amount in ["200", ""] {
+        let u = h
+            .patch(
+                &format!("/crm/v3/objects/deals/{id}"),
+                json!({"properties": {"amount": amount}}),
+            )
+            .await;
+        assert_eq!(u.status, StatusCode::OK, "{}", u.body);
+    }
+    // An unchanged value is no new entry.
+    h.patch(
+        &format!("/crm/v3/objects/deals/{id}"),
+        json!({"properties": {"dealname": "History"}}),
+    )
+    .await;
+    let g = h
+        .get(&format!(
+            "/crm/v3/objects/deals/{id}?propertiesWithHistory=amount,dealname,hs_object_id,description,nosuch"
+        ))
+        .await;
+    assert_eq!(g.status, StatusCode::OK, "{}", g.body);
+    let hist = &g.body["propertiesWithHistory"];
+    let values = |p: &str| -> Vec<Value> {
+        hist[p]
+            .as_array()
+            .unwrap_or_else(|| panic!("{p}: {hist}"))
+            .iter()
+            .map(|e| e["value"].clone())
+            .collect()
+    };
+    assert_eq!(
+        values("amount"),
+        vec![json!(""), json!("200"), json!("100")]
+    );
+    assert_eq!(values("dealname"), vec![json!("History")]);
+    for e in hist["amount"].as_array().unwrap() {
+        assert!(is_iso(&e["timestamp"]), "{e}");
+        assert_eq!(e["sourceType"], "API");
+        assert!(e["sourceId"].is_string());
+    }
+    let stamps: Vec<&str> = hist["amount"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {stamps:?}"
+    );
+    // Set by the portal itself: one calculated entry with the current value.
+    assert_eq!(values("hs_object_id"), vec![json!(id)]);
+    assert_eq!(hist["hs_object_id"][0]["sourceType"], "CALCULATED");
+    assert_eq!(values("description"), Vec::<Value>::new());
+    assert!(hist.get("nosuch").is_none(), "{hist}");
+    // Without the parameter there is no history.
+    let g = h.get(&format!("/crm/v3/objects/deals/{id}")).await;
+    assert!(g.body.get("propertiesWithHistory").is_none());
+
+    // History is bounded per property.
+    for i in 0..30 {
+        h.patch(
+            &format!("/crm/v3/objects/deals/{id}"),
+            json!({"properties": {"amount": (1000 + i).to_string()}}),
+        )
+        .await;
+    }
+    let b = h
+        .post(
+            "/crm/v3/objects/deals/batch/read",
+            json!({"inputs": [{"id": id}], "properties": ["dealname"], "propertiesWithHistory": ["amount"]}),
+        )
+        .await;
+    assert_eq!(b.status, StatusCode::OK, "{}", b.body);
+    let amounts = b.body["results"][0]["propertiesWithHistory"]["amount"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(amounts.len(), 20);
+    assert_eq!(amounts[0]["value"], "1029");
+    assert_eq!(amounts[19]["value"], "1010");
+    assert_eq!(b.body["results"][0]["properties"]["dealname"], "History");
+
+    h.post(
+        "/crm/v3/objects/deals/batch/read",
+        json!({"inputs": [{"id": id}], "propertiesWithHistory": "amount"}),
+    )
+    .await
+    .assert_error(400, "VALIDATION_ERROR");
+}

@@ -279,9 +279,13 @@ pub async fn get_one(
     let archived = params.archived()?;
     let props = params.list("properties");
     let assoc = associations_param(&params)?;
+    let with_history = params.list("propertiesWithHistory").unwrap_or_default();
     let body = hs.read(|s| {
         let n = locate(s, ot, &id, params.get("idProperty"), archived)?;
-        Ok::<_, ApiError>(s.record_json(ot, &s.table(ot).records()[&n], props.as_deref(), &assoc))
+        let rec = &s.table(ot).records()[&n];
+        let mut v = s.record_json(ot, rec, props.as_deref(), &assoc);
+        s.add_history(ot, rec, &with_history, &mut v);
+        Ok::<_, ApiError>(v)
     })?;
     Ok(Json(body).into_response())
 }
@@ -563,6 +567,29 @@ fn no_duplicates(ids: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An optional array of property names in a request body (`None` when
+/// absent, null or empty).
+fn name_list(body: &Value, key: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => {
+            let mut v = Vec::with_capacity(a.len());
+            for x in a {
+                let Some(name) = x.as_str() else {
+                    return Err(ApiError::validation(format!(
+                        "{key} must be an array of property names: {x} is not a string"
+                    )));
+                };
+                v.push(name.to_string());
+            }
+            Ok(if v.is_empty() { None } else { Some(v) })
+        }
+        Some(_) => Err(ApiError::validation(format!(
+            "{key} must be an array of property names"
+        ))),
+    }
+}
+
 fn batch_read(
     hs: &HubSpot,
     ot: ObjectType,
@@ -572,21 +599,8 @@ fn batch_read(
     started: i64,
 ) -> Result<Response, ApiError> {
     let parsed: Vec<IdOnly> = parse_inputs(inputs)?;
-    let props: Option<Vec<String>> = match body.get("properties") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => {
-            let v: Vec<String> = a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect();
-            if v.is_empty() { None } else { Some(v) }
-        }
-        Some(_) => {
-            return Err(ApiError::validation(
-                "properties must be an array of property names",
-            ));
-        }
-    };
+    let props = name_list(body, "properties")?;
+    let with_history = name_list(body, "propertiesWithHistory")?.unwrap_or_default();
     let id_property = body
         .get("idProperty")
         .and_then(Value::as_str)
@@ -598,7 +612,12 @@ fn batch_read(
         for i in &parsed {
             let id = id_text(&i.id).unwrap_or_default();
             match locate(s, ot, &id, id_property.as_deref(), archived) {
-                Ok(n) => results.push(s.record_json(ot, &s.table(ot).records()[&n], props.as_deref(), &[])),
+                Ok(n) => {
+                    let rec = &s.table(ot).records()[&n];
+                    let mut v = s.record_json(ot, rec, props.as_deref(), &[]);
+                    s.add_history(ot, rec, &with_history, &mut v);
+                    results.push(v);
+                }
                 Err(ApiError::Validation { message, .. }) => return Err(ApiError::validation(message)),
                 Err(_) => missing.push(id),
             }

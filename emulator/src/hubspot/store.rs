@@ -32,6 +32,55 @@ pub struct Record {
     pub updated_ms: i64,
     pub archived: bool,
     pub archived_ms: Option<i64>,
+    /// Per property, the values clients wrote, oldest first, at most
+    /// [`HISTORY_LIMIT`] each (what `propertiesWithHistory` reads).
+    pub history: BTreeMap<String, Vec<HistoryEntry>>,
+}
+
+/// The `sourceId` of history entries written through the API.
+pub const PRIVATE_APP_SOURCE_ID: &str = "emulator-private-app";
+
+/// Most history entries kept per property of a record.
+pub const HISTORY_LIMIT: usize = 20;
+
+/// One past value of a property: what was set (`None`: cleared) and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    pub value: Option<String>,
+    pub at_ms: i64,
+}
+
+impl Record {
+    /// `propertiesWithHistory` of one property, newest first, in HubSpot's
+    /// `{value, timestamp, sourceType, sourceId?}` shape. Values written
+    /// through the API are `API`; a value the portal set itself (ids, dates,
+    /// calculated properties, or anything from before a snapshot load) shows
+    /// as one `CALCULATED` entry at the record's last change. A property
+    /// never set has no entries.
+    pub fn history_json(&self, prop: &str) -> Value {
+        let entry = |value: &str, ms: i64, source: &str| {
+            let mut e = json!({"value": value, "timestamp": iso(ms), "sourceType": source});
+            if source == "API" {
+                e["sourceId"] = json!(PRIVATE_APP_SOURCE_ID);
+            }
+            e
+        };
+        match self.history.get(prop) {
+            Some(list) if !list.is_empty() => Value::Array(
+                list.iter()
+                    .rev()
+                    .map(|h| entry(h.value.as_deref().unwrap_or(""), h.at_ms, "API"))
+                    .collect(),
+            ),
+            _ => Value::Array(
+                self.props
+                    .get(prop)
+                    .map(|v| entry(v, self.updated_ms, "CALCULATED"))
+                    .into_iter()
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// The records and property definitions of one object type.
@@ -692,6 +741,7 @@ impl Store {
                     updated_ms: now,
                     archived: false,
                     archived_ms: None,
+                    history: BTreeMap::new(),
                 };
                 self.table_mut(ot).records.insert(id, rec);
                 id
@@ -705,6 +755,7 @@ impl Store {
         // Out of the secondary indexes while its values and time change.
         table.values.remove(rec);
         let mut changed = false;
+        let at_ms = now.max(rec.updated_ms);
         for (k, v) in changes {
             let old = match v {
                 Some(v) => {
@@ -719,6 +770,14 @@ impl Store {
                 },
             };
             changed = true;
+            let history = rec.history.entry(k.clone()).or_default();
+            if history.len() >= HISTORY_LIMIT {
+                history.remove(0);
+            }
+            history.push(HistoryEntry {
+                value: rec.props.get(&k).cloned(),
+                at_ms,
+            });
             if let Some(index) = table.unique.get_mut(&k) {
                 if let Some(old) = &old {
                     index.remove(&unique_key(&k, old));
@@ -1126,6 +1185,21 @@ impl Store {
             }
         }
         v
+    }
+
+    /// Adds `propertiesWithHistory` for the named properties (unknown names
+    /// are skipped, as `properties` skips them) to a record's JSON.
+    pub fn add_history(&self, ot: ObjectType, rec: &Record, names: &[String], out: &mut Value) {
+        if names.is_empty() {
+            return;
+        }
+        let table = self.table(ot);
+        let history: Map<String, Value> = names
+            .iter()
+            .filter(|n| table.prop(n).is_some())
+            .map(|n| (n.clone(), rec.history_json(n)))
+            .collect();
+        out["propertiesWithHistory"] = Value::Object(history);
     }
 
     /// A record with every property it has (for create/update answers and snapshots).
@@ -1560,6 +1634,7 @@ impl Store {
                     updated_ms,
                     archived,
                     archived_ms,
+                    history: BTreeMap::new(),
                 };
                 if !archived {
                     table.values.insert(&rec);
