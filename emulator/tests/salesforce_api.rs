@@ -1236,3 +1236,311 @@ async fn in_lists_by_id_and_by_opportunity_match_a_scan() {
     assert_eq!(rows.len(), 1);
     emu.shutdown().await.unwrap();
 }
+
+async fn soql(client: &Client, base: &str, token: &str, q: &str) -> (StatusCode, Value) {
+    call(
+        client,
+        reqwest::Method::GET,
+        format!("{base}{V}/query/?q={}", urlencode(q)),
+        token,
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn child_relationship_subqueries_nest_records_or_null() {
+    let (_emu, client, base, token) = boot(Seed::Number(7)).await;
+    // Every role, by opportunity, to check the nested results against.
+    let roles = query_all_pages(
+        &client,
+        &base,
+        &token,
+        "SELECT OpportunityId, ContactId, Role, IsPrimary FROM OpportunityContactRole",
+    )
+    .await;
+    let mut by_opp: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for r in &roles {
+        by_opp
+            .entry(r["OpportunityId"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r.clone());
+    }
+    let opps = query_all_pages(
+        &client,
+        &base,
+        &token,
+        "SELECT Id, Name, (SELECT ContactId, Role, IsPrimary, Contact.Email FROM OpportunityContactRoles ORDER BY ContactId) FROM Opportunity",
+    )
+    .await;
+    assert_eq!(opps.len(), 3000);
+    let (mut with, mut without) = (0, 0);
+    for o in &opps {
+        let id = o["Id"].as_str().unwrap();
+        let nested = &o["OpportunityContactRoles"];
+        match by_opp.get(id) {
+            None => {
+                assert!(nested.is_null(), "{o}");
+                without += 1;
+            }
+            Some(expected) => {
+                with += 1;
+                assert_eq!(nested["totalSize"], expected.len(), "{o}");
+                assert_eq!(nested["done"], true);
+                let records = nested["records"].as_array().unwrap();
+                let mut want: Vec<&str> = expected
+                    .iter()
+                    .map(|r| r["ContactId"].as_str().unwrap())
+                    .collect();
+                want.sort_unstable();
+                let got: Vec<&str> = records
+                    .iter()
+                    .map(|r| r["ContactId"].as_str().unwrap())
+                    .collect();
+                assert_eq!(got, want);
+                for r in records {
+                    assert_eq!(r["attributes"]["type"], "OpportunityContactRole");
+                    assert!(
+                        r["attributes"]["url"]
+                            .as_str()
+                            .unwrap()
+                            .contains("/sobjects/OpportunityContactRole/00K")
+                    );
+                    assert!(r["IsPrimary"].is_boolean() && r.get("Role").is_some());
+                    assert_eq!(r["Contact"]["attributes"]["type"], "Contact");
+                }
+            }
+        }
+    }
+    assert!(
+        with > 100 && without > 100,
+        "{with} with roles, {without} without"
+    );
+
+    // WHERE and LIMIT inside the subquery; another relationship.
+    let (s, v) = soql(
+        &client,
+        &base,
+        &token,
+        "SELECT Id, (SELECT Id FROM OpportunityContactRoles WHERE IsPrimary = true LIMIT 1) FROM Opportunity LIMIT 300",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for o in v["records"].as_array().unwrap() {
+        let primaries = by_opp
+            .get(o["Id"].as_str().unwrap())
+            .map_or(0, |r| r.iter().filter(|r| r["IsPrimary"] == true).count());
+        match primaries {
+            0 => assert!(o["OpportunityContactRoles"].is_null(), "{o}"),
+            _ => assert_eq!(o["OpportunityContactRoles"]["totalSize"], 1, "{o}"),
+        }
+    }
+    let (s, v) = soql(
+        &client,
+        &base,
+        &token,
+        "SELECT Name, (SELECT LastName FROM Contacts), (SELECT Name, Amount FROM Opportunities ORDER BY Amount DESC NULLS LAST LIMIT 2) FROM Account LIMIT 20",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["Contacts"]["totalSize"].as_u64() > Some(0)),
+        "{v}"
+    );
+
+    for (q, code) in [
+        (
+            "SELECT Id, (SELECT Id FROM Nonsense) FROM Opportunity",
+            "INVALID_TYPE",
+        ),
+        (
+            "SELECT Id, (SELECT Bogus FROM OpportunityContactRoles) FROM Opportunity",
+            "INVALID_FIELD",
+        ),
+        (
+            "SELECT Id, (SELECT Id, (SELECT Id FROM Contacts) FROM OpportunityContactRoles) FROM Opportunity",
+            "MALFORMED_QUERY",
+        ),
+        (
+            "SELECT Id, (SELECT Id FROM OpportunityContactRoles FROM Opportunity",
+            "MALFORMED_QUERY",
+        ),
+    ] {
+        let (s, v) = soql(&client, &base, &token, q).await;
+        assert_eq!(
+            (s, &v[0]["errorCode"]),
+            (StatusCode::BAD_REQUEST, &json!(code)),
+            "{q}: {v}"
+        );
+        assert!(v[0]["message"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn aggregate_functions_answer_aggregate_results() {
+    let (_emu, client, base, token) = boot(Seed::Number(7)).await;
+    let rows = query_all_pages(
+        &client,
+        &base,
+        &token,
+        "SELECT StageName, Amount, CloseDate FROM Opportunity",
+    )
+    .await;
+    let mut stages: std::collections::BTreeMap<String, (u64, u64, f64, Option<String>)> =
+        Default::default();
+    for r in &rows {
+        let e = stages
+            .entry(r["StageName"].as_str().unwrap().to_string())
+            .or_default();
+        e.0 += 1;
+        if let Some(a) = r["Amount"].as_f64() {
+            e.1 += 1;
+            e.2 += a;
+        }
+        let close = r["CloseDate"].as_str().unwrap().to_string();
+        if e.3.as_ref().is_none_or(|c| close > *c) {
+            e.3 = Some(close);
+        }
+    }
+    let (s, v) = soql(
+        &client,
+        &base,
+        &token,
+        "SELECT StageName, COUNT(Id), COUNT(Amount) priced, SUM(Amount) total, MAX(CloseDate) FROM Opportunity GROUP BY StageName ORDER BY StageName",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["done"], true);
+    let records = v["records"].as_array().unwrap();
+    assert_eq!(v["totalSize"], records.len());
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r["StageName"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        stages.keys().cloned().collect::<Vec<_>>()
+    );
+    for r in records {
+        assert_eq!(r["attributes"], json!({"type": "AggregateResult"}));
+        let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "attributes",
+                "StageName",
+                "expr0",
+                "priced",
+                "total",
+                "expr1"
+            ]
+        );
+        let (count, priced, sum, max_close) = &stages[r["StageName"].as_str().unwrap()];
+        assert_eq!(r["expr0"], *count);
+        assert_eq!(r["priced"], *priced);
+        let total = r["total"].as_f64().unwrap();
+        assert!(
+            (total - sum).abs() <= 1e-6 * sum.abs().max(1.0),
+            "{total} vs {sum}"
+        );
+        assert_eq!(r["expr1"].as_str(), max_close.as_deref());
+    }
+
+    // Without GROUP BY: one row, also when nothing matches.
+    let (s, v) = soql(
+        &client,
+        &base,
+        &token,
+        "SELECT COUNT(Id), COUNT_DISTINCT(StageName), MIN(Amount) FROM Opportunity",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["totalSize"], 1);
+    assert_eq!(v["records"][0]["expr0"], rows.len());
+    assert_eq!(v["records"][0]["expr1"], stages.len());
+    let (s, v) = soql(
+        &client,
+        &base,
+        &token,
+        "SELECT COUNT(Id), MAX(Amount) FROM Opportunity WHERE Name = 'no such opportunity'",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["records"][0]["expr0"], 0);
+    assert!(v["records"][0]["expr1"].is_null());
+
+    for q in [
+        "SELECT Name, COUNT(Id) FROM Opportunity GROUP BY StageName",
+        "SELECT SUM(Name) FROM Opportunity",
+        "SELECT StageName, COUNT(Id) FROM Opportunity GROUP BY StageName HAVING COUNT(Id) > 1",
+        "SELECT StageName, COUNT(Id) FROM Opportunity GROUP BY StageName ORDER BY Name",
+        "SELECT CALENDAR_YEAR(CloseDate) FROM Opportunity",
+    ] {
+        let (s, v) = soql(&client, &base, &token, q).await;
+        assert_eq!(
+            (s, &v[0]["errorCode"]),
+            (StatusCode::BAD_REQUEST, &json!("MALFORMED_QUERY")),
+            "{q}: {v}"
+        );
+    }
+    let (s, v) = soql(&client, &base, &token, "SELECT MAX(Nope) FROM Opportunity").await;
+    assert_eq!(
+        (s, &v[0]["errorCode"]),
+        (StatusCode::BAD_REQUEST, &json!("INVALID_FIELD")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn the_organization_is_one_read_only_record() {
+    let (_emu, client, base, token) = boot(Seed::Empty).await;
+    let (s, v) = soql(
+        &client,
+        &base,
+        &token,
+        "SELECT Id, Name, IsSandbox, OrganizationType, InstanceName FROM Organization",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["totalSize"], 1);
+    let org = &v["records"][0];
+    assert_eq!(org["attributes"]["type"], "Organization");
+    let id = org["Id"].as_str().unwrap();
+    assert!(id.starts_with("00D") && id.len() == 18, "{id}");
+    assert_eq!(org["IsSandbox"], false);
+    assert_eq!(org["OrganizationType"], "Developer Edition");
+    let (s, v) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}{V}/sobjects/Organization/{id}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["Id"], id);
+    let (s, v) = call(
+        &client,
+        reqwest::Method::PATCH,
+        format!("{base}{V}/sobjects/Organization/{id}"),
+        &token,
+        Some(json!({"Name": "renamed"})),
+    )
+    .await;
+    assert!(s.is_client_error(), "{s} {v}");
+    assert!(v[0]["errorCode"].is_string(), "{v}");
+    let (s, v) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}{V}/sobjects/Organization/"),
+        &token,
+        Some(json!({"Name": "second"})),
+    )
+    .await;
+    assert!(s.is_client_error(), "{s} {v}");
+    let (_, v) = soql(&client, &base, &token, "SELECT COUNT() FROM Organization").await;
+    assert_eq!(v["totalSize"], 1);
+}

@@ -315,4 +315,28 @@ def composite_collections_through_restful():
     assert all(g["success"] for g in gone) and [g["id"] for g in gone] == ids, gone
 
 
+@check
+def is_sandbox_reads_the_organization():
+    assert SF.is_sandbox() is False
+    org = SF.query("SELECT Id, Name, OrganizationType FROM Organization")["records"][0]
+    assert org["Id"].startswith("00D") and org["OrganizationType"], org
+
+
+@check
+def child_subqueries_and_aggregates_through_query():
+    rows = SF.query(
+        "SELECT Id, (SELECT ContactId, Role, IsPrimary FROM OpportunityContactRoles) "
+        "FROM Opportunity ORDER BY Id LIMIT 200"
+    )["records"]
+    nested = [r["OpportunityContactRoles"] for r in rows]
+    assert any(n is None for n in nested), nested[:5]
+    with_roles = [n for n in nested if n is not None]
+    assert with_roles and all(n["done"] and n["totalSize"] == len(n["records"]) for n in with_roles), with_roles[:2]
+    assert all(c["attributes"]["type"] == "OpportunityContactRole" for n in with_roles for c in n["records"])
+    groups = SF.query("SELECT StageName, COUNT(Id) FROM Opportunity GROUP BY StageName")["records"]
+    total = SF.query("SELECT COUNT() FROM Opportunity")["totalSize"]
+    assert sum(g["expr0"] for g in groups) == total, (groups, total)
+    assert all(g["attributes"]["type"] == "AggregateResult" for g in groups)
+
+
 run("simple-salesforce")

@@ -416,6 +416,7 @@ fn run_query(shared: &Shared, q: Option<&String>, all: bool, headers: &HeaderMap
         store::QueryResult::Count(n) => {
             Ok(Json(json!({"totalSize": n, "done": true, "records": []})).into_response())
         }
+        store::QueryResult::Aggregate(body) => Ok(Json(body).into_response()),
         store::QueryResult::Rows(cursor) => {
             let locator = cursor
                 .has_more_pages()

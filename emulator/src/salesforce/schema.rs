@@ -343,6 +343,49 @@ impl ObjectDef {
     }
 }
 
+/// A child relationship: the records of `child` whose `field` references a
+/// `parent` record, named `name` in SOQL subqueries and `describe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildRelationship {
+    pub parent: &'static str,
+    pub name: &'static str,
+    pub child: &'static str,
+    pub field: &'static str,
+    pub cascade_delete: bool,
+}
+
+/// Every child relationship of the org.
+pub const CHILD_RELATIONSHIPS: &[ChildRelationship] = &[
+    ChildRelationship {
+        parent: "Opportunity",
+        name: "OpportunityContactRoles",
+        child: "OpportunityContactRole",
+        field: "OpportunityId",
+        cascade_delete: true,
+    },
+    ChildRelationship {
+        parent: "Account",
+        name: "Contacts",
+        child: "Contact",
+        field: "AccountId",
+        cascade_delete: false,
+    },
+    ChildRelationship {
+        parent: "Account",
+        name: "Opportunities",
+        child: "Opportunity",
+        field: "AccountId",
+        cascade_delete: false,
+    },
+    ChildRelationship {
+        parent: "Contact",
+        name: "OpportunityContactRoles",
+        child: "OpportunityContactRole",
+        field: "ContactId",
+        cascade_delete: true,
+    },
+];
+
 /// All objects of the org.
 pub struct Schema {
     pub objects: Vec<ObjectDef>,
@@ -357,6 +400,7 @@ pub mod obj {
     pub const USER: usize = 4;
     pub const RECORD_TYPE: usize = 5;
     pub const STAGE: usize = 6;
+    pub const ORGANIZATION: usize = 7;
 }
 
 impl Schema {
@@ -537,6 +581,41 @@ impl Schema {
         ]);
         stage.extend(system_fields(false));
 
+        let mut organization = vec![
+            field("Id", "Organization ID", T::Id)
+                .system()
+                .not_null()
+                .defaulted(),
+        ];
+        organization.extend([
+            field("Name", "Name", T::String).len(80).system(),
+            field("Division", "Division", T::String).len(80).system(),
+            field("OrganizationType", "Edition", T::Picklist)
+                .pick(
+                    &[
+                        "Developer Edition",
+                        "Enterprise Edition",
+                        "Professional Edition",
+                        "Unlimited Edition",
+                    ],
+                    true,
+                )
+                .system(),
+            field("IsSandbox", "Is Sandbox", T::Boolean).system(),
+            field("InstanceName", "Instance Name", T::String)
+                .len(5)
+                .system(),
+            field("NamespacePrefix", "Namespace Prefix", T::String)
+                .len(15)
+                .system(),
+            field("IsReadOnly", "Is Read Only", T::Boolean).system(),
+            field("DefaultLocaleSidKey", "Locale", T::Picklist).system(),
+            field("LanguageLocaleKey", "Language", T::Picklist).system(),
+            field("TimeZoneSidKey", "Time Zone", T::Picklist).system(),
+            field("TrialExpirationDate", "Trial Expiration Date", T::DateTime).system(),
+        ]);
+        organization.extend(system_fields(false));
+
         Schema {
             objects: vec![
                 ObjectDef {
@@ -594,6 +673,14 @@ impl Schema {
                     key_prefix: "01J",
                     writable: false,
                     fields: stage,
+                },
+                ObjectDef {
+                    name: "Organization",
+                    label: "Organization",
+                    label_plural: "Organizations",
+                    key_prefix: "00D",
+                    writable: false,
+                    fields: organization,
                 },
             ],
         }
@@ -742,19 +829,11 @@ pub fn describe(
         "developerName": "Master", "master": true, "name": "Master", "recordTypeId": "012000000000000AAA",
         "urls": {"layout": format!("{}/describe/layouts/012000000000000AAA", o.url())}}));
     m.insert("recordTypeInfos".into(), Value::Array(infos));
-    let children: Vec<Value> = match o.name {
-        "Opportunity" => vec![
-            json!({"cascadeDelete": true, "childSObject": "OpportunityContactRole", "deprecatedAndHidden": false, "field": "OpportunityId", "relationshipName": "OpportunityContactRoles", "restrictedDelete": false}),
-        ],
-        "Account" => vec![
-            json!({"cascadeDelete": false, "childSObject": "Contact", "deprecatedAndHidden": false, "field": "AccountId", "relationshipName": "Contacts", "restrictedDelete": false}),
-            json!({"cascadeDelete": false, "childSObject": "Opportunity", "deprecatedAndHidden": false, "field": "AccountId", "relationshipName": "Opportunities", "restrictedDelete": false}),
-        ],
-        "Contact" => vec![
-            json!({"cascadeDelete": true, "childSObject": "OpportunityContactRole", "deprecatedAndHidden": false, "field": "ContactId", "relationshipName": "OpportunityContactRoles", "restrictedDelete": false}),
-        ],
-        _ => vec![],
-    };
+    let children: Vec<Value> = CHILD_RELATIONSHIPS
+        .iter()
+        .filter(|c| c.parent == o.name)
+        .map(|c| json!({"cascadeDelete": c.cascade_delete, "childSObject": c.child, "deprecatedAndHidden": false, "field": c.field, "relationshipName": c.name, "restrictedDelete": false}))
+        .collect();
     m.insert("childRelationships".into(), Value::Array(children));
     Value::Object(m)
 }

@@ -129,6 +129,43 @@ fn s(v: impl Into<String>) -> Val {
     Val::Str(v.into())
 }
 
+/// The id of the emulated org (`Organization.Id`).
+pub fn organization_id() -> String {
+    make_id("00D", 1)
+}
+
+/// Adds the org's one `Organization` record (created at `created`, by the
+/// integration user), if it has none.
+pub fn organization(org: &mut Org, created: i64) {
+    if !org.tables[obj::ORGANIZATION].rows.is_empty() {
+        return;
+    }
+    let admin = s(make_id("005", 1));
+    let r = row(
+        org,
+        obj::ORGANIZATION,
+        &[
+            ("Id", s(organization_id())),
+            ("Name", s("dealbridge emulator")),
+            ("OrganizationType", s("Developer Edition")),
+            ("IsSandbox", Val::Bool(false)),
+            ("InstanceName", s("EMU1")),
+            ("IsReadOnly", Val::Bool(false)),
+            ("DefaultLocaleSidKey", s("en_US")),
+            ("LanguageLocaleKey", s("en_US")),
+            ("TimeZoneSidKey", s("GMT")),
+            ("IsDeleted", Val::Bool(false)),
+            ("CreatedDate", Val::Time(created)),
+            ("LastModifiedDate", Val::Time(created)),
+            ("SystemModstamp", Val::Time(created)),
+            ("CreatedById", admin.clone()),
+            ("LastModifiedById", admin),
+        ],
+    );
+    org.insert_raw(obj::ORGANIZATION, r);
+    org.tables[obj::ORGANIZATION].next_seq = 1;
+}
+
 /// Fills `org` (which must be empty) with metadata and, when `seed` is given, data.
 pub fn seed(org: &mut Org, seed: Option<u64>, sizes: SeedSizes) {
     let day = Utc::now()
@@ -195,6 +232,8 @@ pub fn seed(org: &mut Org, seed: Option<u64>, sizes: SeedSizes) {
         v.push(("LastModifiedById", s(&admin)));
         v
     };
+
+    organization(org, org_created);
 
     let record_types = [("New Business", "New_Business"), ("Renewal", "Renewal")];
     let mut rt_ids = Vec::new();

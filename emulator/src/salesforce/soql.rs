@@ -3,7 +3,11 @@
 //! `= != <> < <= > >= IN NOT IN LIKE`, `AND`/`OR`/`NOT` and parentheses,
 //! string/number/boolean/null/date/datetime literals and a few date literals
 //! (`TODAY`, `YESTERDAY`, `TOMORROW`, `LAST_N_DAYS:n`, `NEXT_N_DAYS:n`),
-//! `ORDER BY ... ASC|DESC NULLS FIRST|LAST`, `LIMIT` and `OFFSET`.
+//! `ORDER BY ... ASC|DESC NULLS FIRST|LAST`, `LIMIT` and `OFFSET`; child
+//! relationship subqueries in the field list (`(SELECT ... FROM
+//! OpportunityContactRoles WHERE ... ORDER BY ... LIMIT n)`), and the
+//! aggregate functions `COUNT(field)`, `COUNT_DISTINCT`, `MIN`, `MAX`, `SUM`
+//! and `AVG` with optional aliases and `GROUP BY`.
 //!
 //! It only parses: names are resolved against the schema elsewhere. It must
 //! never panic on any input; every problem is a [`ParseError`] with a column.
@@ -24,6 +28,7 @@ pub struct Query {
     pub from: String,
     pub from_pos: usize,
     pub filter: Option<Cond>,
+    pub group_by: Vec<FieldPath>,
     pub order: Vec<OrderItem>,
     pub limit: Option<u64>,
     pub offset: Option<u64>,
@@ -31,8 +36,80 @@ pub struct Query {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Select {
+    /// `COUNT()`.
     Count,
-    Fields(Vec<FieldPath>),
+    Items(Vec<SelectItem>),
+}
+
+impl Select {
+    /// Whether any item is an aggregate function.
+    pub fn has_aggregates(&self) -> bool {
+        matches!(self, Select::Items(items) if items.iter().any(|i| matches!(i, SelectItem::Aggregate(_))))
+    }
+}
+
+/// One item of a field list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectItem {
+    Field(FieldPath),
+    Aggregate(Aggregate),
+    /// A child relationship subquery.
+    Children(Box<SubQuery>),
+}
+
+/// An aggregate function such as `COUNT(Id)` or `MAX(Amount) top`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub func: AggFunc,
+    pub field: FieldPath,
+    pub alias: Option<String>,
+    pub pos: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFunc {
+    Count,
+    CountDistinct,
+    Min,
+    Max,
+    Sum,
+    Avg,
+}
+
+impl AggFunc {
+    fn parse(name: &str) -> Option<AggFunc> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "COUNT" => AggFunc::Count,
+            "COUNT_DISTINCT" => AggFunc::CountDistinct,
+            "MIN" => AggFunc::Min,
+            "MAX" => AggFunc::Max,
+            "SUM" => AggFunc::Sum,
+            "AVG" => AggFunc::Avg,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AggFunc::Count => "COUNT",
+            AggFunc::CountDistinct => "COUNT_DISTINCT",
+            AggFunc::Min => "MIN",
+            AggFunc::Max => "MAX",
+            AggFunc::Sum => "SUM",
+            AggFunc::Avg => "AVG",
+        }
+    }
+}
+
+/// `(SELECT fields FROM ChildRelationship [WHERE ...] [ORDER BY ...] [LIMIT n])`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubQuery {
+    pub fields: Vec<FieldPath>,
+    pub relationship: String,
+    pub relationship_pos: usize,
+    pub filter: Option<Cond>,
+    pub order: Vec<OrderItem>,
+    pub limit: Option<u64>,
 }
 
 /// `Name` or `Account.Name`.
@@ -399,37 +476,27 @@ impl Parser {
         Ok(FieldPath { parts, pos })
     }
 
+    fn tok_at(&self, k: usize) -> Option<&Tok> {
+        self.toks.get(self.i + k).map(|t| &t.0)
+    }
+
     fn query(&mut self) -> Result<Query, ParseError> {
         self.expect_kw("SELECT")?;
         let select = if is_kw(self.peek(), "COUNT")
-            && self
-                .toks
-                .get(self.i + 1)
-                .is_some_and(|t| t.0 == Tok::LParen)
+            && self.tok_at(1) == Some(&Tok::LParen)
+            && self.tok_at(2) == Some(&Tok::RParen)
         {
             self.bump();
             self.bump();
-            if *self.peek() != Tok::RParen {
-                return Err(err(
-                    "only COUNT() is supported among aggregate functions",
-                    self.pos(),
-                ));
-            }
             self.bump();
             Select::Count
         } else {
-            let mut fields = vec![self.field()?];
+            let mut items = vec![self.select_item()?];
             while *self.peek() == Tok::Comma {
                 self.bump();
-                if *self.peek() == Tok::LParen {
-                    return Err(err(
-                        "relationship subqueries are not supported by this emulator",
-                        self.pos(),
-                    ));
-                }
-                fields.push(self.field()?);
+                items.push(self.select_item()?);
             }
-            Select::Fields(fields)
+            Select::Items(items)
         };
         self.expect_kw("FROM")?;
         let (from, from_pos) = self.ident()?;
@@ -438,6 +505,145 @@ impl Parser {
         } else {
             None
         };
+        let mut group_by = Vec::new();
+        if self.eat_kw("GROUP") {
+            self.expect_kw("BY")?;
+            if is_kw(self.peek(), "ROLLUP") || is_kw(self.peek(), "CUBE") {
+                return Err(err(
+                    "GROUP BY ROLLUP and CUBE are not supported by this emulator",
+                    self.pos(),
+                ));
+            }
+            group_by.push(self.field()?);
+            while *self.peek() == Tok::Comma {
+                self.bump();
+                group_by.push(self.field()?);
+            }
+        }
+        if is_kw(self.peek(), "HAVING") {
+            return Err(err("HAVING is not supported by this emulator", self.pos()));
+        }
+        let order = self.order_by()?;
+        let limit = if self.eat_kw("LIMIT") {
+            Some(self.count_arg("LIMIT")?)
+        } else {
+            None
+        };
+        let offset = if self.eat_kw("OFFSET") {
+            Some(self.count_arg("OFFSET")?)
+        } else {
+            None
+        };
+        if *self.peek() != Tok::Eof {
+            return Err(self.unexpected());
+        }
+        Ok(Query {
+            select,
+            from,
+            from_pos,
+            filter,
+            group_by,
+            order,
+            limit,
+            offset,
+        })
+    }
+
+    /// A field, an aggregate function (with an optional alias), or a child
+    /// relationship subquery.
+    fn select_item(&mut self) -> Result<SelectItem, ParseError> {
+        if *self.peek() == Tok::LParen {
+            self.bump();
+            return Ok(SelectItem::Children(Box::new(self.subquery()?)));
+        }
+        if let Tok::Ident(name) = self.peek().clone()
+            && self.tok_at(1) == Some(&Tok::LParen)
+        {
+            let pos = self.pos();
+            let Some(func) = AggFunc::parse(&name) else {
+                return Err(err(
+                    format!("function {name} is not supported by this emulator"),
+                    pos,
+                ));
+            };
+            self.bump();
+            self.bump();
+            let field = self.field()?;
+            if *self.peek() != Tok::RParen {
+                return Err(self.unexpected());
+            }
+            self.bump();
+            let alias = match self.peek() {
+                Tok::Ident(a) if !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(a)) => {
+                    let a = a.clone();
+                    self.bump();
+                    Some(a)
+                }
+                _ => None,
+            };
+            return Ok(SelectItem::Aggregate(Aggregate {
+                func,
+                field,
+                alias,
+                pos,
+            }));
+        }
+        Ok(SelectItem::Field(self.field()?))
+    }
+
+    /// The inside of `( ... )` after the opening parenthesis, through the
+    /// closing one.
+    fn subquery(&mut self) -> Result<SubQuery, ParseError> {
+        self.expect_kw("SELECT")?;
+        let mut fields = Vec::new();
+        loop {
+            if *self.peek() == Tok::LParen {
+                return Err(err(
+                    "a relationship subquery cannot contain another subquery",
+                    self.pos(),
+                ));
+            }
+            if matches!(self.peek(), Tok::Ident(_)) && self.tok_at(1) == Some(&Tok::LParen) {
+                return Err(err(
+                    "aggregate functions are not supported in relationship subqueries",
+                    self.pos(),
+                ));
+            }
+            fields.push(self.field()?);
+            if *self.peek() == Tok::Comma {
+                self.bump();
+            } else {
+                break;
+            }
+        }
+        self.expect_kw("FROM")?;
+        let (relationship, relationship_pos) = self.ident()?;
+        let filter = if self.eat_kw("WHERE") {
+            Some(self.or()?)
+        } else {
+            None
+        };
+        let order = self.order_by()?;
+        let limit = if self.eat_kw("LIMIT") {
+            Some(self.count_arg("LIMIT")?)
+        } else {
+            None
+        };
+        if *self.peek() != Tok::RParen {
+            return Err(self.unexpected());
+        }
+        self.bump();
+        Ok(SubQuery {
+            fields,
+            relationship,
+            relationship_pos,
+            filter,
+            order,
+            limit,
+        })
+    }
+
+    fn order_by(&mut self) -> Result<Vec<OrderItem>, ParseError> {
         let mut order = Vec::new();
         if self.eat_kw("ORDER") {
             self.expect_kw("BY")?;
@@ -471,28 +677,7 @@ impl Parser {
                 }
             }
         }
-        let limit = if self.eat_kw("LIMIT") {
-            Some(self.count_arg("LIMIT")?)
-        } else {
-            None
-        };
-        let offset = if self.eat_kw("OFFSET") {
-            Some(self.count_arg("OFFSET")?)
-        } else {
-            None
-        };
-        if *self.peek() != Tok::Eof {
-            return Err(self.unexpected());
-        }
-        Ok(Query {
-            select,
-            from,
-            from_pos,
-            filter,
-            order,
-            limit,
-            offset,
-        })
+        Ok(order)
     }
 
     fn count_arg(&mut self, what: &str) -> Result<u64, ParseError> {
@@ -707,7 +892,9 @@ mod tests {
         .unwrap();
         assert_eq!(q.from, "Opportunity");
         match &q.select {
-            Select::Fields(f) => assert_eq!(f[2].parts, vec!["Account", "Name"]),
+            Select::Items(f) => {
+                assert!(matches!(&f[2], SelectItem::Field(p) if p.parts == vec!["Account", "Name"]))
+            }
             Select::Count => panic!("expected fields"),
         }
         assert_eq!(q.order.len(), 2);
@@ -739,10 +926,47 @@ mod tests {
         assert!(parse("SELECT Id FROM Opportunity WHERE Amount > ").is_err());
         assert!(parse("SELECT Id FROM Opportunity garbage").is_err());
         assert!(
-            parse("SELECT Id, (SELECT Id FROM OpportunityContactRoles) FROM Opportunity").is_err()
+            parse("SELECT Id, (SELECT Id FROM OpportunityContactRoles FROM Opportunity").is_err()
         );
+        assert!(parse("SELECT Id, (SELECT (SELECT Id FROM X) FROM Y) FROM Opportunity").is_err());
+        assert!(
+            parse("SELECT COUNT(Id) FROM Opportunity GROUP BY StageName HAVING COUNT(Id) > 1")
+                .is_err()
+        );
+        assert!(parse("SELECT FORMAT(Amount) FROM Opportunity").is_err());
         assert!(parse("").is_err());
         assert!(parse("SELECT Id FROM Opportunity WHERE CloseDate > 2026-13-45").is_err());
+    }
+
+    #[test]
+    fn parses_subqueries_and_aggregates() {
+        let q = parse(
+            "SELECT Id, Name, (SELECT ContactId, Role FROM OpportunityContactRoles WHERE IsPrimary = true ORDER BY Role LIMIT 5) FROM Opportunity",
+        )
+        .unwrap();
+        let Select::Items(items) = &q.select else {
+            panic!("items")
+        };
+        let SelectItem::Children(sub) = &items[2] else {
+            panic!("subquery: {items:?}")
+        };
+        assert_eq!(sub.relationship, "OpportunityContactRoles");
+        assert_eq!(sub.fields.len(), 2);
+        assert!(sub.filter.is_some());
+        assert_eq!(sub.limit, Some(5));
+        let q = parse("SELECT StageName, COUNT(Id), MAX(Amount) top FROM Opportunity GROUP BY StageName ORDER BY StageName").unwrap();
+        assert!(q.select.has_aggregates());
+        assert_eq!(q.group_by.len(), 1);
+        let Select::Items(items) = &q.select else {
+            panic!("items")
+        };
+        assert!(
+            matches!(&items[2], SelectItem::Aggregate(a) if a.func == AggFunc::Max && a.alias.as_deref() == Some("top"))
+        );
+        assert_eq!(
+            parse("SELECT COUNT() FROM Opportunity").unwrap().select,
+            Select::Count
+        );
     }
 
     #[test]

@@ -16,8 +16,9 @@ use serde_json::{Map, Value, json};
 use super::API_VERSION;
 use super::errors::ApiError;
 use super::ids;
+use super::schema::CHILD_RELATIONSHIPS;
 use super::schema::{EXTERNAL_ID_FIELD, FieldType, ObjectDef, STAGES, Schema, obj};
-use super::soql::{self, Cond, Literal, Op, Select};
+use super::soql::{self, AggFunc, Cond, Literal, Op, Select, SelectItem};
 use super::value::{Val, from_json, to_json, write_json, write_json_str, write_key};
 use crate::control::Faults;
 
@@ -83,11 +84,41 @@ pub enum QueryResult {
     /// `SELECT COUNT() ...`: just the number of matching rows.
     Count(usize),
     Rows(Cursor),
+    /// An aggregate query's whole response (`AggregateResult` records).
+    Aggregate(Value),
 }
 
-/// A selected column: a field of the row, or a field of a parent record.
+/// A child relationship subquery, resolved: the child rows whose reference
+/// field `ref_idx` holds the parent's id, filtered, ordered and limited.
+struct ChildColumn {
+    name: &'static str,
+    child: usize,
+    ref_idx: usize,
+    plan: Vec<Column>,
+    filter: Option<Filter>,
+    order: Vec<(Accessor, bool, bool)>,
+    limit: Option<u64>,
+    /// `queryAll`: deleted children too.
+    all: bool,
+}
+
+impl std::fmt::Debug for ChildColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildColumn")
+            .field("name", &self.name)
+            .field("child", &self.child)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Child rows by parent id, for the children columns of one page.
+type ChildRows<'a> = HashMap<&'a str, Vec<usize>>;
+
+/// A selected column: a field of the row, a field of a parent record, or a
+/// child relationship subquery.
 #[derive(Debug, Clone)]
 enum Column {
+    Children(Arc<ChildColumn>),
     Field {
         name: String,
         idx: usize,
@@ -827,17 +858,13 @@ impl Org {
                 item.nulls_first,
             ));
         }
-        let today = Utc::now().date_naive();
-        let indexed = filter.as_ref().and_then(|f| self.indexed_rows(o, f));
-        let table = &self.tables[o].rows;
-        let scanned: Box<dyn Iterator<Item = &Arc<Row>>> = match &indexed {
-            Some(idx) => Box::new(idx.iter().map(|i| &table[*i])),
-            None => Box::new(table.iter()),
-        };
-        let mut rows: Vec<&Arc<Row>> = scanned
-            .filter(|r| all || r.deleted_at.is_none())
-            .filter(|r| filter.as_ref().is_none_or(|f| self.eval(f, r, today)))
-            .collect();
+        if parsed.select.has_aggregates() || !parsed.group_by.is_empty() {
+            let rows = self.matching_rows(o, filter.as_ref(), all);
+            return self
+                .aggregate(o, &parsed, rows, q, &invalid_field)
+                .map(QueryResult::Aggregate);
+        }
+        let mut rows = self.matching_rows(o, filter.as_ref(), all);
         if !order.is_empty() {
             // Only the rows up to OFFSET + LIMIT need to be in order.
             let wanted = parsed
@@ -860,25 +887,34 @@ impl Org {
         let rows: Vec<Arc<Row>> = rows.into_iter().cloned().collect();
         let columns = match &parsed.select {
             Select::Count => return Ok(QueryResult::Count(rows.len())),
-            Select::Fields(fields) => {
+            Select::Items(items) => {
                 let mut cols: Vec<Column> = Vec::new();
-                for path in fields {
-                    let col = self
-                        .resolve_column(o, path)
-                        .ok_or_else(|| invalid_field(path))?;
-                    match (col, cols.last_mut()) {
-                        (Column::Parent { rel, fields: mut f, ref_idx, target }, _) => {
-                            if let Some(Column::Parent { fields: existing, .. }) = cols.iter_mut().find(|c| matches!(c, Column::Parent { rel: r, .. } if *r == rel)) {
-                                existing.append(&mut f);
-                            } else {
-                                cols.push(Column::Parent { rel, ref_idx, target, fields: f });
-                            }
+                for item in items {
+                    match item {
+                        SelectItem::Field(path) => {
+                            let col = self
+                                .resolve_column(o, path)
+                                .ok_or_else(|| invalid_field(path))?;
+                            push_column(&mut cols, col);
                         }
-                        (c @ Column::Field { .. }, _) => {
-                            if !cols.iter().any(|x| matches!((x, &c), (Column::Field { idx: a, .. }, Column::Field { idx: b, .. }) if a == b)) {
-                                cols.push(c)
+                        SelectItem::Children(sub) => {
+                            let child = self.resolve_children(o, sub, all, q)?;
+                            if cols
+                                .iter()
+                                .any(|c| matches!(c, Column::Children(x) if x.name == child.name))
+                            {
+                                return Err(ApiError::bad(
+                                    "MALFORMED_QUERY",
+                                    format!(
+                                        "\n{q}\nERROR at Row:1:Column:{}\nduplicate relationship subquery {}",
+                                        sub.relationship_pos, child.name
+                                    ),
+                                ));
                             }
+                            cols.push(Column::Children(Arc::new(child)));
                         }
+                        // Aggregate queries were answered above.
+                        SelectItem::Aggregate(_) => {}
                     }
                 }
                 cols
@@ -891,6 +927,287 @@ impl Org {
             page_size: page_size.clamp(1, PAGE_SIZE),
             org_instance: self.instance,
         }))
+    }
+
+    /// The rows of object `o` passing `filter` (deleted ones only for
+    /// `queryAll`), in table order.
+    fn matching_rows(&self, o: usize, filter: Option<&Filter>, all: bool) -> Vec<&Arc<Row>> {
+        let today = Utc::now().date_naive();
+        let indexed = filter.and_then(|f| self.indexed_rows(o, f));
+        let table = &self.tables[o].rows;
+        let scanned: Box<dyn Iterator<Item = &Arc<Row>>> = match &indexed {
+            Some(idx) => Box::new(idx.iter().map(|i| &table[*i])),
+            None => Box::new(table.iter()),
+        };
+        scanned
+            .filter(|r| all || r.deleted_at.is_none())
+            .filter(|r| filter.is_none_or(|f| self.eval(f, r, today)))
+            .collect()
+    }
+
+    /// Resolves a child relationship subquery of object `o`.
+    fn resolve_children(
+        &self,
+        o: usize,
+        sub: &soql::SubQuery,
+        all: bool,
+        q: &str,
+    ) -> Result<ChildColumn, ApiError> {
+        let parent = self.def(o).name;
+        let rel = CHILD_RELATIONSHIPS
+            .iter()
+            .find(|c| c.parent == parent && c.name.eq_ignore_ascii_case(&sub.relationship))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "INVALID_TYPE",
+                    format!(
+                        "\n{q}\nERROR at Row:1:Column:{}\nDidn't understand relationship '{}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names.",
+                        sub.relationship_pos, sub.relationship
+                    ),
+                )
+            })?;
+        let child = self.schema.object_index(rel.child).ok_or_else(|| {
+            ApiError::bad(
+                "INVALID_TYPE",
+                format!("unknown child object {}", rel.child),
+            )
+        })?;
+        let invalid = |path: &soql::FieldPath| {
+            ApiError::bad(
+                "INVALID_FIELD",
+                format!(
+                    "\n{q}\nERROR at Row:1:Column:{}\nNo such column '{}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
+                    path.pos,
+                    path.display(),
+                    rel.child
+                ),
+            )
+        };
+        let mut plan = Vec::new();
+        for path in &sub.fields {
+            let col = self
+                .resolve_column(child, path)
+                .ok_or_else(|| invalid(path))?;
+            push_column(&mut plan, col);
+        }
+        let filter = match &sub.filter {
+            Some(c) => Some(self.resolve_cond(child, c, &invalid, q)?),
+            None => None,
+        };
+        let mut order = Vec::new();
+        for item in &sub.order {
+            order.push((
+                self.resolve_path(child, &item.field)
+                    .ok_or_else(|| invalid(&item.field))?,
+                item.descending,
+                item.nulls_first,
+            ));
+        }
+        Ok(ChildColumn {
+            name: rel.name,
+            child,
+            ref_idx: self.fidx(child, rel.field),
+            plan,
+            filter,
+            order,
+            limit: sub.limit,
+            all,
+        })
+    }
+
+    /// Answers an aggregate query (aggregate functions, `GROUP BY`): one
+    /// `AggregateResult` record per group (one in all without `GROUP BY`),
+    /// groups in order of first appearance unless ordered by grouped fields;
+    /// unaliased aggregates are named `expr0`, `expr1`, ...
+    fn aggregate(
+        &self,
+        o: usize,
+        parsed: &soql::Query,
+        rows: Vec<&Arc<Row>>,
+        q: &str,
+        invalid: &dyn Fn(&soql::FieldPath) -> ApiError,
+    ) -> Result<Value, ApiError> {
+        use std::cmp::Ordering;
+        let malformed = |pos: usize, m: String| {
+            ApiError::bad(
+                "MALFORMED_QUERY",
+                format!("\n{q}\nERROR at Row:1:Column:{pos}\n{m}"),
+            )
+        };
+        let Select::Items(items) = &parsed.select else {
+            return Err(malformed(
+                1,
+                "COUNT() cannot be combined with GROUP BY".into(),
+            ));
+        };
+        // Grouped fields: accessor and output key (the field's own name).
+        let mut groups: Vec<(Accessor, String)> = Vec::new();
+        for g in &parsed.group_by {
+            let key = match self.resolve_column(o, g).ok_or_else(|| invalid(g))? {
+                Column::Field { name, .. } => name,
+                Column::Parent { fields, .. } => fields[0].0.clone(),
+                Column::Children(_) => return Err(invalid(g)),
+            };
+            let a = self.resolve_path(o, g).ok_or_else(|| invalid(g))?;
+            if a.ty == FieldType::TextArea {
+                return Err(malformed(
+                    g.pos,
+                    format!("field '{}' can not be grouped in a query call", g.display()),
+                ));
+            }
+            groups.push((a, key));
+        }
+        let grouped = |path: &soql::FieldPath| {
+            parsed
+                .group_by
+                .iter()
+                .position(|g| g.display().eq_ignore_ascii_case(&path.display()))
+        };
+        enum Out {
+            Group(usize),
+            Agg(AggFunc, Accessor, String),
+        }
+        let mut outs = Vec::new();
+        let mut unnamed = 0;
+        for item in items {
+            match item {
+                SelectItem::Field(path) => {
+                    let g = grouped(path).ok_or_else(|| {
+                        malformed(
+                            path.pos,
+                            format!("Field must be grouped or aggregated: {}", path.display()),
+                        )
+                    })?;
+                    outs.push(Out::Group(g));
+                }
+                SelectItem::Aggregate(agg) => {
+                    let a = self
+                        .resolve_path(o, &agg.field)
+                        .ok_or_else(|| invalid(&agg.field))?;
+                    let supported = match agg.func {
+                        AggFunc::Sum | AggFunc::Avg => a.ty.is_number(),
+                        AggFunc::Min | AggFunc::Max => {
+                            !matches!(a.ty, FieldType::Boolean | FieldType::TextArea)
+                        }
+                        AggFunc::Count | AggFunc::CountDistinct => a.ty != FieldType::TextArea,
+                    };
+                    if !supported {
+                        return Err(malformed(
+                            agg.pos,
+                            format!(
+                                "field {} does not support aggregate operator {}",
+                                agg.field.display(),
+                                agg.func.name()
+                            ),
+                        ));
+                    }
+                    let key = match &agg.alias {
+                        Some(alias) => alias.clone(),
+                        None => {
+                            unnamed += 1;
+                            format!("expr{}", unnamed - 1)
+                        }
+                    };
+                    outs.push(Out::Agg(agg.func, a, key));
+                }
+                SelectItem::Children(sub) => {
+                    return Err(malformed(
+                        sub.relationship_pos,
+                        "relationship subqueries cannot be combined with aggregate functions or GROUP BY".into(),
+                    ));
+                }
+            }
+        }
+        let mut order = Vec::new();
+        for item in &parsed.order {
+            let g = grouped(&item.field).ok_or_else(|| {
+                malformed(
+                    item.field.pos,
+                    format!(
+                        "Ordered field must be grouped or aggregated: {}",
+                        item.field.display()
+                    ),
+                )
+            })?;
+            order.push((g, item.descending, item.nulls_first));
+        }
+        // Rows by group, groups in order of first appearance.
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut members: Vec<(Vec<&Val>, Vec<&Arc<Row>>)> = Vec::new();
+        for r in rows {
+            let vals: Vec<&Val> = groups.iter().map(|(a, _)| self.access(a, r)).collect();
+            let key = vals
+                .iter()
+                .zip(&groups)
+                .map(|(v, (a, _))| to_json(v, a.ty).to_string())
+                .collect::<Vec<_>>()
+                .join("\u{1}");
+            let n = *index.entry(key).or_insert_with(|| {
+                members.push((vals, Vec::new()));
+                members.len() - 1
+            });
+            members[n].1.push(r);
+        }
+        if groups.is_empty() && members.is_empty() {
+            members.push((Vec::new(), Vec::new()));
+        }
+        if !order.is_empty() {
+            members.sort_by(|(a, _), (b, _)| {
+                for (g, desc, nulls_first) in &order {
+                    let (x, y) = (a[*g], b[*g]);
+                    let o = match (x.is_null(), y.is_null()) {
+                        (true, true) => Ordering::Equal,
+                        (true, false) => {
+                            if *nulls_first {
+                                Ordering::Less
+                            } else {
+                                Ordering::Greater
+                            }
+                        }
+                        (false, true) => {
+                            if *nulls_first {
+                                Ordering::Greater
+                            } else {
+                                Ordering::Less
+                            }
+                        }
+                        (false, false) => {
+                            let c = compare(x, y);
+                            if *desc { c.reverse() } else { c }
+                        }
+                    };
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                Ordering::Equal
+            });
+        }
+        let offset = parsed.offset.unwrap_or(0).min(usize::MAX as u64) as usize;
+        let limit = parsed
+            .limit
+            .map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize);
+        let records: Vec<Value> = members
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(vals, rows)| {
+                let mut m = Map::new();
+                m.insert("attributes".into(), json!({"type": "AggregateResult"}));
+                for out in &outs {
+                    let (key, v) = match out {
+                        Out::Group(g) => (groups[*g].1.clone(), to_json(vals[*g], groups[*g].0.ty)),
+                        Out::Agg(func, a, key) => (
+                            key.clone(),
+                            aggregate_value(*func, a, rows.iter().map(|r| self.access(a, r))),
+                        ),
+                    };
+                    m.insert(key, v);
+                }
+                Value::Object(m)
+            })
+            .collect();
+        Ok(json!({"totalSize": records.len(), "done": true, "records": records}))
     }
 
     /// Sorts `rows` by ORDER BY `order` (accessor, descending, nulls first);
@@ -980,11 +1297,13 @@ impl Org {
             );
         }
         out.extend_from_slice(b",\"records\":[");
-        for (n, row) in cursor.rows[start..end].iter().enumerate() {
+        let page = &cursor.rows[start..end];
+        let children = self.child_rows(&cursor.plan, page);
+        for (n, row) in page.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
             }
-            self.write_columns(&mut out, cursor.obj, &cursor.plan, row);
+            self.write_columns(&mut out, cursor.obj, &cursor.plan, row, &children);
         }
         out.extend_from_slice(b"]}");
         Ok(out)
@@ -1000,10 +1319,78 @@ impl Org {
         out.push(b'}');
     }
 
-    fn write_columns(&self, out: &mut Vec<u8>, o: usize, plan: &[Column], row: &Row) {
+    /// For each children column of `plan` (by position), the child rows of
+    /// the page's records by parent id (one pass over the child table).
+    fn child_rows<'a>(&'a self, plan: &[Column], page: &'a [Arc<Row>]) -> Vec<ChildRows<'a>> {
+        plan.iter()
+            .map(|c| {
+                let Column::Children(ch) = c else {
+                    return ChildRows::new();
+                };
+                let mut map: ChildRows<'a> = page.iter().map(|r| (r.id(), Vec::new())).collect();
+                for (i, child) in self.tables[ch.child].rows.iter().enumerate() {
+                    if let Some(list) = child.vals[ch.ref_idx]
+                        .as_str()
+                        .and_then(|id| map.get_mut(id))
+                    {
+                        list.push(i);
+                    }
+                }
+                map
+            })
+            .collect()
+    }
+
+    /// Writes one child relationship of a record: `null` without children,
+    /// else `{"totalSize","done":true,"records":[...]}`.
+    fn write_children(&self, out: &mut Vec<u8>, ch: &ChildColumn, rows: Option<&Vec<usize>>) {
+        let today = Utc::now().date_naive();
+        let table = &self.tables[ch.child].rows;
+        let mut kept: Vec<&Arc<Row>> = rows
+            .into_iter()
+            .flatten()
+            .map(|i| &table[*i])
+            .filter(|r| ch.all || r.deleted_at.is_none())
+            .filter(|r| ch.filter.as_ref().is_none_or(|f| self.eval(f, r, today)))
+            .collect();
+        let limit = ch.limit.map(|l| l.min(usize::MAX as u64) as usize);
+        if !ch.order.is_empty() {
+            kept = self.sort_rows(kept, &ch.order, limit);
+        }
+        if let Some(l) = limit {
+            kept.truncate(l);
+        }
+        if kept.is_empty() {
+            out.extend_from_slice(b"null");
+            return;
+        }
+        out.extend_from_slice(
+            format!("{{\"totalSize\":{},\"done\":true,\"records\":[", kept.len()).as_bytes(),
+        );
+        for (n, r) in kept.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            self.write_columns(out, ch.child, &ch.plan, r, &[]);
+        }
+        out.extend_from_slice(b"]}");
+    }
+
+    fn write_columns(
+        &self,
+        out: &mut Vec<u8>,
+        o: usize,
+        plan: &[Column],
+        row: &Row,
+        children: &[ChildRows<'_>],
+    ) {
         self.write_attributes(out, o, row.id());
-        for c in plan {
+        for (k, c) in plan.iter().enumerate() {
             match c {
+                Column::Children(ch) => {
+                    write_key(out, ch.name);
+                    self.write_children(out, ch, children.get(k).and_then(|m| m.get(row.id())));
+                }
                 Column::Field { name, idx, ty } => {
                     write_key(out, name);
                     write_json(out, &row.vals[*idx], *ty);
@@ -1082,6 +1469,7 @@ impl Org {
                 idx: *i,
                 ty: *ty,
             }),
+            Column::Children(_) => None,
         }
     }
 
@@ -1380,6 +1768,9 @@ impl Org {
                 .and_then(Value::as_u64)
                 .unwrap_or(org.tables[o].rows.len() as u64);
         }
+        // Snapshots from before the Organization object still get its record.
+        let created = org.earliest_deleted_available;
+        super::seed::organization(&mut org, created);
         Ok(org)
     }
 
@@ -1427,6 +1818,85 @@ enum Filter {
     Cmp(Accessor, Op, Lit),
     In(Accessor, bool, Vec<Lit>),
     Like(Accessor, String),
+}
+
+/// Adds a resolved column to a field list: a parent field joins its
+/// relationship's column, a field already listed is not repeated.
+fn push_column(cols: &mut Vec<Column>, col: Column) {
+    match col {
+        Column::Parent {
+            rel,
+            mut fields,
+            ref_idx,
+            target,
+        } => {
+            if let Some(Column::Parent {
+                fields: existing, ..
+            }) = cols
+                .iter_mut()
+                .find(|c| matches!(c, Column::Parent { rel: r, .. } if *r == rel))
+            {
+                existing.append(&mut fields);
+            } else {
+                cols.push(Column::Parent {
+                    rel,
+                    ref_idx,
+                    target,
+                    fields,
+                });
+            }
+        }
+        Column::Field { idx, .. }
+            if cols
+                .iter()
+                .any(|x| matches!(x, Column::Field { idx: a, .. } if *a == idx)) => {}
+        c => cols.push(c),
+    }
+}
+
+/// One aggregate function over the values of a group, as JSON: counts are
+/// integers, SUM and AVG numbers (null without values), MIN and MAX the
+/// field's own rendering.
+fn aggregate_value<'a>(
+    func: AggFunc,
+    a: &Accessor,
+    values: impl Iterator<Item = &'a Val>,
+) -> Value {
+    let present = values.filter(|v| !v.is_null());
+    match func {
+        AggFunc::Count => json!(present.count()),
+        AggFunc::CountDistinct => {
+            let distinct: std::collections::HashSet<String> =
+                present.map(|v| to_json(v, a.ty).to_string()).collect();
+            json!(distinct.len())
+        }
+        AggFunc::Sum | AggFunc::Avg => {
+            let (mut sum, mut n) = (0.0f64, 0usize);
+            for v in present {
+                if let Val::Num(x) = v {
+                    sum += x;
+                    n += 1;
+                }
+            }
+            match (func, n) {
+                (_, 0) => Value::Null,
+                (AggFunc::Sum, _) => to_json(&Val::Num(sum), a.ty),
+                _ => to_json(&Val::Num(sum / n as f64), FieldType::Double),
+            }
+        }
+        AggFunc::Min | AggFunc::Max => {
+            let best = present.reduce(|x, y| {
+                let c = compare(y, x);
+                let better = if func == AggFunc::Min {
+                    c == std::cmp::Ordering::Less
+                } else {
+                    c == std::cmp::Ordering::Greater
+                };
+                if better { y } else { x }
+            });
+            best.map_or(Value::Null, |v| to_json(v, a.ty))
+        }
+    }
 }
 
 fn type_mismatch(q: &str, pos: usize, ty: FieldType, lit: &Literal) -> ApiError {
