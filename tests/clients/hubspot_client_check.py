@@ -171,6 +171,22 @@ def bad_token_is_401_with_the_documented_body():
 
 
 @check
+def properties_with_history_on_read_and_batch_read():
+    deal = create_deal("history", amount="10")
+    DEALS.basic_api.update(deal.id, SimplePublicObjectInput(properties={"amount": "20"}))
+    got = DEALS.basic_api.get_by_id(deal.id, properties_with_history=["amount", "dealname"])
+    amounts = got.properties_with_history["amount"]
+    assert [h.value for h in amounts] == ["20", "10"], amounts
+    assert all(h.source_type and h.timestamp for h in amounts), amounts
+    assert amounts[0].timestamp >= amounts[1].timestamp
+    read = DEALS.batch_api.read(BatchReadInputSimplePublicObjectId(
+        inputs=[SimplePublicObjectId(id=deal.id)], properties=["dealname"], properties_with_history=["amount"],
+    ))
+    assert [h.value for h in read.results[0].properties_with_history["amount"]] == ["20", "10"], read.results[0]
+    DEALS.basic_api.archive(deal.id)
+
+
+@check
 def batch_create_read_update_archive():
     created = DEALS.batch_api.create(BatchInputSimplePublicObjectBatchInputForCreate(inputs=[
         {"properties": deal_properties(f"batch {i}", amount=str(100 + i))} for i in range(3)
