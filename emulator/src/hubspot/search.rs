@@ -452,14 +452,7 @@ pub(crate) fn run(
     };
     let end = after.saturating_add(limit);
     if use_index && let Some(ids) = looked_up_ids(table, &q) {
-        let mut buf = String::new();
-        let hits: Vec<&Record> = ids
-            .iter()
-            .filter_map(|id| table.active(*id))
-            .filter(|r| q.matches(r, &mut buf))
-            .collect();
-        let (total, ids) = sort_page(&q, hits, after, end);
-        return Ok((total, ids, Plan::Candidates));
+        return Ok(candidates_page(table, &q, ids, after, end));
     }
     if use_index && let Some(answer) = by_value_indexes(table, &q, after, end) {
         return Ok(answer);
@@ -693,6 +686,18 @@ fn by_value_indexes(
         budget = budget.checked_sub(listed)?;
         driver.ids(FULL_WINDOW.0, FULL_WINDOW.1, &mut ids);
     }
+    Some(candidates_page(table, q, ids, after, end))
+}
+
+/// Filters candidate ids by the whole query, sorts the matches and cuts the
+/// page `[after, end)`.
+fn candidates_page(
+    table: &Table,
+    q: &Query<'_>,
+    mut ids: Vec<u64>,
+    after: usize,
+    end: usize,
+) -> (usize, Vec<u64>, Plan) {
     ids.sort_unstable();
     ids.dedup();
     let mut buf = String::new();
@@ -702,7 +707,7 @@ fn by_value_indexes(
         .filter(|r| q.matches(r, &mut buf))
         .collect();
     let (total, page) = sort_page(q, hits, after, end);
-    Some((total, page, Plan::Candidates))
+    (total, page, Plan::Candidates)
 }
 
 /// The exact-count plan of [`by_value_indexes`].
@@ -771,15 +776,7 @@ fn exact_from_index(
     }
     let mut ids = Vec::with_capacity(total);
     driver.ids(lo, hi, &mut ids);
-    ids.sort_unstable();
-    let mut buf = String::new();
-    let hits: Vec<&Record> = ids
-        .iter()
-        .filter_map(|id| table.active(*id))
-        .filter(|r| q.matches(r, &mut buf))
-        .collect();
-    let (total, page) = sort_page(q, hits, after, end);
-    Some((total, page, Plan::Candidates))
+    Some(candidates_page(table, q, ids, after, end))
 }
 
 /// Ids of every active record in the query's sort order (the general path's

@@ -500,11 +500,7 @@ impl Parser {
         };
         self.expect_kw("FROM")?;
         let (from, from_pos) = self.ident()?;
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.or()?)
-        } else {
-            None
-        };
+        let filter = self.where_clause()?;
         let mut group_by = Vec::new();
         if self.eat_kw("GROUP") {
             self.expect_kw("BY")?;
@@ -524,11 +520,7 @@ impl Parser {
             return Err(err("HAVING is not supported by this emulator", self.pos()));
         }
         let order = self.order_by()?;
-        let limit = if self.eat_kw("LIMIT") {
-            Some(self.count_arg("LIMIT")?)
-        } else {
-            None
-        };
+        let limit = self.limit_clause()?;
         let offset = if self.eat_kw("OFFSET") {
             Some(self.count_arg("OFFSET")?)
         } else {
@@ -618,17 +610,9 @@ impl Parser {
         }
         self.expect_kw("FROM")?;
         let (relationship, relationship_pos) = self.ident()?;
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.or()?)
-        } else {
-            None
-        };
+        let filter = self.where_clause()?;
         let order = self.order_by()?;
-        let limit = if self.eat_kw("LIMIT") {
-            Some(self.count_arg("LIMIT")?)
-        } else {
-            None
-        };
+        let limit = self.limit_clause()?;
         if *self.peek() != Tok::RParen {
             return Err(self.unexpected());
         }
@@ -641,6 +625,22 @@ impl Parser {
             order,
             limit,
         })
+    }
+
+    fn where_clause(&mut self) -> Result<Option<Cond>, ParseError> {
+        if self.eat_kw("WHERE") {
+            Ok(Some(self.or()?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn limit_clause(&mut self) -> Result<Option<u64>, ParseError> {
+        if self.eat_kw("LIMIT") {
+            Ok(Some(self.count_arg("LIMIT")?))
+        } else {
+            Ok(None)
+        }
     }
 
     fn order_by(&mut self) -> Result<Vec<OrderItem>, ParseError> {

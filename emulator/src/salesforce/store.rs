@@ -833,31 +833,14 @@ impl Org {
                 format!("\n{q}\nERROR at Row:1:Column:{}\nsObject type '{}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.", parsed.from_pos, parsed.from),
             )
         })?;
-        let invalid_field = |path: &soql::FieldPath| {
-            ApiError::bad(
-                "INVALID_FIELD",
-                format!(
-                    "\n{q}\nERROR at Row:1:Column:{}\nNo such column '{}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
-                    path.pos,
-                    path.display(),
-                    self.def(o).name
-                ),
-            )
+        let invalid_field = |path: &soql::FieldPath| no_such_column(q, path, self.def(o).name);
+        let filter = self.resolve_filter(o, parsed.filter.as_ref(), &invalid_field, q)?;
+        let order = if parsed.select.has_aggregates() || !parsed.group_by.is_empty() {
+            // Aggregate queries order by grouped fields (checked there).
+            Vec::new()
+        } else {
+            self.resolve_order(o, &parsed.order, &invalid_field)?
         };
-        // Resolve the filter and order fields to accessors.
-        let filter = match &parsed.filter {
-            Some(c) => Some(self.resolve_cond(o, c, &invalid_field, q)?),
-            None => None,
-        };
-        let mut order = Vec::new();
-        for item in &parsed.order {
-            order.push((
-                self.resolve_path(o, &item.field)
-                    .ok_or_else(|| invalid_field(&item.field))?,
-                item.descending,
-                item.nulls_first,
-            ));
-        }
         if parsed.select.has_aggregates() || !parsed.group_by.is_empty() {
             let rows = self.matching_rows(o, filter.as_ref(), all);
             return self
@@ -929,6 +912,36 @@ impl Org {
         }))
     }
 
+    /// A WHERE clause of object `o` resolved to accessors.
+    fn resolve_filter(
+        &self,
+        o: usize,
+        cond: Option<&Cond>,
+        invalid: &dyn Fn(&soql::FieldPath) -> ApiError,
+        q: &str,
+    ) -> Result<Option<Filter>, ApiError> {
+        cond.map(|c| self.resolve_cond(o, c, invalid, q))
+            .transpose()
+    }
+
+    /// ORDER BY items of object `o`: (accessor, descending, nulls first).
+    fn resolve_order(
+        &self,
+        o: usize,
+        items: &[soql::OrderItem],
+        invalid: &dyn Fn(&soql::FieldPath) -> ApiError,
+    ) -> Result<Vec<(Accessor, bool, bool)>, ApiError> {
+        items
+            .iter()
+            .map(|item| {
+                let a = self
+                    .resolve_path(o, &item.field)
+                    .ok_or_else(|| invalid(&item.field))?;
+                Ok((a, item.descending, item.nulls_first))
+            })
+            .collect()
+    }
+
     /// The rows of object `o` passing `filter` (deleted ones only for
     /// `queryAll`), in table order.
     fn matching_rows(&self, o: usize, filter: Option<&Filter>, all: bool) -> Vec<&Arc<Row>> {
@@ -972,17 +985,7 @@ impl Org {
                 format!("unknown child object {}", rel.child),
             )
         })?;
-        let invalid = |path: &soql::FieldPath| {
-            ApiError::bad(
-                "INVALID_FIELD",
-                format!(
-                    "\n{q}\nERROR at Row:1:Column:{}\nNo such column '{}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
-                    path.pos,
-                    path.display(),
-                    rel.child
-                ),
-            )
-        };
+        let invalid = |path: &soql::FieldPath| no_such_column(q, path, rel.child);
         let mut plan = Vec::new();
         for path in &sub.fields {
             let col = self
@@ -990,19 +993,8 @@ impl Org {
                 .ok_or_else(|| invalid(path))?;
             push_column(&mut plan, col);
         }
-        let filter = match &sub.filter {
-            Some(c) => Some(self.resolve_cond(child, c, &invalid, q)?),
-            None => None,
-        };
-        let mut order = Vec::new();
-        for item in &sub.order {
-            order.push((
-                self.resolve_path(child, &item.field)
-                    .ok_or_else(|| invalid(&item.field))?,
-                item.descending,
-                item.nulls_first,
-            ));
-        }
+        let filter = self.resolve_filter(child, sub.filter.as_ref(), &invalid, q)?;
+        let order = self.resolve_order(child, &sub.order, &invalid)?;
         Ok(ChildColumn {
             name: rel.name,
             child,
@@ -1818,6 +1810,18 @@ enum Filter {
     Cmp(Accessor, Op, Lit),
     In(Accessor, bool, Vec<Lit>),
     Like(Accessor, String),
+}
+
+/// `INVALID_FIELD` for a field `entity` does not have.
+fn no_such_column(q: &str, path: &soql::FieldPath, entity: &str) -> ApiError {
+    ApiError::bad(
+        "INVALID_FIELD",
+        format!(
+            "\n{q}\nERROR at Row:1:Column:{}\nNo such column '{}' on entity '{entity}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
+            path.pos,
+            path.display(),
+        ),
+    )
 }
 
 /// Adds a resolved column to a field list: a parent field joins its
