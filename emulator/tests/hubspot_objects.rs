@@ -798,4 +798,26 @@ async fn properties_with_history_lists_written_values_newest_first() {
     )
     .await
     .assert_error(400, "VALIDATION_ERROR");
+
+    // The list reads history too, at most 50 records a page.
+    for i in 0..60 {
+        h.post(
+            "/crm/v3/objects/deals",
+            json!({"properties": {"dealname": format!("more {i}")}}),
+        )
+        .await;
+    }
+    let l = h
+        .get("/crm/v3/objects/deals?limit=100&propertiesWithHistory=dealname")
+        .await;
+    assert_eq!(l.status, StatusCode::OK, "{}", l.body);
+    let results = l.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 50);
+    assert!(l.body["paging"]["next"]["after"].is_string());
+    assert_eq!(
+        results[0]["propertiesWithHistory"]["dealname"][0]["value"],
+        "History"
+    );
+    let l = h.get("/crm/v3/objects/deals?limit=100").await;
+    assert_eq!(l.body["results"].as_array().unwrap().len(), 61);
 }

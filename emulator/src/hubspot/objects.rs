@@ -23,6 +23,8 @@ use super::{Body, HubSpot, P, Params, now_ms, object_type};
 
 /// Most inputs a batch call takes.
 pub const MAX_BATCH: usize = 100;
+/// Largest list page when `propertiesWithHistory` is asked for.
+pub const MAX_HISTORY_PAGE: usize = 50;
 /// Most results a search reaches.
 pub const SEARCH_CAP: usize = 10_000;
 /// Largest search page.
@@ -200,7 +202,13 @@ pub async fn list(
     params: Params,
 ) -> Result<Response, ApiError> {
     let ot = object_type(&object)?;
-    let limit = params.limit(10, 100)?;
+    let with_history = params.list("propertiesWithHistory").unwrap_or_default();
+    // HubSpot reads at most 50 records a page with property history.
+    let limit = params.limit(10, 100)?.min(if with_history.is_empty() {
+        usize::MAX
+    } else {
+        MAX_HISTORY_PAGE
+    });
     let after = match params.get("after") {
         None => 0,
         Some(a) => a.parse::<u64>().map_err(|_| {
@@ -222,7 +230,11 @@ pub async fn list(
         let results: Vec<Value> = it
             .by_ref()
             .take(limit)
-            .map(|r| s.record_json(ot, r, props.as_deref(), &assoc))
+            .map(|r| {
+                let mut v = s.record_json(ot, r, props.as_deref(), &assoc);
+                s.add_history(ot, r, &with_history, &mut v);
+                v
+            })
             .collect();
         let mut body = json!({"results": results});
         if let Some(next) = it.next() {
