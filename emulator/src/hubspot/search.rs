@@ -783,7 +783,8 @@ fn exact_from_index(
 /// order, ties by ascending id), when an index yields it: the record map for
 /// no sort or an `hs_object_id` sort, the `(last-modified, id)` index, or an
 /// ordered value index holding every active record. Possibly including ids
-/// outside the range's bounds: the caller checks every filter.
+/// that do not match (the caller checks every filter), never leaving out one
+/// that does.
 fn sort_stream<'t>(
     table: &'t Table,
     q: &Query<'_>,
@@ -810,15 +811,10 @@ fn sort_stream<'t>(
     }
     if first.prop == table.ot.modified_prop() {
         let (ms_desc, id_desc) = index_order(table, q, range)?;
+        // Only keys inside the query's time bounds can match.
         return Some(Box::new(
-            keys_in_order(
-                table.modified_index(),
-                FULL_WINDOW.0,
-                FULL_WINDOW.1,
-                ms_desc,
-                id_desc,
-            )
-            .map(|k| k.1),
+            keys_in_order(table.modified_index(), range.lo, range.hi, ms_desc, id_desc)
+                .map(|k| k.1),
         ));
     }
     let ValueIndex::Ordered { keys, num } = table.value_index(first.prop)? else {
