@@ -62,6 +62,20 @@ fn assert_no_failures(failures: &[dealbridge::sync::engine::FailureLine]) {
     assert!(failures.is_empty(), "{failures:?}");
 }
 
+/// A cycle's counters show no create and no update on either side.
+fn assert_writes_nothing(c: &dealbridge::store::RunCounters) {
+    assert_eq!(
+        (
+            c.created_hubspot,
+            c.updated_hubspot,
+            c.created_salesforce,
+            c.updated_salesforce
+        ),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+}
+
 fn fields(v: Value) -> Fields {
     v.as_object().cloned().unwrap()
 }
@@ -748,17 +762,7 @@ async fn a_contact_that_gets_a_deal_moves_forward_to_the_opportunity_stage() {
     // The contacts' change comes back as an echo: nothing is written to either CRM.
     let again = e.run_cycle().await.unwrap();
     assert_no_failures(&again.failures);
-    let c = &again.counters;
-    assert_eq!(
-        (
-            c.created_hubspot,
-            c.updated_hubspot,
-            c.created_salesforce,
-            c.updated_salesforce
-        ),
-        (0, 0, 0, 0),
-        "{c:?}"
-    );
+    assert_writes_nothing(&again.counters);
     assert_eq!(
         lifecycle_stage(&w, &hs[0]).await.as_deref(),
         Some("opportunity")
@@ -1296,17 +1300,7 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
     let r = e2.run_cycle().await.unwrap();
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     let again = e2.run_cycle().await.unwrap();
-    let c = &again.counters;
-    assert_eq!(
-        (
-            c.created_hubspot,
-            c.updated_hubspot,
-            c.created_salesforce,
-            c.updated_salesforce
-        ),
-        (0, 0, 0, 0),
-        "{c:?}"
-    );
+    assert_writes_nothing(&again.counters);
     let tenant = tenant();
     for (sobject, object, pair) in [
         ("Account", "companies", ObjectPair::AccountCompany),

@@ -2,15 +2,18 @@
 //! manual resync, dry run and the test fault point between apply and commit.
 //!
 //! A cycle, per pair (accounts ↔ companies, contacts ↔ contacts, then opportunities ↔
-//! deals): Salesforce changes page by page (capture → plan → apply → commit, checkpoint
-//! with the page's last batch), Salesforce deletes (a deleted opportunity archives its
-//! deal), HubSpot changes the same way; then contact roles changed in Salesforce (their
-//! changes do not touch the opportunity), then the failed records whose retry is due.
-//! A crash anywhere re-runs from the last commit: creates are upserts on cross-reference
-//! keys, so nothing is duplicated.
+//! deals): Salesforce changes page by page (capture → plan → apply → commit; the next
+//! page is read while one is handled, its batches are written a few at once and the
+//! page's checkpoint is committed once all of them are), Salesforce deletes (a deleted
+//! opportunity archives its deal), HubSpot changes the same way, beside the next pair's
+//! Salesforce pass; then contact roles changed in Salesforce (their changes do not touch
+//! the opportunity), then the failed records whose retry is due. A crash anywhere re-runs
+//! from the last commit: creates are upserts on cross-reference keys, so nothing is
+//! duplicated.
 //!
-//! It must never commit what a CRM did not acknowledge, never write in a dry run, and
-//! never hold more than one page of records.
+//! It must never commit what a CRM did not acknowledge, never move a checkpoint past a
+//! record that is not committed, never write in a dry run, and never hold more than two
+//! pages of records per pass (one handled, one read ahead).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -226,15 +229,9 @@ struct Cycle {
 }
 
 impl Cycle {
-    /// A cycle for one batch of `source_ids` (run beside the page's other batches): the
-    /// same run and view, its own report, the contact roles of its opportunities (taken
-    /// out of a backfill's role map).
-    fn batch_child<'a>(&mut self, source_ids: impl Iterator<Item = &'a str>) -> Cycle {
-        let backfill_roles = self.backfill_roles.as_mut().map(|all| {
-            source_ids
-                .filter_map(|id| all.remove_entry(id))
-                .collect::<HashMap<_, _>>()
-        });
+    /// A cycle for work run beside other work of the same run: the same run and view,
+    /// its own report.
+    fn child(&self) -> Cycle {
         Cycle {
             run_id: self.run_id,
             trigger: self.trigger,
@@ -244,29 +241,35 @@ impl Cycle {
             },
             failed: HashSet::new(),
             hubspot_empty: self.hubspot_empty,
-            backfill_roles,
+            backfill_roles: None,
             stage_set_at_create: Arc::clone(&self.stage_set_at_create),
             stage_set_now: Vec::new(),
             role_contacts: Arc::clone(&self.role_contacts),
         }
     }
 
-    /// A cycle for a HubSpot pass run beside the next pair's Salesforce pass: the same run
-    /// and view, its own report, none of the Salesforce backfill's state.
+    /// A cycle for one batch of `source_ids` (run beside the page's other batches), with
+    /// the contact roles of its opportunities taken out of a backfill's role map.
+    fn batch_child<'a>(&mut self, source_ids: impl Iterator<Item = &'a str>) -> Cycle {
+        let backfill_roles = self.backfill_roles.as_mut().map(|all| {
+            source_ids
+                .filter_map(|id| all.remove_entry(id))
+                .collect::<HashMap<_, _>>()
+        });
+        Cycle {
+            backfill_roles,
+            ..self.child()
+        }
+    }
+
+    /// A cycle for a HubSpot pass run beside the next pair's Salesforce pass: none of the
+    /// Salesforce backfill's state.
     fn pass_child(&self) -> Cycle {
         Cycle {
-            run_id: self.run_id,
-            trigger: self.trigger,
-            report: CycleReport {
-                run_id: self.run_id,
-                ..Default::default()
-            },
-            failed: HashSet::new(),
             hubspot_empty: None,
-            backfill_roles: None,
             stage_set_at_create: Arc::default(),
-            stage_set_now: Vec::new(),
             role_contacts: Arc::default(),
+            ..self.child()
         }
     }
 
@@ -451,15 +454,7 @@ impl Engine {
         let started = Instant::now();
         let (sf0, hs0) = self.metrics_calls();
         self.renew().await?;
-        let opp_cp = self
-            .store
-            .checkpoint(
-                &self.opts.tenant,
-                ObjectPair::OpportunityDeal,
-                Side::Salesforce,
-                Stream::Changes,
-            )
-            .await?;
+        let opp_cp = self.opportunity_checkpoint().await?;
         let trigger = match (&resync, &opp_cp) {
             (Some(_), _) => Trigger::Resync,
             (None, None) => Trigger::Backfill,
@@ -654,7 +649,12 @@ impl Engine {
         if self.setup.pair(ObjectPair::OpportunityDeal).is_none() {
             return Ok(false);
         }
-        let cp = self
+        Ok(self.opportunity_checkpoint().await?.is_none())
+    }
+
+    /// The checkpoint of the opportunities' Salesforce changes (none: not backfilled yet).
+    async fn opportunity_checkpoint(&self) -> Result<Option<Checkpoint>, SyncError> {
+        Ok(self
             .store
             .checkpoint(
                 &self.opts.tenant,
@@ -662,8 +662,7 @@ impl Engine {
                 Side::Salesforce,
                 Stream::Changes,
             )
-            .await?;
-        Ok(cp.is_none())
+            .await?)
     }
 
     async fn capture_sf_pages(
