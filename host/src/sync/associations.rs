@@ -31,8 +31,6 @@ use crate::runtime::{Related, RelatedKind};
 /// One contact role as Salesforce has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactRole {
-    /// The role's id.
-    pub id: String,
     /// The contact.
     pub contact_id: String,
     /// `Role`.
@@ -41,7 +39,7 @@ pub struct ContactRole {
     pub primary: bool,
 }
 
-const ROLE_FIELDS: &str = "Id, OpportunityId, ContactId, Role, IsPrimary";
+const ROLE_FIELDS: &str = "OpportunityId, ContactId, Role, IsPrimary";
 
 /// The contact roles of opportunities, by opportunity id (200 ids per query).
 pub async fn contact_roles(
@@ -81,7 +79,6 @@ fn add_roles(
             continue;
         };
         out.entry(opp.to_string()).or_default().push(ContactRole {
-            id: r.id().unwrap_or_default().to_string(),
             contact_id: contact.to_string(),
             role: r.str_field("Role").map(str::to_string),
             primary: r
@@ -476,7 +473,6 @@ mod tests {
     #[test]
     fn salesforce_diff_only_adds() {
         let roles = vec![ContactRole {
-            id: "00K1".into(),
             contact_id: "003a".into(),
             role: None,
             primary: true,
