@@ -62,6 +62,20 @@ fn assert_no_failures(failures: &[dealbridge::sync::engine::FailureLine]) {
     assert!(failures.is_empty(), "{failures:?}");
 }
 
+/// A cycle's counters show no create and no update on either side.
+fn assert_writes_nothing(c: &dealbridge::store::RunCounters) {
+    assert_eq!(
+        (
+            c.created_hubspot,
+            c.updated_hubspot,
+            c.created_salesforce,
+            c.updated_salesforce
+        ),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+}
+
 fn fields(v: Value) -> Fields {
     v.as_object().cloned().unwrap()
 }
@@ -262,8 +276,9 @@ async fn contact_roles_become_deal_associations_and_contact_rollups_come_out_rig
 }
 
 /// Into a portal that held no company, contact or deal, a backfill creates the deals with
-/// their company and contact associations in the create calls: no association call at
-/// all, and the next cycle finds nothing to change.
+/// their company and contact associations in the create calls (no association call at
+/// all), and the contacts that have a contact role at the `opportunity` lifecycle stage
+/// (no lifecycle read or update); the next cycle finds nothing to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_into_an_empty_portal_creates_deals_with_their_associations() {
     let w = world_empty_portal(0).await;
@@ -278,7 +293,7 @@ async fn a_backfill_into_an_empty_portal_creates_deals_with_their_associations()
     )
     .await;
     let mut contacts = Vec::new();
-    for name in ["Ada", "Bo"] {
+    for name in ["Ada", "Bo", "Cy"] {
         contacts.push(
             create(
                 &w,
@@ -317,6 +332,23 @@ async fn a_backfill_into_an_empty_portal_creates_deals_with_their_associations()
         .map(|c| c["count"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(v4_calls, 0, "associations were created with the deals");
+    // One batch call per object type, the creates: the contacts with a role were created
+    // at their lifecycle stage, so the lifecycle step read and moved none of them.
+    assert_eq!(
+        w.calls_with(Emu::HubSpot, "/crm/v3/objects/{object_type}/batch/", 200)
+            .await
+            + w.calls_with(Emu::HubSpot, "/crm/v3/objects/{object_type}/batch/", 201)
+                .await,
+        3,
+        "{}",
+        w.requests(Emu::HubSpot).await
+    );
+    let h3 = hs_id(&e, ObjectPair::ContactContact, &contacts[2]).await;
+    assert_eq!(
+        lifecycle_stage(&w, &h3).await.unwrap_or_default(),
+        "",
+        "no role, no stage"
+    );
     let (d1, d2) = (
         hs_id(&e, ObjectPair::OpportunityDeal, &o1).await,
         hs_id(&e, ObjectPair::OpportunityDeal, &o2).await,
@@ -340,6 +372,13 @@ async fn a_backfill_into_an_empty_portal_creates_deals_with_their_associations()
     );
     assert!(a1[&d2].companies.is_empty(), "no account, no company");
     assert_eq!(contacts_of(&w, &d2).await, BTreeSet::from([h2.clone()]));
+    for h in [&h1, &h2] {
+        assert_eq!(
+            lifecycle_stage(&w, h).await.as_deref(),
+            Some("opportunity"),
+            "a contact with a deal"
+        );
+    }
     // HubSpot's own rollups count the associations made at create time.
     let k2 = w.hs.get("contacts", &h2, &ROLLUPS, &[]).await.unwrap();
     assert_eq!(k2.prop("num_associated_deals"), Some("2"));
@@ -381,14 +420,18 @@ async fn a_create_whose_cross_reference_exists_is_upserted_onto_that_record() {
         .await
         .unwrap();
     let existing = before.items[0].as_ref().unwrap().id.clone();
+    // A create-only property goes with the create, never onto the existing record.
+    let create_only = || [("industry".to_string(), "Created".to_string())].into();
     let news = vec![
         HsNew {
             input: input(old_sf, "After"),
             associations: vec![],
+            create_only: create_only(),
         },
         HsNew {
             input: input(new_sf, "New"),
             associations: vec![],
+            create_only: create_only(),
         },
     ];
     let res = hs_create(&hs, "companies", &xref, &news).await;
@@ -415,10 +458,25 @@ async fn a_create_whose_cross_reference_exists_is_upserted_onto_that_record() {
         assert_eq!(found.total, 1, "one company for {sf_id}");
     }
     let now = hs
-        .get("companies", &existing, &["name"], &[])
+        .get("companies", &existing, &["name", "industry"], &[])
         .await
         .unwrap();
     assert_eq!(now.prop("name"), Some("After"));
+    assert_eq!(
+        now.prop("industry").unwrap_or(""),
+        "",
+        "not set on the existing record"
+    );
+    let created = hs
+        .get(
+            "companies",
+            &second.as_ref().unwrap().id,
+            &["industry"],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.prop("industry"), Some("Created"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,17 +762,7 @@ async fn a_contact_that_gets_a_deal_moves_forward_to_the_opportunity_stage() {
     // The contacts' change comes back as an echo: nothing is written to either CRM.
     let again = e.run_cycle().await.unwrap();
     assert_no_failures(&again.failures);
-    let c = &again.counters;
-    assert_eq!(
-        (
-            c.created_hubspot,
-            c.updated_hubspot,
-            c.created_salesforce,
-            c.updated_salesforce
-        ),
-        (0, 0, 0, 0),
-        "{c:?}"
-    );
+    assert_writes_nothing(&again.counters);
     assert_eq!(
         lifecycle_stage(&w, &hs[0]).await.as_deref(),
         Some("opportunity")
@@ -1212,4 +1260,80 @@ async fn more_than_ten_thousand_hubspot_deals_changed_since_the_checkpoint_all_s
         }
     }
     assert_eq!(links, N);
+}
+
+/// The records of `object` in HubSpot (one search for the total).
+async fn hubspot_total(w: &World, object: &str) -> u64 {
+    w.hs.search(
+        object,
+        &SearchRequest {
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .total
+}
+
+/// The batches of one page are written side by side. A crash after some of them were
+/// acknowledged and committed while others were not (the page's checkpoint not yet moved)
+/// loses nothing and duplicates nothing after the restart: every record has exactly one
+/// counterpart and one link, and a further cycle writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing() {
+    let w = world_empty_portal(600).await;
+    let cfg = w.config("");
+    let mut e = w.engine(&cfg, "first").await;
+    owners_in_hubspot(&w, &e).await;
+    // Accounts (one batch), contacts (two) and the companies' read-back (one) pass the
+    // fault point first; it fires among the opportunity page's six batches (or the
+    // contacts' read-back that runs beside them).
+    e.fault_point().arm_after_apply(6);
+    let err = e.run_cycle().await.unwrap_err();
+    assert!(
+        matches!(err, dealbridge::sync::SyncError::Injected(_)),
+        "{err}"
+    );
+    drop(e);
+    let mut e2 = w.engine(&cfg, "second").await;
+    let r = e2.run_cycle().await.unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let again = e2.run_cycle().await.unwrap();
+    assert_writes_nothing(&again.counters);
+    let tenant = tenant();
+    for (sobject, object, pair) in [
+        ("Account", "companies", ObjectPair::AccountCompany),
+        ("Contact", "contacts", ObjectPair::ContactContact),
+        ("Opportunity", "deals", ObjectPair::OpportunityDeal),
+    ] {
+        let rows =
+            w.sf.query(&format!("SELECT Id FROM {sobject}"), QueryScope::Live)
+                .await
+                .unwrap();
+        let mut links = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = e2
+                .store()
+                .links(&tenant, pair, after.as_deref(), 500)
+                .await
+                .unwrap();
+            after = page.last().map(|l| l.salesforce_id.clone());
+            let full = page.len() == 500;
+            links.extend(page);
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(links.len(), rows.len(), "every {sobject} linked once");
+        let distinct: std::collections::HashSet<&str> =
+            links.iter().map(|l| l.hubspot_id.as_str()).collect();
+        assert_eq!(distinct.len(), links.len(), "one {object} record per link");
+        assert_eq!(
+            hubspot_total(&w, object).await,
+            rows.len() as u64,
+            "no {object} record twice"
+        );
+    }
 }

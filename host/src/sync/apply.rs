@@ -131,6 +131,10 @@ pub struct HsNew {
     pub input: UpdateInput,
     /// Associations created in the same call.
     pub associations: Vec<AssociationSpec>,
+    /// Properties only the create sets: what holds for a new record but must not overwrite
+    /// an existing one (a contact's lifecycle stage). The upsert of an unacknowledged
+    /// create leaves them out.
+    pub create_only: crate::crm::hubspot::Properties,
 }
 
 /// What became of one [`HsNew`]: the record (or why not) and whether its associations were
@@ -142,7 +146,8 @@ pub type HsNewResult = (Result<HsObject, WriteFailure>, bool);
 /// property `xref`, so HubSpot refuses a record whose Salesforce id another record holds:
 /// a create cannot duplicate. Every input the create did not acknowledge (a conflict, a
 /// refused call, a lost answer) is written again by the upsert on `xref`, without its
-/// associations; one result per input, in order.
+/// associations and its create-only properties; one result per input, in order (the flag
+/// is true when the create itself was acknowledged).
 pub async fn hs_create(
     hs: &HubSpotClient,
     object: &str,
@@ -156,9 +161,13 @@ pub async fn hs_create(
     {
         let inputs: Vec<CreateInput> = chunk
             .iter()
-            .map(|n| CreateInput {
-                properties: n.input.properties.clone(),
-                associations: n.associations.clone(),
+            .map(|n| {
+                let mut properties = n.input.properties.clone();
+                properties.extend(n.create_only.clone());
+                CreateInput {
+                    properties,
+                    associations: n.associations.clone(),
+                }
             })
             .collect();
         if let Ok(outcome) = hs.batch_create_keyed(object, xref, &inputs).await {

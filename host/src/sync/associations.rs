@@ -12,7 +12,8 @@
 //!
 //! A contact that gets a deal moves to the `opportunity` lifecycle stage unless it is at or
 //! past it (HubSpot's order; `other` and custom stages stay): one batch read and one batch
-//! update per 100 contacts. Apart from that property, this module must never create or
+//! update per 100 contacts. (A backfill into an empty portal creates contacts that have a
+//! contact role at that stage instead, and skips them here.) Apart from that property, this module must never create or
 //! change a company, contact, deal or opportunity.
 
 use std::collections::{HashMap, HashSet};
@@ -30,8 +31,6 @@ use crate::runtime::{Related, RelatedKind};
 /// One contact role as Salesforce has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactRole {
-    /// The role's id.
-    pub id: String,
     /// The contact.
     pub contact_id: String,
     /// `Role`.
@@ -40,7 +39,7 @@ pub struct ContactRole {
     pub primary: bool,
 }
 
-const ROLE_FIELDS: &str = "Id, OpportunityId, ContactId, Role, IsPrimary";
+const ROLE_FIELDS: &str = "OpportunityId, ContactId, Role, IsPrimary";
 
 /// The contact roles of opportunities, by opportunity id (200 ids per query).
 pub async fn contact_roles(
@@ -80,7 +79,6 @@ fn add_roles(
             continue;
         };
         out.entry(opp.to_string()).or_default().push(ContactRole {
-            id: r.id().unwrap_or_default().to_string(),
             contact_id: contact.to_string(),
             role: r.str_field("Role").map(str::to_string),
             primary: r
@@ -276,6 +274,9 @@ const LIFECYCLE_ORDER: [&str; 7] = [
     "evangelist",
 ];
 
+/// The contact property that holds the lifecycle stage.
+pub const LIFECYCLE_PROPERTY: &str = "lifecyclestage";
+
 /// The lifecycle stage of a contact associated with a deal.
 pub const DEAL_CONTACT_STAGE: &str = "opportunity";
 
@@ -305,16 +306,20 @@ pub async fn promote_deal_contacts(
         return Ok((0, Vec::new()));
     }
     let read = hs
-        .batch_read("contacts", &ids, &["lifecyclestage"], None)
+        .batch_read("contacts", &ids, &[LIFECYCLE_PROPERTY], None)
         .await?;
     let inputs: Vec<UpdateInput> = read
         .items
         .iter()
         .filter_map(|r| r.as_ref().ok())
-        .filter(|c| moves_to_deal_stage(c.prop("lifecyclestage")))
+        .filter(|c| moves_to_deal_stage(c.prop(LIFECYCLE_PROPERTY)))
         .map(|c| UpdateInput {
             id: c.id.clone(),
-            properties: [("lifecyclestage".to_string(), DEAL_CONTACT_STAGE.to_string())].into(),
+            properties: [(
+                LIFECYCLE_PROPERTY.to_string(),
+                DEAL_CONTACT_STAGE.to_string(),
+            )]
+            .into(),
         })
         .collect();
     if inputs.is_empty() {
@@ -468,7 +473,6 @@ mod tests {
     #[test]
     fn salesforce_diff_only_adds() {
         let roles = vec![ContactRole {
-            id: "00K1".into(),
             contact_id: "003a".into(),
             role: None,
             primary: true,

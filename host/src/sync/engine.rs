@@ -2,20 +2,25 @@
 //! manual resync, dry run and the test fault point between apply and commit.
 //!
 //! A cycle, per pair (accounts ↔ companies, contacts ↔ contacts, then opportunities ↔
-//! deals): Salesforce changes page by page (capture → plan → apply → commit, checkpoint
-//! with the page's last batch), Salesforce deletes (a deleted opportunity archives its
-//! deal), HubSpot changes the same way; then contact roles changed in Salesforce (their
-//! changes do not touch the opportunity), then the failed records whose retry is due.
-//! A crash anywhere re-runs from the last commit: creates are upserts on cross-reference
-//! keys, so nothing is duplicated.
+//! deals): Salesforce changes page by page (capture → plan → apply → commit; the next
+//! page is read while one is handled, its batches are written a few at once and the
+//! page's checkpoint is committed once all of them are), Salesforce deletes (a deleted
+//! opportunity archives its deal), HubSpot changes the same way, beside the next pair's
+//! Salesforce pass; then contact roles changed in Salesforce (their changes do not touch
+//! the opportunity), then the failed records whose retry is due. A crash anywhere re-runs
+//! from the last commit: creates are upserts on cross-reference keys, so nothing is
+//! duplicated.
 //!
-//! It must never commit what a CRM did not acknowledge, never write in a dry run, and
-//! never hold more than one page of records.
+//! It must never commit what a CRM did not acknowledge, never move a checkpoint past a
+//! record that is not committed, never write in a dry run, and never hold more than two
+//! pages of records per pass (one handled, one read ahead).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use serde::Serialize;
 use serde_json::{Value as Json, json};
@@ -208,9 +213,89 @@ struct Cycle {
     /// (the unique cross-reference property still refuses a duplicate) with their
     /// associations inline.
     hubspot_empty: Option<ObjectPair>,
-    /// Every contact role, by opportunity, read once for an opportunity backfill (a page of
-    /// roles per call instead of a query per batch).
+    /// Every contact role, by opportunity, read once for a backfill (a page of roles per
+    /// call instead of a query per batch): by the contact backfill into an empty portal
+    /// (which creates contacts with a role at the deal-contact lifecycle stage) or else by
+    /// the opportunity backfill, which consumes it.
     backfill_roles: Option<HashMap<String, Vec<ContactRole>>>,
+    /// HubSpot contacts this cycle created at the deal-contact lifecycle stage: the
+    /// lifecycle step has nothing to read or move for them.
+    stage_set_at_create: Arc<HashSet<String>>,
+    /// Those created by this batch, added to `stage_set_at_create` after its page.
+    stage_set_now: Vec<String>,
+    /// The Salesforce contacts with a contact role, while a contact backfill into an
+    /// empty portal runs before the opportunity backfill.
+    role_contacts: Arc<HashSet<String>>,
+}
+
+impl Cycle {
+    /// A cycle for work run beside other work of the same run: the same run and view,
+    /// its own report.
+    fn child(&self) -> Cycle {
+        Cycle {
+            run_id: self.run_id,
+            trigger: self.trigger,
+            report: CycleReport {
+                run_id: self.run_id,
+                ..Default::default()
+            },
+            failed: HashSet::new(),
+            hubspot_empty: self.hubspot_empty,
+            backfill_roles: None,
+            stage_set_at_create: Arc::clone(&self.stage_set_at_create),
+            stage_set_now: Vec::new(),
+            role_contacts: Arc::clone(&self.role_contacts),
+        }
+    }
+
+    /// A cycle for one batch of `source_ids` (run beside the page's other batches), with
+    /// the contact roles of its opportunities taken out of a backfill's role map.
+    fn batch_child<'a>(&mut self, source_ids: impl Iterator<Item = &'a str>) -> Cycle {
+        let backfill_roles = self.backfill_roles.as_mut().map(|all| {
+            source_ids
+                .filter_map(|id| all.remove_entry(id))
+                .collect::<HashMap<_, _>>()
+        });
+        Cycle {
+            backfill_roles,
+            ..self.child()
+        }
+    }
+
+    /// A cycle for a HubSpot pass run beside the next pair's Salesforce pass: none of the
+    /// Salesforce backfill's state.
+    fn pass_child(&self) -> Cycle {
+        Cycle {
+            hubspot_empty: None,
+            stage_set_at_create: Arc::default(),
+            role_contacts: Arc::default(),
+            ..self.child()
+        }
+    }
+
+    /// Takes in what a batch's cycle did.
+    fn absorb(&mut self, child: Cycle) {
+        let Cycle {
+            report,
+            failed,
+            stage_set_now,
+            ..
+        } = child;
+        self.report.counters.add(&report.counters);
+        self.report.failures.extend(report.failures);
+        self.report.planned.extend(report.planned);
+        self.failed.extend(failed);
+        self.stage_set_now.extend(stage_set_now);
+    }
+
+    /// Adds the contacts the page's batches created at their lifecycle stage to the
+    /// cycle's set (once every batch's view of the set is gone).
+    fn settle_stage_set(&mut self) {
+        if !self.stage_set_now.is_empty() {
+            let now = std::mem::take(&mut self.stage_set_now);
+            Arc::make_mut(&mut self.stage_set_at_create).extend(now);
+        }
+    }
 }
 
 impl Engine {
@@ -369,15 +454,7 @@ impl Engine {
         let started = Instant::now();
         let (sf0, hs0) = self.metrics_calls();
         self.renew().await?;
-        let opp_cp = self
-            .store
-            .checkpoint(
-                &self.opts.tenant,
-                ObjectPair::OpportunityDeal,
-                Side::Salesforce,
-                Stream::Changes,
-            )
-            .await?;
+        let opp_cp = self.opportunity_checkpoint().await?;
         let trigger = match (&resync, &opp_cp) {
             (Some(_), _) => Trigger::Resync,
             (None, None) => Trigger::Backfill,
@@ -404,6 +481,9 @@ impl Engine {
             failed: HashSet::new(),
             hubspot_empty: None,
             backfill_roles: None,
+            stage_set_at_create: Arc::default(),
+            stage_set_now: Vec::new(),
+            role_contacts: Arc::default(),
         };
         let cycle_start = now_ms();
         let result = match resync {
@@ -456,12 +536,41 @@ impl Engine {
     }
 
     async fn do_cycle(&mut self, cy: &mut Cycle, cycle_start: i64) -> Result<(), SyncError> {
-        for schema in self.synced_pairs() {
-            self.capture_sf(cy, &schema).await?;
-            if schema.spec.pair == ObjectPair::OpportunityDeal {
-                self.capture_sf_deletes(cy, &schema).await?;
+        // Each pair's HubSpot changes are read while the next pair's Salesforce changes are
+        // written (search and writes are separate HubSpot budgets): the next pair needs
+        // only this one's Salesforce side linked, and the next HubSpot pass waits for both.
+        // A dry run goes in turn.
+        let pairs = self.synced_pairs();
+        let mut hubspot_behind: Option<&PairSchema> = None;
+        for schema in &pairs {
+            let salesforce_side = async |cy: &mut Cycle| {
+                self.capture_sf(cy, schema).await?;
+                if schema.spec.pair == ObjectPair::OpportunityDeal {
+                    self.capture_sf_deletes(cy, schema).await?;
+                }
+                Ok::<(), SyncError>(())
+            };
+            if self.opts.dry_run {
+                // In turn, so that the plan prints pair by pair.
+                salesforce_side(cy).await?;
+                self.capture_hs(cy, schema).await?;
+                continue;
             }
-            self.capture_hs(cy, &schema).await?;
+            match hubspot_behind {
+                Some(behind) => {
+                    let mut hs_cy = cy.pass_child();
+                    let (sf, hs) =
+                        tokio::join!(salesforce_side(cy), self.capture_hs(&mut hs_cy, behind));
+                    cy.absorb(hs_cy);
+                    sf?;
+                    hs?;
+                }
+                None => salesforce_side(cy).await?,
+            }
+            hubspot_behind = Some(schema);
+        }
+        if let Some(behind) = hubspot_behind {
+            self.capture_hs(cy, behind).await?;
         }
         if let Some(schema) = self.setup.pair(ObjectPair::OpportunityDeal).cloned() {
             // The sweep first: what HubSpot added reaches Salesforce before a contact
@@ -469,7 +578,7 @@ impl Engine {
             if cy.trigger == Trigger::Incremental {
                 self.incremental_cycles += 1;
                 let every = u64::from(self.opts.association_sweep_every);
-                if every > 0 && self.incremental_cycles % every == 0 {
+                if every > 0 && self.incremental_cycles.is_multiple_of(every) {
                     self.sweep_associations(cy, &schema).await?;
                 }
             }
@@ -486,7 +595,7 @@ impl Engine {
         })
     }
 
-    async fn capture_sf(&mut self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
+    async fn capture_sf(&self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
         let pair = schema.spec.pair;
         let cp = self
             .store
@@ -506,23 +615,68 @@ impl Engine {
             if capture::hs_is_empty(&self.hs, schema.spec.hs_object).await? {
                 cy.hubspot_empty = Some(pair);
             }
-            if pair == ObjectPair::OpportunityDeal {
+            let roles_wanted = match pair {
+                ObjectPair::OpportunityDeal => true,
+                // Contacts created into an empty portal carry their lifecycle stage when
+                // the opportunity backfill that follows will give them a deal.
+                ObjectPair::ContactContact => {
+                    cy.hubspot_empty == Some(pair) && self.opportunity_backfill_pending().await?
+                }
+                ObjectPair::AccountCompany => false,
+            };
+            if roles_wanted && cy.backfill_roles.is_none() {
                 cy.backfill_roles = Some(associations::all_contact_roles(&self.sf).await?);
+            }
+            if pair == ObjectPair::ContactContact
+                && let Some(roles) = &cy.backfill_roles
+            {
+                cy.role_contacts = Arc::new(
+                    roles
+                        .values()
+                        .flatten()
+                        .map(|r| r.contact_id.clone())
+                        .collect(),
+                );
             }
         }
         let result = self
             .capture_sf_pages(cy, schema, cursor, until, trigger, backfill)
             .await;
         cy.hubspot_empty = None;
-        cy.backfill_roles = None;
+        cy.role_contacts = Arc::default();
+        if pair == ObjectPair::OpportunityDeal || result.is_err() {
+            cy.backfill_roles = None;
+        }
         result
     }
 
+    /// True when opportunities are synced and have not been backfilled yet (this cycle
+    /// backfills them after the contacts).
+    async fn opportunity_backfill_pending(&self) -> Result<bool, SyncError> {
+        if self.setup.pair(ObjectPair::OpportunityDeal).is_none() {
+            return Ok(false);
+        }
+        Ok(self.opportunity_checkpoint().await?.is_none())
+    }
+
+    /// The checkpoint of the opportunities' Salesforce changes (none: not backfilled yet).
+    async fn opportunity_checkpoint(&self) -> Result<Option<Checkpoint>, SyncError> {
+        Ok(self
+            .store
+            .checkpoint(
+                &self.opts.tenant,
+                ObjectPair::OpportunityDeal,
+                Side::Salesforce,
+                Stream::Changes,
+            )
+            .await?)
+    }
+
     async fn capture_sf_pages(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
-        mut cursor: Cursor,
+        cursor: Cursor,
         until: i64,
         trigger: Trigger,
         backfill: bool,
@@ -530,20 +684,10 @@ impl Engine {
         let pair = schema.spec.pair;
         let select = capture::sf_select(schema, &self.opts.external_id_field);
         let mut done_n = 0u64;
-        let mut more: Option<String> = None;
-        let mut total = None;
+        let mut page =
+            capture::sf_changes(&self.sf, schema.spec.sobject, &select, &cursor, until).await?;
+        let total = backfill.then_some(page.total);
         loop {
-            let page = match &more {
-                None => {
-                    let p =
-                        capture::sf_changes(&self.sf, schema.spec.sobject, &select, &cursor, until)
-                            .await?;
-                    total = backfill.then_some(p.total);
-                    p
-                }
-                Some(url) => capture::sf_more(&self.sf, url, &cursor).await?,
-            };
-            more = page.more.clone();
             cy.report.counters.read_salesforce += page.rows.len() as i64;
             let cp_next = Checkpoint {
                 object_pair: pair,
@@ -552,23 +696,35 @@ impl Engine {
                 cursor_time_ms: page.next.time_ms,
                 cursor_id: page.next.id.clone(),
             };
-            let n = page.rows.len();
-            self.sync_sf_rows(cy, schema, page.rows, trigger, Some(cp_next))
-                .await?;
+            let rows = std::mem::take(&mut page.rows);
+            let n = rows.len();
+            // The next page is read while this one is planned and written.
+            let next_page = async {
+                match &page.more {
+                    Some(url) if !page.done => {
+                        Some(capture::sf_more(&self.sf, url, &page.next).await)
+                    }
+                    _ => None,
+                }
+            };
+            let (next, synced) = tokio::join!(
+                next_page,
+                self.sync_sf_rows(cy, schema, rows, trigger, Some(cp_next))
+            );
+            synced?;
             done_n += n as u64;
             if let Some(p) = &self.progress {
                 p(pair.as_str(), done_n, total);
             }
-            cursor = page.next;
-            if page.done {
-                break;
+            match next {
+                Some(p) => page = p?,
+                None => return Ok(()),
             }
         }
-        Ok(())
     }
 
     async fn capture_sf_deletes(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
     ) -> Result<(), SyncError> {
@@ -705,7 +861,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn capture_hs(&mut self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
+    async fn capture_hs(&self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
         let pair = schema.spec.pair;
         let cp = self
             .store
@@ -729,9 +885,9 @@ impl Engine {
         };
         if backfill {
             // Everything once, in id order; the checkpoint only at the end of the window.
-            let mut after = 0;
-            loop {
-                let (records, next) = capture::hs_backfill_page(
+            // The next page is read while this one is handled.
+            let read_page = |after: u64| {
+                capture::hs_backfill_page(
                     &self.hs,
                     schema,
                     &props,
@@ -739,7 +895,10 @@ impl Engine {
                     after,
                     until,
                 )
-                .await?;
+            };
+            let mut page = read_page(0).await?;
+            loop {
+                let (records, next) = page;
                 cy.report.counters.read_hubspot += records.len() as i64;
                 let cpn = next.is_none().then(|| Checkpoint {
                     object_pair: pair,
@@ -748,10 +907,19 @@ impl Engine {
                     cursor_time_ms: until,
                     cursor_id: String::new(),
                 });
-                self.sync_hs_records(cy, schema, records, trigger, cpn)
-                    .await?;
-                match next {
-                    Some(id) => after = id,
+                let next_page = async {
+                    match next {
+                        Some(after) => Some(read_page(after).await),
+                        None => None,
+                    }
+                };
+                let (following, synced) = tokio::join!(
+                    next_page,
+                    self.sync_hs_records(cy, schema, records, trigger, cpn)
+                );
+                synced?;
+                match following {
+                    Some(p) => page = p?,
                     None => return Ok(()),
                 }
             }
@@ -1049,7 +1217,7 @@ impl Engine {
     }
 
     async fn resync_sf_ids(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         ids: &[String],
@@ -1071,7 +1239,7 @@ impl Engine {
     }
 
     async fn resync_hs_ids(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         ids: &[String],
@@ -1125,7 +1293,7 @@ impl Engine {
     }
 
     async fn resync_where(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         cond: Option<&str>,
@@ -1161,7 +1329,7 @@ impl Engine {
     }
 
     /// Failed records whose retry is due, re-read and synced again.
-    async fn retry_due(&mut self, cy: &mut Cycle) -> Result<(), SyncError> {
+    async fn retry_due(&self, cy: &mut Cycle) -> Result<(), SyncError> {
         if self.opts.dry_run {
             return Ok(());
         }
@@ -1259,7 +1427,7 @@ impl Engine {
     // ----- Salesforce → HubSpot -----
 
     async fn sync_sf_rows(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         rows: Vec<SObject>,
@@ -1272,14 +1440,71 @@ impl Engine {
             }
             return Ok(());
         }
-        for (chunk, cp_here) in batches_with_checkpoint(rows, self.opts.batch_size, cp) {
-            self.sf_batch(cy, schema, chunk, trigger, cp_here).await?;
+        let pair = schema.spec.pair;
+        let in_flight = self.sf_batches_in_flight(cy, pair);
+        if in_flight <= 1 {
+            // In turn: the last batch carries the checkpoint; the first failure stops the page.
+            for (chunk, cp_here) in batches_with_checkpoint(rows, self.opts.batch_size, cp) {
+                let mut child = cy.batch_child(chunk.iter().filter_map(SObject::id));
+                let r = self
+                    .sf_batch(&mut child, schema, chunk, trigger, cp_here)
+                    .await;
+                cy.absorb(child);
+                cy.settle_stage_set();
+                r?;
+            }
+            return Ok(());
+        }
+        // Side by side, the batches commit in any order: the checkpoint waits for all, and
+        // is not moved when any failed (the page is read again; writes are keyed).
+        let jobs: Vec<(Cycle, Vec<SObject>)> =
+            batches_with_checkpoint(rows, self.opts.batch_size, None)
+                .into_iter()
+                .map(|(chunk, _)| (cy.batch_child(chunk.iter().filter_map(SObject::id)), chunk))
+                .collect();
+        let done: Vec<(Cycle, Result<(), SyncError>)> =
+            futures_util::stream::iter(jobs.into_iter().map(|(mut child, chunk)| async move {
+                let r = self
+                    .sf_batch(&mut child, schema, chunk, trigger, None)
+                    .await;
+                (child, r)
+            }))
+            .buffer_unordered(in_flight)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (child, r) in done {
+            cy.absorb(child);
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        cy.settle_stage_set();
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if let Some(cp) = cp {
+            self.commit_empty(cy, pair, cp).await?;
         }
         Ok(())
     }
 
+    /// How many Salesforce → HubSpot batches of one page run at once. One in a dry run
+    /// (its plan prints in order) and for contacts matched by email (two batches could
+    /// claim one HubSpot contact); otherwise the batches touch disjoint records.
+    fn sf_batches_in_flight(&self, cy: &Cycle, pair: ObjectPair) -> usize {
+        let email_matching = pair == ObjectPair::ContactContact
+            && self.opts.match_contacts_by_email
+            && cy.hubspot_empty != Some(pair);
+        if self.opts.dry_run || email_matching {
+            1
+        } else {
+            BATCHES_IN_FLIGHT
+        }
+    }
+
     async fn commit_empty(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         pair: ObjectPair,
         cp: Checkpoint,
@@ -1300,7 +1525,7 @@ impl Engine {
     }
 
     async fn sf_batch(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         rows: Vec<SObject>,
@@ -1531,7 +1756,7 @@ impl Engine {
     // ----- HubSpot → Salesforce -----
 
     async fn sync_hs_records(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         recs: Vec<HsObject>,
@@ -1551,7 +1776,7 @@ impl Engine {
     }
 
     async fn hs_batch(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         recs: Vec<HsObject>,
@@ -1671,7 +1896,7 @@ impl Engine {
     // ----- the shared half: snapshot, associations, plugin, apply, commit -----
 
     async fn finish_batch(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         mut works: Vec<Work>,
@@ -2081,7 +2306,7 @@ impl Engine {
     }
 
     async fn apply_writes(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         works: &mut [Work],
@@ -2297,11 +2522,13 @@ impl Engine {
                         };
                         let (associations, with) =
                             associations::inline_hubspot(desired.unwrap_or_default());
+                        let create_only = self.stage_at_create(cy, pair, &works[i], &input);
                         (
                             i,
                             apply::HsNew {
                                 input,
                                 associations,
+                                create_only,
                             },
                             with,
                         )
@@ -2326,7 +2553,7 @@ impl Engine {
                         hs_creates.iter().map(|(_, n, _)| n.clone()).collect();
                     let res =
                         apply::hs_create(&self.hs, hs_obj, &self.opts.xref_property, &news).await;
-                    for ((i, _, with), (r, inline)) in hs_creates.iter().zip(res) {
+                    for ((i, n, with), (r, inline)) in hs_creates.iter().zip(res) {
                         match r {
                             Ok(o) => {
                                 if o.new != Some(false) {
@@ -2335,6 +2562,9 @@ impl Engine {
                                 new_hs.insert(*i, o.id.clone());
                                 if inline {
                                     inline_assoc.insert(*i, with.clone());
+                                }
+                                if inline && !n.create_only.is_empty() {
+                                    cy.stage_set_now.push(o.id.clone());
                                 }
                             }
                             Err(f) => failed[*i] = Some(f),
@@ -2465,7 +2695,7 @@ impl Engine {
 
     #[allow(clippy::too_many_arguments)]
     async fn apply_associations(
-        &mut self,
+        &self,
         cy: &mut Cycle,
         schema: &PairSchema,
         works: &[Work],
@@ -2670,6 +2900,35 @@ impl Engine {
         Ok(waiting)
     }
 
+    /// The create-only properties of a new HubSpot record: for a contact the backfill creates
+    /// while it knows every contact role (an empty portal, opportunities still to
+    /// backfill), the lifecycle stage the lifecycle step would move it to once its
+    /// opportunity's deal is associated (a new contact has no stage yet), unless the
+    /// plugin writes the stage itself.
+    fn stage_at_create(
+        &self,
+        cy: &Cycle,
+        pair: ObjectPair,
+        work: &Work,
+        input: &UpdateInput,
+    ) -> crate::crm::hubspot::Properties {
+        let mut out = crate::crm::hubspot::Properties::new();
+        if pair != ObjectPair::ContactContact
+            || input
+                .properties
+                .contains_key(associations::LIFECYCLE_PROPERTY)
+        {
+            return out;
+        }
+        if work.sf_id().is_some_and(|id| cy.role_contacts.contains(id)) {
+            out.insert(
+                associations::LIFECYCLE_PROPERTY.to_string(),
+                associations::DEAL_CONTACT_STAGE.to_string(),
+            );
+        }
+        out
+    }
+
     /// Moves the HubSpot contacts that just got a deal to the `opportunity` lifecycle stage
     /// (batched, see [`associations::promote_deal_contacts`]); a contact HubSpot refuses is
     /// a failure of that contact. The contact's change that comes back is no change of a
@@ -2679,7 +2938,12 @@ impl Engine {
         cy: &mut Cycle,
         contacts: &[String],
     ) -> Result<(), SyncError> {
-        let refused = match associations::promote_deal_contacts(&self.hs, contacts).await {
+        let contacts: Vec<String> = contacts
+            .iter()
+            .filter(|c| !cy.stage_set_at_create.contains(*c))
+            .cloned()
+            .collect();
+        let refused = match associations::promote_deal_contacts(&self.hs, &contacts).await {
             Ok((_, refused)) => refused
                 .into_iter()
                 .map(|(id, msg)| (id, ErrorCategory::Validation, msg))
@@ -2735,6 +2999,12 @@ impl Engine {
         }
     }
 }
+
+/// Salesforce → HubSpot batches of one page written at once (each a plugin call, a few
+/// CRM calls and a commit): one is planned while the other's calls are in flight. Each
+/// batch in flight holds about 7 MiB (its records, the plugin instance); four kept the
+/// 100k backfill's peak at 272 MiB, over its 256 MiB budget.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// What was acknowledged for one pair.
 #[derive(Debug, Clone)]
