@@ -3,7 +3,8 @@
 //! [`MockGateway`] (fixture responses, for `plugin run|test`).
 //!
 //! A gateway adds the base URL and the credentials; the plugin never sees a
-//! token. A gateway must never send a request that `egress` refuses, never
+//! token. [`HttpGateway`] also passes every request through the tenant's CRM
+//! allowance (`allowance`), the same governors as the sync's own calls. A gateway must never send a request that `egress` refuses, never
 //! follow a redirect, and never read more of a response than it was allowed.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::allowance::{AllowanceRefused, CrmAllowances};
 use super::egress::{self, EgressDenied};
 
 /// One of the tenant's two CRMs.
@@ -127,6 +129,9 @@ pub enum GatewayError {
     /// No credential for the CRM.
     #[error("no credential: {0}")]
     Credential(String),
+    /// The tenant's rate limits or API budget refused it (nothing was sent).
+    #[error(transparent)]
+    Allowance(#[from] AllowanceRefused),
 }
 
 /// The way out for the `crm` import. The runtime checks the request with
@@ -299,20 +304,23 @@ pub struct CrmBaseUrls {
     pub hubspot: Option<Url>,
 }
 
-/// Real HTTP to the tenant's two CRMs: base URL + checked path, the bearer
+/// Real HTTP to the tenant's two CRMs: base URL + checked path, the tenant's
+/// allowance taken first (waiting only within the time left), the bearer
 /// token from the [`CredentialProvider`], no redirects, no proxy from the
 /// environment, the response read only up to the bytes left.
 pub struct HttpGateway {
     client: reqwest::Client,
     bases: CrmBaseUrls,
     credentials: Arc<dyn CredentialProvider>,
+    allowances: CrmAllowances,
 }
 
 impl HttpGateway {
-    /// A gateway for these base URLs and credentials.
+    /// A gateway for these base URLs, credentials and allowances.
     pub fn new(
         bases: CrmBaseUrls,
         credentials: Arc<dyn CredentialProvider>,
+        allowances: CrmAllowances,
     ) -> Result<Self, GatewayError> {
         // reqwest is built without a default crypto provider; the one
         // backend of the project is ring. Installing is a no-op when the
@@ -328,6 +336,7 @@ impl HttpGateway {
             client,
             bases,
             credentials,
+            allowances,
         })
     }
 
@@ -355,7 +364,9 @@ impl CrmGateway for HttpGateway {
             req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         )?;
         let url = self.url_for(req)?;
+        let allowance = self.allowances.of(req.target);
         let work = async {
+            allowance.admit(req, budget.timeout).await?;
             let token = self.credentials.bearer_token(req.target).await?;
             let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
                 .map_err(|e| GatewayError::Transport(e.to_string()))?;
@@ -374,7 +385,7 @@ impl CrmGateway for HttpGateway {
                 .map_err(|e| GatewayError::Transport(e.to_string()))?;
             let status = resp.status().as_u16();
             // Cookies never reach a plugin (a session cookie is a credential).
-            let headers = resp
+            let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
                 .filter(|(k, _)| {
@@ -390,6 +401,7 @@ impl CrmGateway for HttpGateway {
                     )
                 })
                 .collect();
+            allowance.observe(req, status, &headers);
             if let Some(len) = resp.content_length()
                 && len > budget.max_response_bytes
             {
@@ -519,6 +531,7 @@ mod tests {
         let gw = HttpGateway::new(
             CrmBaseUrls::default(),
             Arc::new(StaticCredentials::default()),
+            CrmAllowances::unmetered(),
         )
         .unwrap();
         let err = gw.send(&req("/crm/v3/owners"), budget()).await.unwrap_err();
@@ -557,7 +570,7 @@ mod tests {
             salesforce: None,
             hubspot: Some("sekret".into()),
         };
-        let gw = HttpGateway::new(bases, Arc::new(creds)).unwrap();
+        let gw = HttpGateway::new(bases, Arc::new(creds), CrmAllowances::unmetered()).unwrap();
         let resp = gw.send(&req("/crm/v3/owners"), budget()).await.unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body, b"ok");

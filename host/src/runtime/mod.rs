@@ -16,6 +16,7 @@
 //! never reuse an instance between calls, and never link an import outside
 //! the world.
 
+pub mod allowance;
 mod bindings;
 mod cache;
 pub mod egress;
@@ -47,6 +48,7 @@ pub use bindings::{
     Owner, PairAssociations, PairOutcome, PairWrites, Pipeline, RecordPair, Related, RelatedKind,
     RuleError, Skip, Snapshot, Stage, SyncRule, Trigger, Value,
 };
+pub use allowance::{AllowanceRefused, CrmAllowance, CrmAllowances};
 pub use error::{InvokeError, LoadError, error_kind_name};
 pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway};
 pub use inspect::WorldInfo;

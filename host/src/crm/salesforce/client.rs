@@ -283,6 +283,12 @@ impl SalesforceClient {
         self.lock_budget().check(call_use).map_err(Into::into)
     }
 
+    /// Records the org's usage from a response this client did not send (a plugin's call to
+    /// the same org through the runtime's egress), so the budget stays current.
+    pub fn observe_api_usage(&self, usage: ApiUsage) {
+        self.lock_budget().observe(usage);
+    }
+
     fn lock_budget(&self) -> std::sync::MutexGuard<'_, SalesforceBudget> {
         self.inner.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
