@@ -13,28 +13,15 @@ use dealbridge::crm::{RetryPolicy, Secret};
 use dealbridge::runtime::gateway::{CrmBaseUrls, CrmTarget, StaticCredentials};
 use dealbridge::runtime::{
     Batch, CrmAllowances, HttpGateway, InvokeError, Invoked, LimitKind, Limits, LoadedPlugin,
-    PairOutcome, Runtime, RuntimeConfig, TraceOutcome, Value, fixture,
+    PairOutcome, TraceOutcome, Value,
 };
 use dealbridge_emulator::hubspot::ratelimit::RateLimitSettings;
 use dealbridge_emulator::{EmulatorOptions, RunningEmulators, Seed};
 use serde_json::json;
 
-fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::new(RuntimeConfig {
-            max_concurrent_instances: 8,
-            ..RuntimeConfig::default()
-        })
-        .unwrap()
-    })
-}
+mod plugin_support;
 
-fn load(path: &str) -> LoadedPlugin {
-    runtime()
-        .load(&std::fs::read(path).unwrap())
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use plugin_support::{batch_from_fixture, load};
 
 fn owner_lookup() -> &'static LoadedPlugin {
     static P: OnceLock<LoadedPlugin> = OnceLock::new();
@@ -89,7 +76,10 @@ async fn salesforce_token(emu: &RunningEmulators) -> String {
     let c = &emu.salesforce_credentials;
     let password = format!("{}{}", c.password, c.security_token);
     let resp: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/services/oauth2/token", emu.salesforce_urls.http))
+        .post(format!(
+            "{}/services/oauth2/token",
+            emu.salesforce_urls.http
+        ))
         .form(&[
             ("grant_type", "password"),
             ("client_id", c.client_id.as_str()),
@@ -131,18 +121,11 @@ fn deals_owned_by(owner_id: &str, deals: usize) -> Batch {
             })
         })
         .collect();
-    let text = json!({ "batch": {
+    batch_from_fixture(json!({
         "object_pair": "opportunity-deal",
         "direction": "salesforce-to-hubspot",
         "pairs": pairs
-    }})
-    .to_string();
-    fixture::parse(&text)
-        .unwrap()
-        .batch
-        .unwrap()
-        .to_batch()
-        .unwrap()
+    }))
 }
 
 /// Ada Lovelace's Salesforce user id and HubSpot owner id, as the sync's clients read them.
@@ -247,7 +230,9 @@ async fn escapes_through_the_real_gateway_never_reach_the_crm() {
         gw.clone(),
     )
     .unwrap();
-    let r = hostile.plan(&inv, &deals_owned_by("005000000000001AAA", 1)).await;
+    let r = hostile
+        .plan(&inv, &deals_owned_by("005000000000001AAA", 1))
+        .await;
     match &r.result {
         Err(InvokeError::Rule(e)) => assert!(
             e.message.starts_with("crm escapes: all") && e.message.ends_with("denied"),
@@ -317,11 +302,17 @@ async fn plugin_calls_spend_the_tenants_hubspot_daily_cap_and_stop_at_it() {
         hubspot_owner_written(&outcomes[0]).as_deref(),
         Some(hs_owner.as_str())
     );
-    assert_eq!(hs.daily_calls(), 2, "the plugin's call counts for the tenant");
+    assert_eq!(
+        hs.daily_calls(),
+        2,
+        "the plugin's call counts for the tenant"
+    );
 
     // The next invocation's HubSpot call is refused before it leaves.
     let second = plan(&gw, Limits::default(), &batch).await;
-    let outcomes = second.result.expect("the second plan runs; the pair gets an error");
+    let outcomes = second
+        .result
+        .expect("the second plan runs; the pair gets an error");
     let message = error_message(&outcomes[0]);
     assert!(message.contains("daily API cap reached"), "{message}");
     let hubspot = second
@@ -360,7 +351,9 @@ async fn plugin_calls_feed_and_stop_at_the_tenants_salesforce_budget() {
 
     // The allocation is spent: the plugin's next query never leaves, nor does the sync's.
     let second = plan(&gw, Limits::default(), &batch).await;
-    let outcomes = second.result.expect("the second plan runs; the pair gets an error");
+    let outcomes = second
+        .result
+        .expect("the second plan runs; the pair gets an error");
     let message = error_message(&outcomes[0]);
     assert!(message.contains("Salesforce API budget"), "{message}");
     assert_eq!(second.report.http.len(), 1);

@@ -1169,8 +1169,15 @@ fn field_index_finds_the_first_position_in_small_and_large_tables() {
             table.len() > LINEAR_FIELD_TABLE_MAX
         );
         assert_eq!(index.get("Field0__c"), Some(0));
-        assert_eq!(index.get("Field1__c"), Some(1), "the first of a repeated name");
-        assert_eq!(index.get(&format!("Field{}__c", len - 1)), Some(len as u32 - 1));
+        assert_eq!(
+            index.get("Field1__c"),
+            Some(1),
+            "the first of a repeated name"
+        );
+        assert_eq!(
+            index.get(&format!("Field{}__c", len - 1)),
+            Some(len as u32 - 1)
+        );
         assert_eq!(index.get("Missing"), None);
     }
 }
