@@ -1,6 +1,7 @@
-//! The way out for the `crm` import: the [`CrmGateway`] trait and its two
-//! implementations, [`HttpGateway`] (real HTTP to the tenant's CRMs) and
-//! [`MockGateway`] (fixture responses, for `plugin run|test`).
+//! The way out for the `crm` import: the [`CrmGateway`] trait and its
+//! implementations, [`HttpGateway`] (real HTTP to the tenant's CRMs),
+//! [`MockGateway`] (fixture responses, for `plugin run|test`),
+//! [`ReadOnlyGateway`] (reads only, for dry runs) and [`DenyAllGateway`].
 //!
 //! A gateway adds the base URL and the credentials; the plugin never sees a
 //! token. [`HttpGateway`] also passes every request through the tenant's CRM
@@ -16,6 +17,7 @@ use url::Url;
 
 use super::allowance::{AllowanceRefused, CrmAllowances};
 use super::egress::{self, EgressDenied};
+use crate::crm::transport::{TransportOptions, http_client_builder};
 
 /// One of the tenant's two CRMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,6 +167,26 @@ impl CrmGateway for DenyAllGateway {
     }
 }
 
+/// Lets only `GET` requests through to the gateway it wraps: the gateway of a dry run,
+/// which must write nothing to either CRM, while a plugin may still look things up.
+pub struct ReadOnlyGateway<G>(pub G);
+
+#[async_trait::async_trait]
+impl<G: CrmGateway> CrmGateway for ReadOnlyGateway<G> {
+    async fn send(
+        &self,
+        req: &GuestRequest,
+        budget: SendBudget,
+    ) -> Result<GuestResponse, GatewayError> {
+        if req.method != HttpMethod::Get {
+            return Err(GatewayError::Denied(EgressDenied::WriteInDryRun(
+                req.method.as_str(),
+            )));
+        }
+        self.0.send(req, budget).await
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Mock
 
@@ -309,35 +331,56 @@ pub struct CrmBaseUrls {
 /// token from the [`CredentialProvider`], no redirects, no proxy from the
 /// environment, the response read only up to the bytes left.
 pub struct HttpGateway {
-    client: reqwest::Client,
+    salesforce_client: reqwest::Client,
+    hubspot_client: reqwest::Client,
     bases: CrmBaseUrls,
     credentials: Arc<dyn CredentialProvider>,
     allowances: CrmAllowances,
 }
 
 impl HttpGateway {
-    /// A gateway for these base URLs, credentials and allowances.
+    /// A gateway for these base URLs, credentials and allowances, trusting the
+    /// platform's roots only.
     pub fn new(
         bases: CrmBaseUrls,
         credentials: Arc<dyn CredentialProvider>,
         allowances: CrmAllowances,
     ) -> Result<Self, GatewayError> {
-        // reqwest is built without a default crypto provider; the one
-        // backend of the project is ring. Installing is a no-op when the
-        // binary already did it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("dealbridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GatewayError::Transport(e.to_string()))?;
+        let default = TransportOptions::default();
+        Self::with_transports(bases, credentials, allowances, &default, &default)
+    }
+
+    /// A gateway that connects to each CRM as the sync's own client of that CRM does
+    /// (its extra root CA, its timeouts), with redirects and proxies always off.
+    pub fn with_transports(
+        bases: CrmBaseUrls,
+        credentials: Arc<dyn CredentialProvider>,
+        allowances: CrmAllowances,
+        salesforce: &TransportOptions,
+        hubspot: &TransportOptions,
+    ) -> Result<Self, GatewayError> {
+        let client = |opts: &TransportOptions| {
+            http_client_builder(opts)
+                .map_err(|e| GatewayError::Transport(e.to_string()))?
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .map_err(|e| GatewayError::Transport(e.to_string()))
+        };
         Ok(Self {
-            client,
+            salesforce_client: client(salesforce)?,
+            hubspot_client: client(hubspot)?,
             bases,
             credentials,
             allowances,
         })
+    }
+
+    fn client_for(&self, target: CrmTarget) -> &reqwest::Client {
+        match target {
+            CrmTarget::Salesforce => &self.salesforce_client,
+            CrmTarget::Hubspot => &self.hubspot_client,
+        }
     }
 
     /// The URL a request goes to (checked).
@@ -370,7 +413,10 @@ impl CrmGateway for HttpGateway {
             let token = self.credentials.bearer_token(req.target).await?;
             let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
                 .map_err(|e| GatewayError::Transport(e.to_string()))?;
-            let mut builder = self.client.request(method, url).bearer_auth(token);
+            let mut builder = self
+                .client_for(req.target)
+                .request(method, url)
+                .bearer_auth(token);
             for (k, v) in &req.headers {
                 builder = builder.header(k.as_str(), v.as_str());
             }
@@ -490,6 +536,63 @@ mod tests {
             gw.send(&req("/crm/v3/owners"), budget()).await,
             Err(GatewayError::Unmocked(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn read_only_gateway_passes_reads_and_refuses_every_other_method_unsent() {
+        let owners = Mock {
+            target: CrmTarget::Hubspot,
+            method: HttpMethod::Get,
+            path: "/crm/v3/owners".into(),
+            query: None,
+            response: GuestResponse {
+                status: 200,
+                headers: vec![],
+                body: b"{}".to_vec(),
+            },
+            delay: None,
+        };
+        let writes: Vec<Mock> = [
+            HttpMethod::Post,
+            HttpMethod::Put,
+            HttpMethod::Patch,
+            HttpMethod::Delete,
+        ]
+        .into_iter()
+        .map(|method| Mock {
+            method,
+            ..owners.clone()
+        })
+        .collect();
+        let gw = ReadOnlyGateway(MockGateway::new(
+            std::iter::once(owners).chain(writes).collect(),
+        ));
+        assert_eq!(
+            gw.send(&req("/crm/v3/owners"), budget())
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+        for method in [
+            HttpMethod::Post,
+            HttpMethod::Put,
+            HttpMethod::Patch,
+            HttpMethod::Delete,
+        ] {
+            let write = GuestRequest {
+                method,
+                ..req("/crm/v3/owners")
+            };
+            match gw.send(&write, budget()).await {
+                Err(GatewayError::Denied(EgressDenied::WriteInDryRun(m))) => {
+                    assert_eq!(m, method.as_str())
+                }
+                other => panic!("{method:?} got {other:?}"),
+            }
+        }
+        // The refused writes never reached the inner gateway: their mocks are all unused.
+        assert_eq!(gw.0.unused(), 4);
     }
 
     #[tokio::test]

@@ -42,15 +42,15 @@ use wasmtime::{
     UpdateDeadline,
 };
 
+pub use allowance::{AllowanceRefused, CrmAllowance, CrmAllowances};
 pub use bindings::{
     Batch, Crm, CrmRecord, Date, Decimal, Description, Direction, ErrorKind, ExtraField,
     FieldIndex, FieldInfo, FieldMapping, FieldValue, FieldWrite, Inclusion, Lookups, ObjectPair,
     Owner, PairAssociations, PairOutcome, PairWrites, Pipeline, RecordPair, Related, RelatedKind,
     RuleError, Skip, Snapshot, Stage, SyncRule, Trigger, Value,
 };
-pub use allowance::{AllowanceRefused, CrmAllowance, CrmAllowances};
 pub use error::{InvokeError, LoadError, error_kind_name};
-pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway};
+pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway, ReadOnlyGateway};
 pub use inspect::WorldInfo;
 pub use limits::{LimitHit, LimitKind, Limits};
 pub use report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};

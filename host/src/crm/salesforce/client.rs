@@ -298,6 +298,14 @@ impl SalesforceClient {
         self.session().await.map(|_| ())
     }
 
+    /// The session's instance URL and access token (logging in first when there is no
+    /// session), for the one other sender to this org: a plugin's `crm` call through the
+    /// runtime's gateway. After a refresh the next call gives the new token.
+    pub async fn session_access(&self) -> Result<(Url, Secret), SalesforceError> {
+        let session = self.session().await?;
+        Ok((session.instance_url.clone(), session.access_token.clone()))
+    }
+
     fn current_session(&self) -> Option<Arc<Session>> {
         self.inner
             .session
