@@ -16,22 +16,9 @@ use dealbridge::runtime::{
 };
 use serde_json::json;
 
-fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::new(RuntimeConfig {
-            max_concurrent_instances: 16,
-            ..RuntimeConfig::default()
-        })
-        .unwrap()
-    })
-}
+mod plugin_support;
 
-fn load(path: &str) -> LoadedPlugin {
-    runtime()
-        .load(&std::fs::read(path).unwrap())
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use plugin_support::{batch_from_fixture, load, runtime};
 
 fn default_rules() -> &'static LoadedPlugin {
     static P: OnceLock<LoadedPlugin> = OnceLock::new();
@@ -53,13 +40,7 @@ fn batch(pairs: usize) -> Batch {
         "hubspot": { "id": "9001", "modified_at": "2026-05-19T10:00:00Z", "fields": { "dealname": "Old name" } },
         "salesforce_changed": ["Name", "Amount"]
     });
-    let text = json!({ "batch": { "pairs": vec![pair; pairs] } }).to_string();
-    fixture::parse(&text)
-        .unwrap()
-        .batch
-        .unwrap()
-        .to_batch()
-        .unwrap()
+    batch_from_fixture(json!({ "pairs": vec![pair; pairs] }))
 }
 
 fn inv(config: serde_json::Value, limits: Limits, gateway: Arc<dyn CrmGateway>) -> Invocation {

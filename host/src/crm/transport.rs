@@ -136,6 +136,17 @@ pub enum TransportError {
 pub(crate) fn build_http_client(
     opts: &TransportOptions,
 ) -> Result<reqwest::Client, TransportError> {
+    http_client_builder(opts)?
+        .build()
+        .map_err(TransportError::Build)
+}
+
+/// A client builder with the options applied (timeouts, user agent, the extra root CA),
+/// for callers that add settings of their own (the plugin gateway turns off redirects and
+/// proxies).
+pub fn http_client_builder(
+    opts: &TransportOptions,
+) -> Result<reqwest::ClientBuilder, TransportError> {
     // reqwest is built without a provider: make sure ring is the process default. An error
     // only means some provider is installed already, which is what we need.
     if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -181,7 +192,7 @@ pub(crate) fn build_http_client(
             builder.tls_certs_merge(certs)
         };
     }
-    builder.build().map_err(TransportError::Build)
+    Ok(builder)
 }
 
 /// The metrics label of a failed request.

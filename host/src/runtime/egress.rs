@@ -46,6 +46,9 @@ pub enum EgressDenied {
     /// The tenant has not connected this CRM.
     #[error("the tenant has not connected {0}")]
     NotConnected(&'static str),
+    /// A request that could write, during a dry run (which writes nothing).
+    #[error("a dry run sends no {0} request: plugins may only read while a dry run plans")]
+    WriteInDryRun(&'static str),
     /// The joined URL left the base URL (never expected; defence in depth).
     #[error("the request would leave the API root of the CRM")]
     Escaped,

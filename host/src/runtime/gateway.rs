@@ -1,9 +1,11 @@
-//! The way out for the `crm` import: the [`CrmGateway`] trait and its two
-//! implementations, [`HttpGateway`] (real HTTP to the tenant's CRMs) and
-//! [`MockGateway`] (fixture responses, for `plugin run|test`).
+//! The way out for the `crm` import: the [`CrmGateway`] trait and its
+//! implementations, [`HttpGateway`] (real HTTP to the tenant's CRMs),
+//! [`MockGateway`] (fixture responses, for `plugin run|test`),
+//! [`ReadOnlyGateway`] (reads only, for dry runs) and [`DenyAllGateway`].
 //!
 //! A gateway adds the base URL and the credentials; the plugin never sees a
-//! token. A gateway must never send a request that `egress` refuses, never
+//! token. [`HttpGateway`] also passes every request through the tenant's CRM
+//! allowance (`allowance`), the same governors as the sync's own calls. A gateway must never send a request that `egress` refuses, never
 //! follow a redirect, and never read more of a response than it was allowed.
 
 use std::sync::Arc;
@@ -13,7 +15,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::allowance::{AllowanceRefused, CrmAllowances};
 use super::egress::{self, EgressDenied};
+use crate::crm::transport::{TransportOptions, http_client_builder};
 
 /// One of the tenant's two CRMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,6 +131,9 @@ pub enum GatewayError {
     /// No credential for the CRM.
     #[error("no credential: {0}")]
     Credential(String),
+    /// The tenant's rate limits or API budget refused it (nothing was sent).
+    #[error(transparent)]
+    Allowance(#[from] AllowanceRefused),
 }
 
 /// The way out for the `crm` import. The runtime checks the request with
@@ -157,6 +164,26 @@ impl CrmGateway for DenyAllGateway {
         Err(GatewayError::Denied(EgressDenied::NotConnected(
             req.target.as_str(),
         )))
+    }
+}
+
+/// Lets only `GET` requests through to the gateway it wraps: the gateway of a dry run,
+/// which must write nothing to either CRM, while a plugin may still look things up.
+pub struct ReadOnlyGateway<G>(pub G);
+
+#[async_trait::async_trait]
+impl<G: CrmGateway> CrmGateway for ReadOnlyGateway<G> {
+    async fn send(
+        &self,
+        req: &GuestRequest,
+        budget: SendBudget,
+    ) -> Result<GuestResponse, GatewayError> {
+        if req.method != HttpMethod::Get {
+            return Err(GatewayError::Denied(EgressDenied::WriteInDryRun(
+                req.method.as_str(),
+            )));
+        }
+        self.0.send(req, budget).await
     }
 }
 
@@ -299,36 +326,61 @@ pub struct CrmBaseUrls {
     pub hubspot: Option<Url>,
 }
 
-/// Real HTTP to the tenant's two CRMs: base URL + checked path, the bearer
+/// Real HTTP to the tenant's two CRMs: base URL + checked path, the tenant's
+/// allowance taken first (waiting only within the time left), the bearer
 /// token from the [`CredentialProvider`], no redirects, no proxy from the
 /// environment, the response read only up to the bytes left.
 pub struct HttpGateway {
-    client: reqwest::Client,
+    salesforce_client: reqwest::Client,
+    hubspot_client: reqwest::Client,
     bases: CrmBaseUrls,
     credentials: Arc<dyn CredentialProvider>,
+    allowances: CrmAllowances,
 }
 
 impl HttpGateway {
-    /// A gateway for these base URLs and credentials.
+    /// A gateway for these base URLs, credentials and allowances, trusting the
+    /// platform's roots only.
     pub fn new(
         bases: CrmBaseUrls,
         credentials: Arc<dyn CredentialProvider>,
+        allowances: CrmAllowances,
     ) -> Result<Self, GatewayError> {
-        // reqwest is built without a default crypto provider; the one
-        // backend of the project is ring. Installing is a no-op when the
-        // binary already did it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("dealbridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GatewayError::Transport(e.to_string()))?;
+        let default = TransportOptions::default();
+        Self::with_transports(bases, credentials, allowances, &default, &default)
+    }
+
+    /// A gateway that connects to each CRM as the sync's own client of that CRM does
+    /// (its extra root CA, its timeouts), with redirects and proxies always off.
+    pub fn with_transports(
+        bases: CrmBaseUrls,
+        credentials: Arc<dyn CredentialProvider>,
+        allowances: CrmAllowances,
+        salesforce: &TransportOptions,
+        hubspot: &TransportOptions,
+    ) -> Result<Self, GatewayError> {
+        let client = |opts: &TransportOptions| {
+            http_client_builder(opts)
+                .map_err(|e| GatewayError::Transport(e.to_string()))?
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .map_err(|e| GatewayError::Transport(e.to_string()))
+        };
         Ok(Self {
-            client,
+            salesforce_client: client(salesforce)?,
+            hubspot_client: client(hubspot)?,
             bases,
             credentials,
+            allowances,
         })
+    }
+
+    fn client_for(&self, target: CrmTarget) -> &reqwest::Client {
+        match target {
+            CrmTarget::Salesforce => &self.salesforce_client,
+            CrmTarget::Hubspot => &self.hubspot_client,
+        }
     }
 
     /// The URL a request goes to (checked).
@@ -355,11 +407,16 @@ impl CrmGateway for HttpGateway {
             req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         )?;
         let url = self.url_for(req)?;
+        let allowance = self.allowances.of(req.target);
         let work = async {
+            allowance.admit(req, budget.timeout).await?;
             let token = self.credentials.bearer_token(req.target).await?;
             let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
                 .map_err(|e| GatewayError::Transport(e.to_string()))?;
-            let mut builder = self.client.request(method, url).bearer_auth(token);
+            let mut builder = self
+                .client_for(req.target)
+                .request(method, url)
+                .bearer_auth(token);
             for (k, v) in &req.headers {
                 builder = builder.header(k.as_str(), v.as_str());
             }
@@ -374,7 +431,7 @@ impl CrmGateway for HttpGateway {
                 .map_err(|e| GatewayError::Transport(e.to_string()))?;
             let status = resp.status().as_u16();
             // Cookies never reach a plugin (a session cookie is a credential).
-            let headers = resp
+            let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
                 .filter(|(k, _)| {
@@ -390,6 +447,7 @@ impl CrmGateway for HttpGateway {
                     )
                 })
                 .collect();
+            allowance.observe(req, status, &headers);
             if let Some(len) = resp.content_length()
                 && len > budget.max_response_bytes
             {
@@ -481,6 +539,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn read_only_gateway_passes_reads_and_refuses_every_other_method_unsent() {
+        let owners = Mock {
+            target: CrmTarget::Hubspot,
+            method: HttpMethod::Get,
+            path: "/crm/v3/owners".into(),
+            query: None,
+            response: GuestResponse {
+                status: 200,
+                headers: vec![],
+                body: b"{}".to_vec(),
+            },
+            delay: None,
+        };
+        let writes: Vec<Mock> = [
+            HttpMethod::Post,
+            HttpMethod::Put,
+            HttpMethod::Patch,
+            HttpMethod::Delete,
+        ]
+        .into_iter()
+        .map(|method| Mock {
+            method,
+            ..owners.clone()
+        })
+        .collect();
+        let gw = ReadOnlyGateway(MockGateway::new(
+            std::iter::once(owners).chain(writes).collect(),
+        ));
+        assert_eq!(
+            gw.send(&req("/crm/v3/owners"), budget())
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+        for method in [
+            HttpMethod::Post,
+            HttpMethod::Put,
+            HttpMethod::Patch,
+            HttpMethod::Delete,
+        ] {
+            let write = GuestRequest {
+                method,
+                ..req("/crm/v3/owners")
+            };
+            match gw.send(&write, budget()).await {
+                Err(GatewayError::Denied(EgressDenied::WriteInDryRun(m))) => {
+                    assert_eq!(m, method.as_str())
+                }
+                other => panic!("{method:?} got {other:?}"),
+            }
+        }
+        // The refused writes never reached the inner gateway: their mocks are all unused.
+        assert_eq!(gw.0.unused(), 4);
+    }
+
+    #[tokio::test]
     async fn mock_refuses_bad_paths_before_matching() {
         let gw = MockGateway::new(vec![]);
         assert!(matches!(
@@ -519,6 +634,7 @@ mod tests {
         let gw = HttpGateway::new(
             CrmBaseUrls::default(),
             Arc::new(StaticCredentials::default()),
+            CrmAllowances::unmetered(),
         )
         .unwrap();
         let err = gw.send(&req("/crm/v3/owners"), budget()).await.unwrap_err();
@@ -557,7 +673,7 @@ mod tests {
             salesforce: None,
             hubspot: Some("sekret".into()),
         };
-        let gw = HttpGateway::new(bases, Arc::new(creds)).unwrap();
+        let gw = HttpGateway::new(bases, Arc::new(creds), CrmAllowances::unmetered()).unwrap();
         let resp = gw.send(&req("/crm/v3/owners"), budget()).await.unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body, b"ok");

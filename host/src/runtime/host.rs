@@ -276,6 +276,11 @@ impl crm::Host for State {
                 finish(self, entry, TraceOutcome::Limit, Some(hit.to_string()));
                 Ok(Err(WitRequestError::LimitExceeded(hit.to_string())))
             }
+            Err(GatewayError::Allowance(refused)) => {
+                let text = refused.to_string();
+                finish(self, entry, TraceOutcome::Limit, Some(text.clone()));
+                Ok(Err(WitRequestError::LimitExceeded(text)))
+            }
             Err(GatewayError::Denied(d)) => {
                 let text = d.to_string();
                 finish(self, entry, TraceOutcome::Denied, Some(text.clone()));

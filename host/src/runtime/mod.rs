@@ -16,6 +16,7 @@
 //! never reuse an instance between calls, and never link an import outside
 //! the world.
 
+pub mod allowance;
 mod bindings;
 mod cache;
 pub mod egress;
@@ -41,6 +42,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 
+pub use allowance::{AllowanceRefused, CrmAllowance, CrmAllowances};
 pub use bindings::{
     Batch, Crm, CrmRecord, Date, Decimal, Description, Direction, ErrorKind, ExtraField,
     FieldIndex, FieldInfo, FieldMapping, FieldValue, FieldWrite, Inclusion, Lookups, ObjectPair,
@@ -48,7 +50,7 @@ pub use bindings::{
     RuleError, Skip, Snapshot, Stage, SyncRule, Trigger, Value,
 };
 pub use error::{InvokeError, LoadError, error_kind_name};
-pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway};
+pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway, ReadOnlyGateway};
 pub use inspect::WorldInfo;
 pub use limits::{LimitHit, LimitKind, Limits};
 pub use report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};

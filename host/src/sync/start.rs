@@ -12,9 +12,14 @@ use super::config::{StageMapMode, SyncSection, TenantConfig};
 use super::engine::{Engine, EngineOptions};
 use super::error::SyncError;
 use super::setup::{self, SetupOptions, SetupReport};
+use crate::crm::Secret;
 use crate::crm::hubspot::{HubSpotClient, HubSpotConfig};
 use crate::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
-use crate::runtime::{DenyAllGateway, LoadedPlugin, Runtime, RuntimeConfig};
+use crate::runtime::allowance::CrmAllowances;
+use crate::runtime::gateway::{CredentialProvider, CrmBaseUrls, CrmTarget, GatewayError};
+use crate::runtime::{
+    CrmGateway, HttpGateway, LoadedPlugin, ReadOnlyGateway, Runtime, RuntimeConfig,
+};
 use crate::store::{self, Lease, RetrySchedule, Store, StoreConfig, TenantId};
 
 /// How to start.
@@ -139,6 +144,10 @@ pub async fn assemble(
         SalesforceCredentials::Password { username, .. } => Some(username.clone()),
         _ => None,
     };
+    let sf_transport = parts.salesforce.transport.clone();
+    let hs_transport = parts.hubspot.transport.clone();
+    let hs_base = parts.hubspot.base_url.clone();
+    let hs_token = parts.hubspot.token.clone();
     let sf = SalesforceClient::new(parts.salesforce)?;
     let hs = HubSpotClient::new(parts.hubspot)?;
     let setup_opts = SetupOptions {
@@ -173,7 +182,18 @@ pub async fn assemble(
         lease_ttl_ms: parts.lease_ttl_ms,
         association_sweep_every: parts.sync.association_sweep_every,
     };
-    let gateway = Arc::new(DenyAllGateway);
+    let gateway = plugin_gateway(
+        &sf,
+        &hs,
+        PluginEgress {
+            hubspot_base: &hs_base,
+            hubspot_token: hs_token,
+            salesforce_transport: &sf_transport,
+            hubspot_transport: &hs_transport,
+            dry_run: parts.dry_run,
+        },
+    )
+    .await?;
     let engine = match lease {
         Some(lease) => Engine::under_lease(
             sf,
@@ -188,4 +208,71 @@ pub async fn assemble(
         None => Engine::new(sf, hs, parts.store, parts.plugin, gateway, setup, eopts).await?,
     };
     Ok((engine, report))
+}
+
+/// What the plugin's way out to the CRMs is built from, besides the sync's clients.
+struct PluginEgress<'a> {
+    hubspot_base: &'a str,
+    hubspot_token: Secret,
+    salesforce_transport: &'a crate::crm::TransportOptions,
+    hubspot_transport: &'a crate::crm::TransportOptions,
+    dry_run: bool,
+}
+
+/// The `crm` import's gateway for an engine: real HTTP to the tenant's two CRMs, with the
+/// sync clients' credentials (the Salesforce session, refreshed by the sync client) and
+/// their allowances (the HubSpot governor, the Salesforce budget), so that a plugin's calls
+/// and the sync's share one set of limits. A dry run lets the plugin read, never write.
+async fn plugin_gateway(
+    sf: &SalesforceClient,
+    hs: &HubSpotClient,
+    egress: PluginEgress<'_>,
+) -> Result<Arc<dyn CrmGateway>, SyncError> {
+    let (instance_url, _) = sf.session_access().await?;
+    let hubspot = url::Url::parse(egress.hubspot_base).map_err(|e| {
+        SyncError::Config(format!("HubSpot base URL {:?}: {e}", egress.hubspot_base))
+    })?;
+    let bases = CrmBaseUrls {
+        salesforce: Some(instance_url),
+        hubspot: Some(hubspot),
+    };
+    let credentials = Arc::new(SyncCredentials {
+        salesforce: sf.clone(),
+        hubspot_token: egress.hubspot_token,
+    });
+    let http = HttpGateway::with_transports(
+        bases,
+        credentials,
+        CrmAllowances::of_clients(sf, hs),
+        egress.salesforce_transport,
+        egress.hubspot_transport,
+    )
+    .map_err(|e| SyncError::Config(format!("plugin gateway: {e}")))?;
+    Ok(if egress.dry_run {
+        Arc::new(ReadOnlyGateway(http))
+    } else {
+        Arc::new(http)
+    })
+}
+
+/// The sync clients' credentials, lent to the gateway: the token reaches the wire, never
+/// the plugin.
+struct SyncCredentials {
+    salesforce: SalesforceClient,
+    hubspot_token: Secret,
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for SyncCredentials {
+    async fn bearer_token(&self, target: CrmTarget) -> Result<String, GatewayError> {
+        match target {
+            CrmTarget::Salesforce => self
+                .salesforce
+                .session_access()
+                .await
+                .map(|(_, token)| token.expose().to_string())
+                .map_err(|e| GatewayError::Credential(format!("salesforce session: {e}"))),
+            CrmTarget::Hubspot => Ok(self.hubspot_token.expose().to_string()),
+        }
+    }
 }

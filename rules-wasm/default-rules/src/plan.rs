@@ -7,12 +7,12 @@
 //! an import (config, log, crm): it only computes.
 
 use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::BuildHasherDefault;
 
-/// A map with a fixed hasher: no random seed, so the component imports no WASI randomness.
-/// Keys come from the batch's own tables and lookups, never from an adversary across tenants.
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+/// A map with a fixed, fast hasher (foldhash): no random seed, so the component imports no WASI
+/// randomness, and hashing a field name costs a fraction of SipHash (with SipHash, hashing the
+/// field tables was about a third of a small batch's fixed cost). Keys come from the batch's own
+/// tables and lookups, never from an adversary across tenants.
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 use crate::bindings::dealbridge::rules::types::{
     Batch, CrmRecord, Direction, FieldValue, ObjectPair, Pipeline, RecordPair, Related,
@@ -217,21 +217,41 @@ fn position(table: &[String], name: &str) -> Option<u32> {
     table.iter().position(|f| f == name).map(|i| i as u32)
 }
 
+/// Field tables up to this long are searched linearly: building a hash table costs more than
+/// the few lookups a batch makes in a table this small.
+const LINEAR_FIELD_TABLE_MAX: usize = 32;
+
+/// The position of each field name in one side's field table (the first, should a name repeat).
+enum FieldIndex<'a> {
+    Linear(&'a [String]),
+    Hashed(Map<&'a str, u32>),
+}
+
+impl<'a> FieldIndex<'a> {
+    fn new(table: &'a [String]) -> Self {
+        if table.len() <= LINEAR_FIELD_TABLE_MAX {
+            return FieldIndex::Linear(table);
+        }
+        let mut map = Map::with_capacity_and_hasher(table.len(), Default::default());
+        for (i, f) in table.iter().enumerate() {
+            map.entry(f.as_str()).or_insert(i as u32);
+        }
+        FieldIndex::Hashed(map)
+    }
+
+    fn get(&self, name: &str) -> Option<u32> {
+        match self {
+            FieldIndex::Linear(table) => position(table, name),
+            FieldIndex::Hashed(map) => map.get(name).copied(),
+        }
+    }
+}
+
 impl<'a> Prepared<'a> {
     /// Resolves the config against the batch's field tables and lookups.
     pub fn new(cfg: &'a Config, batch: &'a Batch) -> Self {
-        let sf_index: Map<&str, u32> = batch
-            .salesforce_fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_str(), i as u32))
-            .collect();
-        let hs_index: Map<&str, u32> = batch
-            .hubspot_fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_str(), i as u32))
-            .collect();
+        let sf_index = FieldIndex::new(&batch.salesforce_fields);
+        let hs_index = FieldIndex::new(&batch.hubspot_fields);
         let mut opp = OppFields::default();
         let maps: Vec<Bound<'a>> = cfg
             .mappings(batch.object_pair)
@@ -239,8 +259,8 @@ impl<'a> Prepared<'a> {
             .map(|spec| {
                 let b = Bound {
                     spec,
-                    sf: sf_index.get(&*spec.sf).copied(),
-                    hs: hs_index.get(&*spec.hs).copied(),
+                    sf: sf_index.get(&spec.sf),
+                    hs: hs_index.get(&spec.hs),
                 };
                 match spec.kind {
                     MappingKind::Stage => {
@@ -258,18 +278,14 @@ impl<'a> Prepared<'a> {
             })
             .collect();
         if batch.object_pair == ObjectPair::OpportunityDeal {
-            opp.amount = sf_index.get("Amount").copied();
+            opp.amount = sf_index.get("Amount");
             opp.flag = cfg
                 .condition
                 .flag_field
                 .as_deref()
-                .and_then(|f| sf_index.get(f).copied());
-            opp.stage_name = opp
-                .stage_name
-                .or_else(|| position(&batch.salesforce_fields, "StageName"));
-            opp.record_type = opp
-                .record_type
-                .or_else(|| position(&batch.salesforce_fields, "RecordTypeId"));
+                .and_then(|f| sf_index.get(f));
+            opp.stage_name = opp.stage_name.or_else(|| sf_index.get("StageName"));
+            opp.record_type = opp.record_type.or_else(|| sf_index.get("RecordTypeId"));
         }
         let mut owner_sf_to_hs =
             Map::with_capacity_and_hasher(batch.lookups.owners.len(), Default::default());

@@ -261,6 +261,12 @@ impl HubSpotClient {
         self.inner.governor.daily_used()
     }
 
+    /// The governor every request of this client passes. Plugin egress to the same portal
+    /// passes it too, so a plugin's calls count against the app's limits like the sync's.
+    pub fn governor(&self) -> &HubSpotGovernor {
+        &self.inner.governor
+    }
+
     fn url(&self, path: &[String]) -> Url {
         let mut url = self.inner.base.clone();
         url.set_query(None);

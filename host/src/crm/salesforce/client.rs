@@ -283,6 +283,12 @@ impl SalesforceClient {
         self.lock_budget().check(call_use).map_err(Into::into)
     }
 
+    /// Records the org's usage from a response this client did not send (a plugin's call to
+    /// the same org through the runtime's egress), so the budget stays current.
+    pub fn observe_api_usage(&self, usage: ApiUsage) {
+        self.lock_budget().observe(usage);
+    }
+
     fn lock_budget(&self) -> std::sync::MutexGuard<'_, SalesforceBudget> {
         self.inner.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -290,6 +296,14 @@ impl SalesforceClient {
     /// Logs in now (otherwise the first call does), so that bad credentials show at once.
     pub async fn connect(&self) -> Result<(), SalesforceError> {
         self.session().await.map(|_| ())
+    }
+
+    /// The session's instance URL and access token (logging in first when there is no
+    /// session), for the one other sender to this org: a plugin's `crm` call through the
+    /// runtime's gateway. After a refresh the next call gives the new token.
+    pub async fn session_access(&self) -> Result<(Url, Secret), SalesforceError> {
+        let session = self.session().await?;
+        Ok((session.instance_url.clone(), session.access_token.clone()))
     }
 
     fn current_session(&self) -> Option<Arc<Session>> {

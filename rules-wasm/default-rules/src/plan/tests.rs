@@ -1157,3 +1157,27 @@ fn outcomes_keep_the_order_of_the_pairs() {
     assert!(is_up_to_date(&o[0]));
     assert_eq!(hs_w(&o[1], "dealname"), Some(&t("b")));
 }
+
+#[test]
+fn field_index_finds_the_first_position_in_small_and_large_tables() {
+    for len in [3, LINEAR_FIELD_TABLE_MAX + 1, 200] {
+        let mut table: Vec<String> = (0..len).map(|i| format!("Field{i}__c")).collect();
+        table.push("Field1__c".to_string());
+        let index = FieldIndex::new(&table);
+        assert_eq!(
+            matches!(index, FieldIndex::Hashed(_)),
+            table.len() > LINEAR_FIELD_TABLE_MAX
+        );
+        assert_eq!(index.get("Field0__c"), Some(0));
+        assert_eq!(
+            index.get("Field1__c"),
+            Some(1),
+            "the first of a repeated name"
+        );
+        assert_eq!(
+            index.get(&format!("Field{}__c", len - 1)),
+            Some(len as u32 - 1)
+        );
+        assert_eq!(index.get("Missing"), None);
+    }
+}
