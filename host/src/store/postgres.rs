@@ -28,7 +28,8 @@ const ROW_CHUNK: usize = 200;
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
 UPDATE tenant_jobs
    SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1,
-       run_requested = FALSE
+       run_requested = FALSE, leased_for_sync_now = sync_now_requested,
+       sync_now_requested = FALSE
  WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
    AND tenant_id = (
        SELECT j.tenant_id FROM tenant_jobs j JOIN tenants t ON t.id = j.tenant_id
