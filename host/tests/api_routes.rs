@@ -765,7 +765,10 @@ async fn an_oversized_upload_gets_a_json_413_not_a_connection_reset() {
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(out.contains("\"payload_too_large\""), "{out}");
     assert!(out.contains("65536"), "the message names the cap: {out}");
-    assert!(out.contains("HTTP/1.1 200"), "the connection was kept: {out}");
+    assert!(
+        out.contains("HTTP/1.1 200"),
+        "the connection was kept: {out}"
+    );
 
     // Chunked, without a Content-Length: the same.
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();

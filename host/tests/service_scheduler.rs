@@ -15,6 +15,20 @@ use dealbridge::store::{Page, Run, RunStatus, RunTrigger, Store, TenantId};
 use reqwest::{Method, StatusCode};
 use service_support::{assert_converged, call, emulators, eventually, set_up_tenant};
 
+/// A scheduler of one worker on the test server.
+fn one_worker(s: &TestServer, idle_poll: Duration, engine_cache_entries: usize) -> Scheduler {
+    Scheduler::start(
+        s.state.clone(),
+        ServiceConfig {
+            workers: 1,
+            lease_ttl: Duration::from_secs(5),
+            idle_poll,
+            engine_cache_entries,
+            ..ServiceConfig::default()
+        },
+    )
+}
+
 /// `POST /v1/tenants/{tenant}/sync/{action}`.
 async fn sync_action(base: &str, tenant: &str, token: &str, action: &str) {
     let (status, body) = call(
@@ -40,7 +54,10 @@ async fn finished_runs(store: &Arc<dyn Store>, tenant: &str, n: usize) -> Vec<Ru
             async move {
                 let runs = store.runs(&tenant, Page::first(20)).await.unwrap();
                 let job = store.sync_job(&tenant).await.unwrap()?;
-                let done = runs.iter().filter(|r| r.status != RunStatus::Running).count();
+                let done = runs
+                    .iter()
+                    .filter(|r| r.status != RunStatus::Running)
+                    .count();
                 (done >= n && job.lease_holder.is_none()).then_some(runs)
             }
         },
@@ -54,15 +71,7 @@ async fn a_sync_now_wakes_an_idle_worker_and_its_run_is_recorded_as_manual() {
     let s = TestServer::start().await;
     // An idle worker would look for due tenants again only after an hour: a run within
     // the test's limits can only come from the wake-up.
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_secs(3600),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = one_worker(&s, Duration::from_secs(3600), 256);
     let token = s.tenant("acme").await;
     sync_action(&s.base, "acme", &token, "pause").await;
     set_up_tenant(&s.base, &emu, "acme", &token).await;
@@ -97,16 +106,7 @@ async fn an_engine_dropped_from_the_cache_is_rebuilt_and_syncs() {
     let emu_a = emulators(2, 4, 6).await;
     let emu_b = emulators(2, 4, 6).await;
     let s = TestServer::start().await;
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(100),
-            engine_cache_entries: 1,
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = one_worker(&s, Duration::from_millis(100), 1);
     let mut tokens = Vec::new();
     for (name, emu) in [("a", &emu_a), ("b", &emu_b)] {
         let token = s.tenant(name).await;

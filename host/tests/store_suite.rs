@@ -1750,7 +1750,10 @@ async fn sync_schedule_pause_request_and_backoff(h: &Harness) {
     let job = s.sync_job(&t).await.unwrap().unwrap();
     assert!(!job.run_requested);
     // That lease was taken for the sync now: its run is a manual one.
-    assert_eq!((job.sync_now_requested, job.leased_for_sync_now), (false, true));
+    assert_eq!(
+        (job.sync_now_requested, job.leased_for_sync_now),
+        (false, true)
+    );
     s.finish_job(&lease, 5_000, 2).await.unwrap();
     let job = s.sync_job(&t).await.unwrap().unwrap();
     assert_eq!((job.next_due_at_ms, job.consecutive_failures), (5_000, 2));

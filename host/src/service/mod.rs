@@ -16,6 +16,18 @@
 //!    a doubling back-off (capped at [`ServiceConfig::max_backoff`]) after failures in a
 //!    row, or at once when someone asked for a run meanwhile.
 //!
+//! A worker with nothing to do waits [`ServiceConfig::idle_poll`], or less: a sync now,
+//! resume or resync asked for over this replica's API wakes one idle worker at once
+//! ([`AppState::wake_scheduler`]). Other replicas find the tenant at their next idle poll;
+//! PostgreSQL `LISTEN`/`NOTIFY` could wake them too, but would need a listening
+//! connection per replica and a store method to announce with, for at most one idle poll
+//! saved (1 s by default). A run leased for a sync now is recorded as
+//! [`RunTrigger::Manual`], a first run as a backfill, the others as scheduled.
+//!
+//! Engines are kept between runs in an [`EngineCache`] of
+//! [`ServiceConfig::engine_cache_entries`]: the least recently used is dropped first and
+//! rebuilt on its tenant's next run.
+//!
 //! Fairness and isolation: a tenant runs on at most one worker of all replicas (its
 //! lease), the pool is shared oldest-due-first, every run has a time budget
 //! ([`ServiceConfig::run_budget`]; over it, the run is stopped, recorded as failed and

@@ -26,7 +26,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Latency, random_hex};
+use super::{ApiClient, Latency, random_hex};
 use crate::api::{OPERATOR_TOKEN_ENV, SECRET_KEY_ENV};
 use crate::cli::ExitStatus;
 use crate::store::{
@@ -108,6 +108,10 @@ pub struct ApiReport {
     pub routes: BTreeMap<String, RouteFigures>,
     /// The 1-minute load average before and after the load (`/proc/loadavg`).
     pub load_average: (f64, f64),
+    /// CPU time the `serve` process used during the load, in seconds.
+    pub server_cpu_seconds: f64,
+    /// CPU time this (load-generating) process used during the load, in seconds.
+    pub client_cpu_seconds: f64,
 }
 
 /// Runs the benchmark.
@@ -142,6 +146,12 @@ fn print_human(r: &ApiReport) {
         r.requests_per_sec, r.overall.requests, r.overall.non_2xx, r.transport_errors
     );
     println!(
+        "CPU during the load: serve {:.1} s ({:.0} µs a request), this client {:.1} s",
+        r.server_cpu_seconds,
+        r.server_cpu_seconds * 1e6 / r.overall.requests.max(1) as f64,
+        r.client_cpu_seconds
+    );
+    println!(
         "{:<72} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8}",
         "route", "count", "non2xx", "p50 ms", "p95 ms", "p99 ms", "max ms"
     );
@@ -161,6 +171,25 @@ fn print_human(r: &ApiReport) {
         row(name, f);
     }
     row("overall", &r.overall);
+}
+
+/// CPU time (user + system) of process `pid` (`self` for this one) so far, in seconds,
+/// from `/proc/<pid>/stat`; 0 off Linux.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) start at field 3 (`state`);
+    // utime and stime are fields 14 and 15, in clock ticks (100 a second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn load_average() -> f64 {
@@ -226,29 +255,6 @@ fn start_serve(database_url: &str, operator: &str) -> anyhow::Result<ServeProces
     Ok(serve)
 }
 
-async fn call(
-    http: &reqwest::Client,
-    method: Method,
-    url: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<Value> {
-    let mut req = http.request(method.clone(), url).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("{method} {url}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{method} {url}: {status}: {text}");
-    }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// One tenant as the load sees it.
 #[derive(Debug, Clone)]
 struct SeededTenant {
@@ -271,7 +277,11 @@ async fn bench(args: &ApiBenchArgs) -> anyhow::Result<ApiReport> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let base = serve.base.clone();
-    call(&http, Method::GET, &format!("{base}/readyz"), "", None).await?;
+    let client = ApiClient {
+        http: http.clone(),
+        base: base.clone(),
+    };
+    client.send(Method::GET, "/readyz", "", None).await?;
 
     let store = crate::store::open(&url)
         .await
@@ -279,26 +289,26 @@ async fn bench(args: &ApiBenchArgs) -> anyhow::Result<ApiReport> {
     let mut tenants = Vec::with_capacity(args.tenants);
     for i in 0..args.tenants {
         let id = format!("api-bench-{i:04}");
-        let created = call(
-            &http,
-            Method::POST,
-            &format!("{base}/v1/admin/tenants"),
-            &operator,
-            Some(&json!({"id": id, "name": format!("API bench tenant {i}")})),
-        )
-        .await?;
+        let created = client
+            .json(
+                Method::POST,
+                "/v1/admin/tenants",
+                &operator,
+                &json!({"id": id, "name": format!("API bench tenant {i}")}),
+            )
+            .await?;
         let token = created["token"]["token"]
             .as_str()
             .context("no token in the tenant creation answer")?
             .to_string();
-        call(
-            &http,
-            Method::POST,
-            &format!("{base}/v1/tenants/{id}/sync/pause"),
-            &token,
-            None,
-        )
-        .await?;
+        client
+            .send(
+                Method::POST,
+                &format!("/v1/tenants/{id}/sync/pause"),
+                &token,
+                None,
+            )
+            .await?;
         let (run_id, record_ids) = seed(store.as_ref(), &TenantId::new(&id)?, args).await?;
         tenants.push(SeededTenant {
             id,
@@ -310,6 +320,8 @@ async fn bench(args: &ApiBenchArgs) -> anyhow::Result<ApiReport> {
     drop(store);
 
     let load_before = load_average();
+    let server_pid = serve.child.id().to_string();
+    let cpu_before = (cpu_seconds(&server_pid), cpu_seconds("self"));
     let tenants = Arc::new(tenants);
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let started = Instant::now();
@@ -349,8 +361,18 @@ async fn bench(args: &ApiBenchArgs) -> anyhow::Result<ApiReport> {
     }
     let elapsed = started.elapsed();
     let load_after = load_average();
+    let cpu = (
+        cpu_seconds(&server_pid) - cpu_before.0,
+        cpu_seconds("self") - cpu_before.1,
+    );
     drop(serve);
-    Ok(summarise(args, samples, elapsed, (load_before, load_after)))
+    Ok(summarise(
+        args,
+        samples,
+        elapsed,
+        (load_before, load_after),
+        cpu,
+    ))
 }
 
 fn request(
@@ -391,6 +413,7 @@ fn summarise(
     samples: Vec<(usize, Duration, Option<u16>)>,
     elapsed: Duration,
     load_average: (f64, f64),
+    (server_cpu_seconds, client_cpu_seconds): (f64, f64),
 ) -> ApiReport {
     let figures = |rows: Vec<&(usize, Duration, Option<u16>)>| {
         let answered: Vec<_> = rows.iter().filter(|r| r.2.is_some()).collect();
@@ -423,6 +446,8 @@ fn summarise(
         overall,
         routes,
         load_average,
+        server_cpu_seconds,
+        client_cpu_seconds,
     }
 }
 

@@ -15,7 +15,10 @@ pub mod tenants;
 
 use std::time::Duration;
 
+use anyhow::{Context, ensure};
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use api::ApiBenchArgs;
 pub use tenants::TenantsBenchArgs;
@@ -69,13 +72,94 @@ impl Latency {
     }
 }
 
-/// This process's resident set size (`VmRSS`) in KiB; `None` off Linux.
-pub fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+/// This process's resident set, in KiB, from `/proc/self/status` (zero off Linux).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Resident {
+    /// `VmRSS`: all resident pages.
+    pub total_kib: u64,
+    /// `RssAnon`: heap, stacks, instance memory.
+    pub anon_kib: u64,
+    /// `RssFile`: resident pages of mapped files (compiled artefacts are mapped from the
+    /// compile cache).
+    pub file_kib: u64,
+}
+
+impl Resident {
+    /// Now.
+    pub fn now() -> Resident {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Resident {
+            total_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
+        }
+    }
+
+    /// `… MiB (anon … MiB, file … MiB)`, for people.
+    pub fn human(&self) -> String {
+        let mib = |k: u64| k as f64 / 1024.0;
+        format!(
+            "{:.1} MiB (anon {:.1} MiB, file-backed {:.1} MiB)",
+            mib(self.total_kib),
+            mib(self.anon_kib),
+            mib(self.file_kib)
+        )
+    }
+}
+
+/// A client of a benchmark's own service: every answer must be a 2xx (its JSON is
+/// returned), anything else is an error naming the request.
+struct ApiClient {
+    http: reqwest::Client,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+}
+
+impl ApiClient {
+    /// `method base+path` with a bearer token and an optional body of a content type.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        ensure!(status.is_success(), "{method} {path}: {status}: {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `method base+path` with a bearer token and a JSON body.
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let bytes = serde_json::to_vec(body)?;
+        self.send(method, path, token, Some(("application/json", bytes)))
+            .await
+    }
 }
 
 /// A random secret in hex (tokens and keys of a benchmark's own service).

@@ -33,7 +33,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Latency, random_hex, rss_kib};
+use super::{ApiClient, Latency, Resident, random_hex};
 use crate::api::plugins::loaded;
 use crate::api::{self, ApiConfig, AppState};
 use crate::cli::ExitStatus;
@@ -100,14 +100,16 @@ pub struct Measured {
     /// Artefacts that appeared in the compile cache during this phase (0: nothing was
     /// compiled).
     pub compiled_during_measure: usize,
-    /// Resident set before the first upload (service, store and N tenants set up), KiB.
-    pub rss_before_kib: u64,
-    /// Resident set after the last activation, KiB.
-    pub rss_after_activation_kib: u64,
-    /// Resident set after one invocation of each tenant, KiB.
-    pub rss_after_invocations_kib: u64,
+    /// Resident set before the first upload (service, store and N tenants set up).
+    pub rss_before: Resident,
+    /// Resident set after the last activation.
+    pub rss_after_activation: Resident,
+    /// Resident set after one invocation of each tenant.
+    pub rss_after_invocations: Resident,
     /// `(rss_after_invocations - rss_before) / tenants`, KiB.
     pub rss_per_tenant_kib: f64,
+    /// The same for anonymous memory alone, KiB.
+    pub rss_anon_per_tenant_kib: f64,
 }
 
 /// The whole report.
@@ -173,7 +175,6 @@ fn default_cache_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn print_human(m: &Measured) {
-    let mib = |k: u64| k as f64 / 1024.0;
     println!("tenants:                 {}", m.tenants);
     println!("activation (upload + activate): {}", m.activation.human());
     println!("  upload:                {}", m.upload.human());
@@ -187,12 +188,18 @@ fn print_human(m: &Measured) {
         "distinct active digests: {} of {}; compiled while measuring: {}",
         m.distinct_active_digests, m.tenants, m.compiled_during_measure
     );
+    println!("RSS before:              {}", m.rss_before.human());
     println!(
-        "RSS before {:.1} MiB, after activations {:.1} MiB, after invocations {:.1} MiB: {:.1} KiB per tenant",
-        mib(m.rss_before_kib),
-        mib(m.rss_after_activation_kib),
-        mib(m.rss_after_invocations_kib),
-        m.rss_per_tenant_kib
+        "RSS after activations:   {}",
+        m.rss_after_activation.human()
+    );
+    println!(
+        "RSS after invocations:   {}",
+        m.rss_after_invocations.human()
+    );
+    println!(
+        "RSS per tenant:          {:.1} KiB ({:.1} KiB anonymous)",
+        m.rss_per_tenant_kib, m.rss_anon_per_tenant_kib
     );
 }
 
@@ -304,50 +311,6 @@ fn cached_artefacts(dir: &Path) -> usize {
     })
 }
 
-/// A client of the in-process API.
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<(&'static str, Vec<u8>)>,
-    ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some((content_type, bytes)) = body {
-            req = req.header("content-type", content_type).body(bytes);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        ensure!(status.is_success(), "{method} {path}: {status}: {text}");
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: &Value,
-    ) -> anyhow::Result<Value> {
-        let bytes = serde_json::to_vec(body)?;
-        self.send(method, path, token, Some(("application/json", bytes)))
-            .await
-    }
-}
-
 /// Phase 2, in its own process.
 async fn measure(tenants: usize, cache_dir: &Path) -> anyhow::Result<Measured> {
     let db_dir = tempfile::tempdir().context("a temporary directory")?;
@@ -377,7 +340,7 @@ async fn measure(tenants: usize, cache_dir: &Path) -> anyhow::Result<Measured> {
     let server = tokio::spawn(api::serve(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
-    let client = Client {
+    let client = ApiClient {
         http: reqwest::Client::new(),
         base,
     };
@@ -407,11 +370,8 @@ async fn measure(tenants: usize, cache_dir: &Path) -> anyhow::Result<Measured> {
         bar.inc(1);
     }
     let fixture: Value = serde_json::from_str(FIXTURE).context("the bench fixture")?;
-    let components: Vec<Vec<u8>> = (0..tenants)
-        .map(|i| tenant_component(&tenant_id(i)))
-        .collect();
     let artefacts_before = cached_artefacts(cache_dir);
-    let rss_before = rss_kib().unwrap_or(0);
+    let rss_before = Resident::now();
 
     bar.reset();
     bar.set_message("activating");
@@ -419,8 +379,9 @@ async fn measure(tenants: usize, cache_dir: &Path) -> anyhow::Result<Measured> {
     let mut versions = Vec::with_capacity(tenants);
     let all = Instant::now();
     let mut attach_time = Duration::ZERO;
-    for (i, (token, bytes)) in tokens.iter().zip(components).enumerate() {
+    for (i, token) in tokens.iter().enumerate() {
         let t = tenant_id(i);
+        let bytes = tenant_component(&t);
         let started = Instant::now();
         let uploaded = client
             .send(
@@ -461,7 +422,7 @@ async fn measure(tenants: usize, cache_dir: &Path) -> anyhow::Result<Measured> {
         bar.inc(1);
     }
     let activation_total = all.elapsed().saturating_sub(attach_time);
-    let rss_after_activation = rss_kib().unwrap_or(0);
+    let rss_after_activation = Resident::now();
 
     bar.reset();
     bar.set_message("invoking");
@@ -492,7 +453,7 @@ async fn measure(tenants: usize, cache_dir: &Path) -> anyhow::Result<Measured> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let rss_after_invocations = rss_kib().unwrap_or(0);
+    let rss_after_invocations = Resident::now();
     let compiled_during_measure = cached_artefacts(cache_dir).saturating_sub(artefacts_before);
     let _ = stop.send(());
     let _ = server.await;
@@ -505,10 +466,16 @@ async fn measure(tenants: usize, cache_dir: &Path) -> anyhow::Result<Measured> {
         invocation: Latency::of(invocations),
         distinct_active_digests: digests.len(),
         compiled_during_measure,
-        rss_before_kib: rss_before,
-        rss_after_activation_kib: rss_after_activation,
-        rss_after_invocations_kib: rss_after_invocations,
-        rss_per_tenant_kib: rss_after_invocations.saturating_sub(rss_before) as f64
+        rss_per_tenant_kib: rss_after_invocations
+            .total_kib
+            .saturating_sub(rss_before.total_kib) as f64
             / tenants as f64,
+        rss_anon_per_tenant_kib: rss_after_invocations
+            .anon_kib
+            .saturating_sub(rss_before.anon_kib) as f64
+            / tenants as f64,
+        rss_before,
+        rss_after_activation,
+        rss_after_invocations,
     })
 }
