@@ -13,7 +13,7 @@
 use axum::Json;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{BodyDataStream, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::StatusCode;
 use bytes::BytesMut;
@@ -300,9 +300,18 @@ impl FromRequest<AppState> for ComponentUpload {
             });
         }
         let limit = state.shared().config.max_component_bytes;
-        read_capped(req.into_body(), limit)
-            .await
-            .map(ComponentUpload)
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut stream = req.into_body().into_data_stream();
+        if declared.is_some_and(|n| n > limit as u64) {
+            // Not buffered at all: read on and thrown away.
+            drain(&mut stream, 0).await;
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        read_capped(&mut stream, limit).await.map(ComponentUpload)
     }
 }
 
@@ -311,32 +320,37 @@ const MAX_DRAIN_BYTES: u64 = 64 << 20;
 /// The longest an oversized upload is read and thrown away before answering 413.
 const MAX_DRAIN_TIME: Duration = Duration::from_secs(10);
 
-/// Reads a body of at most `limit` bytes. An oversized body (declared or chunked) is
-/// read on and thrown away, within [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], before
-/// the 413: a server that answers and closes while the client is still sending makes
-/// the client see a connection reset instead of the answer.
-async fn read_capped(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let mut stream = body.into_data_stream();
+/// Reads a body of at most `limit` bytes; an oversized one (a chunked body has no
+/// declared length) is drained before the 413.
+async fn read_capped(stream: &mut BodyDataStream, limit: usize) -> Result<Bytes, ApiError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| unreadable_body())?;
         if buf.len() + chunk.len() > limit {
-            let mut drained = (buf.len() + chunk.len()) as u64;
+            let read = (buf.len() + chunk.len()) as u64;
             drop(buf);
-            let drain = async {
-                while drained <= MAX_DRAIN_BYTES {
-                    match stream.next().await {
-                        Some(Ok(more)) => drained += more.len() as u64,
-                        Some(Err(_)) | None => break,
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(MAX_DRAIN_TIME, drain).await;
+            drain(stream, read).await;
             return Err(ApiError::PayloadTooLarge { limit });
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Reads the rest of a refused body and throws it away, within [`MAX_DRAIN_BYTES`]
+/// (counting the `read` bytes already read) and [`MAX_DRAIN_TIME`]: a server that
+/// answers and closes while the client is still sending makes the client see a
+/// connection reset instead of the answer. Past either bound the connection is closed.
+async fn drain(stream: &mut BodyDataStream, mut read: u64) {
+    let rest = async {
+        while read <= MAX_DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(more)) => read += more.len() as u64,
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(MAX_DRAIN_TIME, rest).await;
 }
 
 fn unreadable_body() -> ApiError {
