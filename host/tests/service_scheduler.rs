@@ -1,6 +1,7 @@
 //! The scheduler's reaction to the API and its engine cache, in process (emulators, the
 //! API over a SQLite file, the scheduler): a sync now wakes an idle worker at once and
-//! its run is recorded as `manual`; with room for one engine, a tenant's engine dropped
+//! its run is recorded as `manual`; on PostgreSQL a sync now asked for on one replica
+//! wakes an idle worker of another; with room for one engine, a tenant's engine dropped
 //! for another's is rebuilt on its next run and syncs.
 
 mod api_support;
@@ -9,8 +10,10 @@ mod service_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_support::TestServer;
-use dealbridge::service::{Scheduler, ServiceConfig};
+use api_support::{Db, KEY_HEX, OPERATOR, TestServer};
+use dealbridge::api::{ApiConfig, AppState};
+use dealbridge::runtime::{Runtime, RuntimeConfig};
+use dealbridge::service::{Scheduler, ServiceConfig, wake_on_run_requests};
 use dealbridge::store::{Page, Run, RunStatus, RunTrigger, Store, TenantId};
 use reqwest::{Method, StatusCode};
 use service_support::{assert_converged, call, emulators, eventually, set_up_tenant};
@@ -97,6 +100,72 @@ async fn a_sync_now_wakes_an_idle_worker_and_its_run_is_recorded_as_manual() {
     assert!(!job.sync_now_requested, "the request was consumed: {job:?}");
 
     scheduler.shutdown().await;
+    s.shutdown().await;
+    emu.shutdown().await.unwrap();
+}
+
+/// Two replicas on one PostgreSQL database: the API of one, the scheduler (one worker,
+/// idle poll of an hour) of the other. A sync now asked for on the first wakes the
+/// second's idle worker through `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql() {
+    let Some(s) = TestServer::start_on(Db::Postgres, "wake").await else {
+        return;
+    };
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let emu = emulators(2, 4, 6).await;
+    let other = AppState::new(
+        s.store.clone(),
+        Runtime::new(RuntimeConfig::default()).unwrap(),
+        OPERATOR,
+        KEY_HEX,
+        ApiConfig::default(),
+    )
+    .unwrap();
+    let listening = wake_on_run_requests(&url, other.clone()).await.unwrap();
+    // A tenant without connections shows when the other replica's worker has had its
+    // first look (it leases the tenant, finds nothing to sync and gives the lease back):
+    // from then on the worker is idle for an hour unless woken.
+    let idle = s.tenant("idle-probe").await;
+    let (status, body) = call(
+        &s.base,
+        Method::PUT,
+        "/v1/tenants/idle-probe/sync/schedule",
+        &idle,
+        Some(serde_json::json!({"interval_secs": 3600})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let scheduler = Scheduler::start(
+        other,
+        ServiceConfig {
+            workers: 1,
+            lease_ttl: Duration::from_secs(5),
+            idle_poll: Duration::from_secs(3600),
+            ..ServiceConfig::default()
+        },
+    );
+    let probe = TenantId::new("idle-probe").unwrap();
+    eventually("the worker's first look", Duration::from_secs(60), || {
+        let (store, probe) = (s.store.clone(), probe.clone());
+        async move {
+            let job = store.sync_job(&probe).await.unwrap()?;
+            (job.fencing_token >= 1 && job.lease_holder.is_none()).then_some(())
+        }
+    })
+    .await;
+
+    let token = s.tenant("acme").await;
+    sync_action(&s.base, "acme", &token, "pause").await;
+    set_up_tenant(&s.base, &emu, "acme", &token).await;
+    sync_action(&s.base, "acme", &token, "resume").await;
+    // Only the NOTIFY of this sync now can wake the other replica's worker.
+    sync_action(&s.base, "acme", &token, "trigger").await;
+    let runs = finished_runs(&s.store, "acme", 1).await;
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:?}");
+
+    scheduler.shutdown().await;
+    listening.abort();
     s.shutdown().await;
     emu.shutdown().await.unwrap();
 }

@@ -18,10 +18,11 @@
 //!
 //! A worker with nothing to do waits [`ServiceConfig::idle_poll`], or less: a sync now,
 //! resume or resync asked for over this replica's API wakes one idle worker at once
-//! ([`AppState::wake_scheduler`]). Other replicas find the tenant at their next idle poll;
-//! PostgreSQL `LISTEN`/`NOTIFY` could wake them too, but would need a listening
-//! connection per replica and a store method to announce with, for at most one idle poll
-//! saved (1 s by default). A run leased for a sync now is recorded as
+//! ([`AppState::wake_scheduler`]). On PostgreSQL the store also announces every run
+//! asked for (sync now, resync) with `NOTIFY` on [`crate::store::RUN_REQUESTED_CHANNEL`],
+//! and [`wake_on_run_requests`] (started by `dealbridge serve`) listens on it, so an idle
+//! worker of every replica wakes too; if the listening connection is lost, the replica
+//! falls back to its idle poll until it is back. A run leased for a sync now is recorded as
 //! [`RunTrigger::Manual`], a first run as a backfill, the others as scheduled.
 //!
 //! Engines are kept between runs in an [`EngineCache`] of
@@ -251,6 +252,30 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>, hard_stop: watch
             () = tokio::time::sleep(ctx.config.idle_poll) => {}
         }
     }
+}
+
+/// Listens for runs asked for on any replica (PostgreSQL `LISTEN` on
+/// [`crate::store::RUN_REQUESTED_CHANNEL`]) and wakes an idle worker of `state`'s
+/// scheduler for each. Returns once listening; the task runs until aborted. A lost
+/// connection is re-established by the listener (runs asked for meanwhile are found at
+/// the idle poll).
+pub async fn wake_on_run_requests(
+    database_url: &str,
+    state: AppState,
+) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
+    listener.listen(crate::store::RUN_REQUESTED_CHANNEL).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.recv().await {
+                Ok(_) => state.wake_scheduler(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for runs asked for failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
 }
 
 /// Renews `lease` every third of its time to live; returns only when it was lost.

@@ -55,7 +55,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use error::{StoreError, StoreResult};
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, RUN_REQUESTED_CHANNEL};
 pub use sqlite::SqliteStore;
 pub use types::*;
 

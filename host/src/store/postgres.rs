@@ -40,6 +40,15 @@ UPDATE tenant_jobs
         FOR UPDATE OF j SKIP LOCKED)
 RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 
+/// The channel on which a replica announces that a tenant's run was asked for (sync now,
+/// a resync); the payload is the tenant id. Replicas `LISTEN` on it to wake an idle
+/// worker at once ([`crate::service::wake_on_run_requests`]).
+pub const RUN_REQUESTED_CHANNEL: &str = "dealbridge_run_requested";
+
+/// Announces a run asked for, on [`RUN_REQUESTED_CHANNEL`] (`$1` the tenant).
+const RUN_REQUESTED_NOTIFY_SQL: Option<&str> =
+    Some("SELECT pg_notify('dealbridge_run_requested', $1)");
+
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {

@@ -2,7 +2,9 @@
 //
 // This file is `include!`d into `sqlite.rs` and `postgres.rs`, each of which defines
 // `Db` (the sqlx database), `DbRow`, `This` (its store type, with `pool`, `config`,
-// `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `ID_CHUNK` (most ids in
+// `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `RUN_REQUESTED_NOTIFY_SQL`
+// (a statement that tells other replicas a run was asked for, if the database can),
+// `ID_CHUNK` (most ids in
 // one `IN (...)` list) and `ROW_CHUNK` (most rows in one multi-row `INSERT`). Every statement
 // here is written once in the SQL both databases accept (`$n` parameters, `ON CONFLICT`,
 // `RETURNING`), so the two backends run the same statements and cannot drift.
@@ -348,7 +350,15 @@ async fn request_run(
         .bind(sync_now)
         .fetch_optional(&mut **tx)
         .await?;
-    job_or_not_found(row, tenant)
+    let job = job_or_not_found(row, tenant)?;
+    if let Some(notify) = RUN_REQUESTED_NOTIFY_SQL {
+        // Delivered at commit, to every replica listening.
+        sqlx::query(notify)
+            .bind(tenant.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(job)
 }
 
 async fn links_by(

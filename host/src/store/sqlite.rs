@@ -51,6 +51,9 @@ UPDATE tenant_jobs
         LIMIT 1)
 RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 
+/// SQLite has one replica: nothing to tell the others when a run is asked for.
+const RUN_REQUESTED_NOTIFY_SQL: Option<&str> = None;
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
