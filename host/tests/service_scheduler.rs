@@ -18,10 +18,10 @@ use dealbridge::store::{Page, Run, RunStatus, RunTrigger, Store, TenantId};
 use reqwest::{Method, StatusCode};
 use service_support::{assert_converged, call, emulators, eventually, set_up_tenant};
 
-/// A scheduler of one worker on the test server.
-fn one_worker(s: &TestServer, idle_poll: Duration, engine_cache_entries: usize) -> Scheduler {
+/// A scheduler of one worker on `state`.
+fn one_worker(state: &AppState, idle_poll: Duration, engine_cache_entries: usize) -> Scheduler {
     Scheduler::start(
-        s.state.clone(),
+        state.clone(),
         ServiceConfig {
             workers: 1,
             lease_ttl: Duration::from_secs(5),
@@ -74,7 +74,7 @@ async fn a_sync_now_wakes_an_idle_worker_and_its_run_is_recorded_as_manual() {
     let s = TestServer::start().await;
     // An idle worker would look for due tenants again only after an hour: a run within
     // the test's limits can only come from the wake-up.
-    let scheduler = one_worker(&s, Duration::from_secs(3600), 256);
+    let scheduler = one_worker(&s.state, Duration::from_secs(3600), 256);
     let token = s.tenant("acme").await;
     sync_action(&s.base, "acme", &token, "pause").await;
     set_up_tenant(&s.base, &emu, "acme", &token).await;
@@ -136,15 +136,7 @@ async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let scheduler = Scheduler::start(
-        other,
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_secs(3600),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = one_worker(&other, Duration::from_secs(3600), 256);
     let probe = TenantId::new("idle-probe").unwrap();
     eventually("the worker's first look", Duration::from_secs(60), || {
         let (store, probe) = (s.store.clone(), probe.clone());
@@ -175,7 +167,7 @@ async fn an_engine_dropped_from_the_cache_is_rebuilt_and_syncs() {
     let emu_a = emulators(2, 4, 6).await;
     let emu_b = emulators(2, 4, 6).await;
     let s = TestServer::start().await;
-    let scheduler = one_worker(&s, Duration::from_millis(100), 1);
+    let scheduler = one_worker(&s.state, Duration::from_millis(100), 1);
     let mut tokens = Vec::new();
     for (name, emu) in [("a", &emu_a), ("b", &emu_b)] {
         let token = s.tenant(name).await;
