@@ -726,6 +726,83 @@ async fn plugin_upload_over_the_cap_is_413() {
     assert_eq!(r.body, json!([]));
 }
 
+/// An upload far over the cap, with its Content-Length declared: the server reads the
+/// body on and throws it away before it answers, so the client can send all of it and
+/// then reads a JSON 413 (a server that answered and closed early would reset the
+/// connection under the client's writes). The connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upload_gets_a_json_413_not_a_connection_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(ApiConfig {
+        max_component_bytes: 64 << 10,
+        ..ApiConfig::default()
+    })
+    .await;
+    let token = s.tenant("acme").await;
+    let total: usize = 32 << 20;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/tenants/acme/plugins HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/wasm\r\nContent-Length: {total}\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    for sent in (0..total).step_by(chunk.len()) {
+        sock.write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("the server cut the upload off after {sent} bytes: {e}"));
+    }
+    // The answer, then the same connection serves the next request.
+    let list = format!(
+        "GET /v1/tenants/acme/plugins HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    sock.write_all(list.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("\"payload_too_large\""), "{out}");
+    assert!(out.contains("65536"), "the message names the cap: {out}");
+    assert!(
+        out.contains("HTTP/1.1 200"),
+        "the connection was kept: {out}"
+    );
+
+    // Chunked, without a Content-Length: the same.
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/tenants/acme/plugins HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/wasm\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+    for sent in (0..total).step_by(chunk.len()) {
+        sock.write_all(&frame)
+            .await
+            .unwrap_or_else(|e| panic!("the server cut the upload off after {sent} bytes: {e}"));
+    }
+    sock.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("\"payload_too_large\""), "{out}");
+
+    // The same through an ordinary client.
+    let r = s
+        .raw(
+            Method::POST,
+            "/v1/tenants/acme/plugins",
+            Some(&token),
+            Some("application/wasm"),
+            vec![0u8; total],
+        )
+        .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+}
+
 /// Sends `total` bytes of a component upload with `Transfer-Encoding: chunked` (no
 /// Content-Length) over a raw socket; returns what the server answered.
 async fn chunked_upload(base: &str, token: &str, total: usize) -> String {

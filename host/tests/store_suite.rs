@@ -1724,11 +1724,12 @@ async fn sync_schedule_pause_request_and_backoff(h: &Harness) {
         .await
         .unwrap()
         .unwrap();
+    assert!(!s.sync_job(&t).await.unwrap().unwrap().leased_for_sync_now);
 
     // A request during the run keeps the tenant due when the run ends: due as it was
     // (0, since it was created due), not at the rescheduled 60_020.
     let job = s.request_sync(&t, 20).await.unwrap();
-    assert!(job.run_requested);
+    assert!(job.run_requested && job.sync_now_requested, "{job:?}");
     s.finish_job(&lease, 60_020, 0).await.unwrap();
     let job = s.sync_job(&t).await.unwrap().unwrap();
     assert_eq!(
@@ -1746,7 +1747,13 @@ async fn sync_schedule_pause_request_and_backoff(h: &Harness) {
         .await
         .unwrap()
         .unwrap();
-    assert!(!s.sync_job(&t).await.unwrap().unwrap().run_requested);
+    let job = s.sync_job(&t).await.unwrap().unwrap();
+    assert!(!job.run_requested);
+    // That lease was taken for the sync now: its run is a manual one.
+    assert_eq!(
+        (job.sync_now_requested, job.leased_for_sync_now),
+        (false, true)
+    );
     s.finish_job(&lease, 5_000, 2).await.unwrap();
     let job = s.sync_job(&t).await.unwrap().unwrap();
     assert_eq!((job.next_due_at_ms, job.consecutive_failures), (5_000, 2));
@@ -1798,6 +1805,7 @@ async fn pending_resyncs_are_fenced_and_tenant_scoped(h: &Harness) {
     // Asking for a resync makes the tenant due and marks a run as asked for.
     let job = s.sync_job(&t).await.unwrap().unwrap();
     assert!(job.run_requested);
+    assert!(!job.sync_now_requested, "a resync is not a sync now");
     assert!(job.next_due_at_ms <= 100);
 
     let pending = s.pending_resyncs(&t, 10).await.unwrap();

@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     pub(crate) rng: SystemRandom,
     pub(crate) plugins: Mutex<HashMap<String, LoadedPlugin>>,
     shutting_down: AtomicBool,
+    /// Wakes an idle scheduler worker of this process when a tenant became due.
+    scheduler_wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -147,6 +149,7 @@ impl AppState {
                 rng: SystemRandom::new(),
                 plugins: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                scheduler_wake: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -158,6 +161,19 @@ impl AppState {
     /// Marks the service as shutting down: `/readyz` answers 503 from now on.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Tells this process's scheduler that a tenant became due (sync now, resume, a
+    /// resync): one idle worker looks for it at once instead of at its next idle poll. If
+    /// no worker is idle, the next one to become idle looks at once.
+    pub fn wake_scheduler(&self) {
+        self.inner.scheduler_wake.notify_one();
+    }
+
+    /// Resolves at the next [`AppState::wake_scheduler`] (or at once if one came while no
+    /// worker was waiting).
+    pub(crate) async fn scheduler_woken(&self) {
+        self.inner.scheduler_wake.notified().await;
     }
 
     /// Whether [`AppState::begin_shutdown`] was called.

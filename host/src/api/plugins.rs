@@ -11,9 +11,13 @@
 //! carries the scope's tenant); show a server file path.
 
 use axum::Json;
-use axum::body::Bytes;
+use std::time::Duration;
+
+use axum::body::{BodyDataStream, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -298,20 +302,59 @@ impl FromRequest<AppState> for ComponentUpload {
         let limit = state.shared().config.max_component_bytes;
         let declared = req
             .headers()
-            .get(header::CONTENT_LENGTH)
+            .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let mut stream = req.into_body().into_data_stream();
         if declared.is_some_and(|n| n > limit as u64) {
+            // Not buffered at all: read on and thrown away.
+            drain(&mut stream, 0).await;
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|r| match ApiError::from(r) {
-                ApiError::PayloadTooLarge { .. } => ApiError::PayloadTooLarge { limit },
-                other => other,
-            })?;
-        Ok(ComponentUpload(bytes))
+        read_capped(&mut stream, limit).await.map(ComponentUpload)
     }
+}
+
+/// The most of an oversized upload read and thrown away before answering 413.
+const MAX_DRAIN_BYTES: u64 = 64 << 20;
+/// The longest an oversized upload is read and thrown away before answering 413.
+const MAX_DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads a body of at most `limit` bytes; an oversized one (a chunked body has no
+/// declared length) is drained before the 413.
+async fn read_capped(stream: &mut BodyDataStream, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| unreadable_body())?;
+        if buf.len() + chunk.len() > limit {
+            let read = (buf.len() + chunk.len()) as u64;
+            drop(buf);
+            drain(stream, read).await;
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads the rest of a refused body and throws it away, within [`MAX_DRAIN_BYTES`]
+/// (counting the `read` bytes already read) and [`MAX_DRAIN_TIME`]: a server that
+/// answers and closes while the client is still sending makes the client see a
+/// connection reset instead of the answer. Past either bound the connection is closed.
+async fn drain(stream: &mut BodyDataStream, mut read: u64) {
+    let rest = async {
+        while read <= MAX_DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(more)) => read += more.len() as u64,
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(MAX_DRAIN_TIME, rest).await;
+}
+
+fn unreadable_body() -> ApiError {
+    ApiError::BadRequest("the request body could not be read".into())
 }
 
 fn load_error(e: LoadError) -> ApiError {

@@ -339,7 +339,8 @@ async fn set_plugin_config(
 }
 
 /// Asks for a sync now: the scheduler of some replica starts it as soon as a worker is
-/// free (after the run going on, if any). A paused tenant stays paused.
+/// free (after the run going on, if any); an idle worker of this replica is woken at
+/// once. Its run is recorded with the trigger `manual`. A paused tenant stays paused.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/sync/trigger", tag = "syncs",
     params(("tenant" = String, Path, description = "The tenant id")),
     security(("tenant_token" = [])),
@@ -355,6 +356,7 @@ async fn trigger(
         .store
         .request_sync(&scope.tenant, now)
         .await?;
+    state.wake_scheduler();
     tracing::info!(tenant = %scope.tenant, "sync requested");
     Ok((StatusCode::ACCEPTED, Json(SyncStatus::of(&job, now))))
 }
@@ -365,6 +367,9 @@ async fn set_paused(
     paused: bool,
 ) -> Result<Json<SyncStatus>, ApiError> {
     let job = state.shared().store.set_sync_paused(tenant, paused).await?;
+    if !paused {
+        state.wake_scheduler();
+    }
     tracing::info!(tenant = %tenant, paused, "pause set");
     Ok(Json(SyncStatus::of(&job, now_ms())))
 }
@@ -492,6 +497,7 @@ async fn request_resync(
         .store
         .request_resync(&scope.tenant, &request, now_ms())
         .await?;
+    state.wake_scheduler();
     tracing::info!(tenant = %scope.tenant, resync = pending.id, "resync requested");
     Ok((StatusCode::ACCEPTED, Json(pending.into())))
 }

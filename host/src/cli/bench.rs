@@ -53,6 +53,11 @@ pub enum BenchCommand {
     /// Benchmark the sync engine against in-process emulators (API calls per record,
     /// throughput with and without rate limits, change latency, peak memory).
     Sync(SyncBenchArgs),
+    /// Benchmark many tenants in one service process, each with its own plugin version
+    /// (resident memory, activation time from the compiled cache).
+    Tenants(super::bench_service::TenantsBenchArgs),
+    /// Benchmark the service API's latency under load from a second process on loopback.
+    Api(super::bench_service::ApiBenchArgs),
 }
 
 /// One benchmark scenario.
@@ -1217,6 +1222,8 @@ fn short_unit(u: &str) -> &str {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitStatus> {
     match cmd {
         BenchCommand::Sync(args) => run_sync(args),
+        BenchCommand::Tenants(args) => super::bench_service::tenants::run(args),
+        BenchCommand::Api(args) => super::bench_service::api::run(args),
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bench_service;
 pub mod demo;
 pub mod emulate;
 pub mod plugin;

@@ -27,7 +27,8 @@ use clap::Args;
 use super::ExitStatus;
 use crate::api::{self, ApiConfig, AppState, OPERATOR_TOKEN_ENV, SECRET_KEY_ENV};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::service::{Scheduler, ServiceConfig, replica_name};
+use crate::service::{Scheduler, ServiceConfig, replica_name, wake_on_run_requests};
+use crate::store::Backend;
 
 /// `serve`
 #[derive(Debug, Args)]
@@ -181,6 +182,16 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(addr = %addr, backend = ?store.backend(), holder = %service_config.holder, "listening");
+    // On PostgreSQL, a run asked for on another replica wakes an idle worker here too.
+    let listening = if service_config.workers > 0 && store.backend() == Backend::Postgres {
+        Some(
+            wake_on_run_requests(&args.database_url, state.clone())
+                .await
+                .context("listening for runs asked for on other replicas")?,
+        )
+    } else {
+        None
+    };
     let scheduler =
         (service_config.workers > 0).then(|| Scheduler::start(state.clone(), service_config));
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -207,6 +218,9 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
     let _ = stop.send(true);
     if let Some(done) = scheduler_done {
         let _ = done.await;
+    }
+    if let Some(listening) = listening {
+        listening.abort();
     }
     served.context("serving")?;
     tracing::info!("stopped");

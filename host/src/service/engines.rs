@@ -11,7 +11,11 @@
 //!
 //! [`Sources`] is what an engine was built from, as stored (ciphertexts, version id and
 //! digest); the scheduler compares it before each run and rebuilds a cached engine
-//! whose sources changed. This module must never log or return a credential.
+//! whose sources changed. [`EngineCache`] keeps engines between runs, bounded: the least
+//! recently used is dropped first and rebuilt on its tenant's next run. This module must
+//! never log or return a credential.
+
+use std::collections::HashMap;
 
 use crate::api::connections::{ConnectionInput, open_connection};
 use crate::api::plugins::{default_rules_plugin, loaded};
@@ -33,6 +37,87 @@ pub struct Sources {
     plugin: Option<(i64, String)>,
     /// The plugin's config.
     plugin_config: serde_json::Value,
+}
+
+/// What the engine cache did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCacheStats {
+    /// Engines kept now.
+    pub entries: usize,
+    /// Runs that reused a kept engine.
+    pub reused: u64,
+    /// Engines built (first run of a tenant, changed sources, or dropped before).
+    pub built: u64,
+    /// Engines dropped to stay within the capacity.
+    pub evicted: u64,
+}
+
+/// Engines (or anything else per tenant) kept between runs: at most `capacity`, the least
+/// recently used dropped first. A tenant's entry is taken out for its run and put back
+/// after it, which counts as its use.
+#[derive(Debug)]
+pub struct EngineCache<V> {
+    capacity: usize,
+    /// The value and when it was last put back (a counter, larger is more recent).
+    entries: HashMap<TenantId, (u64, V)>,
+    clock: u64,
+    stats: EngineCacheStats,
+}
+
+impl<V> EngineCache<V> {
+    /// An empty cache of `capacity` entries (at least one).
+    pub fn new(capacity: usize) -> Self {
+        EngineCache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            clock: 0,
+            stats: EngineCacheStats::default(),
+        }
+    }
+
+    /// Takes the tenant's entry out, if kept.
+    pub fn take(&mut self, tenant: &TenantId) -> Option<V> {
+        self.entries.remove(tenant).map(|(_, v)| v)
+    }
+
+    /// Keeps `value` for `tenant` as its most recent use; when full, drops the least
+    /// recently used entry and returns its tenant.
+    pub fn put(&mut self, tenant: TenantId, value: V) -> Option<TenantId> {
+        self.clock += 1;
+        let mut evicted = None;
+        if !self.entries.contains_key(&tenant) && self.entries.len() >= self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(t, _)| t.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+                self.stats.evicted += 1;
+                evicted = Some(oldest);
+            }
+        }
+        self.entries.insert(tenant, (self.clock, value));
+        evicted
+    }
+
+    /// Counts a run that reused a kept engine.
+    pub fn note_reused(&mut self) {
+        self.stats.reused += 1;
+    }
+
+    /// Counts a built engine.
+    pub fn note_built(&mut self) {
+        self.stats.built += 1;
+    }
+
+    /// What the cache did so far.
+    pub fn stats(&self) -> EngineCacheStats {
+        EngineCacheStats {
+            entries: self.entries.len(),
+            ..self.stats
+        }
+    }
 }
 
 /// Why a tenant's engine could not be built.
@@ -232,6 +317,31 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("client_id"), "{err}");
+    }
+
+    fn tenant(id: &str) -> TenantId {
+        TenantId::new(id).unwrap()
+    }
+
+    #[test]
+    fn the_engine_cache_drops_the_least_recently_used_entry() {
+        let mut cache = EngineCache::new(2);
+        assert_eq!(cache.put(tenant("a"), 1), None);
+        assert_eq!(cache.put(tenant("b"), 2), None);
+        // `a` runs again (taken out and put back): `b` is now the least recently used.
+        let a = cache.take(&tenant("a")).unwrap();
+        assert_eq!(cache.put(tenant("a"), a), None);
+        assert_eq!(cache.put(tenant("c"), 3), Some(tenant("b")));
+        assert_eq!(cache.take(&tenant("b")), None);
+        assert_eq!(cache.take(&tenant("a")), Some(1));
+        assert_eq!(cache.take(&tenant("c")), Some(3));
+        // Putting back a kept tenant replaces it and evicts nothing.
+        let mut one = EngineCache::new(1);
+        one.put(tenant("a"), 1);
+        assert_eq!(one.put(tenant("a"), 2), None);
+        assert_eq!(one.take(&tenant("a")), Some(2));
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.evicted), (0, 1));
     }
 
     #[test]

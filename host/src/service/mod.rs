@@ -16,6 +16,19 @@
 //!    a doubling back-off (capped at [`ServiceConfig::max_backoff`]) after failures in a
 //!    row, or at once when someone asked for a run meanwhile.
 //!
+//! A worker with nothing to do waits [`ServiceConfig::idle_poll`], or less: a sync now,
+//! resume or resync asked for over this replica's API wakes one idle worker at once
+//! ([`AppState::wake_scheduler`]). On PostgreSQL the store also announces every run
+//! asked for (sync now, resync) with `NOTIFY` on [`crate::store::RUN_REQUESTED_CHANNEL`],
+//! and [`wake_on_run_requests`] (started by `dealbridge serve`) listens on it, so an idle
+//! worker of every replica wakes too; if the listening connection is lost, the replica
+//! falls back to its idle poll until it is back. A run leased for a sync now is recorded as
+//! [`RunTrigger::Manual`], a first run as a backfill, the others as scheduled.
+//!
+//! Engines are kept between runs in an [`EngineCache`] of
+//! [`ServiceConfig::engine_cache_entries`]: the least recently used is dropped first and
+//! rebuilt on its tenant's next run.
+//!
 //! Fairness and isolation: a tenant runs on at most one worker of all replicas (its
 //! lease), the pool is shared oldest-due-first, every run has a time budget
 //! ([`ServiceConfig::run_budget`]; over it, the run is stopped, recorded as failed and
@@ -35,7 +48,6 @@
 
 pub mod engines;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +61,7 @@ use crate::store::{
     SyncJob, TenantId, TimestampMs,
 };
 use crate::sync::{CycleReport, Engine, Resync, SyncError};
-use engines::{BuildError, BuildOptions, Sources};
+use engines::{BuildError, BuildOptions, EngineCache, EngineCacheStats, Sources};
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]
@@ -61,7 +73,8 @@ pub struct ServiceConfig {
     /// How long a lease lasts without renewal: how soon another replica takes over a
     /// dead one's tenant.
     pub lease_ttl: Duration,
-    /// How long an idle worker waits before looking for a due tenant again.
+    /// How long an idle worker waits before looking for a due tenant again (a sync now,
+    /// resume or resync asked for on this replica wakes one at once).
     pub idle_poll: Duration,
     /// The longest one tenant's run may take.
     pub run_budget: Duration,
@@ -69,7 +82,8 @@ pub struct ServiceConfig {
     pub max_backoff: Duration,
     /// How long runs going on may take to finish at shutdown.
     pub shutdown_grace: Duration,
-    /// Engines kept between runs (one per tenant).
+    /// Engines kept between runs (one per tenant; the least recently used is dropped
+    /// first and rebuilt on its tenant's next run).
     pub engine_cache_entries: usize,
 }
 
@@ -101,6 +115,17 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// What a run of the scheduler's turn is recorded as: `manual` when the lease was taken
+/// for a sync now asked for over the API, else `scheduled` (a first run is a backfill
+/// either way).
+fn trigger_of(job: &SyncJob) -> RunTrigger {
+    if job.leased_for_sync_now {
+        RunTrigger::Manual
+    } else {
+        RunTrigger::Scheduled
+    }
+}
+
 /// When a tenant is next due after `failures` failed runs in a row (0: it succeeded).
 fn next_delay_ms(interval_ms: i64, failures: i64, max_backoff_ms: i64) -> i64 {
     if failures <= 0 {
@@ -113,6 +138,7 @@ fn next_delay_ms(interval_ms: i64, failures: i64, max_backoff_ms: i64) -> i64 {
 /// The running scheduler. Dropping it without [`Scheduler::shutdown`] aborts the workers
 /// (their leases expire).
 pub struct Scheduler {
+    ctx: Arc<Ctx>,
     workers: JoinSet<()>,
     stop: watch::Sender<bool>,
     hard_stop: watch::Sender<bool>,
@@ -123,7 +149,7 @@ pub struct Scheduler {
 struct Ctx {
     state: AppState,
     config: ServiceConfig,
-    engines: Mutex<HashMap<TenantId, (Engine, Sources)>>,
+    engines: Mutex<EngineCache<(Engine, Sources)>>,
 }
 
 /// How a tenant's turn ended.
@@ -150,8 +176,8 @@ impl Scheduler {
         let grace = config.shutdown_grace;
         let ctx = Arc::new(Ctx {
             state,
+            engines: Mutex::new(EngineCache::new(config.engine_cache_entries)),
             config,
-            engines: Mutex::new(HashMap::new()),
         });
         let mut workers = JoinSet::new();
         for _ in 0..ctx.config.workers {
@@ -163,11 +189,17 @@ impl Scheduler {
             "scheduler started"
         );
         Scheduler {
+            ctx,
             workers,
             stop,
             hard_stop,
             grace,
         }
+    }
+
+    /// What the engine cache did so far.
+    pub fn engine_cache_stats(&self) -> EngineCacheStats {
+        self.ctx.engines.lock().stats()
     }
 
     /// Stops taking tenants, lets runs going on finish within the grace period, then stops
@@ -216,9 +248,34 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>, hard_stop: watch
         }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
+            () = ctx.state.scheduler_woken() => {}
             () = tokio::time::sleep(ctx.config.idle_poll) => {}
         }
     }
+}
+
+/// Listens for runs asked for on any replica (PostgreSQL `LISTEN` on
+/// [`crate::store::RUN_REQUESTED_CHANNEL`]) and wakes an idle worker of `state`'s
+/// scheduler for each. Returns once listening; the task runs until aborted. A lost
+/// connection is re-established by the listener (runs asked for meanwhile are found at
+/// the idle poll).
+pub async fn wake_on_run_requests(
+    database_url: &str,
+    state: AppState,
+) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
+    listener.listen(crate::store::RUN_REQUESTED_CHANNEL).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.recv().await {
+                Ok(_) => state.wake_scheduler(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for runs asked for failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }))
 }
 
 /// Renews `lease` every third of its time to live; returns only when it was lost.
@@ -251,11 +308,12 @@ impl Ctx {
                 return;
             }
         };
-        let cached = self.engines.lock().remove(&tenant);
+        let cached = self.engines.lock().take(&tenant);
+        let trigger = trigger_of(&job);
         let work = {
             let ctx = self.clone();
             let lease = lease.clone();
-            async move { ctx.run(lease, cached).await }
+            async move { ctx.run(lease, trigger, cached).await }
         };
         let outcome = tokio::select! {
             done = tokio::time::timeout(self.config.run_budget, work) => match done {
@@ -276,14 +334,10 @@ impl Ctx {
     }
 
     fn keep_engine(&self, tenant: TenantId, kept: (Engine, Sources)) {
-        let mut engines = self.engines.lock();
-        if engines.len() >= self.config.engine_cache_entries.max(1) {
-            // Any entry will do: a dropped engine is rebuilt on its tenant's next run.
-            if let Some(victim) = engines.keys().next().cloned() {
-                engines.remove(&victim);
-            }
+        let evicted = self.engines.lock().put(tenant, kept);
+        if let Some(evicted) = evicted {
+            tracing::debug!(tenant = %evicted, "engine dropped from the cache (least recently used)");
         }
-        engines.insert(tenant, kept);
     }
 
     /// Records how the turn ended and gives the lease up with the next due time.
@@ -318,7 +372,8 @@ impl Ctx {
                     if !self.stop_running_run(lease, &message).await {
                         // Stopped before its run started (in the set-up): still a run
                         // the tenant should see.
-                        self.record_failed_run(lease, &message).await;
+                        self.record_failed_run(lease, trigger_of(job), &message)
+                            .await;
                     }
                 }
                 let failures = job.consecutive_failures.saturating_add(1);
@@ -368,6 +423,7 @@ impl Ctx {
     async fn run(
         &self,
         lease: Lease,
+        trigger: RunTrigger,
         cached: Option<(Engine, Sources)>,
     ) -> (Option<(Engine, Sources)>, Outcome) {
         let tenant = lease.tenant.clone();
@@ -376,7 +432,7 @@ impl Ctx {
             Err(BuildError::NotConnected(crm)) => return (None, Outcome::NotConnected(crm)),
             Err(e) => {
                 let message = format!("starting the sync: {e}");
-                self.record_failed_run(&lease, &message).await;
+                self.record_failed_run(&lease, trigger, &message).await;
                 return (None, Outcome::Failed(message));
             }
         };
@@ -390,7 +446,7 @@ impl Ctx {
             }
             Err(e) => return (None, Outcome::Failed(format!("reading resyncs: {e}"))),
         }
-        match engine.run_cycle().await {
+        match engine.run_cycle_as(trigger).await {
             Ok(report) => {
                 log_cycle(&tenant, &report);
                 (Some((engine, sources)), Outcome::Ran)
@@ -409,6 +465,7 @@ impl Ctx {
             && engines::sources(&self.state, &lease.tenant).await? == built_from
         {
             engine.adopt_lease(lease);
+            self.engines.lock().note_reused();
             return Ok((engine, built_from));
         }
         let opts = BuildOptions {
@@ -416,17 +473,16 @@ impl Ctx {
             lease_ttl_ms: millis(self.config.lease_ttl),
             dry_run: false,
         };
-        engines::build(&self.state, lease, &opts).await
+        let built = engines::build(&self.state, lease, &opts).await?;
+        self.engines.lock().note_built();
+        Ok(built)
     }
 
     /// A failure before any cycle started (set-up, credentials): a failed run, so the
     /// tenant sees it in its run history.
-    async fn record_failed_run(&self, lease: &Lease, message: &str) {
+    async fn record_failed_run(&self, lease: &Lease, trigger: RunTrigger, message: &str) {
         let store = self.store();
-        match store
-            .start_run(lease, RunTrigger::Scheduled, now_ms())
-            .await
-        {
+        match store.start_run(lease, trigger, now_ms()).await {
             Ok(run) => {
                 let _ = store
                     .finish_run(

@@ -55,7 +55,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use error::{StoreError, StoreResult};
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, RUN_REQUESTED_CHANNEL};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -191,8 +191,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: TimestampMs,
     ) -> StoreResult<Option<Lease>>;
     /// Takes the lease of the enabled, unpaused tenant whose sync has been due longest and
-    /// that nobody holds (or whose lease expired), and clears its `run_requested`. `None`
-    /// if there is none.
+    /// that nobody holds (or whose lease expired), and clears its `run_requested`; a
+    /// pending sync now (`sync_now_requested`) becomes `leased_for_sync_now`. `None` if
+    /// there is none.
     async fn acquire_next_due_tenant(
         &self,
         holder: &str,
@@ -228,8 +229,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_sync_paused(&self, tenant: &TenantId, paused: bool) -> StoreResult<SyncJob>;
     /// Sets the config given to the tenant's rules plugin (a JSON object).
     async fn set_plugin_config(&self, tenant: &TenantId, config: &Value) -> StoreResult<SyncJob>;
-    /// Asks for a run as soon as possible: the tenant is due at `now_ms` and, if a run is
-    /// going on, stays due when that run ends.
+    /// Asks for a run as soon as possible (sync now): the tenant is due at `now_ms` and,
+    /// if a run is going on, stays due when that run ends; the scheduler's lease for it
+    /// is marked `leased_for_sync_now`.
     async fn request_sync(&self, tenant: &TenantId, now_ms: TimestampMs) -> StoreResult<SyncJob>;
     /// Ends a scheduler's run: gives the lease up, records the run of failures in a row,
     /// and makes the tenant due at `next_due_at_ms`, or at once when a run was asked for

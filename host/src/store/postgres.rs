@@ -28,7 +28,8 @@ const ROW_CHUNK: usize = 200;
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
 UPDATE tenant_jobs
    SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1,
-       run_requested = FALSE
+       run_requested = FALSE, leased_for_sync_now = sync_now_requested,
+       sync_now_requested = FALSE
  WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
    AND tenant_id = (
        SELECT j.tenant_id FROM tenant_jobs j JOIN tenants t ON t.id = j.tenant_id
@@ -38,6 +39,15 @@ UPDATE tenant_jobs
         LIMIT 1
         FOR UPDATE OF j SKIP LOCKED)
 RETURNING tenant_id, fencing_token, lease_expires_at_ms";
+
+/// The channel on which a replica announces that a tenant's run was asked for (sync now,
+/// a resync); the payload is the tenant id. Replicas `LISTEN` on it to wake an idle
+/// worker at once ([`crate::service::wake_on_run_requests`]).
+pub const RUN_REQUESTED_CHANNEL: &str = "dealbridge_run_requested";
+
+/// Announces a run asked for, on [`RUN_REQUESTED_CHANNEL`] (`$1` the tenant).
+const RUN_REQUESTED_NOTIFY_SQL: Option<&str> =
+    Some("SELECT pg_notify('dealbridge_run_requested', $1)");
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]

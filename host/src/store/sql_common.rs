@@ -2,7 +2,9 @@
 //
 // This file is `include!`d into `sqlite.rs` and `postgres.rs`, each of which defines
 // `Db` (the sqlx database), `DbRow`, `This` (its store type, with `pool`, `config`,
-// `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `ID_CHUNK` (most ids in
+// `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `RUN_REQUESTED_NOTIFY_SQL`
+// (a statement that tells other replicas a run was asked for, if the database can),
+// `ID_CHUNK` (most ids in
 // one `IN (...)` list) and `ROW_CHUNK` (most rows in one multi-row `INSERT`). Every statement
 // here is written once in the SQL both databases accept (`$n` parameters, `ON CONFLICT`,
 // `RETURNING`), so the two backends run the same statements and cannot drift.
@@ -244,7 +246,8 @@ type Tx = sqlx::Transaction<'static, Db>;
 const MAX_RESYNC_IDS: usize = 100;
 
 const JOB_COLS: &str = "tenant_id, interval_ms, paused, next_due_at_ms, run_requested, \
-     consecutive_failures, plugin_config, lease_holder, lease_expires_at_ms, fencing_token";
+     sync_now_requested, leased_for_sync_now, consecutive_failures, plugin_config, \
+     lease_holder, lease_expires_at_ms, fencing_token";
 
 fn job_from_row(row: &DbRow) -> StoreResult<SyncJob> {
     Ok(SyncJob {
@@ -253,6 +256,8 @@ fn job_from_row(row: &DbRow) -> StoreResult<SyncJob> {
         paused: row.try_get("paused")?,
         next_due_at_ms: row.try_get("next_due_at_ms")?,
         run_requested: row.try_get("run_requested")?,
+        sync_now_requested: row.try_get("sync_now_requested")?,
+        leased_for_sync_now: row.try_get("leased_for_sync_now")?,
         consecutive_failures: row.try_get("consecutive_failures")?,
         plugin_config: row.try_get::<Json<Value>, _>("plugin_config")?.0,
         lease_holder: row.try_get("lease_holder")?,
@@ -325,19 +330,35 @@ async fn lock_tenant(tx: &mut Tx, tenant: &TenantId) -> StoreResult<()> {
 }
 
 /// Makes the tenant due at `now_ms` (or keeps an earlier due time) and marks a run as
-/// asked for, so the end of a run going on does not push it back.
-async fn request_run(tx: &mut Tx, tenant: &TenantId, now_ms: TimestampMs) -> StoreResult<SyncJob> {
+/// asked for, so the end of a run going on does not push it back; `sync_now` also marks
+/// it as a sync now (its run is recorded as manual).
+async fn request_run(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    now_ms: TimestampMs,
+    sync_now: bool,
+) -> StoreResult<SyncJob> {
     let sql = format!(
         "UPDATE tenant_jobs SET run_requested = TRUE, \
+         sync_now_requested = (sync_now_requested OR $3), \
          next_due_at_ms = CASE WHEN next_due_at_ms > $2 THEN $2 ELSE next_due_at_ms END \
          WHERE tenant_id = $1 RETURNING {JOB_COLS}"
     );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(tenant.as_str())
         .bind(now_ms)
+        .bind(sync_now)
         .fetch_optional(&mut **tx)
         .await?;
-    job_or_not_found(row, tenant)
+    let job = job_or_not_found(row, tenant)?;
+    if let Some(notify) = RUN_REQUESTED_NOTIFY_SQL {
+        // Delivered at commit, to every replica listening.
+        sqlx::query(notify)
+            .bind(tenant.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(job)
 }
 
 async fn links_by(
@@ -1078,7 +1099,7 @@ impl super::Store for This {
 
     async fn request_sync(&self, tenant: &TenantId, now_ms: TimestampMs) -> StoreResult<SyncJob> {
         let mut tx = self.begin_write().await?;
-        let job = request_run(&mut tx, tenant, now_ms).await?;
+        let job = request_run(&mut tx, tenant, now_ms, true).await?;
         tx.commit().await?;
         Ok(job)
     }
@@ -1122,7 +1143,7 @@ impl super::Store for This {
             )));
         }
         let mut tx = self.begin_write().await?;
-        request_run(&mut tx, tenant, now_ms).await?;
+        request_run(&mut tx, tenant, now_ms, false).await?;
         let sql = format!(
             "INSERT INTO pending_resyncs (tenant_id, request, requested_at_ms) \
              VALUES ($1, $2, $3) RETURNING {RESYNC_COLS}"

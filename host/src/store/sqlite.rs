@@ -40,7 +40,8 @@ const ROW_CHUNK: usize = 25;
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
 UPDATE tenant_jobs
    SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1,
-       run_requested = FALSE
+       run_requested = FALSE, leased_for_sync_now = sync_now_requested,
+       sync_now_requested = FALSE
  WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
    AND tenant_id = (
        SELECT j.tenant_id FROM tenant_jobs j JOIN tenants t ON t.id = j.tenant_id
@@ -49,6 +50,9 @@ UPDATE tenant_jobs
         ORDER BY j.next_due_at_ms, j.tenant_id
         LIMIT 1)
 RETURNING tenant_id, fencing_token, lease_expires_at_ms";
+
+/// SQLite has one replica: nothing to tell the others when a run is asked for.
+const RUN_REQUESTED_NOTIFY_SQL: Option<&str> = None;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]

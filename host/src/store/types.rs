@@ -850,6 +850,11 @@ pub struct SyncJob {
     /// A run was asked for (sync now, resync) since the current run was leased; the
     /// end of that run leaves the tenant due at once.
     pub run_requested: bool,
+    /// Sync now was asked for and no scheduler has leased the tenant since.
+    pub sync_now_requested: bool,
+    /// The scheduler took the current (or latest) lease for a sync now: its run is
+    /// recorded as [`RunTrigger::Manual`].
+    pub leased_for_sync_now: bool,
     /// Runs in a row that failed (0 after a success); the scheduler backs off on it.
     pub consecutive_failures: i64,
     /// The config given to the tenant's rules plugin (a JSON object; `{}` by default).

@@ -431,14 +431,20 @@ impl Engine {
 
     /// One incremental (or, the first time, backfill) cycle.
     pub async fn run_cycle(&mut self) -> Result<CycleReport, SyncError> {
+        self.run_cycle_as(RunTrigger::Scheduled).await
+    }
+
+    /// One cycle whose run is recorded with `trigger` when it is incremental (e.g.
+    /// [`RunTrigger::Manual`] for a sync someone asked for); a first cycle is a backfill.
+    pub async fn run_cycle_as(&mut self, trigger: RunTrigger) -> Result<CycleReport, SyncError> {
         let span = self.run_span();
-        tracing::Instrument::instrument(self.cycle(None), span).await
+        tracing::Instrument::instrument(self.cycle(None, trigger), span).await
     }
 
     /// A manual resync.
     pub async fn resync(&mut self, what: Resync) -> Result<CycleReport, SyncError> {
         let span = self.run_span();
-        tracing::Instrument::instrument(self.cycle(Some(what)), span).await
+        tracing::Instrument::instrument(self.cycle(Some(what), RunTrigger::Resync), span).await
     }
 
     /// The span of one cycle: logs inside it carry the tenant and (once started) the run.
@@ -450,7 +456,11 @@ impl Engine {
         )
     }
 
-    async fn cycle(&mut self, resync: Option<Resync>) -> Result<CycleReport, SyncError> {
+    async fn cycle(
+        &mut self,
+        resync: Option<Resync>,
+        incremental_trigger: RunTrigger,
+    ) -> Result<CycleReport, SyncError> {
         let started = Instant::now();
         let (sf0, hs0) = self.metrics_calls();
         self.renew().await?;
@@ -463,7 +473,7 @@ impl Engine {
         let rt = match trigger {
             Trigger::Backfill => RunTrigger::Backfill,
             Trigger::Resync => RunTrigger::Resync,
-            Trigger::Incremental => RunTrigger::Scheduled,
+            Trigger::Incremental => incremental_trigger,
         };
         let run_id = if self.opts.dry_run {
             0
