@@ -5,12 +5,10 @@
 //! API, over the engine's own store, shows the runs with the cycle's counters, a synced
 //! record's link and history, and the error on the health view and in the CSV export.
 
-use std::collections::HashMap;
-
 use dealbridge::api::{self, ApiConfig, AppState};
 use dealbridge::crm::salesforce::Fields;
 use dealbridge::runtime::{Runtime, RuntimeConfig};
-use dealbridge_e2e::{World, world};
+use dealbridge_e2e::world;
 use serde_json::{Value, json};
 
 const OPERATOR: &str = "operator-token-for-the-observability-test-0123";
@@ -32,15 +30,6 @@ fn sum_matching(text: &str, metric: &str, part: &str) -> f64 {
         .sum()
 }
 
-async fn sf_users(w: &World) -> HashMap<String, String> {
-    w.sf.users()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|u| Some((u.email?.to_lowercase(), u.id)))
-        .collect()
-}
-
 async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, String) {
     let r = client.get(url).bearer_auth(token).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -59,7 +48,7 @@ async fn a_sync_shows_in_metrics_and_in_the_read_api() {
         "{:?}",
         backfill.counters
     );
-    let frances = sf_users(&w).await["frances.allen@example.com"].clone();
+    let frances = w.sf_users().await["frances.allen@example.com"].clone();
     let orphan: Fields = [
         ("Name", json!("Orphan")),
         ("StageName", json!("Prospecting")),

@@ -3,59 +3,15 @@
 //! own limits. The example owner-lookup plugin resolves a changed owner by looking the user
 //! up in Salesforce and the owner up in HubSpot, by email.
 
-use std::collections::HashMap;
-
-use dealbridge::cli::demo::demo_config;
 use dealbridge::crm::hubspot::types::{Filter, FilterGroup, Operator, SearchRequest};
 use dealbridge::crm::salesforce::Fields;
-use dealbridge::sync::TenantConfig;
-use dealbridge_e2e::{Emu, World, world};
+use dealbridge_e2e::{Emu, world};
 use serde_json::json;
-
-/// The demo tenant config with the rules component at `plugin_path`.
-fn config_with_plugin(w: &World, plugin_path: &str) -> TenantConfig {
-    let store = format!("sqlite://{}?mode=rwc", w.store_path().display());
-    let text = demo_config(
-        &w.emu.salesforce_urls.https,
-        &w.emu.hubspot_urls.https,
-        &w.emu.ca_cert_path,
-        &store,
-        1.0,
-    );
-    assert!(
-        text.contains("[plugin]\n"),
-        "the demo config has a [plugin] table"
-    );
-    let text = text.replacen(
-        "[plugin]\n",
-        &format!("[plugin]\npath = {plugin_path:?}\n"),
-        1,
-    );
-    TenantConfig::parse(&text).expect("config parses")
-}
-
-async fn sf_users(w: &World) -> HashMap<String, String> {
-    w.sf.users()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|u| Some((u.email?.to_lowercase(), u.id)))
-        .collect()
-}
-
-async fn hs_owners(w: &World) -> HashMap<String, String> {
-    w.hs.list_owners()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|o| Some((o.email?.to_lowercase(), o.id)))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_looks_owners_up_in_both_crms_during_a_sync() {
     let w = world(0).await;
-    let (users, owners) = (sf_users(&w).await, hs_owners(&w).await);
+    let (users, owners) = (w.sf_users().await, w.hs_owners().await);
     let (ada, grace) = ("ada.lovelace@example.com", "grace.hopper@example.com");
     let fields: Fields = [
         ("Name", json!("Looked up")),
@@ -90,7 +46,7 @@ async fn a_plugin_looks_owners_up_in_both_crms_during_a_sync() {
     let deal_id = found[0].id.clone();
 
     // The owner-lookup plugin takes over; the owner changes in Salesforce.
-    let cfg = config_with_plugin(&w, dealbridge_guests::OWNER_LOOKUP);
+    let cfg = w.config_with_plugin(dealbridge_guests::OWNER_LOOKUP);
     let mut engine = w.engine(&cfg, "egress").await;
     let grace_fields: Fields = [("OwnerId".to_string(), json!(users[grace]))]
         .into_iter()

@@ -69,7 +69,7 @@ fn props(pairs: &[(&str, &str)]) -> Properties {
 /// HubSpot owner, plus `extra`). Without an owner Salesforce would make the integration user
 /// the owner, who has no HubSpot owner (a missing-owner error).
 async fn new_opp(w: &World, name: &str, extra: &[(&str, Value)]) -> String {
-    let ada = sf_users(w).await["ada.lovelace@example.com"].clone();
+    let ada = w.sf_users().await["ada.lovelace@example.com"].clone();
     let mut f = fields(&[
         ("Name", json!(name)),
         ("StageName", json!("Prospecting")),
@@ -165,26 +165,6 @@ fn money(o: &SObject, name: &str) -> String {
     } else {
         t
     }
-}
-
-/// Salesforce user ids by email.
-async fn sf_users(w: &World) -> HashMap<String, String> {
-    w.sf.users()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|u| Some((u.email?.to_lowercase(), u.id)))
-        .collect()
-}
-
-/// HubSpot owner ids by email.
-async fn hs_owners(w: &World) -> HashMap<String, String> {
-    w.hs.list_owners()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|o| Some((o.email?.to_lowercase(), o.id)))
-        .collect()
 }
 
 /// Opportunity record type ids by name.
@@ -439,7 +419,7 @@ async fn owners_map_both_ways_by_email() {
     let cfg = w.config("");
     let mut e = w.engine(&cfg, "a").await;
     cycle(&mut e).await;
-    let (users, owners) = (sf_users(&w).await, hs_owners(&w).await);
+    let (users, owners) = (w.sf_users().await, w.hs_owners().await);
     let (ada, grace, kath) = (
         "ada.lovelace@example.com",
         "grace.hopper@example.com",
@@ -478,9 +458,9 @@ async fn a_salesforce_owner_without_a_hubspot_owner_is_a_visible_sync_error() {
     let cfg = w.config("");
     let mut e = w.engine(&cfg, "a").await;
     cycle(&mut e).await;
-    let users = sf_users(&w).await;
+    let users = w.sf_users().await;
     let frances = "frances.allen@example.com"; // a Salesforce user with no HubSpot owner
-    assert!(!hs_owners(&w).await.contains_key(frances));
+    assert!(!w.hs_owners().await.contains_key(frances));
     let a = new_opp(&w, "Orphan", &[("OwnerId", json!(users[frances]))]).await;
     let report = cycle(&mut e).await;
     let line = report
@@ -552,7 +532,7 @@ async fn a_hubspot_owner_without_a_salesforce_user_is_a_visible_sync_error() {
     let cfg = w.config("");
     let mut e = w.engine(&cfg, "a").await;
     cycle(&mut e).await;
-    let owners = hs_owners(&w).await;
+    let owners = w.hs_owners().await;
     let pipes = pipelines(&w).await;
     let (pipe, stages) = &pipes["Salesforce - New Business"];
     let d =

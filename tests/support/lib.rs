@@ -131,10 +131,41 @@ impl World {
 }
 
 impl World {
-    /// The tenant config with `opportunity_rules` (TOML lines such as `Amount = "two-way"`)
-    /// added to the opportunity ↔ deal sync rules of the demo config (which already sets
-    /// `Type`), and `extra` TOML appended (e.g. `[plugin.config]` keys or stage tables).
-    pub fn config_with_rules(&self, opportunity_rules: &str, extra: &str) -> TenantConfig {
+    /// Salesforce user ids by lower-case email.
+    pub async fn sf_users(&self) -> std::collections::HashMap<String, String> {
+        self.sf
+            .users()
+            .await
+            .expect("users readable")
+            .into_iter()
+            .filter_map(|u| Some((u.email?.to_lowercase(), u.id)))
+            .collect()
+    }
+
+    /// HubSpot owner ids by lower-case email.
+    pub async fn hs_owners(&self) -> std::collections::HashMap<String, String> {
+        self.hs
+            .list_owners()
+            .await
+            .expect("owners readable")
+            .into_iter()
+            .filter_map(|o| Some((o.email?.to_lowercase(), o.id)))
+            .collect()
+    }
+
+    /// The tenant config with the rules component at `plugin_path` instead of the default
+    /// rules.
+    pub fn config_with_plugin(&self, plugin_path: &str) -> TenantConfig {
+        self.config_replacing(
+            "[plugin]\n",
+            &format!("[plugin]\npath = {plugin_path:?}\n"),
+            "",
+        )
+    }
+
+    /// The demo config with its first `header` line replaced by `replacement`, and `extra`
+    /// TOML appended.
+    fn config_replacing(&self, header: &str, replacement: &str, extra: &str) -> TenantConfig {
         let store = format!("sqlite://{}?mode=rwc", self.store_path().display());
         let text = demo_config(
             &self.emu.salesforce_urls.https,
@@ -143,13 +174,20 @@ impl World {
             &store,
             1.0,
         );
-        let header = "[plugin.config.rules.opportunity-deal]\n";
         assert!(
             text.contains(header),
             "the demo config no longer has {header:?}"
         );
-        let text = text.replacen(header, &format!("{header}{opportunity_rules}\n"), 1);
+        let text = text.replacen(header, replacement, 1);
         TenantConfig::parse(&format!("{text}\n{extra}")).expect("test config parses")
+    }
+
+    /// The tenant config with `opportunity_rules` (TOML lines such as `Amount = "two-way"`)
+    /// added to the opportunity ↔ deal sync rules of the demo config (which already sets
+    /// `Type`), and `extra` TOML appended (e.g. `[plugin.config]` keys or stage tables).
+    pub fn config_with_rules(&self, opportunity_rules: &str, extra: &str) -> TenantConfig {
+        let header = "[plugin.config.rules.opportunity-deal]\n";
+        self.config_replacing(header, &format!("{header}{opportunity_rules}\n"), extra)
     }
 }
 
