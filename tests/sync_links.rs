@@ -15,7 +15,7 @@ use dealbridge::crm::hubspot::types::{
 };
 use dealbridge::crm::salesforce::{Fields, QueryScope};
 use dealbridge::runtime::{Owner, Pipeline};
-use dealbridge::store::{ErrorCategory, ObjectPair, Page, Side, TenantId};
+use dealbridge::store::{Direction, ErrorCategory, ObjectPair, Page, Side, TenantId};
 use dealbridge::sync::Engine;
 use dealbridge::sync::apply::{HsNew, hs_create};
 use dealbridge::sync::associations::deal_associations;
@@ -1336,4 +1336,80 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
             "no {object} record twice"
         );
     }
+}
+
+/// The batches of one HubSpot page are written to Salesforce side by side. A crash while
+/// one of them has written nothing and the other was written and committed must not move
+/// the page's checkpoint: with no look-back to hide a checkpoint moved too far, the
+/// restart still writes every deal, once: one opportunity and one link each, and a
+/// further cycle writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_among_hubspot_batches_written_side_by_side_loses_and_duplicates_nothing() {
+    const N: usize = 600;
+    let w = world_empty_portal(0).await;
+    let mut cfg = w.config("");
+    cfg.sync.lookback_secs = 0;
+    let mut e = w.engine(&cfg, "first").await;
+    owners_in_hubspot(&w, &e).await;
+    e.run_cycle().await.unwrap();
+    let hs_owner = owner(&e).hubspot_owner_id.unwrap();
+    let p = pipeline(&e);
+    let stage = p.stages[0].id.clone();
+    for b in 0..N / 100 {
+        let inputs: Vec<CreateInput> = (0..100)
+            .map(|i| CreateInput {
+                properties: [
+                    ("dealname".to_string(), format!("side {b}-{i}")),
+                    ("amount".to_string(), format!("{}", b * 100 + i)),
+                    ("pipeline".to_string(), p.id.clone()),
+                    ("dealstage".to_string(), stage.clone()),
+                    ("closedate".to_string(), "2026-09-30".to_string()),
+                    ("hubspot_owner_id".to_string(), hs_owner.clone()),
+                ]
+                .into(),
+                associations: vec![],
+            })
+            .collect();
+        w.hs.batch_create("deals", &inputs).await.unwrap();
+    }
+    // Three pages of 200, two batches of 100 each: the fault fires in the second page,
+    // whose two batches run at once, before the second of them writes.
+    e.fault_point()
+        .arm_before_apply_of(ObjectPair::OpportunityDeal, Direction::HubSpotToSalesforce, 3);
+    let err = e.run_cycle().await.unwrap_err();
+    assert!(
+        matches!(err, dealbridge::sync::SyncError::Injected(_)),
+        "{err}"
+    );
+    drop(e);
+    let opportunities = async || {
+        w.sf.query_page::<dealbridge::crm::salesforce::types::SObject>(
+            "SELECT COUNT() FROM Opportunity WHERE Name LIKE 'side %'",
+            QueryScope::Live,
+        )
+        .await
+        .unwrap()
+        .total_size as usize
+    };
+    let written = opportunities().await;
+    assert!(
+        written > 0 && written < N,
+        "the crash came among the deals: {written} of {N} written"
+    );
+    let mut e2 = w.engine(&cfg, "second").await;
+    let r = e2.run_cycle().await.unwrap();
+    assert_no_failures(&r.failures);
+    let again = e2.run_cycle().await.unwrap();
+    assert_writes_nothing(&again.counters);
+    assert_eq!(opportunities().await, N, "every deal became one opportunity");
+    assert_eq!(hubspot_total(&w, "deals").await, N as u64, "no deal twice");
+    let links = e2
+        .store()
+        .links(&tenant(), ObjectPair::OpportunityDeal, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(links.len(), N, "every deal linked once");
+    let distinct: std::collections::HashSet<&str> =
+        links.iter().map(|l| l.hubspot_id.as_str()).collect();
+    assert_eq!(distinct.len(), N, "one deal per link");
 }
