@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use dealbridge::crm::hubspot::HubSpotClient;
 use dealbridge::crm::hubspot::types::{
     CreateInput, Filter, FilterGroup, Operator, SearchRequest, UpdateInput, parse_timestamp_ms,
 };
@@ -1207,27 +1208,7 @@ async fn more_than_ten_thousand_hubspot_deals_changed_since_the_checkpoint_all_s
     let mut e = w.engine(&cfg, "a").await;
     owners_in_hubspot(&w, &e).await;
     e.run_cycle().await.unwrap();
-    let hs_owner = owner(&e).hubspot_owner_id.unwrap();
-    let p = pipeline(&e);
-    let stage = p.stages[0].id.clone();
-    let hs = w.hubspot_unthrottled();
-    for b in 0..N / 100 {
-        let inputs: Vec<CreateInput> = (0..100)
-            .map(|i| CreateInput {
-                properties: [
-                    ("dealname".to_string(), format!("bulk {b}-{i}")),
-                    ("amount".to_string(), format!("{}", b * 100 + i)),
-                    ("pipeline".to_string(), p.id.clone()),
-                    ("dealstage".to_string(), stage.clone()),
-                    ("closedate".to_string(), "2026-09-30".to_string()),
-                    ("hubspot_owner_id".to_string(), hs_owner.clone()),
-                ]
-                .into(),
-                associations: vec![],
-            })
-            .collect();
-        hs.batch_create("deals", &inputs).await.unwrap();
-    }
+    create_hubspot_deals(&w.hubspot_unthrottled(), &e, "bulk", N).await;
     let r = e.run_cycle().await.unwrap();
     assert_no_failures(&r.failures);
     assert_eq!(r.counters.created_salesforce, N as i64, "{:?}", r.counters);
@@ -1260,6 +1241,31 @@ async fn more_than_ten_thousand_hubspot_deals_changed_since_the_checkpoint_all_s
         }
     }
     assert_eq!(links, N);
+}
+
+/// Creates `n` deals in HubSpot (a multiple of 100, a batch call each), named
+/// "prefix batch-i", in the first stage of the first pipeline, owned by a synced owner.
+async fn create_hubspot_deals(hs: &HubSpotClient, e: &Engine, prefix: &str, n: usize) {
+    let hs_owner = owner(e).hubspot_owner_id.unwrap();
+    let p = pipeline(e);
+    let stage = p.stages[0].id.clone();
+    for b in 0..n / 100 {
+        let inputs: Vec<CreateInput> = (0..100)
+            .map(|i| CreateInput {
+                properties: [
+                    ("dealname".to_string(), format!("{prefix} {b}-{i}")),
+                    ("amount".to_string(), format!("{}", b * 100 + i)),
+                    ("pipeline".to_string(), p.id.clone()),
+                    ("dealstage".to_string(), stage.clone()),
+                    ("closedate".to_string(), "2026-09-30".to_string()),
+                    ("hubspot_owner_id".to_string(), hs_owner.clone()),
+                ]
+                .into(),
+                associations: vec![],
+            })
+            .collect();
+        hs.batch_create("deals", &inputs).await.unwrap();
+    }
 }
 
 /// The records of `object` in HubSpot (one search for the total).
@@ -1338,13 +1344,12 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
     }
 }
 
-/// The batches of one HubSpot page are written to Salesforce side by side. A crash while
-/// one of them has written nothing and the other was written and committed must not move
-/// the page's checkpoint: with no look-back to hide a checkpoint moved too far, the
-/// restart still writes every deal, once: one opportunity and one link each, and a
-/// further cycle writes nothing.
+/// A HubSpot page's deals are written to Salesforce in batches. A crash while one batch
+/// of a page has written nothing and the one before it was written and committed loses
+/// nothing and duplicates nothing (no look-back to re-read the window): after the restart
+/// every deal has one opportunity and one link, and a further cycle writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_among_hubspot_batches_written_side_by_side_loses_and_duplicates_nothing() {
+async fn a_crash_among_a_hubspot_pages_batches_loses_and_duplicates_nothing() {
     const N: usize = 600;
     let w = world_empty_portal(0).await;
     let mut cfg = w.config("");
@@ -1352,30 +1357,14 @@ async fn a_crash_among_hubspot_batches_written_side_by_side_loses_and_duplicates
     let mut e = w.engine(&cfg, "first").await;
     owners_in_hubspot(&w, &e).await;
     e.run_cycle().await.unwrap();
-    let hs_owner = owner(&e).hubspot_owner_id.unwrap();
-    let p = pipeline(&e);
-    let stage = p.stages[0].id.clone();
-    for b in 0..N / 100 {
-        let inputs: Vec<CreateInput> = (0..100)
-            .map(|i| CreateInput {
-                properties: [
-                    ("dealname".to_string(), format!("side {b}-{i}")),
-                    ("amount".to_string(), format!("{}", b * 100 + i)),
-                    ("pipeline".to_string(), p.id.clone()),
-                    ("dealstage".to_string(), stage.clone()),
-                    ("closedate".to_string(), "2026-09-30".to_string()),
-                    ("hubspot_owner_id".to_string(), hs_owner.clone()),
-                ]
-                .into(),
-                associations: vec![],
-            })
-            .collect();
-        w.hs.batch_create("deals", &inputs).await.unwrap();
-    }
+    create_hubspot_deals(&w.hs, &e, "side", N).await;
     // Three pages of 200, two batches of 100 each: the fault fires in the second page,
-    // whose two batches run at once, before the second of them writes.
-    e.fault_point()
-        .arm_before_apply_of(ObjectPair::OpportunityDeal, Direction::HubSpotToSalesforce, 3);
+    // before its second batch writes.
+    e.fault_point().arm_before_apply_of(
+        ObjectPair::OpportunityDeal,
+        Direction::HubSpotToSalesforce,
+        3,
+    );
     let err = e.run_cycle().await.unwrap_err();
     assert!(
         matches!(err, dealbridge::sync::SyncError::Injected(_)),
@@ -1401,7 +1390,11 @@ async fn a_crash_among_hubspot_batches_written_side_by_side_loses_and_duplicates
     assert_no_failures(&r.failures);
     let again = e2.run_cycle().await.unwrap();
     assert_writes_nothing(&again.counters);
-    assert_eq!(opportunities().await, N, "every deal became one opportunity");
+    assert_eq!(
+        opportunities().await,
+        N,
+        "every deal became one opportunity"
+    );
     assert_eq!(hubspot_total(&w, "deals").await, N as u64, "no deal twice");
     let links = e2
         .store()
