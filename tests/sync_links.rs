@@ -1406,3 +1406,50 @@ async fn a_crash_among_a_hubspot_pages_batches_loses_and_duplicates_nothing() {
         links.iter().map(|l| l.hubspot_id.as_str()).collect();
     assert_eq!(distinct.len(), N, "one deal per link");
 }
+
+/// The batches of one Salesforce page are written side by side. A batch that fails before
+/// it writes, while others of its page were written and committed, must keep the page's
+/// checkpoint where it was: with no look-back to re-read the window, the restart still
+/// writes every opportunity, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_failing_beside_committed_ones_keeps_its_pages_checkpoint() {
+    let w = world_empty_portal(600).await;
+    let mut cfg = w.config("");
+    cfg.sync.lookback_secs = 0;
+    let mut e = w.engine(&cfg, "first").await;
+    owners_in_hubspot(&w, &e).await;
+    // The opportunities' page holds six batches, written two at a time: the third fails
+    // before it writes, beside the second.
+    e.fault_point().arm_before_apply_of(
+        ObjectPair::OpportunityDeal,
+        Direction::SalesforceToHubSpot,
+        2,
+    );
+    let err = e.run_cycle().await.unwrap_err();
+    assert!(
+        matches!(err, dealbridge::sync::SyncError::Injected(_)),
+        "{err}"
+    );
+    let written = hubspot_total(&w, "deals").await;
+    assert!(
+        written > 0 && written < 600,
+        "the failure came among the opportunities: {written} of 600 written"
+    );
+    drop(e);
+    let mut e2 = w.engine(&cfg, "second").await;
+    let r = e2.run_cycle().await.unwrap();
+    assert_no_failures(&r.failures);
+    let again = e2.run_cycle().await.unwrap();
+    assert_writes_nothing(&again.counters);
+    assert_eq!(
+        hubspot_total(&w, "deals").await,
+        600,
+        "every opportunity once"
+    );
+    let links = e2
+        .store()
+        .links(&tenant(), ObjectPair::OpportunityDeal, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 600, "every opportunity linked once");
+}
