@@ -17,10 +17,10 @@ use dealbridge::crm::hubspot::types::{
 use dealbridge::crm::salesforce::{Fields, QueryScope};
 use dealbridge::runtime::{Owner, Pipeline};
 use dealbridge::store::{Direction, ErrorCategory, ObjectPair, Page, Side, TenantId};
-use dealbridge::sync::Engine;
 use dealbridge::sync::apply::{HsNew, hs_create};
 use dealbridge::sync::associations::deal_associations;
 use dealbridge::sync::setup::CheckStatus;
+use dealbridge::sync::{Engine, TenantConfig};
 use dealbridge_e2e::{Emu, World, world, world_empty_portal, world_sized};
 use serde_json::{Value, json};
 
@@ -1268,6 +1268,27 @@ async fn create_hubspot_deals(hs: &HubSpotClient, e: &Engine, prefix: &str, n: u
     }
 }
 
+/// Runs a cycle that must stop at the armed fault point.
+async fn crash_at_the_fault_point(e: &mut Engine) {
+    let err = e.run_cycle().await.unwrap_err();
+    assert!(
+        matches!(err, dealbridge::sync::SyncError::Injected(_)),
+        "{err}"
+    );
+}
+
+/// Drops the crashed engine, starts another on the same store and runs two cycles: the
+/// first fails no record, the second writes nothing.
+async fn restart_and_settle(w: &World, cfg: &TenantConfig, crashed: Engine) -> Engine {
+    drop(crashed);
+    let mut e = w.engine(cfg, "second").await;
+    let r = e.run_cycle().await.unwrap();
+    assert_no_failures(&r.failures);
+    let again = e.run_cycle().await.unwrap();
+    assert_writes_nothing(&again.counters);
+    e
+}
+
 /// The records of `object` in HubSpot (one search for the total).
 async fn hubspot_total(w: &World, object: &str) -> u64 {
     w.hs.search(
@@ -1296,17 +1317,8 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
     // fault point first; it fires among the opportunity page's six batches (or the
     // contacts' read-back that runs beside them).
     e.fault_point().arm_after_apply(6);
-    let err = e.run_cycle().await.unwrap_err();
-    assert!(
-        matches!(err, dealbridge::sync::SyncError::Injected(_)),
-        "{err}"
-    );
-    drop(e);
-    let mut e2 = w.engine(&cfg, "second").await;
-    let r = e2.run_cycle().await.unwrap();
-    assert!(r.failures.is_empty(), "{:?}", r.failures);
-    let again = e2.run_cycle().await.unwrap();
-    assert_writes_nothing(&again.counters);
+    crash_at_the_fault_point(&mut e).await;
+    let e2 = restart_and_settle(&w, &cfg, e).await;
     let tenant = tenant();
     for (sobject, object, pair) in [
         ("Account", "companies", ObjectPair::AccountCompany),
@@ -1365,12 +1377,7 @@ async fn a_crash_among_a_hubspot_pages_batches_loses_and_duplicates_nothing() {
         Direction::HubSpotToSalesforce,
         3,
     );
-    let err = e.run_cycle().await.unwrap_err();
-    assert!(
-        matches!(err, dealbridge::sync::SyncError::Injected(_)),
-        "{err}"
-    );
-    drop(e);
+    crash_at_the_fault_point(&mut e).await;
     let opportunities = async || {
         w.sf.query_page::<dealbridge::crm::salesforce::types::SObject>(
             "SELECT COUNT() FROM Opportunity WHERE Name LIKE 'side %'",
@@ -1385,11 +1392,7 @@ async fn a_crash_among_a_hubspot_pages_batches_loses_and_duplicates_nothing() {
         written > 0 && written < N,
         "the crash came among the deals: {written} of {N} written"
     );
-    let mut e2 = w.engine(&cfg, "second").await;
-    let r = e2.run_cycle().await.unwrap();
-    assert_no_failures(&r.failures);
-    let again = e2.run_cycle().await.unwrap();
-    assert_writes_nothing(&again.counters);
+    let e2 = restart_and_settle(&w, &cfg, e).await;
     assert_eq!(
         opportunities().await,
         N,
@@ -1425,22 +1428,13 @@ async fn a_batch_failing_beside_committed_ones_keeps_its_pages_checkpoint() {
         Direction::SalesforceToHubSpot,
         2,
     );
-    let err = e.run_cycle().await.unwrap_err();
-    assert!(
-        matches!(err, dealbridge::sync::SyncError::Injected(_)),
-        "{err}"
-    );
+    crash_at_the_fault_point(&mut e).await;
     let written = hubspot_total(&w, "deals").await;
     assert!(
         written > 0 && written < 600,
         "the failure came among the opportunities: {written} of 600 written"
     );
-    drop(e);
-    let mut e2 = w.engine(&cfg, "second").await;
-    let r = e2.run_cycle().await.unwrap();
-    assert_no_failures(&r.failures);
-    let again = e2.run_cycle().await.unwrap();
-    assert_writes_nothing(&again.counters);
+    let e2 = restart_and_settle(&w, &cfg, e).await;
     assert_eq!(
         hubspot_total(&w, "deals").await,
         600,
