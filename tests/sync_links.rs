@@ -10,16 +10,17 @@
 
 use std::collections::BTreeSet;
 
+use dealbridge::crm::hubspot::HubSpotClient;
 use dealbridge::crm::hubspot::types::{
     CreateInput, Filter, FilterGroup, Operator, SearchRequest, UpdateInput, parse_timestamp_ms,
 };
 use dealbridge::crm::salesforce::{Fields, QueryScope};
 use dealbridge::runtime::{Owner, Pipeline};
-use dealbridge::store::{ErrorCategory, ObjectPair, Page, Side, TenantId};
-use dealbridge::sync::Engine;
+use dealbridge::store::{Direction, ErrorCategory, ObjectPair, Page, Side, TenantId};
 use dealbridge::sync::apply::{HsNew, hs_create};
 use dealbridge::sync::associations::deal_associations;
 use dealbridge::sync::setup::CheckStatus;
+use dealbridge::sync::{Engine, TenantConfig};
 use dealbridge_e2e::{Emu, World, world, world_empty_portal, world_sized};
 use serde_json::{Value, json};
 
@@ -1207,27 +1208,7 @@ async fn more_than_ten_thousand_hubspot_deals_changed_since_the_checkpoint_all_s
     let mut e = w.engine(&cfg, "a").await;
     owners_in_hubspot(&w, &e).await;
     e.run_cycle().await.unwrap();
-    let hs_owner = owner(&e).hubspot_owner_id.unwrap();
-    let p = pipeline(&e);
-    let stage = p.stages[0].id.clone();
-    let hs = w.hubspot_unthrottled();
-    for b in 0..N / 100 {
-        let inputs: Vec<CreateInput> = (0..100)
-            .map(|i| CreateInput {
-                properties: [
-                    ("dealname".to_string(), format!("bulk {b}-{i}")),
-                    ("amount".to_string(), format!("{}", b * 100 + i)),
-                    ("pipeline".to_string(), p.id.clone()),
-                    ("dealstage".to_string(), stage.clone()),
-                    ("closedate".to_string(), "2026-09-30".to_string()),
-                    ("hubspot_owner_id".to_string(), hs_owner.clone()),
-                ]
-                .into(),
-                associations: vec![],
-            })
-            .collect();
-        hs.batch_create("deals", &inputs).await.unwrap();
-    }
+    create_hubspot_deals(&w.hubspot_unthrottled(), &e, "bulk", N).await;
     let r = e.run_cycle().await.unwrap();
     assert_no_failures(&r.failures);
     assert_eq!(r.counters.created_salesforce, N as i64, "{:?}", r.counters);
@@ -1262,6 +1243,52 @@ async fn more_than_ten_thousand_hubspot_deals_changed_since_the_checkpoint_all_s
     assert_eq!(links, N);
 }
 
+/// Creates `n` deals in HubSpot (a multiple of 100, a batch call each), named
+/// "prefix batch-i", in the first stage of the first pipeline, owned by a synced owner.
+async fn create_hubspot_deals(hs: &HubSpotClient, e: &Engine, prefix: &str, n: usize) {
+    let hs_owner = owner(e).hubspot_owner_id.unwrap();
+    let p = pipeline(e);
+    let stage = p.stages[0].id.clone();
+    for b in 0..n / 100 {
+        let inputs: Vec<CreateInput> = (0..100)
+            .map(|i| CreateInput {
+                properties: [
+                    ("dealname".to_string(), format!("{prefix} {b}-{i}")),
+                    ("amount".to_string(), format!("{}", b * 100 + i)),
+                    ("pipeline".to_string(), p.id.clone()),
+                    ("dealstage".to_string(), stage.clone()),
+                    ("closedate".to_string(), "2026-09-30".to_string()),
+                    ("hubspot_owner_id".to_string(), hs_owner.clone()),
+                ]
+                .into(),
+                associations: vec![],
+            })
+            .collect();
+        hs.batch_create("deals", &inputs).await.unwrap();
+    }
+}
+
+/// Runs a cycle that must stop at the armed fault point.
+async fn crash_at_the_fault_point(e: &mut Engine) {
+    let err = e.run_cycle().await.unwrap_err();
+    assert!(
+        matches!(err, dealbridge::sync::SyncError::Injected(_)),
+        "{err}"
+    );
+}
+
+/// Drops the crashed engine, starts another on the same store and runs two cycles: the
+/// first fails no record, the second writes nothing.
+async fn restart_and_settle(w: &World, cfg: &TenantConfig, crashed: Engine) -> Engine {
+    drop(crashed);
+    let mut e = w.engine(cfg, "second").await;
+    let r = e.run_cycle().await.unwrap();
+    assert_no_failures(&r.failures);
+    let again = e.run_cycle().await.unwrap();
+    assert_writes_nothing(&again.counters);
+    e
+}
+
 /// The records of `object` in HubSpot (one search for the total).
 async fn hubspot_total(w: &World, object: &str) -> u64 {
     w.hs.search(
@@ -1290,17 +1317,8 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
     // fault point first; it fires among the opportunity page's six batches (or the
     // contacts' read-back that runs beside them).
     e.fault_point().arm_after_apply(6);
-    let err = e.run_cycle().await.unwrap_err();
-    assert!(
-        matches!(err, dealbridge::sync::SyncError::Injected(_)),
-        "{err}"
-    );
-    drop(e);
-    let mut e2 = w.engine(&cfg, "second").await;
-    let r = e2.run_cycle().await.unwrap();
-    assert!(r.failures.is_empty(), "{:?}", r.failures);
-    let again = e2.run_cycle().await.unwrap();
-    assert_writes_nothing(&again.counters);
+    crash_at_the_fault_point(&mut e).await;
+    let e2 = restart_and_settle(&w, &cfg, e).await;
     let tenant = tenant();
     for (sobject, object, pair) in [
         ("Account", "companies", ObjectPair::AccountCompany),
@@ -1336,4 +1354,96 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
             "no {object} record twice"
         );
     }
+}
+
+/// A HubSpot page's deals are written to Salesforce in batches. A crash while one batch
+/// of a page has written nothing and the one before it was written and committed loses
+/// nothing and duplicates nothing (no look-back to re-read the window): after the restart
+/// every deal has one opportunity and one link, and a further cycle writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_among_a_hubspot_pages_batches_loses_and_duplicates_nothing() {
+    const N: usize = 600;
+    let w = world_empty_portal(0).await;
+    let mut cfg = w.config("");
+    cfg.sync.lookback_secs = 0;
+    let mut e = w.engine(&cfg, "first").await;
+    owners_in_hubspot(&w, &e).await;
+    e.run_cycle().await.unwrap();
+    create_hubspot_deals(&w.hs, &e, "side", N).await;
+    // Three pages of 200, two batches of 100 each: the fault fires in the second page,
+    // before its second batch writes.
+    e.fault_point().arm_before_apply_of(
+        ObjectPair::OpportunityDeal,
+        Direction::HubSpotToSalesforce,
+        3,
+    );
+    crash_at_the_fault_point(&mut e).await;
+    let opportunities = async || {
+        w.sf.query_page::<dealbridge::crm::salesforce::types::SObject>(
+            "SELECT COUNT() FROM Opportunity WHERE Name LIKE 'side %'",
+            QueryScope::Live,
+        )
+        .await
+        .unwrap()
+        .total_size as usize
+    };
+    let written = opportunities().await;
+    assert!(
+        written > 0 && written < N,
+        "the crash came among the deals: {written} of {N} written"
+    );
+    let e2 = restart_and_settle(&w, &cfg, e).await;
+    assert_eq!(
+        opportunities().await,
+        N,
+        "every deal became one opportunity"
+    );
+    assert_eq!(hubspot_total(&w, "deals").await, N as u64, "no deal twice");
+    let links = e2
+        .store()
+        .links(&tenant(), ObjectPair::OpportunityDeal, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(links.len(), N, "every deal linked once");
+    let distinct: std::collections::HashSet<&str> =
+        links.iter().map(|l| l.hubspot_id.as_str()).collect();
+    assert_eq!(distinct.len(), N, "one deal per link");
+}
+
+/// The batches of one Salesforce page are written side by side. A batch that fails before
+/// it writes, while others of its page were written and committed, must keep the page's
+/// checkpoint where it was: with no look-back to re-read the window, the restart still
+/// writes every opportunity, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_failing_beside_committed_ones_keeps_its_pages_checkpoint() {
+    let w = world_empty_portal(600).await;
+    let mut cfg = w.config("");
+    cfg.sync.lookback_secs = 0;
+    let mut e = w.engine(&cfg, "first").await;
+    owners_in_hubspot(&w, &e).await;
+    // The opportunities' page holds six batches, written two at a time: the third fails
+    // before it writes, beside the second.
+    e.fault_point().arm_before_apply_of(
+        ObjectPair::OpportunityDeal,
+        Direction::SalesforceToHubSpot,
+        2,
+    );
+    crash_at_the_fault_point(&mut e).await;
+    let written = hubspot_total(&w, "deals").await;
+    assert!(
+        written > 0 && written < 600,
+        "the failure came among the opportunities: {written} of 600 written"
+    );
+    let e2 = restart_and_settle(&w, &cfg, e).await;
+    assert_eq!(
+        hubspot_total(&w, "deals").await,
+        600,
+        "every opportunity once"
+    );
+    let links = e2
+        .store()
+        .links(&tenant(), ObjectPair::OpportunityDeal, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 600, "every opportunity linked once");
 }
