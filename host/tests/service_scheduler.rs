@@ -1,8 +1,8 @@
 //! The scheduler's reaction to the API and its engine cache, in process (emulators, the
 //! API over a SQLite file, the scheduler): a sync now wakes an idle worker at once and
-//! its run is recorded as `manual`; on PostgreSQL a sync now asked for on one replica
-//! wakes an idle worker of another; with room for one engine, a tenant's engine dropped
-//! for another's is rebuilt on its next run and syncs.
+//! its run is recorded as `manual`; on PostgreSQL a sync now or a resume asked for on
+//! one replica wakes an idle worker of another; with room for one engine, a tenant's
+//! engine dropped for another's is rebuilt on its next run and syncs.
 
 mod api_support;
 mod service_support;
@@ -154,6 +154,63 @@ async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql
     // Only the NOTIFY of this sync now can wake the other replica's worker.
     sync_action(&s.base, "acme", &token, "trigger").await;
     let runs = finished_runs(&s.store, "acme", 1).await;
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:?}");
+
+    scheduler.shutdown().await;
+    listening.abort();
+    s.shutdown().await;
+    emu.shutdown().await.unwrap();
+}
+
+/// Two replicas on one PostgreSQL database, as above. A tenant paused before the other
+/// replica's worker starts is due all along; resuming it on the first replica wakes the
+/// second's idle worker through `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql() {
+    let Some(s) = TestServer::start_on(Db::Postgres, "resume").await else {
+        return;
+    };
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let emu = emulators(2, 4, 6).await;
+    let other = AppState::new(
+        s.store.clone(),
+        Runtime::new(RuntimeConfig::default()).unwrap(),
+        OPERATOR,
+        KEY_HEX,
+        ApiConfig::default(),
+    )
+    .unwrap();
+    let listening = wake_on_run_requests(&url, other.clone()).await.unwrap();
+    let token = s.tenant("acme").await;
+    sync_action(&s.base, "acme", &token, "pause").await;
+    set_up_tenant(&s.base, &emu, "acme", &token).await;
+    let idle = s.tenant("idle-probe").await;
+    let (status, body) = call(
+        &s.base,
+        Method::PUT,
+        "/v1/tenants/idle-probe/sync/schedule",
+        &idle,
+        Some(serde_json::json!({"interval_secs": 3600})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The worker's first look leases the probe and skips the paused tenant; then it is
+    // idle for an hour unless woken.
+    let scheduler = one_worker(&other, Duration::from_secs(3600), 256);
+    let probe = TenantId::new("idle-probe").unwrap();
+    eventually("the worker's first look", Duration::from_secs(60), || {
+        let (store, probe) = (s.store.clone(), probe.clone());
+        async move {
+            let job = store.sync_job(&probe).await.unwrap()?;
+            (job.fencing_token >= 1 && job.lease_holder.is_none()).then_some(())
+        }
+    })
+    .await;
+
+    // Only the NOTIFY of this resume can wake the other replica's worker.
+    sync_action(&s.base, "acme", &token, "resume").await;
+    let runs = finished_runs(&s.store, "acme", 1).await;
+    assert_eq!(runs[0].trigger, RunTrigger::Backfill, "{runs:?}");
     assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:?}");
 
     scheduler.shutdown().await;
