@@ -1252,7 +1252,9 @@ async fn revokes_and_disables_are_honoured_at_once_here_and_within_the_ttl_elsew
     let r = status(&stale, &first).await;
     assert_eq!(r.status, StatusCode::OK, "kept for its TTL: {}", r.text);
     // Asked to revoke it too (already revoked: 404), the stale replica forgets it.
-    let r = stale.call(Method::DELETE, &revoke, Some(OPERATOR), None).await;
+    let r = stale
+        .call(Method::DELETE, &revoke, Some(OPERATOR), None)
+        .await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
     assert_error(
         &status(&stale, &first).await,
@@ -1272,7 +1274,9 @@ async fn revokes_and_disables_are_honoured_at_once_here_and_within_the_ttl_elsew
     }
     let r = status(&stale, &second).await;
     assert_eq!(r.status, StatusCode::OK, "kept for its TTL: {}", r.text);
-    let r = stale.call(Method::POST, disable, Some(OPERATOR), None).await;
+    let r = stale
+        .call(Method::POST, disable, Some(OPERATOR), None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_error(
         &status(&stale, &second).await,
@@ -1310,7 +1314,10 @@ async fn the_plugin_cache_drops_the_least_recently_used_and_reloads_it_on_demand
                 .await;
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
             let v = &r.body["version"];
-            (v["id"].as_i64().unwrap(), v["sha256"].as_str().unwrap().to_string())
+            (
+                v["id"].as_i64().unwrap(),
+                v["sha256"].as_str().unwrap().to_string(),
+            )
         }
     };
     let tests = |id: i64| {

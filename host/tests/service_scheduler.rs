@@ -104,16 +104,13 @@ async fn a_sync_now_wakes_an_idle_worker_and_its_run_is_recorded_as_manual() {
     emu.shutdown().await.unwrap();
 }
 
-/// Two replicas on one PostgreSQL database: the API of one, the scheduler (one worker,
-/// idle poll of an hour) of the other. A sync now asked for on the first wakes the
-/// second's idle worker through `NOTIFY`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql() {
-    let Some(s) = TestServer::start_on(Db::Postgres, "wake").await else {
-        return;
-    };
+/// Another replica on `s`'s PostgreSQL database, listening for `NOTIFY`, with a
+/// scheduler of one worker (idle poll of an hour) that has had its first look: from then
+/// on only a wake-up makes it look again. Returns the scheduler and the listener.
+async fn idle_worker_of_another_replica(
+    s: &TestServer,
+) -> (Scheduler, tokio::task::JoinHandle<()>) {
     let url = std::env::var("DATABASE_URL").unwrap();
-    let emu = emulators(2, 4, 6).await;
     let other = AppState::new(
         s.store.clone(),
         Runtime::new(RuntimeConfig::default()).unwrap(),
@@ -123,9 +120,8 @@ async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql
     )
     .unwrap();
     let listening = wake_on_run_requests(&url, other.clone()).await.unwrap();
-    // A tenant without connections shows when the other replica's worker has had its
-    // first look (it leases the tenant, finds nothing to sync and gives the lease back):
-    // from then on the worker is idle for an hour unless woken.
+    // A tenant without connections shows when the worker has had its first look (it
+    // leases the tenant, finds nothing to sync and gives the lease back).
     let idle = s.tenant("idle-probe").await;
     let (status, body) = call(
         &s.base,
@@ -146,6 +142,19 @@ async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql
         }
     })
     .await;
+    (scheduler, listening)
+}
+
+/// Two replicas on one PostgreSQL database: the API of one, the scheduler (one worker,
+/// idle poll of an hour) of the other. A sync now asked for on the first wakes the
+/// second's idle worker through `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql() {
+    let Some(s) = TestServer::start_on(Db::Postgres, "wake").await else {
+        return;
+    };
+    let emu = emulators(2, 4, 6).await;
+    let (scheduler, listening) = idle_worker_of_another_replica(&s).await;
 
     let token = s.tenant("acme").await;
     sync_action(&s.base, "acme", &token, "pause").await;
@@ -170,42 +179,12 @@ async fn a_resume_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql()
     let Some(s) = TestServer::start_on(Db::Postgres, "resume").await else {
         return;
     };
-    let url = std::env::var("DATABASE_URL").unwrap();
     let emu = emulators(2, 4, 6).await;
-    let other = AppState::new(
-        s.store.clone(),
-        Runtime::new(RuntimeConfig::default()).unwrap(),
-        OPERATOR,
-        KEY_HEX,
-        ApiConfig::default(),
-    )
-    .unwrap();
-    let listening = wake_on_run_requests(&url, other.clone()).await.unwrap();
     let token = s.tenant("acme").await;
     sync_action(&s.base, "acme", &token, "pause").await;
     set_up_tenant(&s.base, &emu, "acme", &token).await;
-    let idle = s.tenant("idle-probe").await;
-    let (status, body) = call(
-        &s.base,
-        Method::PUT,
-        "/v1/tenants/idle-probe/sync/schedule",
-        &idle,
-        Some(serde_json::json!({"interval_secs": 3600})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    // The worker's first look leases the probe and skips the paused tenant; then it is
-    // idle for an hour unless woken.
-    let scheduler = one_worker(&other, Duration::from_secs(3600), 256);
-    let probe = TenantId::new("idle-probe").unwrap();
-    eventually("the worker's first look", Duration::from_secs(60), || {
-        let (store, probe) = (s.store.clone(), probe.clone());
-        async move {
-            let job = store.sync_job(&probe).await.unwrap()?;
-            (job.fencing_token >= 1 && job.lease_holder.is_none()).then_some(())
-        }
-    })
-    .await;
+    // The worker's first look skips the paused tenant.
+    let (scheduler, listening) = idle_worker_of_another_replica(&s).await;
 
     // Only the NOTIFY of this resume can wake the other replica's worker.
     sync_action(&s.base, "acme", &token, "resume").await;

@@ -29,8 +29,8 @@ use subtle::ConstantTimeEq;
 
 use std::time::Instant;
 
-use super::{AppState, Shared};
 use super::error::ApiError;
+use super::{AppState, Shared};
 use crate::store::{ApiToken, TenantId, TimestampMs};
 
 /// The first part of every tenant token.
@@ -267,12 +267,11 @@ impl FromRequestParts<AppState> for TenantScope {
             }
             return Err(ApiError::Unauthorized("invalid token"));
         };
-        let kept = shared.tokens.check(
-            &parsed.tenant,
-            parsed.token_id,
-            Instant::now(),
-            |hash| verify_token(&parsed, hash),
-        );
+        let kept = shared
+            .tokens
+            .check(&parsed.tenant, parsed.token_id, Instant::now(), |hash| {
+                verify_token(&parsed, hash)
+            });
         match kept {
             Some(true) => {}
             Some(false) => return Err(ApiError::Unauthorized("invalid or revoked token")),

@@ -199,7 +199,12 @@ impl AppState {
 
     /// The digests of the compiled plugins kept in memory, the least recently used first.
     pub fn cached_plugin_digests(&self) -> Vec<String> {
-        self.inner.plugins.lock().iter().map(|(d, _)| d.clone()).collect()
+        self.inner
+            .plugins
+            .lock()
+            .iter()
+            .map(|(d, _)| d.clone())
+            .collect()
     }
 
     /// Whether [`AppState::begin_shutdown`] was called.

@@ -155,7 +155,11 @@ mod tests {
     fn a_kept_token_is_checked_against_its_hash_until_the_ttl_passes() {
         let cache = TokenCache::new(8, TTL);
         let (a, t0) = (tenant("a"), Instant::now());
-        assert_eq!(cache.check(&a, "id1", t0, is("h1")), None, "nothing kept yet");
+        assert_eq!(
+            cache.check(&a, "id1", t0, is("h1")),
+            None,
+            "nothing kept yet"
+        );
         cache.remember(&a, "id1", "h1", t0, cache.generation());
         assert_eq!(cache.check(&a, "id1", t0, is("h1")), Some(true));
         assert_eq!(cache.check(&a, "id1", t0, is("other")), Some(false));
@@ -202,7 +206,11 @@ mod tests {
         assert_eq!(cache.check(&a, "1", now, is("h")), Some(true));
         cache.remember(&a, "3", "h", now, cache.generation());
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.check(&a, "2", now, is("h")), None, "2 was the least used");
+        assert_eq!(
+            cache.check(&a, "2", now, is("h")),
+            None,
+            "2 was the least used"
+        );
         assert_eq!(cache.check(&a, "1", now, is("h")), Some(true));
 
         let off = TokenCache::new(2, Duration::ZERO);

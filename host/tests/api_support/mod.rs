@@ -53,7 +53,10 @@ pub enum Db {
 /// Keeps a test database alive; dropping it removes it.
 enum DbGuard {
     Sqlite(tempfile::TempDir),
-    Postgres { admin_url: String, schema: String },
+    Postgres {
+        admin_url: String,
+        schema: String,
+    },
     /// Another server's database (see [`TestServer::another_replica`]).
     Shared,
 }
