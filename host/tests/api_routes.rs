@@ -4,8 +4,11 @@
 
 mod api_support;
 
+use std::time::Duration;
+
 use api_support::{OPERATOR, Reply, TestServer, default_fixtures};
 use dealbridge::api::ApiConfig;
+use dealbridge::cli::bench_service::tenants::tenant_component;
 use dealbridge::store::{RunTrigger, Side, TenantId};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -1184,4 +1187,176 @@ async fn invocation_reports_list_and_get() {
         let r = s.call(Method::GET, path, Some(&token), None).await;
         assert_error(&r, status, code);
     }
+}
+
+/// `GET /v1/tenants/acme/sync` on `server` with `token`.
+async fn status(server: &TestServer, token: &str) -> Reply {
+    server
+        .call(Method::GET, "/v1/tenants/acme/sync", Some(token), None)
+        .await
+}
+
+/// A tenant token found valid is kept for a while instead of being read from the store
+/// on every request. A revoke or a disable is honoured at once by the replica that made
+/// it; another replica honours it once its kept entry is older than its TTL (zero: at
+/// once; an hour: not yet), or at once when it is asked to revoke or disable too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revokes_and_disables_are_honoured_at_once_here_and_within_the_ttl_elsewhere() {
+    let s = TestServer::start().await;
+    let ttl = |secs| ApiConfig {
+        token_cache_ttl: Duration::from_secs(secs),
+        ..ApiConfig::default()
+    };
+    let fresh = s.another_replica(ttl(0)).await;
+    let stale = s.another_replica(ttl(3600)).await;
+    let first = s.tenant("acme").await;
+    let first_id = first.split('.').nth(2).unwrap().to_string();
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/admin/tenants/acme/tokens",
+            Some(OPERATOR),
+            Some(json!({"label": "second"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let second = r.body["token"].as_str().unwrap().to_string();
+    for server in [&s, &fresh, &stale] {
+        for token in [&first, &second] {
+            let r = status(server, token).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+    }
+    // A kept token's secret is still checked.
+    let mut forged = first.clone();
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.replace_range(forged.len() - 1.., last);
+    for server in [&s, &stale] {
+        assert_error(
+            &status(server, &forged).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+    }
+
+    let revoke = format!("/v1/admin/tenants/acme/tokens/{first_id}");
+    let r = s.call(Method::DELETE, &revoke, Some(OPERATOR), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    for server in [&s, &fresh] {
+        assert_error(
+            &status(server, &first).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+    }
+    let r = status(&stale, &first).await;
+    assert_eq!(r.status, StatusCode::OK, "kept for its TTL: {}", r.text);
+    // Asked to revoke it too (already revoked: 404), the stale replica forgets it.
+    let r = stale
+        .call(Method::DELETE, &revoke, Some(OPERATOR), None)
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &status(&stale, &first).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+
+    let disable = "/v1/admin/tenants/acme/disable";
+    let r = s.call(Method::POST, disable, Some(OPERATOR), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    for server in [&s, &fresh] {
+        assert_error(
+            &status(server, &second).await,
+            StatusCode::FORBIDDEN,
+            "tenant_disabled",
+        );
+    }
+    let r = status(&stale, &second).await;
+    assert_eq!(r.status, StatusCode::OK, "kept for its TTL: {}", r.text);
+    let r = stale
+        .call(Method::POST, disable, Some(OPERATOR), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_error(
+        &status(&stale, &second).await,
+        StatusCode::FORBIDDEN,
+        "tenant_disabled",
+    );
+
+    stale.shutdown().await;
+    fresh.shutdown().await;
+    s.shutdown().await;
+}
+
+/// With room for two compiled plugins, a third drops the least recently used one (not
+/// all of them), and a dropped plugin is loaded again when next needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_cache_drops_the_least_recently_used_and_reloads_it_on_demand() {
+    let s = TestServer::start_with(ApiConfig {
+        plugin_cache_entries: 2,
+        ..ApiConfig::default()
+    })
+    .await;
+    let token = s.tenant("acme").await;
+    let mut versions = Vec::new();
+    let upload = |name: &'static str| {
+        let (s, token) = (&s, token.clone());
+        async move {
+            let r = s
+                .raw(
+                    Method::POST,
+                    "/v1/tenants/acme/plugins?label=test",
+                    Some(&token),
+                    Some("application/wasm"),
+                    tenant_component(name),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            let v = &r.body["version"];
+            (
+                v["id"].as_i64().unwrap(),
+                v["sha256"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let tests = |id: i64| {
+        let (s, token) = (&s, token.clone());
+        async move {
+            let path = format!("/v1/tenants/acme/plugins/{id}/tests");
+            let r = s.call(Method::POST, &path, Some(&token), None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r
+        }
+    };
+    for name in ["one", "two"] {
+        versions.push(upload(name).await);
+    }
+    let [(v1, d1), (v2, d2)] = [versions[0].clone(), versions[1].clone()];
+    assert_eq!(s.state.cached_plugin_digests(), [d1.clone(), d2.clone()]);
+    // Testing `one` uses its kept plugin: `two` becomes the least recently used.
+    tests(v1).await;
+    assert_eq!(s.state.cached_plugin_digests(), [d2.clone(), d1.clone()]);
+    let (_, d3) = upload("three").await;
+    assert_eq!(s.state.cached_plugin_digests(), [d1.clone(), d3.clone()]);
+
+    // `two` was dropped: testing it loads it again, and it runs.
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/v1/tenants/acme/plugins/{v2}/fixtures"),
+            Some(&token),
+            Some(json!({"name": "describes", "fixture": {"call": "describe"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = tests(v2).await;
+    assert_eq!(
+        (r.body["passed"].as_u64(), r.body["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{}",
+        r.text
+    );
+    assert_eq!(s.state.cached_plugin_digests(), [d3, d2]);
+    s.shutdown().await;
 }

@@ -1,8 +1,8 @@
 //! The scheduler's reaction to the API and its engine cache, in process (emulators, the
 //! API over a SQLite file, the scheduler): a sync now wakes an idle worker at once and
-//! its run is recorded as `manual`; on PostgreSQL a sync now asked for on one replica
-//! wakes an idle worker of another; with room for one engine, a tenant's engine dropped
-//! for another's is rebuilt on its next run and syncs.
+//! its run is recorded as `manual`; on PostgreSQL a sync now or a resume asked for on
+//! one replica wakes an idle worker of another; with room for one engine, a tenant's
+//! engine dropped for another's is rebuilt on its next run and syncs.
 
 mod api_support;
 mod service_support;
@@ -104,16 +104,13 @@ async fn a_sync_now_wakes_an_idle_worker_and_its_run_is_recorded_as_manual() {
     emu.shutdown().await.unwrap();
 }
 
-/// Two replicas on one PostgreSQL database: the API of one, the scheduler (one worker,
-/// idle poll of an hour) of the other. A sync now asked for on the first wakes the
-/// second's idle worker through `NOTIFY`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql() {
-    let Some(s) = TestServer::start_on(Db::Postgres, "wake").await else {
-        return;
-    };
+/// Another replica on `s`'s PostgreSQL database, listening for `NOTIFY`, with a
+/// scheduler of one worker (idle poll of an hour) that has had its first look: from then
+/// on only a wake-up makes it look again. Returns the scheduler and the listener.
+async fn idle_worker_of_another_replica(
+    s: &TestServer,
+) -> (Scheduler, tokio::task::JoinHandle<()>) {
     let url = std::env::var("DATABASE_URL").unwrap();
-    let emu = emulators(2, 4, 6).await;
     let other = AppState::new(
         s.store.clone(),
         Runtime::new(RuntimeConfig::default()).unwrap(),
@@ -123,9 +120,8 @@ async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql
     )
     .unwrap();
     let listening = wake_on_run_requests(&url, other.clone()).await.unwrap();
-    // A tenant without connections shows when the other replica's worker has had its
-    // first look (it leases the tenant, finds nothing to sync and gives the lease back):
-    // from then on the worker is idle for an hour unless woken.
+    // A tenant without connections shows when the worker has had its first look (it
+    // leases the tenant, finds nothing to sync and gives the lease back).
     let idle = s.tenant("idle-probe").await;
     let (status, body) = call(
         &s.base,
@@ -146,6 +142,19 @@ async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql
         }
     })
     .await;
+    (scheduler, listening)
+}
+
+/// Two replicas on one PostgreSQL database: the API of one, the scheduler (one worker,
+/// idle poll of an hour) of the other. A sync now asked for on the first wakes the
+/// second's idle worker through `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql() {
+    let Some(s) = TestServer::start_on(Db::Postgres, "wake").await else {
+        return;
+    };
+    let emu = emulators(2, 4, 6).await;
+    let (scheduler, listening) = idle_worker_of_another_replica(&s).await;
 
     let token = s.tenant("acme").await;
     sync_action(&s.base, "acme", &token, "pause").await;
@@ -154,6 +163,33 @@ async fn a_sync_now_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql
     // Only the NOTIFY of this sync now can wake the other replica's worker.
     sync_action(&s.base, "acme", &token, "trigger").await;
     let runs = finished_runs(&s.store, "acme", 1).await;
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:?}");
+
+    scheduler.shutdown().await;
+    listening.abort();
+    s.shutdown().await;
+    emu.shutdown().await.unwrap();
+}
+
+/// Two replicas on one PostgreSQL database, as above. A tenant paused before the other
+/// replica's worker starts is due all along; resuming it on the first replica wakes the
+/// second's idle worker through `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_on_one_replica_wakes_an_idle_worker_of_another_on_postgresql() {
+    let Some(s) = TestServer::start_on(Db::Postgres, "resume").await else {
+        return;
+    };
+    let emu = emulators(2, 4, 6).await;
+    let token = s.tenant("acme").await;
+    sync_action(&s.base, "acme", &token, "pause").await;
+    set_up_tenant(&s.base, &emu, "acme", &token).await;
+    // The worker's first look skips the paused tenant.
+    let (scheduler, listening) = idle_worker_of_another_replica(&s).await;
+
+    // Only the NOTIFY of this resume can wake the other replica's worker.
+    sync_action(&s.base, "acme", &token, "resume").await;
+    let runs = finished_runs(&s.store, "acme", 1).await;
+    assert_eq!(runs[0].trigger, RunTrigger::Backfill, "{runs:?}");
     assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:?}");
 
     scheduler.shutdown().await;

@@ -11,6 +11,10 @@
 //! caller. [`TenantScope`] also checks that the `{tenant}` of the route is the token's
 //! tenant, so every tenant-scoped route checks the tenant before its handler runs.
 //!
+//! A token found valid is kept for a short while ([`super::token_cache`]): the secret
+//! is still hashed and compared on every request, the store is read again after the
+//! cache's TTL, and a revoke or disable in this process is honoured at once.
+//!
 //! What this module must never do: log or return a token's secret or its hash; accept a
 //! tenant token on an operator route or the operator token on a tenant route; accept a
 //! revoked token or a disabled tenant's token.
@@ -23,8 +27,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
+use std::time::Instant;
+
 use super::error::ApiError;
+use super::{AppState, Shared};
 use crate::store::{ApiToken, TenantId, TimestampMs};
 
 /// The first part of every tenant token.
@@ -208,6 +214,35 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// Checks a tenant token against the store (unrevoked, matching hash, enabled tenant)
+/// and keeps it in the token cache if valid.
+async fn verify_in_store(shared: &Shared, parsed: &ParsedToken<'_>) -> Result<(), ApiError> {
+    // Taken before the reads: a revoke or disable after them is not undone by keeping
+    // this reading, and the TTL counts from before the reads.
+    let generation = shared.tokens.generation();
+    let read_at = Instant::now();
+    let stored = shared
+        .store
+        .api_token(&parsed.tenant, parsed.token_id)
+        .await?;
+    let stored = stored
+        .filter(|t| t.revoked_at_ms.is_none() && verify_token(parsed, &t.hash))
+        .ok_or(ApiError::Unauthorized("invalid or revoked token"))?;
+    match shared.store.tenant(&parsed.tenant).await? {
+        None => return Err(ApiError::Unauthorized("invalid or revoked token")),
+        Some(t) if t.disabled => return Err(ApiError::TenantDisabled(t.id.to_string())),
+        Some(_) => {}
+    }
+    shared.tokens.remember(
+        &parsed.tenant,
+        parsed.token_id,
+        &stored.hash,
+        read_at,
+        generation,
+    );
+    Ok(())
+}
+
 /// The caller is a tenant, authenticated by one of its API tokens, and the route's
 /// `{tenant}` is that tenant.
 #[derive(Debug, Clone)]
@@ -232,20 +267,15 @@ impl FromRequestParts<AppState> for TenantScope {
             }
             return Err(ApiError::Unauthorized("invalid token"));
         };
-        let stored = shared
-            .store
-            .api_token(&parsed.tenant, parsed.token_id)
-            .await?;
-        let valid = stored
-            .as_ref()
-            .is_some_and(|t| t.revoked_at_ms.is_none() && verify_token(&parsed, &t.hash));
-        if !valid {
-            return Err(ApiError::Unauthorized("invalid or revoked token"));
-        }
-        match shared.store.tenant(&parsed.tenant).await? {
-            None => return Err(ApiError::Unauthorized("invalid or revoked token")),
-            Some(t) if t.disabled => return Err(ApiError::TenantDisabled(t.id.to_string())),
-            Some(_) => {}
+        let kept = shared
+            .tokens
+            .check(&parsed.tenant, parsed.token_id, Instant::now(), |hash| {
+                verify_token(&parsed, hash)
+            });
+        match kept {
+            Some(true) => {}
+            Some(false) => return Err(ApiError::Unauthorized("invalid or revoked token")),
+            None => verify_in_store(shared, &parsed).await?,
         }
         // The route's tenant must be the token's; checked before any handler runs.
         let params = RawPathParams::from_request_parts(parts, state)

@@ -4,6 +4,8 @@
 //! - [`error`]: the one error type and its one status mapping; JSON rejections.
 //! - [`auth`]: the operator token and tenant API tokens; the extractors that every
 //!   route uses to learn its caller.
+//! - [`token_cache`]: tenant tokens verified recently (bounded staleness), so a tenant
+//!   route reads the store once, for its own data.
 //! - [`secrets`]: AES-256-GCM for CRM connections at rest.
 //! - [`tenants`]: operator routes (create, list, disable, tokens).
 //! - [`connections`]: a tenant's Salesforce and HubSpot connections (write-only secrets).
@@ -41,17 +43,18 @@ pub mod secrets;
 pub mod sync_health;
 pub mod syncs;
 pub mod tenants;
+pub mod token_cache;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hashlink::LruCache;
 use parking_lot::Mutex;
 use ring::rand::SystemRandom;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -81,8 +84,17 @@ pub struct ApiConfig {
     /// The limits each rule-test invocation runs under (a fixture may override them,
     /// exactly as in `dealbridge plugin test`).
     pub test_limits: Limits,
-    /// How many compiled plugins stay in memory for tests (by digest).
+    /// How many compiled plugins stay in memory (by digest); when full, the least
+    /// recently used is dropped (and compiled again, or loaded from the compile cache,
+    /// when next needed).
     pub plugin_cache_entries: usize,
+    /// How long a tenant token found valid is trusted without reading the store again:
+    /// the longest a revoke or a disable made by another replica takes to be honoured
+    /// here (this process honours its own at once). Default 5 s; zero reads the store on
+    /// every request.
+    pub token_cache_ttl: Duration,
+    /// How many tenant tokens are kept verified at most. Default 10,000.
+    pub token_cache_entries: usize,
     /// The longest a dry run may take, in seconds. Default 120.
     pub dry_run_budget_secs: u64,
 }
@@ -94,6 +106,8 @@ impl Default for ApiConfig {
             max_json_bytes: 2 << 20,
             test_limits: Limits::default(),
             plugin_cache_entries: 32,
+            token_cache_ttl: Duration::from_secs(5),
+            token_cache_entries: 10_000,
             dry_run_budget_secs: 120,
         }
     }
@@ -123,7 +137,10 @@ pub(crate) struct Shared {
     pub(crate) cipher: ConnectionCipher,
     pub(crate) config: ApiConfig,
     pub(crate) rng: SystemRandom,
-    pub(crate) plugins: Mutex<HashMap<String, LoadedPlugin>>,
+    /// Compiled plugins by digest, the least recently used dropped first.
+    pub(crate) plugins: Mutex<LruCache<String, LoadedPlugin>>,
+    /// Tenant tokens verified recently.
+    pub(crate) tokens: token_cache::TokenCache,
     shutting_down: AtomicBool,
     /// Wakes an idle scheduler worker of this process when a tenant became due.
     scheduler_wake: tokio::sync::Notify,
@@ -145,9 +162,13 @@ impl AppState {
                 runtime,
                 operator: OperatorToken::new(operator_token)?,
                 cipher: ConnectionCipher::from_key_text(secret_key)?,
+                plugins: Mutex::new(LruCache::new(config.plugin_cache_entries.max(1))),
+                tokens: token_cache::TokenCache::new(
+                    config.token_cache_entries,
+                    config.token_cache_ttl,
+                ),
                 config,
                 rng: SystemRandom::new(),
-                plugins: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 scheduler_wake: tokio::sync::Notify::new(),
             }),
@@ -174,6 +195,16 @@ impl AppState {
     /// worker was waiting).
     pub(crate) async fn scheduler_woken(&self) {
         self.inner.scheduler_wake.notified().await;
+    }
+
+    /// The digests of the compiled plugins kept in memory, the least recently used first.
+    pub fn cached_plugin_digests(&self) -> Vec<String> {
+        self.inner
+            .plugins
+            .lock()
+            .iter()
+            .map(|(d, _)| d.clone())
+            .collect()
     }
 
     /// Whether [`AppState::begin_shutdown`] was called.

@@ -378,13 +378,19 @@ async fn compile(state: &AppState, bytes: Bytes) -> Result<LoadedPlugin, ApiErro
         .map_err(load_error)
 }
 
+/// Keeps a compiled plugin in memory as the most recently used; when the cache is full,
+/// the least recently used one is dropped.
 fn cache_put(state: &AppState, plugin: &LoadedPlugin) {
-    let shared = state.shared();
-    let mut cache = shared.plugins.lock();
-    if cache.len() >= shared.config.plugin_cache_entries.max(1) {
-        cache.clear();
-    }
-    cache.insert(plugin.digest().to_string(), plugin.clone());
+    state
+        .shared()
+        .plugins
+        .lock()
+        .insert(plugin.digest().to_string(), plugin.clone());
+}
+
+/// The compiled plugin of `digest` if kept, marked as the most recently used.
+fn cache_get(state: &AppState, digest: &str) -> Option<LoadedPlugin> {
+    state.shared().plugins.lock().get(digest).cloned()
 }
 
 /// The built-in default rules, compiled once and kept like an uploaded version (what a
@@ -392,8 +398,8 @@ fn cache_put(state: &AppState, plugin: &LoadedPlugin) {
 pub(crate) async fn default_rules_plugin(state: &AppState) -> Result<LoadedPlugin, ApiError> {
     let bytes = crate::sync::start::default_rules();
     let digest = hex::encode(Sha256::digest(bytes));
-    if let Some(p) = state.shared().plugins.lock().get(&digest) {
-        return Ok(p.clone());
+    if let Some(p) = cache_get(state, &digest) {
+        return Ok(p);
     }
     let plugin = compile(state, Bytes::from_static(bytes)).await?;
     cache_put(state, &plugin);
@@ -423,8 +429,8 @@ pub(crate) async fn loaded(
     tenant: &TenantId,
     v: &PluginVersion,
 ) -> Result<LoadedPlugin, ApiError> {
-    if let Some(p) = state.shared().plugins.lock().get(&v.sha256) {
-        return Ok(p.clone());
+    if let Some(p) = cache_get(state, &v.sha256) {
+        return Ok(p);
     }
     let bytes = match state.shared().store.plugin_component(tenant, v.id).await? {
         Some(b) => b,

@@ -203,6 +203,10 @@ async fn set_disabled(state: &AppState, id: &str, disabled: bool) -> Result<Tena
     let tid = existing(state, id).await?;
     let store = &state.shared().store;
     store.set_tenant_disabled(&tid, disabled).await?;
+    if disabled {
+        // After the store has it, so no request can keep the enabled tenant's tokens.
+        state.shared().tokens.forget_tenant(&tid);
+    }
     tracing::info!(tenant = %tid, disabled, "tenant status changed");
     let t = store
         .tenant(&tid)
@@ -289,12 +293,15 @@ async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     let (id, token_id) = path;
     let tid = existing(&state, &id).await?;
-    if state
+    let revoked = state
         .shared()
         .store
         .revoke_api_token(&tid, &token_id, now_ms())
-        .await?
-    {
+        .await?;
+    // After the store has it, so no request can keep the token as valid (forgotten even
+    // if another replica revoked it first).
+    state.shared().tokens.forget_token(&tid, &token_id);
+    if revoked {
         tracing::info!(tenant = %tid, token_id = %token_id, "token revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -225,7 +225,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         interval_ms: i64,
         now_ms: TimestampMs,
     ) -> StoreResult<SyncJob>;
-    /// Pauses or resumes the tenant's scheduled runs.
+    /// Pauses or resumes the tenant's scheduled runs. A resume is announced to the other
+    /// replicas like a run request (on PostgreSQL, `NOTIFY`), as it may make the tenant
+    /// due at once.
     async fn set_sync_paused(&self, tenant: &TenantId, paused: bool) -> StoreResult<SyncJob>;
     /// Sets the config given to the tenant's rules plugin (a JSON object).
     async fn set_plugin_config(&self, tenant: &TenantId, config: &Value) -> StoreResult<SyncJob>;

@@ -41,7 +41,7 @@ UPDATE tenant_jobs
 RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 
 /// The channel on which a replica announces that a tenant's run was asked for (sync now,
-/// a resync); the payload is the tenant id. Replicas `LISTEN` on it to wake an idle
+/// a resync) or that a tenant was resumed; the payload is the tenant id. Replicas `LISTEN` on it to wake an idle
 /// worker at once ([`crate::service::wake_on_run_requests`]).
 pub const RUN_REQUESTED_CHANNEL: &str = "dealbridge_run_requested";
 

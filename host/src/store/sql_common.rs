@@ -351,14 +351,20 @@ async fn request_run(
         .fetch_optional(&mut **tx)
         .await?;
     let job = job_or_not_found(row, tenant)?;
+    announce_run_requested(tx, tenant).await?;
+    Ok(job)
+}
+
+/// Tells the other replicas that `tenant` may be due now (where the backend can: on
+/// PostgreSQL a `NOTIFY`, delivered at commit to every replica listening).
+async fn announce_run_requested(tx: &mut Tx, tenant: &TenantId) -> StoreResult<()> {
     if let Some(notify) = RUN_REQUESTED_NOTIFY_SQL {
-        // Delivered at commit, to every replica listening.
         sqlx::query(notify)
             .bind(tenant.as_str())
             .execute(&mut **tx)
             .await?;
     }
-    Ok(job)
+    Ok(())
 }
 
 async fn links_by(
@@ -1072,12 +1078,19 @@ impl super::Store for This {
     async fn set_sync_paused(&self, tenant: &TenantId, paused: bool) -> StoreResult<SyncJob> {
         let sql =
             format!("UPDATE tenant_jobs SET paused = $2 WHERE tenant_id = $1 RETURNING {JOB_COLS}");
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(tenant.as_str())
             .bind(paused)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        job_or_not_found(row, tenant)
+        let job = job_or_not_found(row, tenant)?;
+        if !paused {
+            // A resumed tenant may be due at once: idle workers of every replica look.
+            announce_run_requested(&mut tx, tenant).await?;
+        }
+        tx.commit().await?;
+        Ok(job)
     }
 
     async fn set_plugin_config(&self, tenant: &TenantId, config: &Value) -> StoreResult<SyncJob> {

@@ -53,7 +53,12 @@ pub enum Db {
 /// Keeps a test database alive; dropping it removes it.
 enum DbGuard {
     Sqlite(tempfile::TempDir),
-    Postgres { admin_url: String, schema: String },
+    Postgres {
+        admin_url: String,
+        schema: String,
+    },
+    /// Another server's database (see [`TestServer::another_replica`]).
+    Shared,
 }
 
 impl Drop for DbGuard {
@@ -161,6 +166,12 @@ impl TestServer {
                 Some(Self::start_with_store(ApiConfig::default(), store, guard).await)
             }
         }
+    }
+
+    /// Another replica: a second server on this one's store, with its own state (and so
+    /// its own caches). Drop or shut it down before this one.
+    pub async fn another_replica(&self, config: ApiConfig) -> TestServer {
+        Self::start_with_store(config, self.store.clone(), DbGuard::Shared).await
     }
 
     async fn start_with_store(config: ApiConfig, store: Arc<dyn Store>, db: DbGuard) -> TestServer {
