@@ -18,6 +18,28 @@ fn assert_error(r: &Reply, status: StatusCode, code: &str, needle: &str) {
     assert!(r.message().contains(needle), "{needle:?} in {}", r.text);
 }
 
+/// Sends each body to `path` and expects each to be refused as invalid input naming its
+/// needle.
+async fn assert_each_invalid(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    cases: &[(serde_json::Value, &str)],
+) {
+    for (body, needle) in cases {
+        let r = s
+            .call(method.clone(), path, token, Some(body.clone()))
+            .await;
+        assert_error(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            needle,
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_plugin_config_trigger_pause_and_resume() {
     let s = TestServer::start().await;
@@ -40,30 +62,22 @@ async fn schedule_plugin_config_trigger_pause_and_resume() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["interval_secs"], 300);
-    for (body, needle) in [
-        (json!({"interval_secs": 0}), "1 to 86400"),
-        (json!({"interval_secs": 86_401}), "1 to 86400"),
-        (json!({"interval_secs": 1.5}), "interval_secs"),
-        (json!({"interval_secs": -3}), "interval_secs"),
-        (json!({"interval_secs": "60"}), "interval_secs"),
-        (json!({}), "interval_secs"),
-        (json!({"interval_secs": 60, "cron": "* * *"}), "cron"),
-    ] {
-        let r = s
-            .call(
-                Method::PUT,
-                "/v1/tenants/t1/sync/schedule",
-                t,
-                Some(body.clone()),
-            )
-            .await;
-        assert_error(
-            &r,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_input",
-            needle,
-        );
-    }
+    assert_each_invalid(
+        &s,
+        Method::PUT,
+        "/v1/tenants/t1/sync/schedule",
+        t,
+        &[
+            (json!({"interval_secs": 0}), "1 to 86400"),
+            (json!({"interval_secs": 86_401}), "1 to 86400"),
+            (json!({"interval_secs": 1.5}), "interval_secs"),
+            (json!({"interval_secs": -3}), "interval_secs"),
+            (json!({"interval_secs": "60"}), "interval_secs"),
+            (json!({}), "interval_secs"),
+            (json!({"interval_secs": 60, "cron": "* * *"}), "cron"),
+        ],
+    )
+    .await;
     let r = s
         .raw(
             Method::PUT,
@@ -96,22 +110,18 @@ async fn schedule_plugin_config_trigger_pause_and_resume() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["plugin_config"], config);
-    for body in [json!([1, 2]), json!("x"), json!(null)] {
-        let r = s
-            .call(
-                Method::PUT,
-                "/v1/tenants/t1/sync/plugin-config",
-                t,
-                Some(body),
-            )
-            .await;
-        assert_error(
-            &r,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_input",
-            "object",
-        );
-    }
+    assert_each_invalid(
+        &s,
+        Method::PUT,
+        "/v1/tenants/t1/sync/plugin-config",
+        t,
+        &[
+            (json!([1, 2]), "object"),
+            (json!("x"), "object"),
+            (json!(null), "object"),
+        ],
+    )
+    .await;
 
     let r = s
         .call(Method::POST, "/v1/tenants/t1/sync/pause", t, None)
@@ -258,7 +268,12 @@ async fn resyncs_are_stored_for_the_scheduler_and_bad_ones_refused() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert_eq!(r.code(), "bad_request");
     let ids101: Vec<String> = (0..101).map(|i| i.to_string()).collect();
-    for (body, needle) in [
+    assert_each_invalid(
+        &s,
+        Method::POST,
+        "/v1/tenants/t1/resyncs",
+        t,
+        &[
         (json!({}), "scope"),
         (json!({"scope": "some"}), "scope"),
         (json!({"scope": "all", "ids": ["1"]}), "takes no"),
@@ -288,22 +303,9 @@ async fn resyncs_are_stored_for_the_scheduler_and_bad_ones_refused() {
             "not a hubspot record id",
         ),
         (json!({"scope": "all", "extra": 1}), "extra"),
-    ] {
-        let r = s
-            .call(
-                Method::POST,
-                "/v1/tenants/t1/resyncs",
-                t,
-                Some(body.clone()),
-            )
-            .await;
-        assert_error(
-            &r,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_input",
-            needle,
-        );
-    }
+        ],
+    )
+    .await;
     assert_eq!(
         s.store.pending_resyncs(&tenant, 10).await.unwrap().len(),
         2,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use api_support::{Reply, TestServer};
 use dealbridge::service::{Scheduler, ServiceConfig};
 use dealbridge::store::{ErrorCategory, Page, RunStatus, TenantId};
+use dealbridge_emulator::RunningEmulators;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use service_support::{
@@ -37,12 +38,8 @@ async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
             ..ServiceConfig::default()
         },
     );
-    let token = s.tenant(TENANT).await;
+    let token = paused_tenant(&s, &emu, TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
-    // Paused until it is set up, so no run starts half-way.
-    let r = sync_action(&s, TENANT, &token, "pause").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    set_up_tenant(&s.base, &emu, TENANT, &token).await;
 
     // Before the first sync a dry run creates no metadata either: it plans the companies
     // and contacts, reports the opportunities as waiting for their pipelines (set-up
@@ -285,10 +282,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
         ("slow", &slow_emu),
         ("good", &good_emu),
     ] {
-        let token = s.tenant(name).await;
-        let r = sync_action(&s, name, &token, "pause").await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        set_up_tenant(&s.base, emu, name, &token).await;
+        let token = paused_tenant(&s, emu, name).await;
         tokens.push((name, token));
     }
     // Nothing listens on port 1 of the loopback.
@@ -380,6 +374,16 @@ async fn sync_action(s: &TestServer, tenant: &str, token: &str, action: &str) ->
     .await
 }
 
+/// Creates the tenant `name` (its token returned) and sets it up against `emu` while its
+/// sync is paused, so that no run starts half-way through the set-up.
+async fn paused_tenant(s: &TestServer, emu: &RunningEmulators, name: &str) -> String {
+    let token = s.tenant(name).await;
+    let r = sync_action(s, name, &token, "pause").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    set_up_tenant(&s.base, emu, name, &token).await;
+    token
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -404,11 +408,8 @@ async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant()
             ..ServiceConfig::default()
         },
     );
-    let token = s.tenant(TENANT).await;
+    let token = paused_tenant(&s, &emu, TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
-    let r = sync_action(&s, TENANT, &token, "pause").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    set_up_tenant(&s.base, &emu, TENANT, &token).await;
     put_json(
         format!("{}/__emulator/faults", emu.hubspot_urls.http),
         json!({"latency_ms": 1_000}),
