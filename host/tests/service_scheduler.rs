@@ -13,7 +13,7 @@ use std::time::Duration;
 use api_support::{Db, KEY_HEX, OPERATOR, TestServer};
 use dealbridge::api::{ApiConfig, AppState};
 use dealbridge::runtime::{Runtime, RuntimeConfig};
-use dealbridge::service::{Scheduler, ServiceConfig, wake_on_run_requests};
+use dealbridge::service::{Scheduler, ServiceConfig, listen_to_replicas};
 use dealbridge::store::{Page, Run, RunStatus, RunTrigger, Store, TenantId};
 use reqwest::{Method, StatusCode};
 use service_support::{assert_converged, call, emulators, eventually, set_up_tenant};
@@ -119,7 +119,7 @@ async fn idle_worker_of_another_replica(
         ApiConfig::default(),
     )
     .unwrap();
-    let listening = wake_on_run_requests(&url, other.clone()).await.unwrap();
+    let listening = listen_to_replicas(&url, other.clone()).await.unwrap();
     // A tenant without connections shows when the worker has had its first look (it
     // leases the tenant, finds nothing to sync and gives the lease back).
     let idle = s.tenant("idle-probe").await;

@@ -185,6 +185,8 @@ store_suite!(
     migrations_idempotent_on_reopen,
     sync_schedule_pause_request_and_backoff,
     pending_resyncs_are_fenced_and_tenant_scoped,
+    reseal_replaces_only_the_connection_that_was_read,
+    revokes_disables_and_deletes_are_announced,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1600,6 +1602,146 @@ async fn tenants_tokens_connections(h: &Harness) {
     );
     assert!(s.delete_connection(&t, Side::Salesforce).await.unwrap());
     assert!(!s.delete_connection(&t, Side::Salesforce).await.unwrap());
+}
+
+async fn reseal_replaces_only_the_connection_that_was_read(h: &Harness) {
+    let s = &*h.store;
+    let (t, other) = (tid("reseal"), tid("reseal-other"));
+    for tenant in [&t, &other] {
+        s.create_tenant(tenant, "r", 1).await.unwrap();
+    }
+    let old = EncryptedConnection {
+        key_id: "key-old".into(),
+        ciphertext: vec![1; 48],
+        updated_at_ms: 10,
+    };
+    for tenant in [&t, &other] {
+        s.put_connection(tenant, Side::HubSpot, &old).await.unwrap();
+    }
+    assert!(
+        s.reseal_connection(&t, Side::HubSpot, &old, "key-new", &[2; 48])
+            .await
+            .unwrap()
+    );
+    let resealed = EncryptedConnection {
+        key_id: "key-new".into(),
+        ciphertext: vec![2; 48],
+        updated_at_ms: 10,
+    };
+    assert_eq!(
+        s.connection(&t, Side::HubSpot).await.unwrap(),
+        Some(resealed.clone()),
+        "new key and bytes, same updated_at"
+    );
+    assert_eq!(
+        s.connection(&other, Side::HubSpot).await.unwrap(),
+        Some(old.clone()),
+        "another tenant's row is untouched"
+    );
+    // What was read is no longer there (resealed, or written by the tenant meanwhile):
+    // nothing is replaced.
+    assert!(
+        !s.reseal_connection(&t, Side::HubSpot, &old, "key-new", &[3; 48])
+            .await
+            .unwrap()
+    );
+    let written = EncryptedConnection {
+        key_id: "key-new".into(),
+        ciphertext: vec![4; 48],
+        updated_at_ms: 20,
+    };
+    s.put_connection(&t, Side::HubSpot, &written).await.unwrap();
+    assert!(
+        !s.reseal_connection(&t, Side::HubSpot, &resealed, "key-new", &[5; 48])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.connection(&t, Side::HubSpot).await.unwrap(),
+        Some(written)
+    );
+    assert!(
+        !s.reseal_connection(&t, Side::Salesforce, &old, "key-new", &[6; 48])
+            .await
+            .unwrap(),
+        "no connection"
+    );
+    assert!(matches!(
+        s.reseal_connection(&other, Side::HubSpot, &old, "", &[7; 48])
+            .await
+            .unwrap_err(),
+        StoreError::InvalidInput(_)
+    ));
+}
+
+/// On PostgreSQL a revoke, a disable and a delete are announced on
+/// `TOKENS_REVOKED_CHANNEL` at commit (a no-op revoke and an enable are not); SQLite has
+/// one replica and announces nothing.
+async fn revokes_disables_and_deletes_are_announced(h: &Harness) {
+    let s = &*h.store;
+    let mut listener = match &h.backend {
+        BackendHandle::Sqlite { .. } => None,
+        BackendHandle::Postgres { options, .. } => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with((**options).clone())
+                .await
+                .unwrap();
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool)
+                .await
+                .unwrap();
+            l.listen(store::TOKENS_REVOKED_CHANNEL).await.unwrap();
+            Some(l)
+        }
+    };
+    // Announcements are database-wide: a tenant id no other test uses.
+    let t = tid(&format!("announced-{}", std::process::id()));
+    s.create_tenant(&t, "a", 1).await.unwrap();
+    for id in ["tok_1", "tok_2"] {
+        let token = store::ApiToken {
+            token_id: id.into(),
+            hash: "sha256:00".into(),
+            label: "l".into(),
+            created_at_ms: 1,
+            revoked_at_ms: None,
+        };
+        s.add_api_token(&t, &token).await.unwrap();
+    }
+    assert!(s.revoke_api_token(&t, "tok_1", 2).await.unwrap());
+    assert!(!s.revoke_api_token(&t, "tok_1", 3).await.unwrap());
+    s.set_tenant_disabled(&t, true).await.unwrap();
+    s.set_tenant_disabled(&t, false).await.unwrap();
+    assert!(s.delete_tenant(&t).await.unwrap());
+    let Some(listener) = listener.as_mut() else {
+        return;
+    };
+    let mut heard = Vec::new();
+    while heard.len() < 3 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), listener.recv())
+            .await
+            .expect("an announcement within 30 s")
+            .unwrap();
+        let revoked = store::Revoked::from_payload(n.payload()).expect("a readable payload");
+        let ours = match &revoked {
+            store::Revoked::Tenant(x) | store::Revoked::Token { tenant: x, .. } => *x == t,
+        };
+        if ours {
+            heard.push(revoked);
+        }
+    }
+    let token = store::Revoked::Token {
+        tenant: t.clone(),
+        token_id: "tok_1".into(),
+    };
+    assert_eq!(
+        heard,
+        [
+            token,
+            store::Revoked::Tenant(t.clone()),
+            store::Revoked::Tenant(t)
+        ],
+        "the revoke, the disable and the delete, nothing between"
+    );
 }
 
 async fn list_tenants_pages_by_id(h: &Harness) {

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bench_service;
 pub mod demo;
 pub mod emulate;
+pub mod keys;
 pub mod plugin;
 pub mod serve;
 pub mod sync;
@@ -54,6 +55,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve the multi-tenant JSON API (OpenAPI at /openapi.json).
     Serve(serve::ServeArgs),
+    /// The connection key: generate one, reseal stored connections after a rotation.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Benchmarks against in-process emulators.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => sync::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Keys(cmd) => keys::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match outcome {

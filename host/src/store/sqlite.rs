@@ -53,6 +53,8 @@ RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 
 /// SQLite has one replica: nothing to tell the others when a run is asked for.
 const RUN_REQUESTED_NOTIFY_SQL: Option<&str> = None;
+/// Nor when a token is revoked: the one replica forgets it itself.
+const TOKENS_REVOKED_NOTIFY_SQL: Option<&str> = None;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]

@@ -36,6 +36,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub state: AppState,
+    /// On PostgreSQL: a URL of the test's database whose connections work in its schema.
+    pub database_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _db: DbGuard,
@@ -87,9 +89,9 @@ impl Drop for DbGuard {
 
 static SCHEMA_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A store in a fresh schema of `DATABASE_URL`'s PostgreSQL; `None` (said loudly on
-/// stderr) when `DATABASE_URL` is not set.
-async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard)> {
+/// A store in a fresh schema of `DATABASE_URL`'s PostgreSQL, and a URL whose connections
+/// work in that schema; `None` (said loudly on stderr) when `DATABASE_URL` is not set.
+async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard, String)> {
     let Ok(url) = std::env::var("DATABASE_URL") else {
         // Not `eprintln!`: the test harness captures that; this must be seen.
         let _ = writeln!(
@@ -122,7 +124,9 @@ async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard)> {
     let store = PostgresStore::connect_with(options, StoreConfig::default())
         .await
         .expect("open postgres");
-    Some((Arc::new(store), guard))
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    Some((Arc::new(store), guard, schema_url))
 }
 
 pub struct Reply {
@@ -154,7 +158,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display());
         let store = dealbridge::store::open(&url).await.expect("store");
-        Self::start_with_store(config, store, DbGuard::Sqlite(dir)).await
+        Self::start_with_store(config, store, DbGuard::Sqlite(dir), None).await
     }
 
     /// A server on `db`; `None` (said loudly) for PostgreSQL without `DATABASE_URL`.
@@ -162,8 +166,8 @@ impl TestServer {
         match db {
             Db::Sqlite => Some(Self::start().await),
             Db::Postgres => {
-                let (store, guard) = postgres_store(test).await?;
-                Some(Self::start_with_store(ApiConfig::default(), store, guard).await)
+                let (store, guard, url) = postgres_store(test).await?;
+                Some(Self::start_with_store(ApiConfig::default(), store, guard, Some(url)).await)
             }
         }
     }
@@ -171,10 +175,39 @@ impl TestServer {
     /// Another replica: a second server on this one's store, with its own state (and so
     /// its own caches). Drop or shut it down before this one.
     pub async fn another_replica(&self, config: ApiConfig) -> TestServer {
-        Self::start_with_store(config, self.store.clone(), DbGuard::Shared).await
+        self.another_replica_with_keys(config, KEY_HEX, "").await
     }
 
-    async fn start_with_store(config: ApiConfig, store: Arc<dyn Store>, db: DbGuard) -> TestServer {
+    /// Another replica (as [`TestServer::another_replica`]) whose connection cipher has
+    /// `current` as its key and the keys listed in `previous` as previous keys.
+    pub async fn another_replica_with_keys(
+        &self,
+        config: ApiConfig,
+        current: &str,
+        previous: &str,
+    ) -> TestServer {
+        let url = self.database_url.clone();
+        let cipher = api::cipher_from_texts(current, previous).expect("keys");
+        Self::start_with_cipher(config, self.store.clone(), DbGuard::Shared, url, cipher).await
+    }
+
+    async fn start_with_store(
+        config: ApiConfig,
+        store: Arc<dyn Store>,
+        db: DbGuard,
+        database_url: Option<String>,
+    ) -> TestServer {
+        let cipher = api::ConnectionCipher::from_key_text(KEY_HEX).expect("key");
+        Self::start_with_cipher(config, store, db, database_url, cipher).await
+    }
+
+    async fn start_with_cipher(
+        config: ApiConfig,
+        store: Arc<dyn Store>,
+        db: DbGuard,
+        database_url: Option<String>,
+        cipher: api::ConnectionCipher,
+    ) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(cache_dir()),
@@ -184,7 +217,7 @@ impl TestServer {
         })
         .expect("runtime");
         let state =
-            AppState::new(store.clone(), runtime, OPERATOR, KEY_HEX, config).expect("state");
+            AppState::with_cipher(store.clone(), runtime, OPERATOR, cipher, config).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -198,6 +231,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             store,
             state,
+            database_url,
             stop: Some(tx),
             task: Some(task),
             _db: db,
