@@ -2,7 +2,8 @@
 //! API over a SQLite file, the scheduler): a sync now wakes an idle worker at once and
 //! its run is recorded as `manual`; on PostgreSQL a sync now or a resume asked for on
 //! one replica wakes an idle worker of another; with room for one engine, a tenant's
-//! engine dropped for another's is rebuilt on its next run and syncs.
+//! engine dropped for another's is rebuilt on its next run and syncs; a failing tenant
+//! asking for runs again and again does not starve another sharing its one worker.
 
 mod api_support;
 mod service_support;
@@ -246,4 +247,99 @@ async fn an_engine_dropped_from_the_cache_is_rebuilt_and_syncs() {
     s.shutdown().await;
     emu_a.shutdown().await.unwrap();
     emu_b.shutdown().await.unwrap();
+}
+
+/// Fair ordering with one worker: a tenant whose HubSpot cannot be reached, and whose
+/// runs are asked for again and again (every 50 ms), shares the worker with a quiet
+/// tenant. Each run of the failing tenant is stopped by the run budget; since a run is
+/// picked by how long it has been due, and the failing tenant is due anew only after
+/// each request, the quiet tenant's run starts after at most one more run of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_tenant_asking_for_runs_again_and_again_does_not_starve_another() {
+    let emu = emulators(2, 4, 6).await;
+    let s = TestServer::start().await;
+    let mut tokens = Vec::new();
+    for name in ["noisy", "quiet"] {
+        let token = s.tenant(name).await;
+        sync_action(&s.base, name, &token, "pause").await;
+        set_up_tenant(&s.base, &emu, name, &token).await;
+        tokens.push(token);
+    }
+    let (noisy_token, quiet_token) = (tokens[0].clone(), tokens[1].clone());
+    // Nothing listens on port 1 of the loopback.
+    let (status, body) = call(
+        &s.base,
+        Method::PUT,
+        "/v1/tenants/noisy/connections/hubspot",
+        &noisy_token,
+        Some(serde_json::json!({"base_url": "http://127.0.0.1:1", "access_token": "pat"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let scheduler = Scheduler::start(
+        s.state.clone(),
+        ServiceConfig {
+            workers: 1,
+            lease_ttl: Duration::from_secs(5),
+            idle_poll: Duration::from_millis(100),
+            run_budget: Duration::from_secs(2),
+            ..ServiceConfig::default()
+        },
+    );
+    sync_action(&s.base, "noisy", &noisy_token, "resume").await;
+    let asking = tokio::spawn({
+        let base = s.base.clone();
+        async move {
+            loop {
+                sync_action(&base, "noisy", &noisy_token, "trigger").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    // The failing tenant has the worker: one failed run, the next asked for already.
+    let noisy = TenantId::new("noisy").unwrap();
+    eventually(
+        "a failed run of the failing tenant",
+        Duration::from_secs(120),
+        || {
+            let (store, noisy) = (s.store.clone(), noisy.clone());
+            async move {
+                let runs = store.runs(&noisy, Page::first(5)).await.unwrap();
+                runs.iter()
+                    .any(|r| r.status == RunStatus::Failed)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    let quiet_due_from = chrono::Utc::now().timestamp_millis();
+    sync_action(&s.base, "quiet", &quiet_token, "resume").await;
+    let quiet = TenantId::new("quiet").unwrap();
+    let quiet_run = eventually("the quiet tenant's run", Duration::from_secs(120), || {
+        let (store, quiet) = (s.store.clone(), quiet.clone());
+        async move {
+            let runs = store.runs(&quiet, Page::first(5)).await.unwrap();
+            runs.into_iter().find(|r| r.status == RunStatus::Succeeded)
+        }
+    })
+    .await;
+    asking.abort();
+    let noisy_runs = s.store.runs(&noisy, Page::first(100)).await.unwrap();
+    assert!(
+        noisy_runs.iter().all(|r| r.status != RunStatus::Succeeded),
+        "{noisy_runs:?}"
+    );
+    let between = noisy_runs
+        .iter()
+        .filter(|r| r.started_at_ms > quiet_due_from && r.started_at_ms < quiet_run.started_at_ms)
+        .count();
+    assert!(
+        between <= 1,
+        "{between} runs of the failing tenant started before the quiet one's: {noisy_runs:?}"
+    );
+
+    scheduler.shutdown().await;
+    s.shutdown().await;
+    emu.shutdown().await.unwrap();
 }

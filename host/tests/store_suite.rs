@@ -187,6 +187,7 @@ store_suite!(
     pending_resyncs_are_fenced_and_tenant_scoped,
     reseal_replaces_only_the_connection_that_was_read,
     revokes_disables_and_deletes_are_announced,
+    a_tenant_asking_again_and_again_goes_after_those_due_longer,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1113,6 +1114,86 @@ async fn next_due_tenant_respects_schedule_and_disabled(h: &Harness) {
     assert!(matches!(err, StoreError::InvalidInput(_)));
 }
 
+/// Fair ordering: a tenant whose runs are asked for again and again (sync now, a resync)
+/// is due "now" each time, so it never goes before a tenant that has been due longer,
+/// and while it runs it is not leased a second time.
+async fn a_tenant_asking_again_and_again_goes_after_those_due_longer(h: &Harness) {
+    let s = &*h.store;
+    let (noisy, quiet) = (tid("fair-noisy"), tid("fair-quiet"));
+    s.create_tenant(&noisy, "noisy", 0).await.unwrap();
+    s.create_tenant(&quiet, "quiet", 0).await.unwrap();
+    s.schedule_sync(&noisy, 100).await.unwrap();
+    s.schedule_sync(&quiet, 200).await.unwrap();
+    let first = s
+        .acquire_next_due_tenant("r", 10_000, 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.tenant, noisy, "due longest");
+    // Asked for again while it runs: one run at a time, so the other worker gets quiet.
+    s.request_sync(&noisy, 310).await.unwrap();
+    let second = s
+        .acquire_next_due_tenant("r", 10_000, 320)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second.tenant, quiet,
+        "noisy holds its lease: never two runs at once"
+    );
+    s.finish_job(&second, 5_000, 0).await.unwrap();
+    // Noisy's run ends; asked for during it, it is due at once, and keeps asking.
+    s.finish_job(&first, 60_000, 0).await.unwrap();
+    for now in [400, 500, 600] {
+        s.request_sync(&noisy, now).await.unwrap();
+        let lease = s
+            .acquire_next_due_tenant("r", 10_000, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.tenant, noisy, "quiet is not due before 5,000");
+        s.finish_job(&lease, 60_000, 0).await.unwrap();
+    }
+    // From 5,000 quiet is due: however often noisy asks, quiet has been due longer.
+    for now in [5_100, 5_200] {
+        s.request_sync(&noisy, now).await.unwrap();
+    }
+    let next = s
+        .acquire_next_due_tenant("r", 10_000, 5_300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.tenant, quiet, "due since 5,000, before noisy's asks");
+    let after = s
+        .acquire_next_due_tenant("r", 10_000, 5_300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.tenant, noisy);
+    s.finish_job(&next, 5_400, 0).await.unwrap();
+    // Asked for during each of its runs, noisy is due from that run's start (not from
+    // before it), so after at most one more run quiet, due meanwhile, goes first.
+    s.request_sync(&noisy, 5_350).await.unwrap();
+    s.finish_job(&after, 60_000, 0).await.unwrap();
+    let third = s
+        .acquire_next_due_tenant("r", 10_000, 5_500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.tenant, noisy, "due from 5,300, its run's start");
+    s.request_sync(&noisy, 5_600).await.unwrap();
+    s.finish_job(&third, 60_000, 0).await.unwrap();
+    let fourth = s
+        .acquire_next_due_tenant("r", 10_000, 5_700)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fourth.tenant, quiet,
+        "due since 5,400; noisy only since 5,500"
+    );
+}
+
 async fn lease_expiry_takeover_and_fencing(h: &Harness) {
     let s = &*h.store;
     let t = tid("fence");
@@ -1868,15 +1949,16 @@ async fn sync_schedule_pause_request_and_backoff(h: &Harness) {
         .unwrap();
     assert!(!s.sync_job(&t).await.unwrap().unwrap().leased_for_sync_now);
 
-    // A request during the run keeps the tenant due when the run ends: due as it was
-    // (0, since it was created due), not at the rescheduled 60_020.
+    // A request during the run keeps the tenant due when the run ends: due from the
+    // run's start (10, when it was leased; not 0, when it was created), not at the
+    // rescheduled 60_020.
     let job = s.request_sync(&t, 20).await.unwrap();
     assert!(job.run_requested && job.sync_now_requested, "{job:?}");
     s.finish_job(&lease, 60_020, 0).await.unwrap();
     let job = s.sync_job(&t).await.unwrap().unwrap();
     assert_eq!(
         (job.next_due_at_ms, job.run_requested),
-        (0, false),
+        (10, false),
         "{job:?}"
     );
     assert!(job.lease_holder.is_none());

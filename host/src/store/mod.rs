@@ -208,8 +208,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<Lease>>;
     /// Takes the lease of the enabled, unpaused tenant whose sync has been due longest and
     /// that nobody holds (or whose lease expired), and clears its `run_requested`; a
-    /// pending sync now (`sync_now_requested`) becomes `leased_for_sync_now`. `None` if
-    /// there is none.
+    /// pending sync now (`sync_now_requested`) becomes `leased_for_sync_now`. Its due time
+    /// becomes `now_ms`, so a run asked for while this one goes on is due from this run's
+    /// start, never from before it: a tenant that asks for a run during each of its runs
+    /// cannot keep an old due time and go before tenants that became due meanwhile (and
+    /// a holder that dies leaves the tenant due). `None` if there is none.
     async fn acquire_next_due_tenant(
         &self,
         holder: &str,

@@ -28,6 +28,7 @@ const ROW_CHUNK: usize = 200;
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
 UPDATE tenant_jobs
    SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1,
+       next_due_at_ms = $3,
        run_requested = FALSE, leased_for_sync_now = sync_now_requested,
        sync_now_requested = FALSE
  WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
