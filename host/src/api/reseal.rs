@@ -45,8 +45,8 @@ pub struct ResealReport {
     pub already_current: u64,
     /// Connections sealed again with the current key (dry run: that would be).
     pub resealed: u64,
-    /// Connections written by their tenant meanwhile (with the current key), so left
-    /// as they are.
+    /// Connections written (with the current key) or deleted by their tenant meanwhile,
+    /// so left as they are.
     pub changed_meanwhile: u64,
     /// Connections that could not be opened: sealed with a key this process does not
     /// hold, or not authenticating.

@@ -30,7 +30,9 @@
 //! rebuilt on its tenant's next run.
 //!
 //! Fairness and isolation: a tenant runs on at most one worker of all replicas (its
-//! lease), the pool is shared oldest-due-first, every run has a time budget
+//! lease), the pool is shared oldest-due-first (a leased tenant is due from its run's
+//! start, so one that asks for a run during each run cannot keep an old due time and go
+//! before tenants that became due meanwhile), every run has a time budget
 //! ([`ServiceConfig::run_budget`]; over it, the run is stopped, recorded as failed and
 //! the tenant backs off), and a tenant that keeps failing is retried less and less often.
 //! A replica that dies leaves its lease to expire; the next holder's run marks the dead
