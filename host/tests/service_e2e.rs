@@ -19,8 +19,8 @@ use dealbridge_emulator::RunningEmulators;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use service_support::{
-    assert_converged, emulators, eventually, hs_records, put_json, salesforce_client,
-    set_up_tenant, sf_records,
+    a_run_with_status, assert_converged, emulators, eventually, hs_records, put_json,
+    salesforce_client, set_up_tenant, sf_records,
 };
 
 const TENANT: &str = "acme";
@@ -310,16 +310,8 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
 
     let store = s.store.clone();
     let good = TenantId::new("good").unwrap();
-    eventually("the good tenant's run", Duration::from_secs(120), || {
-        let (store, good) = (store.clone(), good.clone());
-        async move {
-            let runs = store.runs(&good, Page::first(5)).await.unwrap();
-            runs.iter()
-                .any(|r| r.status == RunStatus::Succeeded)
-                .then_some(())
-        }
-    })
-    .await;
+    let long = Duration::from_secs(120);
+    a_run_with_status(store.as_ref(), &good, RunStatus::Succeeded, long).await;
     assert_converged(&good_emu, store.as_ref(), &good).await;
 
     // An unreachable CRM is retried by its client until the run budget stops it, or
@@ -329,14 +321,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
         ("slow", &["over the run budget of 3 s"][..]),
     ] {
         let tenant = TenantId::new(name).unwrap();
-        let run = eventually("a failed run", Duration::from_secs(120), || {
-            let (store, tenant) = (store.clone(), tenant.clone());
-            async move {
-                let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
-                runs.into_iter().find(|r| r.status == RunStatus::Failed)
-            }
-        })
-        .await;
+        let run = a_run_with_status(store.as_ref(), &tenant, RunStatus::Failed, long).await;
         let message = run.message.unwrap_or_default();
         assert!(
             why.iter().any(|w| message.to_lowercase().contains(w)),
@@ -421,16 +406,8 @@ async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant()
         assert!(r.status.is_success(), "{route}: {}", r.text);
     }
     let store = s.store.clone();
-    eventually("a run going on", Duration::from_secs(60), || {
-        let (store, tenant) = (store.clone(), tenant.clone());
-        async move {
-            let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
-            runs.iter()
-                .any(|r| r.status == RunStatus::Running)
-                .then_some(())
-        }
-    })
-    .await;
+    let limit = Duration::from_secs(60);
+    a_run_with_status(store.as_ref(), &tenant, RunStatus::Running, limit).await;
     scheduler.shutdown().await;
     let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed, "{runs:?}");

@@ -17,7 +17,9 @@ use dealbridge::runtime::{Runtime, RuntimeConfig};
 use dealbridge::service::{Scheduler, ServiceConfig, listen_to_replicas};
 use dealbridge::store::{Page, Run, RunStatus, RunTrigger, Store, TenantId};
 use reqwest::{Method, StatusCode};
-use service_support::{assert_converged, call, emulators, eventually, set_up_tenant};
+use service_support::{
+    a_run_with_status, assert_converged, call, emulators, eventually, set_up_tenant,
+};
 
 /// A scheduler of one worker on `state`.
 fn one_worker(state: &AppState, idle_poll: Duration, engine_cache_entries: usize) -> Scheduler {
@@ -298,32 +300,13 @@ async fn a_failing_tenant_asking_for_runs_again_and_again_does_not_starve_anothe
     });
     // The failing tenant has the worker: one failed run, the next asked for already.
     let noisy = TenantId::new("noisy").unwrap();
-    eventually(
-        "a failed run of the failing tenant",
-        Duration::from_secs(120),
-        || {
-            let (store, noisy) = (s.store.clone(), noisy.clone());
-            async move {
-                let runs = store.runs(&noisy, Page::first(5)).await.unwrap();
-                runs.iter()
-                    .any(|r| r.status == RunStatus::Failed)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    let long = Duration::from_secs(120);
+    a_run_with_status(s.store.as_ref(), &noisy, RunStatus::Failed, long).await;
 
     let quiet_due_from = chrono::Utc::now().timestamp_millis();
     sync_action(&s.base, "quiet", &quiet_token, "resume").await;
     let quiet = TenantId::new("quiet").unwrap();
-    let quiet_run = eventually("the quiet tenant's run", Duration::from_secs(120), || {
-        let (store, quiet) = (s.store.clone(), quiet.clone());
-        async move {
-            let runs = store.runs(&quiet, Page::first(5)).await.unwrap();
-            runs.into_iter().find(|r| r.status == RunStatus::Succeeded)
-        }
-    })
-    .await;
+    let quiet_run = a_run_with_status(s.store.as_ref(), &quiet, RunStatus::Succeeded, long).await;
     asking.abort();
     let noisy_runs = s.store.runs(&noisy, Page::first(100)).await.unwrap();
     assert!(

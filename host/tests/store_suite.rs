@@ -6,11 +6,10 @@
 //! afterwards, so they run in parallel. Without `DATABASE_URL` each PostgreSQL test
 //! says so loudly on stderr and returns.
 
+mod pg_schema;
+
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use dealbridge::store::{
     self, Backend, Checkpoint, CommitBatch, CommittedRecord, ComponentSource, Direction,
@@ -18,12 +17,10 @@ use dealbridge::store::{
     ObjectPair, Page, PostgresStore, RecordKey, ResyncRequest, RunCounters, RunStatus, RunTrigger,
     Side, Snapshot, SqliteStore, Store, StoreConfig, StoreError, Stream, TenantId,
 };
+use pg_schema::FreshSchema;
 use serde_json::{Value, json};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::Barrier;
 
-const SKIP_MESSAGE: &str = "SKIPPED: DATABASE_URL not set — PostgreSQL store tests did not run";
 const PAIR: ObjectPair = ObjectPair::OpportunityDeal;
 
 /// A store under test, and how to open it again (to check re-opening).
@@ -37,49 +34,18 @@ enum BackendHandle {
         url: String,
         _dir: tempfile::TempDir,
     },
-    Postgres {
-        options: Box<PgConnectOptions>,
-        admin_url: String,
-        schema: String,
-    },
+    Postgres(FreshSchema),
 }
 
 impl Harness {
     async fn reopen(&self) -> Arc<dyn Store> {
         match &self.backend {
             BackendHandle::Sqlite { url, .. } => store::open(url).await.expect("reopen sqlite"),
-            BackendHandle::Postgres { options, .. } => Arc::new(
-                PostgresStore::connect_with((**options).clone(), StoreConfig::default())
+            BackendHandle::Postgres(schema) => Arc::new(
+                PostgresStore::connect_with(schema.options.clone(), StoreConfig::default())
                     .await
                     .expect("reopen postgres"),
             ),
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let BackendHandle::Postgres {
-            admin_url, schema, ..
-        } = &self.backend
-        {
-            // Runs on panic too; a plain thread so it works inside or outside a runtime.
-            let (url, schema) = (admin_url.clone(), schema.clone());
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut conn) = PgConnection::connect(&url).await {
-                        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut conn)
-                            .await;
-                    }
-                });
-            })
-            .join();
         }
     }
 }
@@ -98,43 +64,16 @@ async fn sqlite_harness() -> Harness {
     }
 }
 
-static SCHEMA_SEQ: AtomicU32 = AtomicU32::new(0);
-
 async fn postgres_harness(test: &str) -> Option<Harness> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        // Not `eprintln!`: the test harness captures that; this must be seen.
-        let _ = writeln!(std::io::stderr(), "{SKIP_MESSAGE} ({test})");
-        return None;
-    };
-    let schema = format!(
-        "store_{}_{}_{}",
-        test,
-        std::process::id(),
-        SCHEMA_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = PgConnection::connect(&url)
-        .await
-        .expect("connect DATABASE_URL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&mut admin)
-        .await
-        .expect("create schema");
-    admin.close().await.ok();
-    let options = PgConnectOptions::from_str(&url)
-        .expect("DATABASE_URL")
-        .options([("search_path", schema.as_str())]);
-    let pg = PostgresStore::connect_with(options.clone(), StoreConfig::default())
+    let schema = FreshSchema::create("store", test, "the PostgreSQL store test").await?;
+    let pg = PostgresStore::connect_with(schema.options.clone(), StoreConfig::default())
         .await
         .expect("open postgres");
     let store: Arc<dyn Store> = Arc::new(pg);
     assert_eq!(store.backend(), Backend::Postgres);
     Some(Harness {
         store,
-        backend: BackendHandle::Postgres {
-            options: Box::new(options),
-            admin_url: url,
-            schema,
-        },
+        backend: BackendHandle::Postgres(schema),
     })
 }
 
@@ -1762,10 +1701,10 @@ async fn revokes_disables_and_deletes_are_announced(h: &Harness) {
     let s = &*h.store;
     let mut listener = match &h.backend {
         BackendHandle::Sqlite { .. } => None,
-        BackendHandle::Postgres { options, .. } => {
+        BackendHandle::Postgres(schema) => {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
-                .connect_with((**options).clone())
+                .connect_with(schema.options.clone())
                 .await
                 .unwrap();
             let mut l = sqlx::postgres::PgListener::connect_with(&pool)

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::ExitStatus;
+use super::{DatabaseArg, ExitStatus};
 use crate::api::reseal::{ResealReport, reseal_all};
 use crate::api::{PREVIOUS_SECRET_KEYS_ENV, SECRET_KEY_ENV, cipher_from_env};
 
@@ -39,15 +39,8 @@ pub enum KeysCommand {
 /// `keys reseal`
 #[derive(Debug, Args)]
 pub struct ResealArgs {
-    /// The store: `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
-    #[arg(
-        long,
-        default_value = "sqlite://dealbridge.db?mode=rwc",
-        env = "DEALBRIDGE_DATABASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub store: DatabaseArg,
     /// Count which key seals each connection and what would be resealed; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -78,7 +71,7 @@ fn reseal(args: ResealArgs) -> Result<ExitStatus> {
         .build()
         .context("starting tokio")?;
     let report = rt.block_on(async {
-        let store = crate::store::open(&args.database_url)
+        let store = crate::store::open(&args.store.database_url)
             .await
             .context("opening the store")?;
         reseal_all(store.as_ref(), &cipher, args.dry_run)

@@ -16,6 +16,20 @@ pub mod plugin;
 pub mod serve;
 pub mod sync;
 
+/// The store a service command works on (`serve`, `keys reseal`).
+#[derive(Debug, clap::Args)]
+pub struct DatabaseArg {
+    /// The store: `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
+    #[arg(
+        long,
+        default_value = "sqlite://dealbridge.db?mode=rwc",
+        env = "DEALBRIDGE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: String,
+}
+
 /// What a finished command tells the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::ExitStatus;
+use super::{DatabaseArg, ExitStatus};
 use crate::api::{self, ApiConfig, AppState, OPERATOR_TOKEN_ENV, cipher_from_env};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::service::{Scheduler, ServiceConfig, listen_to_replicas, replica_name};
@@ -36,15 +36,8 @@ pub struct ServeArgs {
     /// The address to listen on (port 0: any free port; the log says which).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// The store: `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
-    #[arg(
-        long,
-        default_value = "sqlite://dealbridge.db?mode=rwc",
-        env = "DEALBRIDGE_DATABASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub store: DatabaseArg,
     /// Cache compiled components in this directory.
     #[arg(long, value_name = "DIR", env = "DEALBRIDGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -165,7 +158,7 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
         "size limits must be positive"
     );
     let service_config = args.service_config()?;
-    let store = crate::store::open(&args.database_url)
+    let store = crate::store::open(&args.store.database_url)
         .await
         .context("opening the store")?;
     let runtime = Runtime::new(RuntimeConfig {
@@ -188,7 +181,7 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
     // before serving, so nothing announced after the first request is missed.
     let listening = if store.backend() == Backend::Postgres {
         Some(
-            listen_to_replicas(&args.database_url, state.clone())
+            listen_to_replicas(&args.store.database_url, state.clone())
                 .await
                 .context("listening to the other replicas (PostgreSQL LISTEN)")?,
         )

@@ -359,23 +359,19 @@ async fn request_run(
 /// Tells the other replicas that `tenant` may be due now (where the backend can: on
 /// PostgreSQL a `NOTIFY`, delivered at commit to every replica listening).
 async fn announce_run_requested(tx: &mut Tx, tenant: &TenantId) -> StoreResult<()> {
-    if let Some(notify) = RUN_REQUESTED_NOTIFY_SQL {
-        sqlx::query(notify)
-            .bind(tenant.as_str())
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+    announce(tx, RUN_REQUESTED_NOTIFY_SQL, tenant.as_str()).await
 }
 
-/// Tells the other replicas what a revoke, disable or delete took away (where the backend
-/// can: on PostgreSQL a `NOTIFY`, delivered at commit, so never before the store has it).
+/// Tells the other replicas what a revoke, disable or delete took away (likewise, so
+/// never before the store has it).
 async fn announce_revoked(tx: &mut Tx, revoked: &Revoked) -> StoreResult<()> {
-    if let Some(notify) = TOKENS_REVOKED_NOTIFY_SQL {
-        sqlx::query(notify)
-            .bind(revoked.payload())
-            .execute(&mut **tx)
-            .await?;
+    announce(tx, TOKENS_REVOKED_NOTIFY_SQL, &revoked.payload()).await
+}
+
+/// Runs a backend's announcement statement, if it has one, with `payload`.
+async fn announce(tx: &mut Tx, notify: Option<&'static str>, payload: &str) -> StoreResult<()> {
+    if let Some(notify) = notify {
+        sqlx::query(notify).bind(payload).execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -5,10 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dealbridge::api::{self, ApiConfig, AppState};
@@ -16,9 +13,11 @@ use dealbridge::runtime::{Runtime, RuntimeConfig};
 use dealbridge::store::{PostgresStore, Store, StoreConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::oneshot;
+
+#[path = "../pg_schema/mod.rs"]
+mod pg_schema;
+use pg_schema::FreshSchema;
 
 pub const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
 pub const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -55,78 +54,20 @@ pub enum Db {
 /// Keeps a test database alive; dropping it removes it.
 enum DbGuard {
     Sqlite(tempfile::TempDir),
-    Postgres {
-        admin_url: String,
-        schema: String,
-    },
+    Postgres(FreshSchema),
     /// Another server's database (see [`TestServer::another_replica`]).
     Shared,
 }
 
-impl Drop for DbGuard {
-    fn drop(&mut self) {
-        if let DbGuard::Postgres { admin_url, schema } = self {
-            // Runs on panic too; a plain thread so it works inside or outside a runtime.
-            let (url, schema) = (admin_url.clone(), schema.clone());
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut conn) = PgConnection::connect(&url).await {
-                        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut conn)
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-static SCHEMA_SEQ: AtomicU32 = AtomicU32::new(0);
-
 /// A store in a fresh schema of `DATABASE_URL`'s PostgreSQL, and a URL whose connections
 /// work in that schema; `None` (said loudly on stderr) when `DATABASE_URL` is not set.
 async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard, String)> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        // Not `eprintln!`: the test harness captures that; this must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: DATABASE_URL not set — the PostgreSQL API test {test} did not run"
-        );
-        return None;
-    };
-    let schema = format!(
-        "api_{}_{}_{}",
-        test,
-        std::process::id(),
-        SCHEMA_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = PgConnection::connect(&url)
-        .await
-        .expect("connect DATABASE_URL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&mut admin)
-        .await
-        .expect("create schema");
-    admin.close().await.ok();
-    let guard = DbGuard::Postgres {
-        admin_url: url.clone(),
-        schema: schema.clone(),
-    };
-    let options = PgConnectOptions::from_str(&url)
-        .expect("DATABASE_URL")
-        .options([("search_path", schema.as_str())]);
-    let store = PostgresStore::connect_with(options, StoreConfig::default())
+    let schema = FreshSchema::create("api", test, "the PostgreSQL API test").await?;
+    let store = PostgresStore::connect_with(schema.options.clone(), StoreConfig::default())
         .await
         .expect("open postgres");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-    Some((Arc::new(store), guard, schema_url))
+    let url = schema.url.clone();
+    Some((Arc::new(store), DbGuard::Postgres(schema), url))
 }
 
 pub struct Reply {
@@ -342,6 +283,20 @@ impl TestServer {
         assert!(r.status.is_success(), "{}", r.text);
         r.body["version"]["id"].as_i64().unwrap()
     }
+}
+
+/// Asserts that `r` is a refusal with `status` and `code` in the JSON error shape, with a
+/// message.
+pub fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "content type {} for {}",
+        r.content_type,
+        r.text
+    );
+    assert_eq!(r.code(), code, "{}", r.text);
+    assert!(!r.message().is_empty());
 }
 
 /// The default rules' fixtures: `(name, fixture JSON)`, sorted by name.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dealbridge::crm::Secret;
 use dealbridge::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
-use dealbridge::store::{ObjectPair, Store, TenantId};
+use dealbridge::store::{ObjectPair, Page, Run, RunStatus, Store, TenantId};
 use dealbridge_emulator::{EmulatorOptions, RunningEmulators, Seed};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -29,6 +29,25 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits (up to `limit`) until one of the tenant's last five runs has `status`; returns
+/// the newest such run.
+pub async fn a_run_with_status(
+    store: &dyn Store,
+    tenant: &TenantId,
+    status: RunStatus,
+    limit: Duration,
+) -> Run {
+    eventually(
+        &format!("a {status:?} run of {tenant}"),
+        limit,
+        || async move {
+            let runs = store.runs(tenant, Page::first(5)).await.unwrap();
+            runs.into_iter().find(|r| r.status == status)
+        },
+    )
+    .await
 }
 
 pub async fn put_json(url: String, body: Value) {
