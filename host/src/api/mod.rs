@@ -96,8 +96,9 @@ pub struct ApiConfig {
     pub plugin_cache_entries: usize,
     /// How long a tenant token found valid is trusted without reading the store again:
     /// the longest a revoke or a disable made by another replica takes to be honoured
-    /// here (this process honours its own at once). Default 5 s; zero reads the store on
-    /// every request.
+    /// here when its announcement is missed (this process honours its own at once, and on
+    /// PostgreSQL those of other replicas as soon as [`crate::service::listen_to_replicas`]
+    /// hears them). Default 5 s; zero reads the store on every request.
     pub token_cache_ttl: Duration,
     /// How many tenant tokens are kept verified at most. Default 10,000.
     pub token_cache_entries: usize,
