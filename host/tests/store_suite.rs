@@ -34,7 +34,7 @@ enum BackendHandle {
         url: String,
         _dir: tempfile::TempDir,
     },
-    Postgres(FreshSchema),
+    Postgres(Box<FreshSchema>),
 }
 
 impl Harness {
@@ -73,7 +73,7 @@ async fn postgres_harness(test: &str) -> Option<Harness> {
     assert_eq!(store.backend(), Backend::Postgres);
     Some(Harness {
         store,
-        backend: BackendHandle::Postgres(schema),
+        backend: BackendHandle::Postgres(Box::new(schema)),
     })
 }
 

@@ -54,7 +54,7 @@ pub enum Db {
 /// Keeps a test database alive; dropping it removes it.
 enum DbGuard {
     Sqlite(tempfile::TempDir),
-    Postgres(FreshSchema),
+    Postgres(Box<FreshSchema>),
     /// Another server's database (see [`TestServer::another_replica`]).
     Shared,
 }
@@ -67,7 +67,7 @@ async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard, String)>
         .await
         .expect("open postgres");
     let url = schema.url.clone();
-    Some((Arc::new(store), DbGuard::Postgres(schema), url))
+    Some((Arc::new(store), DbGuard::Postgres(Box::new(schema)), url))
 }
 
 pub struct Reply {
