@@ -13,14 +13,13 @@ mod service_support;
 use std::time::Duration;
 
 use api_support::{Reply, TestServer};
-use dealbridge::service::{Scheduler, ServiceConfig};
 use dealbridge::store::{ErrorCategory, Page, RunStatus, TenantId};
 use dealbridge_emulator::RunningEmulators;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use service_support::{
     a_run_with_status, assert_converged, emulators, eventually, hs_records, put_json,
-    salesforce_client, set_up_tenant, sf_records,
+    put_unreachable_hubspot, salesforce_client, set_up_tenant, sf_records, test_scheduler,
 };
 
 const TENANT: &str = "acme";
@@ -29,15 +28,7 @@ const TENANT: &str = "acme";
 async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
     let emu = emulators(3, 6, 12).await;
     let s = TestServer::start().await;
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 2,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(100),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = test_scheduler(&s.state, 2, |_| {});
     let token = paused_tenant(&s, &emu, TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
 
@@ -266,16 +257,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
     let good_emu = emulators(2, 4, 6).await;
     let slow_emu = emulators(2, 4, 6).await;
     let s = TestServer::start().await;
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 2,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(100),
-            run_budget: Duration::from_secs(3),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = test_scheduler(&s.state, 2, |c| c.run_budget = Duration::from_secs(3));
     let mut tokens = Vec::new();
     for (name, emu) in [
         ("broken", &good_emu),
@@ -285,16 +267,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
         let token = paused_tenant(&s, emu, name).await;
         tokens.push((name, token));
     }
-    // Nothing listens on port 1 of the loopback.
-    let r = s
-        .call(
-            Method::PUT,
-            "/v1/tenants/broken/connections/hubspot",
-            Some(&tokens[0].1),
-            Some(json!({"base_url": "http://127.0.0.1:1", "access_token": "pat"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_unreachable_hubspot(&s.base, "broken", &tokens[0].1).await;
     put_json(
         format!("{}/__emulator/faults", slow_emu.hubspot_urls.http),
         json!({"latency_ms": 2_000}),
@@ -383,16 +356,10 @@ fn now_ms() -> i64 {
 async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant() {
     let emu = emulators(2, 4, 6).await;
     let s = TestServer::start().await;
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(30),
-            idle_poll: Duration::from_millis(100),
-            shutdown_grace: Duration::from_millis(500),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = test_scheduler(&s.state, 1, |c| {
+        c.lease_ttl = Duration::from_secs(30);
+        c.shutdown_grace = Duration::from_millis(500);
+    });
     let token = paused_tenant(&s, &emu, TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
     put_json(

@@ -14,25 +14,20 @@ use std::time::Duration;
 use api_support::{Db, KEY_HEX, OPERATOR, TestServer};
 use dealbridge::api::{ApiConfig, AppState};
 use dealbridge::runtime::{Runtime, RuntimeConfig};
-use dealbridge::service::{Scheduler, ServiceConfig, listen_to_replicas};
+use dealbridge::service::{Scheduler, listen_to_replicas};
 use dealbridge::store::{Page, Run, RunStatus, RunTrigger, Store, TenantId};
 use reqwest::{Method, StatusCode};
 use service_support::{
-    a_run_with_status, assert_converged, call, emulators, eventually, set_up_tenant,
+    a_run_with_status, assert_converged, call, emulators, eventually, put_unreachable_hubspot,
+    set_up_tenant, test_scheduler,
 };
 
 /// A scheduler of one worker on `state`.
 fn one_worker(state: &AppState, idle_poll: Duration, engine_cache_entries: usize) -> Scheduler {
-    Scheduler::start(
-        state.clone(),
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll,
-            engine_cache_entries,
-            ..ServiceConfig::default()
-        },
-    )
+    test_scheduler(state, 1, |c| {
+        c.idle_poll = idle_poll;
+        c.engine_cache_entries = engine_cache_entries;
+    })
 }
 
 /// `POST /v1/tenants/{tenant}/sync/{action}`.
@@ -268,26 +263,8 @@ async fn a_failing_tenant_asking_for_runs_again_and_again_does_not_starve_anothe
         tokens.push(token);
     }
     let (noisy_token, quiet_token) = (tokens[0].clone(), tokens[1].clone());
-    // Nothing listens on port 1 of the loopback.
-    let (status, body) = call(
-        &s.base,
-        Method::PUT,
-        "/v1/tenants/noisy/connections/hubspot",
-        &noisy_token,
-        Some(serde_json::json!({"base_url": "http://127.0.0.1:1", "access_token": "pat"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(100),
-            run_budget: Duration::from_secs(2),
-            ..ServiceConfig::default()
-        },
-    );
+    put_unreachable_hubspot(&s.base, "noisy", &noisy_token).await;
+    let scheduler = test_scheduler(&s.state, 1, |c| c.run_budget = Duration::from_secs(2));
     sync_action(&s.base, "noisy", &noisy_token, "resume").await;
     let asking = tokio::spawn({
         let base = s.base.clone();
