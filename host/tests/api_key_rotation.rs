@@ -1,7 +1,8 @@
 //! Rotating the connection key, on SQLite and PostgreSQL: a replica holding the new key
 //! and the old one as a previous key reads connections the old key sealed and seals new
 //! writes with the new key; resealing moves every connection to the new key, after which
-//! a replica holding the new key alone reads them all; a connection sealed with a key the
+//! a replica holding the new key alone reads them all (resealing through the operator
+//! route, the library call or `dealbridge keys reseal`); a connection sealed with a key the
 //! replica does not hold is a clear 409 naming key ids, never a 5xx or a credential; and
 //! `dealbridge keys reseal` reports and exits accordingly.
 
@@ -9,8 +10,8 @@ mod api_support;
 
 use std::process::Command;
 
-use api_support::{Db, KEY_HEX, Reply, TestServer};
-use dealbridge::api::reseal::reseal_all;
+use api_support::{Db, KEY_HEX, OPERATOR, Reply, TestServer};
+use dealbridge::api::reseal::{ResealReport, reseal_all};
 use dealbridge::api::{ApiConfig, ConnectionCipher, cipher_from_texts};
 use dealbridge::store::{self, EncryptedConnection, Side, TenantId};
 use reqwest::{Method, StatusCode};
@@ -97,11 +98,22 @@ async fn rotation(db: Db, test: &str) {
         NEW_KEY_HEX,
     );
 
-    // Resealing: a dry run counts and writes nothing; the run moves what is left.
+    // Resealing: a dry run counts and writes nothing (here through the operator route,
+    // with the rotated replica's keys; a tenant may not); the run moves what is left.
     let cipher = cipher_from_texts(NEW_KEY_HEX, KEY_HEX).unwrap();
     let store = old.store.as_ref();
-    let dry = reseal_all(store, &cipher, true).await.unwrap();
-    assert!(dry.complete(), "{dry:?}");
+    let route = "/v1/admin/connections/reseal?dry_run=true";
+    let r = rotated
+        .call(Method::POST, route, Some(&token_a), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = rotated
+        .call(Method::POST, route, Some(OPERATOR), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let dry: ResealReport = serde_json::from_value(r.body).unwrap();
+    assert!(dry.complete() && dry.dry_run, "{dry:?}");
+    assert_eq!(dry.current_key_id, key_id(NEW_KEY_HEX));
     assert_eq!(
         (dry.connections, dry.resealed, dry.already_current),
         (2, 1, 1)

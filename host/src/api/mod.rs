@@ -334,6 +334,7 @@ fn routes(config: &ApiConfig) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(health::routes())
         .merge(tenants::routes())
         .merge(connections::routes())
+        .merge(reseal::routes())
         .merge(plugins::routes(config))
         .merge(runs::routes())
         .merge(records::routes())

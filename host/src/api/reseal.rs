@@ -1,5 +1,7 @@
 //! Key rotation's last step: seal every stored CRM connection again under the current
-//! key, so that the previous keys can be retired (`dealbridge keys reseal`).
+//! key, so that the previous keys can be retired: `dealbridge keys reseal`, or the
+//! operator route `POST /v1/admin/connections/reseal[?dry_run=true]` (with the keys of
+//! the replica that answers).
 //!
 //! The procedure (also in the README): start every replica with the new key in
 //! `DEALBRIDGE_SECRET_KEY` and the old one in `DEALBRIDGE_PREVIOUS_SECRET_KEYS`; run
@@ -20,8 +22,16 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::AppState;
+use super::auth::Operator;
+use super::error::{ApiError, ApiQuery, ErrorBody};
 use super::secrets::{CipherError, ConnectionCipher};
 use crate::store::{Side, Store, StoreError, TenantId};
 
@@ -29,7 +39,7 @@ use crate::store::{Side, Store, StoreError, TenantId};
 const TENANT_PAGE: u32 = 500;
 
 /// What [`reseal_all`] did (or, in a dry run, would do).
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResealReport {
     /// The id of the current key, which seals everything resealed.
     pub current_key_id: String,
@@ -61,7 +71,7 @@ impl ResealReport {
 }
 
 /// A connection that could not be resealed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ResealFailure {
     /// Its tenant.
     pub tenant: String,
@@ -157,4 +167,41 @@ async fn reseal_one(
         report.changed_meanwhile += 1;
     }
     Ok(())
+}
+
+/// The query of the operator route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ResealQuery {
+    /// Count only; write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(reseal_connections))
+}
+
+/// Seals every stored connection again under this replica's current key (see
+/// `dealbridge keys reseal`); `failed` lists what this replica's keys cannot open.
+#[utoipa::path(post, path = "/v1/admin/connections/reseal", tag = "tenants",
+    params(ResealQuery),
+    security(("operator_token" = [])),
+    responses((status = 200, body = ResealReport),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn reseal_connections(
+    _op: Operator,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ResealQuery>,
+) -> Result<Json<ResealReport>, ApiError> {
+    let shared = state.shared();
+    let report = reseal_all(shared.store.as_ref(), &shared.cipher, q.dry_run).await?;
+    tracing::info!(
+        dry_run = report.dry_run,
+        resealed = report.resealed,
+        failed = report.failed.len(),
+        "connections resealed"
+    );
+    Ok(Json(report))
 }
