@@ -127,6 +127,7 @@ const OPERATOR_ROUTES: &[(&str, &str, Body)] = &[
         "/v1/admin/tenants/{id}/tokens/{token_id}",
         Body::None,
     ),
+    ("POST", "/v1/admin/connections/reseal", Body::None),
     ("GET", "/metrics", Body::None),
 ];
 

@@ -6,24 +6,12 @@ mod api_support;
 
 use std::time::Duration;
 
-use api_support::{OPERATOR, Reply, TestServer, default_fixtures};
+use api_support::{OPERATOR, Reply, TestServer, assert_error, default_fixtures};
 use dealbridge::api::ApiConfig;
 use dealbridge::cli::bench_service::tenants::tenant_component;
 use dealbridge::store::{RunTrigger, Side, TenantId};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert!(
-        r.content_type.starts_with("application/json"),
-        "content type {} for {}",
-        r.content_type,
-        r.text
-    );
-    assert_eq!(r.code(), code, "{}", r.text);
-    assert!(!r.message().is_empty());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_openapi_and_fallbacks() {

@@ -6,7 +6,7 @@
 
 mod api_support;
 
-use api_support::{Db, OPERATOR, Reply, TestServer};
+use api_support::{Db, OPERATOR, Reply, TestServer, assert_error};
 use dealbridge::store::{
     CommitBatch, CommittedRecord, Direction, ErrorCategory, EventKind, Lease, LinkState,
     NewRecordEvent, NewSyncError, ObjectPair, RecordKey, RunCounters, RunStatus, RunTrigger, Side,
@@ -18,18 +18,6 @@ use serde_json::{Value, json};
 const PAIR: ObjectPair = ObjectPair::OpportunityDeal;
 const SF_15: &str = "006000000000001";
 const HS_ID: &str = "9001";
-
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert!(
-        r.content_type.starts_with("application/json"),
-        "content type {} for {}",
-        r.content_type,
-        r.text
-    );
-    assert_eq!(r.code(), code, "{}", r.text);
-    assert!(!r.message().is_empty());
-}
 
 fn tid(s: &str) -> TenantId {
     TenantId::new(s).unwrap()

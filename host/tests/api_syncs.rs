@@ -6,15 +6,14 @@
 
 mod api_support;
 
-use api_support::{Reply, TestServer};
+use api_support::{Reply, TestServer, assert_error};
 use dealbridge::store::TenantId;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-fn assert_error(r: &Reply, status: StatusCode, code: &str, needle: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert!(r.content_type.starts_with("application/json"), "{}", r.text);
-    assert_eq!(r.code(), code, "{}", r.text);
+/// [`assert_error`], and the message names `needle`.
+fn assert_error_naming(r: &Reply, status: StatusCode, code: &str, needle: &str) {
+    assert_error(r, status, code);
     assert!(r.message().contains(needle), "{needle:?} in {}", r.text);
 }
 
@@ -31,7 +30,7 @@ async fn assert_each_invalid(
         let r = s
             .call(method.clone(), path, token, Some(body.clone()))
             .await;
-        assert_error(
+        assert_error_naming(
             &r,
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_input",
@@ -87,7 +86,7 @@ async fn schedule_plugin_config_trigger_pause_and_resume() {
             b"{\"interval_secs\": ".to_vec(),
         )
         .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_json", "");
+    assert_error_naming(&r, StatusCode::BAD_REQUEST, "invalid_json", "");
     let r = s
         .raw(
             Method::PUT,
@@ -173,7 +172,7 @@ async fn dry_run_is_refused_without_connections_or_while_a_run_holds_the_lease()
     let r = s
         .call(Method::POST, "/v1/tenants/t1/sync/dry-run", t, None)
         .await;
-    assert_error(&r, StatusCode::CONFLICT, "not_connected", "salesforce");
+    assert_error_naming(&r, StatusCode::CONFLICT, "not_connected", "salesforce");
     // The dry run gave its lease back.
     let tenant = TenantId::new("t1").unwrap();
     let job = s.store.sync_job(&tenant).await.unwrap().unwrap();
@@ -188,7 +187,7 @@ async fn dry_run_is_refused_without_connections_or_while_a_run_holds_the_lease()
     let r = s
         .call(Method::POST, "/v1/tenants/t1/sync/dry-run", t, None)
         .await;
-    assert_error(&r, StatusCode::CONFLICT, "sync_running", "running");
+    assert_error_naming(&r, StatusCode::CONFLICT, "sync_running", "running");
     let r = s.call(Method::GET, "/v1/tenants/t1/sync", t, None).await;
     assert_eq!(r.body["running"], true);
     // The run's lease is untouched.
@@ -261,7 +260,7 @@ async fn resyncs_are_stored_for_the_scheduler_and_bad_ones_refused() {
     let r = s
         .call(Method::GET, "/v1/tenants/t1/resyncs/999999", t, None)
         .await;
-    assert_error(&r, StatusCode::NOT_FOUND, "not_found", "resync");
+    assert_error_naming(&r, StatusCode::NOT_FOUND, "not_found", "resync");
     let r = s
         .call(Method::GET, "/v1/tenants/t1/resyncs/latest", t, None)
         .await;

@@ -13,14 +13,13 @@ mod service_support;
 use std::time::Duration;
 
 use api_support::{Reply, TestServer};
-use dealbridge::service::{Scheduler, ServiceConfig};
 use dealbridge::store::{ErrorCategory, Page, RunStatus, TenantId};
 use dealbridge_emulator::RunningEmulators;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use service_support::{
-    assert_converged, emulators, eventually, hs_records, put_json, salesforce_client,
-    set_up_tenant, sf_records,
+    a_run_with_status, assert_converged, emulators, eventually, hs_records, put_json,
+    put_unreachable_hubspot, salesforce_client, set_up_tenant, sf_records, test_scheduler,
 };
 
 const TENANT: &str = "acme";
@@ -29,15 +28,7 @@ const TENANT: &str = "acme";
 async fn a_tenant_syncs_through_the_service_and_converges_after_a_fault() {
     let emu = emulators(3, 6, 12).await;
     let s = TestServer::start().await;
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 2,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(100),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = test_scheduler(&s.state, 2, |_| {});
     let token = paused_tenant(&s, &emu, TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
 
@@ -266,16 +257,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
     let good_emu = emulators(2, 4, 6).await;
     let slow_emu = emulators(2, 4, 6).await;
     let s = TestServer::start().await;
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 2,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(100),
-            run_budget: Duration::from_secs(3),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = test_scheduler(&s.state, 2, |c| c.run_budget = Duration::from_secs(3));
     let mut tokens = Vec::new();
     for (name, emu) in [
         ("broken", &good_emu),
@@ -285,16 +267,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
         let token = paused_tenant(&s, emu, name).await;
         tokens.push((name, token));
     }
-    // Nothing listens on port 1 of the loopback.
-    let r = s
-        .call(
-            Method::PUT,
-            "/v1/tenants/broken/connections/hubspot",
-            Some(&tokens[0].1),
-            Some(json!({"base_url": "http://127.0.0.1:1", "access_token": "pat"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_unreachable_hubspot(&s.base, "broken", &tokens[0].1).await;
     put_json(
         format!("{}/__emulator/faults", slow_emu.hubspot_urls.http),
         json!({"latency_ms": 2_000}),
@@ -310,16 +283,8 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
 
     let store = s.store.clone();
     let good = TenantId::new("good").unwrap();
-    eventually("the good tenant's run", Duration::from_secs(120), || {
-        let (store, good) = (store.clone(), good.clone());
-        async move {
-            let runs = store.runs(&good, Page::first(5)).await.unwrap();
-            runs.iter()
-                .any(|r| r.status == RunStatus::Succeeded)
-                .then_some(())
-        }
-    })
-    .await;
+    let long = Duration::from_secs(120);
+    a_run_with_status(store.as_ref(), &good, RunStatus::Succeeded, long).await;
     assert_converged(&good_emu, store.as_ref(), &good).await;
 
     // An unreachable CRM is retried by its client until the run budget stops it, or
@@ -329,14 +294,7 @@ async fn a_failing_or_slow_tenant_does_not_hold_up_the_others() {
         ("slow", &["over the run budget of 3 s"][..]),
     ] {
         let tenant = TenantId::new(name).unwrap();
-        let run = eventually("a failed run", Duration::from_secs(120), || {
-            let (store, tenant) = (store.clone(), tenant.clone());
-            async move {
-                let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
-                runs.into_iter().find(|r| r.status == RunStatus::Failed)
-            }
-        })
-        .await;
+        let run = a_run_with_status(store.as_ref(), &tenant, RunStatus::Failed, long).await;
         let message = run.message.unwrap_or_default();
         assert!(
             why.iter().any(|w| message.to_lowercase().contains(w)),
@@ -398,16 +356,10 @@ fn now_ms() -> i64 {
 async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant() {
     let emu = emulators(2, 4, 6).await;
     let s = TestServer::start().await;
-    let scheduler = Scheduler::start(
-        s.state.clone(),
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(30),
-            idle_poll: Duration::from_millis(100),
-            shutdown_grace: Duration::from_millis(500),
-            ..ServiceConfig::default()
-        },
-    );
+    let scheduler = test_scheduler(&s.state, 1, |c| {
+        c.lease_ttl = Duration::from_secs(30);
+        c.shutdown_grace = Duration::from_millis(500);
+    });
     let token = paused_tenant(&s, &emu, TENANT).await;
     let tenant = TenantId::new(TENANT).unwrap();
     put_json(
@@ -421,16 +373,8 @@ async fn shutdown_stops_a_long_run_after_the_grace_period_and_frees_its_tenant()
         assert!(r.status.is_success(), "{route}: {}", r.text);
     }
     let store = s.store.clone();
-    eventually("a run going on", Duration::from_secs(60), || {
-        let (store, tenant) = (store.clone(), tenant.clone());
-        async move {
-            let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
-            runs.iter()
-                .any(|r| r.status == RunStatus::Running)
-                .then_some(())
-        }
-    })
-    .await;
+    let limit = Duration::from_secs(60);
+    a_run_with_status(store.as_ref(), &tenant, RunStatus::Running, limit).await;
     scheduler.shutdown().await;
     let runs = store.runs(&tenant, Page::first(5)).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed, "{runs:?}");

@@ -6,21 +6,21 @@
 //! drops it). Without it the test says so loudly and returns, except under `CI=true`,
 //! where a missing database is a failure.
 
+mod pg_schema;
 mod service_support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dealbridge::store::{ObjectPair, Page, PostgresStore, RunStatus, Store, StoreConfig, TenantId};
+use pg_schema::FreshSchema;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use service_support::{
     assert_converged, call, create_tenant, emulators, eventually, put_json, set_up_tenant,
 };
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 const OPERATOR: &str = "operator-token-for-the-replica-test-0123456789";
 const KEY_HEX: &str = "0f0e0d0c0b0a090807060504030201000f0e0d0c0b0a09080706050403020100";
@@ -72,52 +72,18 @@ fn replica(name: &str, database_url: &str) -> Replica {
     }
 }
 
-/// A fresh schema on `DATABASE_URL`: (a URL whose connections use it, its name).
-async fn fresh_schema(url: &str) -> (String, String) {
-    let schema = format!("replicas_{}", std::process::id());
-    let mut admin = PgConnection::connect(url)
-        .await
-        .expect("connect DATABASE_URL");
-    let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let create = format!("CREATE SCHEMA \"{schema}\"");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    (
-        format!("{url}{sep}options=-c%20search_path%3D{schema}"),
-        schema,
-    )
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    if let Ok(mut admin) = PgConnection::connect(url).await {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_replica_s_tenant_is_finished_by_the_other_without_duplicates() {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "DATABASE_URL must be set in CI: the replica test needs PostgreSQL"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: DATABASE_URL not set — the two-replica PostgreSQL test did not run"
-        );
+    assert!(
+        std::env::var("DATABASE_URL").is_ok() || std::env::var("CI").as_deref() != Ok("true"),
+        "DATABASE_URL must be set in CI: the replica test needs PostgreSQL"
+    );
+    let Some(schema) =
+        FreshSchema::create("replicas", "kill", "the two-replica PostgreSQL test").await
+    else {
         return;
     };
-    let (schema_url, schema) = fresh_schema(&url).await;
+    let schema_url = schema.url.clone();
     let emu = emulators(20, 60, 240).await;
     // Every HubSpot call takes a while, so the backfill lasts long enough to be cut.
     put_json(
@@ -128,12 +94,9 @@ async fn a_killed_replica_s_tenant_is_finished_by_the_other_without_duplicates()
 
     let a = replica("replica-a", &schema_url);
     let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect_with(
-            schema_url.parse::<PgConnectOptions>().unwrap(),
-            StoreConfig::default(),
-        )
-        .await
-        .expect("the test's own store"),
+        PostgresStore::connect_with(schema.options.clone(), StoreConfig::default())
+            .await
+            .expect("the test's own store"),
     );
     let tenant = TenantId::new(TENANT).unwrap();
     let token = create_tenant(&a.base, OPERATOR, TENANT).await;
@@ -222,5 +185,5 @@ async fn a_killed_replica_s_tenant_is_finished_by_the_other_without_duplicates()
 
     drop(b);
     emu.shutdown().await.unwrap();
-    drop_schema(&url, &schema).await;
+    drop(schema);
 }

@@ -2,7 +2,8 @@
 //! API over a SQLite file, the scheduler): a sync now wakes an idle worker at once and
 //! its run is recorded as `manual`; on PostgreSQL a sync now or a resume asked for on
 //! one replica wakes an idle worker of another; with room for one engine, a tenant's
-//! engine dropped for another's is rebuilt on its next run and syncs.
+//! engine dropped for another's is rebuilt on its next run and syncs; a failing tenant
+//! asking for runs again and again does not starve another sharing its one worker.
 
 mod api_support;
 mod service_support;
@@ -13,23 +14,20 @@ use std::time::Duration;
 use api_support::{Db, KEY_HEX, OPERATOR, TestServer};
 use dealbridge::api::{ApiConfig, AppState};
 use dealbridge::runtime::{Runtime, RuntimeConfig};
-use dealbridge::service::{Scheduler, ServiceConfig, wake_on_run_requests};
+use dealbridge::service::{Scheduler, listen_to_replicas};
 use dealbridge::store::{Page, Run, RunStatus, RunTrigger, Store, TenantId};
 use reqwest::{Method, StatusCode};
-use service_support::{assert_converged, call, emulators, eventually, set_up_tenant};
+use service_support::{
+    a_run_with_status, assert_converged, call, emulators, eventually, put_unreachable_hubspot,
+    set_up_tenant, test_scheduler,
+};
 
 /// A scheduler of one worker on `state`.
 fn one_worker(state: &AppState, idle_poll: Duration, engine_cache_entries: usize) -> Scheduler {
-    Scheduler::start(
-        state.clone(),
-        ServiceConfig {
-            workers: 1,
-            lease_ttl: Duration::from_secs(5),
-            idle_poll,
-            engine_cache_entries,
-            ..ServiceConfig::default()
-        },
-    )
+    test_scheduler(state, 1, |c| {
+        c.idle_poll = idle_poll;
+        c.engine_cache_entries = engine_cache_entries;
+    })
 }
 
 /// `POST /v1/tenants/{tenant}/sync/{action}`.
@@ -119,7 +117,7 @@ async fn idle_worker_of_another_replica(
         ApiConfig::default(),
     )
     .unwrap();
-    let listening = wake_on_run_requests(&url, other.clone()).await.unwrap();
+    let listening = listen_to_replicas(&url, other.clone()).await.unwrap();
     // A tenant without connections shows when the worker has had its first look (it
     // leases the tenant, finds nothing to sync and gives the lease back).
     let idle = s.tenant("idle-probe").await;
@@ -246,4 +244,62 @@ async fn an_engine_dropped_from_the_cache_is_rebuilt_and_syncs() {
     s.shutdown().await;
     emu_a.shutdown().await.unwrap();
     emu_b.shutdown().await.unwrap();
+}
+
+/// Fair ordering with one worker: a tenant whose HubSpot cannot be reached, and whose
+/// runs are asked for again and again (every 50 ms), shares the worker with a quiet
+/// tenant. Each run of the failing tenant is stopped by the run budget; since a run is
+/// picked by how long it has been due, and the failing tenant is due anew only after
+/// each request, the quiet tenant's run starts after at most one more run of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_tenant_asking_for_runs_again_and_again_does_not_starve_another() {
+    let emu = emulators(2, 4, 6).await;
+    let s = TestServer::start().await;
+    let mut tokens = Vec::new();
+    for name in ["noisy", "quiet"] {
+        let token = s.tenant(name).await;
+        sync_action(&s.base, name, &token, "pause").await;
+        set_up_tenant(&s.base, &emu, name, &token).await;
+        tokens.push(token);
+    }
+    let (noisy_token, quiet_token) = (tokens[0].clone(), tokens[1].clone());
+    put_unreachable_hubspot(&s.base, "noisy", &noisy_token).await;
+    let scheduler = test_scheduler(&s.state, 1, |c| c.run_budget = Duration::from_secs(2));
+    sync_action(&s.base, "noisy", &noisy_token, "resume").await;
+    let asking = tokio::spawn({
+        let base = s.base.clone();
+        async move {
+            loop {
+                sync_action(&base, "noisy", &noisy_token, "trigger").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    // The failing tenant has the worker: one failed run, the next asked for already.
+    let noisy = TenantId::new("noisy").unwrap();
+    let long = Duration::from_secs(120);
+    a_run_with_status(s.store.as_ref(), &noisy, RunStatus::Failed, long).await;
+
+    let quiet_due_from = chrono::Utc::now().timestamp_millis();
+    sync_action(&s.base, "quiet", &quiet_token, "resume").await;
+    let quiet = TenantId::new("quiet").unwrap();
+    let quiet_run = a_run_with_status(s.store.as_ref(), &quiet, RunStatus::Succeeded, long).await;
+    asking.abort();
+    let noisy_runs = s.store.runs(&noisy, Page::first(100)).await.unwrap();
+    assert!(
+        noisy_runs.iter().all(|r| r.status != RunStatus::Succeeded),
+        "{noisy_runs:?}"
+    );
+    let between = noisy_runs
+        .iter()
+        .filter(|r| r.started_at_ms > quiet_due_from && r.started_at_ms < quiet_run.started_at_ms)
+        .count();
+    assert!(
+        between <= 1,
+        "{between} runs of the failing tenant started before the quiet one's: {noisy_runs:?}"
+    );
+
+    scheduler.shutdown().await;
+    s.shutdown().await;
+    emu.shutdown().await.unwrap();
 }

@@ -6,11 +6,10 @@
 //! afterwards, so they run in parallel. Without `DATABASE_URL` each PostgreSQL test
 //! says so loudly on stderr and returns.
 
+mod pg_schema;
+
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use dealbridge::store::{
     self, Backend, Checkpoint, CommitBatch, CommittedRecord, ComponentSource, Direction,
@@ -18,12 +17,10 @@ use dealbridge::store::{
     ObjectPair, Page, PostgresStore, RecordKey, ResyncRequest, RunCounters, RunStatus, RunTrigger,
     Side, Snapshot, SqliteStore, Store, StoreConfig, StoreError, Stream, TenantId,
 };
+use pg_schema::FreshSchema;
 use serde_json::{Value, json};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::Barrier;
 
-const SKIP_MESSAGE: &str = "SKIPPED: DATABASE_URL not set — PostgreSQL store tests did not run";
 const PAIR: ObjectPair = ObjectPair::OpportunityDeal;
 
 /// A store under test, and how to open it again (to check re-opening).
@@ -37,49 +34,18 @@ enum BackendHandle {
         url: String,
         _dir: tempfile::TempDir,
     },
-    Postgres {
-        options: Box<PgConnectOptions>,
-        admin_url: String,
-        schema: String,
-    },
+    Postgres(Box<FreshSchema>),
 }
 
 impl Harness {
     async fn reopen(&self) -> Arc<dyn Store> {
         match &self.backend {
             BackendHandle::Sqlite { url, .. } => store::open(url).await.expect("reopen sqlite"),
-            BackendHandle::Postgres { options, .. } => Arc::new(
-                PostgresStore::connect_with((**options).clone(), StoreConfig::default())
+            BackendHandle::Postgres(schema) => Arc::new(
+                PostgresStore::connect_with(schema.options.clone(), StoreConfig::default())
                     .await
                     .expect("reopen postgres"),
             ),
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let BackendHandle::Postgres {
-            admin_url, schema, ..
-        } = &self.backend
-        {
-            // Runs on panic too; a plain thread so it works inside or outside a runtime.
-            let (url, schema) = (admin_url.clone(), schema.clone());
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut conn) = PgConnection::connect(&url).await {
-                        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut conn)
-                            .await;
-                    }
-                });
-            })
-            .join();
         }
     }
 }
@@ -98,43 +64,16 @@ async fn sqlite_harness() -> Harness {
     }
 }
 
-static SCHEMA_SEQ: AtomicU32 = AtomicU32::new(0);
-
 async fn postgres_harness(test: &str) -> Option<Harness> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        // Not `eprintln!`: the test harness captures that; this must be seen.
-        let _ = writeln!(std::io::stderr(), "{SKIP_MESSAGE} ({test})");
-        return None;
-    };
-    let schema = format!(
-        "store_{}_{}_{}",
-        test,
-        std::process::id(),
-        SCHEMA_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = PgConnection::connect(&url)
-        .await
-        .expect("connect DATABASE_URL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&mut admin)
-        .await
-        .expect("create schema");
-    admin.close().await.ok();
-    let options = PgConnectOptions::from_str(&url)
-        .expect("DATABASE_URL")
-        .options([("search_path", schema.as_str())]);
-    let pg = PostgresStore::connect_with(options.clone(), StoreConfig::default())
+    let schema = FreshSchema::create("store", test, "the PostgreSQL store test").await?;
+    let pg = PostgresStore::connect_with(schema.options.clone(), StoreConfig::default())
         .await
         .expect("open postgres");
     let store: Arc<dyn Store> = Arc::new(pg);
     assert_eq!(store.backend(), Backend::Postgres);
     Some(Harness {
         store,
-        backend: BackendHandle::Postgres {
-            options: Box::new(options),
-            admin_url: url,
-            schema,
-        },
+        backend: BackendHandle::Postgres(Box::new(schema)),
     })
 }
 
@@ -185,6 +124,9 @@ store_suite!(
     migrations_idempotent_on_reopen,
     sync_schedule_pause_request_and_backoff,
     pending_resyncs_are_fenced_and_tenant_scoped,
+    reseal_replaces_only_the_connection_that_was_read,
+    revokes_disables_and_deletes_are_announced,
+    a_tenant_asking_again_and_again_goes_after_those_due_longer,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1111,6 +1053,86 @@ async fn next_due_tenant_respects_schedule_and_disabled(h: &Harness) {
     assert!(matches!(err, StoreError::InvalidInput(_)));
 }
 
+/// Fair ordering: a tenant whose runs are asked for again and again (sync now, a resync)
+/// is due "now" each time, so it never goes before a tenant that has been due longer,
+/// and while it runs it is not leased a second time.
+async fn a_tenant_asking_again_and_again_goes_after_those_due_longer(h: &Harness) {
+    let s = &*h.store;
+    let (noisy, quiet) = (tid("fair-noisy"), tid("fair-quiet"));
+    s.create_tenant(&noisy, "noisy", 0).await.unwrap();
+    s.create_tenant(&quiet, "quiet", 0).await.unwrap();
+    s.schedule_sync(&noisy, 100).await.unwrap();
+    s.schedule_sync(&quiet, 200).await.unwrap();
+    let first = s
+        .acquire_next_due_tenant("r", 10_000, 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.tenant, noisy, "due longest");
+    // Asked for again while it runs: one run at a time, so the other worker gets quiet.
+    s.request_sync(&noisy, 310).await.unwrap();
+    let second = s
+        .acquire_next_due_tenant("r", 10_000, 320)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second.tenant, quiet,
+        "noisy holds its lease: never two runs at once"
+    );
+    s.finish_job(&second, 5_000, 0).await.unwrap();
+    // Noisy's run ends; asked for during it, it is due at once, and keeps asking.
+    s.finish_job(&first, 60_000, 0).await.unwrap();
+    for now in [400, 500, 600] {
+        s.request_sync(&noisy, now).await.unwrap();
+        let lease = s
+            .acquire_next_due_tenant("r", 10_000, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.tenant, noisy, "quiet is not due before 5,000");
+        s.finish_job(&lease, 60_000, 0).await.unwrap();
+    }
+    // From 5,000 quiet is due: however often noisy asks, quiet has been due longer.
+    for now in [5_100, 5_200] {
+        s.request_sync(&noisy, now).await.unwrap();
+    }
+    let next = s
+        .acquire_next_due_tenant("r", 10_000, 5_300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.tenant, quiet, "due since 5,000, before noisy's asks");
+    let after = s
+        .acquire_next_due_tenant("r", 10_000, 5_300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.tenant, noisy);
+    s.finish_job(&next, 5_400, 0).await.unwrap();
+    // Asked for during each of its runs, noisy is due from that run's start (not from
+    // before it), so after at most one more run quiet, due meanwhile, goes first.
+    s.request_sync(&noisy, 5_350).await.unwrap();
+    s.finish_job(&after, 60_000, 0).await.unwrap();
+    let third = s
+        .acquire_next_due_tenant("r", 10_000, 5_500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.tenant, noisy, "due from 5,300, its run's start");
+    s.request_sync(&noisy, 5_600).await.unwrap();
+    s.finish_job(&third, 60_000, 0).await.unwrap();
+    let fourth = s
+        .acquire_next_due_tenant("r", 10_000, 5_700)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fourth.tenant, quiet,
+        "due since 5,400; noisy only since 5,500"
+    );
+}
+
 async fn lease_expiry_takeover_and_fencing(h: &Harness) {
     let s = &*h.store;
     let t = tid("fence");
@@ -1602,6 +1624,146 @@ async fn tenants_tokens_connections(h: &Harness) {
     assert!(!s.delete_connection(&t, Side::Salesforce).await.unwrap());
 }
 
+async fn reseal_replaces_only_the_connection_that_was_read(h: &Harness) {
+    let s = &*h.store;
+    let (t, other) = (tid("reseal"), tid("reseal-other"));
+    for tenant in [&t, &other] {
+        s.create_tenant(tenant, "r", 1).await.unwrap();
+    }
+    let old = EncryptedConnection {
+        key_id: "key-old".into(),
+        ciphertext: vec![1; 48],
+        updated_at_ms: 10,
+    };
+    for tenant in [&t, &other] {
+        s.put_connection(tenant, Side::HubSpot, &old).await.unwrap();
+    }
+    assert!(
+        s.reseal_connection(&t, Side::HubSpot, &old, "key-new", &[2; 48])
+            .await
+            .unwrap()
+    );
+    let resealed = EncryptedConnection {
+        key_id: "key-new".into(),
+        ciphertext: vec![2; 48],
+        updated_at_ms: 10,
+    };
+    assert_eq!(
+        s.connection(&t, Side::HubSpot).await.unwrap(),
+        Some(resealed.clone()),
+        "new key and bytes, same updated_at"
+    );
+    assert_eq!(
+        s.connection(&other, Side::HubSpot).await.unwrap(),
+        Some(old.clone()),
+        "another tenant's row is untouched"
+    );
+    // What was read is no longer there (resealed, or written by the tenant meanwhile):
+    // nothing is replaced.
+    assert!(
+        !s.reseal_connection(&t, Side::HubSpot, &old, "key-new", &[3; 48])
+            .await
+            .unwrap()
+    );
+    let written = EncryptedConnection {
+        key_id: "key-new".into(),
+        ciphertext: vec![4; 48],
+        updated_at_ms: 20,
+    };
+    s.put_connection(&t, Side::HubSpot, &written).await.unwrap();
+    assert!(
+        !s.reseal_connection(&t, Side::HubSpot, &resealed, "key-new", &[5; 48])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.connection(&t, Side::HubSpot).await.unwrap(),
+        Some(written)
+    );
+    assert!(
+        !s.reseal_connection(&t, Side::Salesforce, &old, "key-new", &[6; 48])
+            .await
+            .unwrap(),
+        "no connection"
+    );
+    assert!(matches!(
+        s.reseal_connection(&other, Side::HubSpot, &old, "", &[7; 48])
+            .await
+            .unwrap_err(),
+        StoreError::InvalidInput(_)
+    ));
+}
+
+/// On PostgreSQL a revoke, a disable and a delete are announced on
+/// `TOKENS_REVOKED_CHANNEL` at commit (a no-op revoke and an enable are not); SQLite has
+/// one replica and announces nothing.
+async fn revokes_disables_and_deletes_are_announced(h: &Harness) {
+    let s = &*h.store;
+    let mut listener = match &h.backend {
+        BackendHandle::Sqlite { .. } => None,
+        BackendHandle::Postgres(schema) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(schema.options.clone())
+                .await
+                .unwrap();
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool)
+                .await
+                .unwrap();
+            l.listen(store::TOKENS_REVOKED_CHANNEL).await.unwrap();
+            Some(l)
+        }
+    };
+    // Announcements are database-wide: a tenant id no other test uses.
+    let t = tid(&format!("announced-{}", std::process::id()));
+    s.create_tenant(&t, "a", 1).await.unwrap();
+    for id in ["tok_1", "tok_2"] {
+        let token = store::ApiToken {
+            token_id: id.into(),
+            hash: "sha256:00".into(),
+            label: "l".into(),
+            created_at_ms: 1,
+            revoked_at_ms: None,
+        };
+        s.add_api_token(&t, &token).await.unwrap();
+    }
+    assert!(s.revoke_api_token(&t, "tok_1", 2).await.unwrap());
+    assert!(!s.revoke_api_token(&t, "tok_1", 3).await.unwrap());
+    s.set_tenant_disabled(&t, true).await.unwrap();
+    s.set_tenant_disabled(&t, false).await.unwrap();
+    assert!(s.delete_tenant(&t).await.unwrap());
+    let Some(listener) = listener.as_mut() else {
+        return;
+    };
+    let mut heard = Vec::new();
+    while heard.len() < 3 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), listener.recv())
+            .await
+            .expect("an announcement within 30 s")
+            .unwrap();
+        let revoked = store::Revoked::from_payload(n.payload()).expect("a readable payload");
+        let ours = match &revoked {
+            store::Revoked::Tenant(x) | store::Revoked::Token { tenant: x, .. } => *x == t,
+        };
+        if ours {
+            heard.push(revoked);
+        }
+    }
+    let token = store::Revoked::Token {
+        tenant: t.clone(),
+        token_id: "tok_1".into(),
+    };
+    assert_eq!(
+        heard,
+        [
+            token,
+            store::Revoked::Tenant(t.clone()),
+            store::Revoked::Tenant(t)
+        ],
+        "the revoke, the disable and the delete, nothing between"
+    );
+}
+
 async fn list_tenants_pages_by_id(h: &Harness) {
     let s = &*h.store;
     assert!(s.list_tenants(None, 10).await.unwrap().is_empty());
@@ -1726,15 +1888,16 @@ async fn sync_schedule_pause_request_and_backoff(h: &Harness) {
         .unwrap();
     assert!(!s.sync_job(&t).await.unwrap().unwrap().leased_for_sync_now);
 
-    // A request during the run keeps the tenant due when the run ends: due as it was
-    // (0, since it was created due), not at the rescheduled 60_020.
+    // A request during the run keeps the tenant due when the run ends: due from the
+    // run's start (10, when it was leased; not 0, when it was created), not at the
+    // rescheduled 60_020.
     let job = s.request_sync(&t, 20).await.unwrap();
     assert!(job.run_requested && job.sync_now_requested, "{job:?}");
     s.finish_job(&lease, 60_020, 0).await.unwrap();
     let job = s.sync_job(&t).await.unwrap().unwrap();
     assert_eq!(
         (job.next_due_at_ms, job.run_requested),
-        (0, false),
+        (10, false),
         "{job:?}"
     );
     assert!(job.lease_holder.is_none());

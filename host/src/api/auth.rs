@@ -13,7 +13,8 @@
 //!
 //! A token found valid is kept for a short while ([`super::token_cache`]): the secret
 //! is still hashed and compared on every request, the store is read again after the
-//! cache's TTL, and a revoke or disable in this process is honoured at once.
+//! cache's TTL, and a revoke or disable is honoured at once in this process and, on
+//! PostgreSQL, in every replica that hears the store's announcement of it.
 //!
 //! What this module must never do: log or return a token's secret or its hash; accept a
 //! tenant token on an operator route or the operator token on a tenant route; accept a

@@ -20,8 +20,8 @@ use utoipa_axum::routes;
 
 use super::auth::TenantScope;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
-use super::secrets::CipherError;
-use super::{AppState, now_ms};
+use super::secrets::{CipherError, ConnectionCipher};
+use super::{AppState, PREVIOUS_SECRET_KEYS_ENV, now_ms};
 use crate::store::{EncryptedConnection, Side, TenantId};
 
 /// Longest credential accepted, in bytes.
@@ -169,8 +169,39 @@ pub(crate) fn crm_param(s: &str) -> Result<Side, ApiError> {
     })
 }
 
+/// A sealing or opening failure as the API answers it: a connection sealed with a key
+/// this server does not hold, or one that does not authenticate, is a conflict the
+/// tenant can resolve by putting the connection again (and the operator by configuring
+/// the key); the message names key ids only, never a key or a credential.
 fn cipher_error(e: CipherError) -> ApiError {
-    ApiError::Internal(format!("connection cipher: {e}"))
+    match e {
+        CipherError::WrongKey { .. } => ApiError::Conflict {
+            code: "connection_key_unavailable",
+            message: format!(
+                "{e}; put the connection again, or ask the operator to add its key to {PREVIOUS_SECRET_KEYS_ENV}"
+            ),
+        },
+        CipherError::Tampered => ApiError::Conflict {
+            code: "connection_unreadable",
+            message: format!("{e}; put the connection again"),
+        },
+        CipherError::Random => ApiError::Internal(format!("connection cipher: {e}")),
+    }
+}
+
+/// Seals a connection for `tenant` and `crm` with the current key, stamped `now`.
+pub(crate) fn seal_connection(
+    cipher: &ConnectionCipher,
+    tenant: &TenantId,
+    crm: Side,
+    plaintext: &[u8],
+    updated_at_ms: i64,
+) -> Result<EncryptedConnection, CipherError> {
+    Ok(EncryptedConnection {
+        key_id: cipher.key_id().to_string(),
+        ciphertext: cipher.seal(tenant, crm, plaintext)?,
+        updated_at_ms,
+    })
 }
 
 /// Opens a tenant's stored connection (for the service's own use: the sync engine's
@@ -231,14 +262,8 @@ async fn put_connection(
     let shared = state.shared();
     let plain = serde_json::to_vec(&input)
         .map_err(|e| ApiError::Internal(format!("encoding a connection: {e}")))?;
-    let sealed = EncryptedConnection {
-        key_id: shared.cipher.key_id().to_string(),
-        ciphertext: shared
-            .cipher
-            .seal(&scope.tenant, crm, &plain)
-            .map_err(cipher_error)?,
-        updated_at_ms: now_ms(),
-    };
+    let sealed = seal_connection(&shared.cipher, &scope.tenant, crm, &plain, now_ms())
+        .map_err(cipher_error)?;
     shared
         .store
         .put_connection(&scope.tenant, crm, &sealed)
@@ -254,7 +279,8 @@ async fn put_connection(
     security(("tenant_token" = [])),
     responses((status = 200, body = ConnectionView),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Sealed with a key this server does not hold (`connection_key_unavailable`), or unreadable (`connection_unreadable`)", body = ErrorBody)))]
 async fn get_connection(
     scope: TenantScope,
     State(state): State<AppState>,

@@ -6,7 +6,9 @@
 //!   route uses to learn its caller.
 //! - [`token_cache`]: tenant tokens verified recently (bounded staleness), so a tenant
 //!   route reads the store once, for its own data.
-//! - [`secrets`]: AES-256-GCM for CRM connections at rest.
+//! - [`secrets`]: AES-256-GCM for CRM connections at rest, with previous keys for rotation.
+//! - [`reseal`]: seals every stored connection again under the current key (`dealbridge
+//!   keys reseal`), so previous keys can be retired.
 //! - [`tenants`]: operator routes (create, list, disable, tokens).
 //! - [`connections`]: a tenant's Salesforce and HubSpot connections (write-only secrets).
 //! - [`plugins`]: upload, rule-test fixtures, tests on demand, activation gated on the
@@ -38,6 +40,7 @@ pub mod metrics;
 pub mod paging;
 pub mod plugins;
 pub mod records;
+pub mod reseal;
 pub mod runs;
 pub mod secrets;
 pub mod sync_health;
@@ -70,8 +73,11 @@ use crate::store::{Store, TimestampMs};
 
 /// Environment variable holding the operator token.
 pub const OPERATOR_TOKEN_ENV: &str = "DEALBRIDGE_OPERATOR_TOKEN";
-/// Environment variable holding the connection key.
+/// Environment variable holding the connection key (the current one: it seals).
 pub const SECRET_KEY_ENV: &str = "DEALBRIDGE_SECRET_KEY";
+/// Environment variable holding previous connection keys, separated by commas or white
+/// space: they still open what they sealed, until [`reseal`] moved it to the current key.
+pub const PREVIOUS_SECRET_KEYS_ENV: &str = "DEALBRIDGE_PREVIOUS_SECRET_KEYS";
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -90,8 +96,9 @@ pub struct ApiConfig {
     pub plugin_cache_entries: usize,
     /// How long a tenant token found valid is trusted without reading the store again:
     /// the longest a revoke or a disable made by another replica takes to be honoured
-    /// here (this process honours its own at once). Default 5 s; zero reads the store on
-    /// every request.
+    /// here when its announcement is missed (this process honours its own at once, and on
+    /// PostgreSQL those of other replicas as soon as [`crate::service::listen_to_replicas`]
+    /// hears them). Default 5 s; zero reads the store on every request.
     pub token_cache_ttl: Duration,
     /// How many tenant tokens are kept verified at most. Default 10,000.
     pub token_cache_entries: usize,
@@ -119,9 +126,30 @@ pub enum ApiSetupError {
     /// The operator token is refused.
     #[error("{OPERATOR_TOKEN_ENV}: {0}")]
     OperatorToken(#[from] OperatorTokenError),
+    /// The connection key is missing.
+    #[error("{SECRET_KEY_ENV} must hold the 32-byte connection key (64 hex characters or base64)")]
+    MissingSecretKey,
     /// The connection key is refused.
     #[error("{SECRET_KEY_ENV}: {0}")]
     SecretKey(#[from] SecretKeyError),
+    /// A previous connection key is refused.
+    #[error("{PREVIOUS_SECRET_KEYS_ENV}: {0}")]
+    PreviousSecretKeys(SecretKeyError),
+}
+
+/// The connection cipher from the environment: the current key from [`SECRET_KEY_ENV`]
+/// and the previous keys, if any, from [`PREVIOUS_SECRET_KEYS_ENV`].
+pub fn cipher_from_env() -> Result<ConnectionCipher, ApiSetupError> {
+    let current = std::env::var(SECRET_KEY_ENV).map_err(|_| ApiSetupError::MissingSecretKey)?;
+    let previous = std::env::var(PREVIOUS_SECRET_KEYS_ENV).unwrap_or_default();
+    cipher_from_texts(&current, &previous)
+}
+
+/// The connection cipher from the current key's text and the previous keys' list.
+pub fn cipher_from_texts(current: &str, previous: &str) -> Result<ConnectionCipher, ApiSetupError> {
+    ConnectionCipher::from_key_text(current)?
+        .with_previous_keys_text(previous)
+        .map_err(ApiSetupError::PreviousSecretKeys)
 }
 
 /// What every handler shares. Cheap to clone.
@@ -156,12 +184,25 @@ impl AppState {
         secret_key: &str,
         config: ApiConfig,
     ) -> Result<Self, ApiSetupError> {
+        let cipher = ConnectionCipher::from_key_text(secret_key)?;
+        Self::with_cipher(store, runtime, operator_token, cipher, config)
+    }
+
+    /// [`AppState::new`] with a connection cipher built by the caller (e.g. holding
+    /// previous keys: [`cipher_from_env`]).
+    pub fn with_cipher(
+        store: Arc<dyn Store>,
+        runtime: Runtime,
+        operator_token: &str,
+        cipher: ConnectionCipher,
+        config: ApiConfig,
+    ) -> Result<Self, ApiSetupError> {
         Ok(AppState {
             inner: Arc::new(Shared {
                 store,
                 runtime,
                 operator: OperatorToken::new(operator_token)?,
-                cipher: ConnectionCipher::from_key_text(secret_key)?,
+                cipher,
                 plugins: Mutex::new(LruCache::new(config.plugin_cache_entries.max(1))),
                 tokens: token_cache::TokenCache::new(
                     config.token_cache_entries,
@@ -189,6 +230,23 @@ impl AppState {
     /// no worker is idle, the next one to become idle looks at once.
     pub fn wake_scheduler(&self) {
         self.inner.scheduler_wake.notify_one();
+    }
+
+    /// Forgets the verified tokens a revoke, disable or delete took away (announced by
+    /// another replica: [`crate::service::listen_to_replicas`]).
+    pub fn forget_revoked(&self, revoked: &crate::store::Revoked) {
+        match revoked {
+            crate::store::Revoked::Tenant(tenant) => self.inner.tokens.forget_tenant(tenant),
+            crate::store::Revoked::Token { tenant, token_id } => {
+                self.inner.tokens.forget_token(tenant, token_id)
+            }
+        }
+    }
+
+    /// Forgets every verified token: each is read from the store at its next use (after
+    /// announcements of other replicas may have been missed).
+    pub fn forget_all_tokens(&self) {
+        self.inner.tokens.forget_all();
     }
 
     /// Resolves at the next [`AppState::wake_scheduler`] (or at once if one came while no
@@ -276,6 +334,7 @@ fn routes(config: &ApiConfig) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(health::routes())
         .merge(tenants::routes())
         .merge(connections::routes())
+        .merge(reseal::routes())
         .merge(plugins::routes(config))
         .merge(runs::routes())
         .merge(records::routes())

@@ -4,12 +4,20 @@
 //! Every write draws a fresh random 96-bit nonce; the sealed bytes are `nonce ‖ ciphertext
 //! ‖ tag`. The associated data binds a ciphertext to its tenant and CRM, so a row copied
 //! to another tenant or CRM does not open. The key id (a truncated SHA-256 of the key,
-//! which says nothing about the key) is stored beside the ciphertext for key rotation.
-//! Random nonces are safe for far more writes than a connection table sees (the bound for
-//! GCM is about 2^32 messages per key).
+//! which says nothing about the key) is stored beside the ciphertext. Random nonces are
+//! safe for far more writes than a connection table sees (the bound for GCM is about 2^32
+//! messages per key).
+//!
+//! Key rotation: the cipher holds the current key and any number of previous keys
+//! (`DEALBRIDGE_PREVIOUS_SECRET_KEYS`, separated by commas or white space). It always
+//! seals with the current key and opens with whichever key the stored key id names; a
+//! connection sealed with a key it does not hold is [`CipherError::WrongKey`], naming key
+//! ids only. [`super::reseal`] seals every stored connection again under the current key,
+//! after which the previous keys can be retired.
 //!
 //! What this module must never do: log, format or return a key or a plaintext; reuse a
-//! nonce on purpose; open a ciphertext with a key it was not sealed with.
+//! nonce on purpose; open a ciphertext with a key it was not sealed with; seal with
+//! anything but the current key.
 
 use base64::Engine as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -18,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{Side, TenantId};
 
-/// Why the secret key from the environment is refused.
+/// Why a secret key from the environment is refused. Never quotes the key.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretKeyError {
     /// Neither 64 hex characters nor base64 of 32 bytes.
@@ -26,38 +34,84 @@ pub enum SecretKeyError {
         "the secret key must be 32 bytes, written as 64 hex characters or as base64 (got {0} characters that decode to neither)"
     )]
     Malformed(usize),
+    /// One of the previous keys is neither.
+    #[error(
+        "previous key number {position} must be 32 bytes, written as 64 hex characters or as base64 (got {len} characters that decode to neither)"
+    )]
+    MalformedPrevious {
+        /// Its position in the list, from 1.
+        position: usize,
+        /// Its length in characters.
+        len: usize,
+    },
 }
 
 /// Why sealing or opening failed. Carries no key or plaintext material.
 #[derive(Debug, thiserror::Error)]
 pub enum CipherError {
-    /// The ciphertext was sealed with another key.
-    #[error("sealed with key `{stored}`; this server holds key `{current}`")]
+    /// The ciphertext was sealed with a key this server does not hold.
+    #[error(
+        "the connection was sealed with key `{stored}`, which this server does not hold (current key `{current}`; previous keys: {})",
+        list_or_none(previous)
+    )]
     WrongKey {
         /// The key id stored with the ciphertext.
         stored: String,
-        /// The key id of this server.
+        /// The id of this server's current key.
         current: String,
+        /// The ids of this server's previous keys.
+        previous: Vec<String>,
     },
     /// Authentication failed: tampered, truncated, or moved to another tenant or CRM.
-    #[error("the sealed connection does not authenticate")]
+    #[error("the sealed connection does not authenticate under its key")]
     Tampered,
     /// The system random generator failed.
     #[error("the system random generator failed")]
     Random,
 }
 
-/// The connection cipher: one key, its id, a random source.
+fn list_or_none(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_string()
+    } else {
+        ids.iter()
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One AES-256-GCM key and its id.
+struct Key {
+    aead: LessSafeKey,
+    id: String,
+}
+
+impl Key {
+    fn new(bytes: &[u8; 32]) -> Key {
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes).expect("AES-256 takes 32-byte keys");
+        let mut h = Sha256::new();
+        h.update(b"dealbridge-connection-key-id-v1");
+        h.update(bytes);
+        Key {
+            aead: LessSafeKey::new(unbound),
+            id: format!("aes256gcm:{}", &hex::encode(h.finalize())[..16]),
+        }
+    }
+}
+
+/// The connection cipher: the current key, the previous keys, a random source.
 pub struct ConnectionCipher {
-    key: LessSafeKey,
-    key_id: String,
+    current: Key,
+    previous: Vec<Key>,
     rng: SystemRandom,
 }
 
 impl std::fmt::Debug for ConnectionCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionCipher")
-            .field("key_id", &self.key_id)
+            .field("key_id", &self.current.id)
+            .field("previous_key_ids", &self.previous_key_ids())
             .finish_non_exhaustive()
     }
 }
@@ -73,24 +127,61 @@ impl ConnectionCipher {
 
     /// A cipher from 32 key bytes.
     pub fn from_key_bytes(bytes: &[u8; 32]) -> Self {
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).expect("AES-256 takes 32-byte keys");
-        let mut h = Sha256::new();
-        h.update(b"dealbridge-connection-key-id-v1");
-        h.update(bytes);
-        let key_id = format!("aes256gcm:{}", &hex::encode(h.finalize())[..16]);
         ConnectionCipher {
-            key: LessSafeKey::new(unbound),
-            key_id,
+            current: Key::new(bytes),
+            previous: Vec::new(),
             rng: SystemRandom::new(),
         }
     }
 
-    /// The id of this key (safe to store and show).
-    pub fn key_id(&self) -> &str {
-        &self.key_id
+    /// The same cipher, also opening what the previous keys in `text` sealed: keys as
+    /// [`ConnectionCipher::from_key_text`] reads them, separated by commas or white space
+    /// (empty: none). The current key and repeated keys are kept once.
+    pub fn with_previous_keys_text(mut self, text: &str) -> Result<Self, SecretKeyError> {
+        let entries = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty());
+        for (i, entry) in entries.enumerate() {
+            let bytes = decode_key(entry).ok_or(SecretKeyError::MalformedPrevious {
+                position: i + 1,
+                len: entry.len(),
+            })?;
+            self = self.with_previous_key_bytes(&bytes);
+        }
+        Ok(self)
     }
 
-    /// Seals `plaintext` for one tenant's connection to one CRM.
+    /// The same cipher, also opening what `bytes` sealed.
+    pub fn with_previous_key_bytes(mut self, bytes: &[u8; 32]) -> Self {
+        let key = Key::new(bytes);
+        if !self.holds(&key.id) {
+            self.previous.push(key);
+        }
+        self
+    }
+
+    /// The id of the current key (safe to store and show).
+    pub fn key_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// The ids of the previous keys, in the order given.
+    pub fn previous_key_ids(&self) -> Vec<String> {
+        self.previous.iter().map(|k| k.id.clone()).collect()
+    }
+
+    /// Whether this cipher holds the key of `key_id` (current or previous).
+    pub fn holds(&self, key_id: &str) -> bool {
+        self.key(key_id).is_some()
+    }
+
+    fn key(&self, key_id: &str) -> Option<&Key> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == key_id)
+    }
+
+    /// Seals `plaintext` for one tenant's connection to one CRM, with the current key.
     pub fn seal(
         &self,
         tenant: &TenantId,
@@ -100,7 +191,8 @@ impl ConnectionCipher {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| CipherError::Random)?;
         let mut in_out = plaintext.to_vec();
-        self.key
+        self.current
+            .aead
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(tenant, crm)),
@@ -113,7 +205,8 @@ impl ConnectionCipher {
         Ok(sealed)
     }
 
-    /// Opens what [`ConnectionCipher::seal`] sealed for the same tenant and CRM.
+    /// Opens what [`ConnectionCipher::seal`] sealed for the same tenant and CRM, with the
+    /// key `key_id` names (current or previous).
     pub fn open(
         &self,
         tenant: &TenantId,
@@ -121,20 +214,19 @@ impl ConnectionCipher {
         key_id: &str,
         sealed: &[u8],
     ) -> Result<Vec<u8>, CipherError> {
-        if key_id != self.key_id {
-            return Err(CipherError::WrongKey {
-                stored: key_id.to_string(),
-                current: self.key_id.clone(),
-            });
-        }
+        let key = self.key(key_id).ok_or_else(|| CipherError::WrongKey {
+            stored: key_id.to_string(),
+            current: self.current.id.clone(),
+            previous: self.previous_key_ids(),
+        })?;
         if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(CipherError::Tampered);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CipherError::Tampered)?;
         let mut in_out = body.to_vec();
-        let plain = self
-            .key
+        let plain = key
+            .aead
             .open_in_place(nonce, Aad::from(aad(tenant, crm)), &mut in_out)
             .map_err(|_| CipherError::Tampered)?;
         Ok(plain.to_vec())
@@ -211,13 +303,73 @@ mod tests {
                 .is_err()
         );
         let other = ConnectionCipher::from_key_bytes(&[2u8; 32]);
-        assert!(matches!(
-            other.open(&t, Side::HubSpot, c.key_id(), &sealed),
-            Err(CipherError::WrongKey { .. })
-        ));
+        let wrong = other
+            .open(&t, Side::HubSpot, c.key_id(), &sealed)
+            .unwrap_err();
+        assert!(matches!(wrong, CipherError::WrongKey { .. }));
+        let message = wrong.to_string();
+        assert!(
+            message.contains(c.key_id()) && message.contains(other.key_id()),
+            "{message}"
+        );
+        assert!(message.contains("previous keys: none"), "{message}");
         assert!(matches!(
             other.open(&t, Side::HubSpot, other.key_id(), &sealed),
             Err(CipherError::Tampered)
         ));
+    }
+
+    #[test]
+    fn previous_keys_open_what_they_sealed_and_only_the_current_key_seals() {
+        let (old_bytes, new_bytes) = ([1u8; 32], [2u8; 32]);
+        let t = tenant("acme");
+        let old = ConnectionCipher::from_key_bytes(&old_bytes);
+        let sealed_old = old.seal(&t, Side::Salesforce, b"old secret").unwrap();
+        let rotated = ConnectionCipher::from_key_text(&hex::encode(new_bytes))
+            .unwrap()
+            .with_previous_keys_text(&format!(
+                " {} ,\n{}",
+                hex::encode(old_bytes),
+                base64::engine::general_purpose::STANDARD.encode(old_bytes)
+            ))
+            .unwrap();
+        assert_eq!(rotated.previous_key_ids(), [old.key_id()], "kept once");
+        assert!(rotated.holds(old.key_id()) && rotated.holds(rotated.key_id()));
+        let opened = rotated
+            .open(&t, Side::Salesforce, old.key_id(), &sealed_old)
+            .unwrap();
+        assert_eq!(opened, b"old secret");
+        // New writes are sealed with the current key: the old key alone cannot open them.
+        let sealed_new = rotated.seal(&t, Side::Salesforce, b"new secret").unwrap();
+        assert!(
+            old.open(&t, Side::Salesforce, old.key_id(), &sealed_new)
+                .is_err()
+        );
+        let opened = rotated
+            .open(&t, Side::Salesforce, rotated.key_id(), &sealed_new)
+            .unwrap();
+        assert_eq!(opened, b"new secret");
+        // The current key given as a previous key changes nothing.
+        let same = ConnectionCipher::from_key_bytes(&new_bytes)
+            .with_previous_keys_text(&hex::encode(new_bytes))
+            .unwrap();
+        assert!(same.previous_key_ids().is_empty());
+        assert!(format!("{rotated:?}").contains(old.key_id()));
+    }
+
+    #[test]
+    fn a_malformed_previous_key_is_named_by_position_never_quoted() {
+        let c = ConnectionCipher::from_key_bytes(&[1u8; 32]);
+        let good = hex::encode([3u8; 32]);
+        let err = c
+            .with_previous_keys_text(&format!("{good}, not-a-key-SECRETISH"))
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("previous key number 2"), "{message}");
+        assert!(!message.contains("SECRETISH"), "{message}");
+        let none = ConnectionCipher::from_key_bytes(&[1u8; 32])
+            .with_previous_keys_text(" , \n")
+            .unwrap();
+        assert!(none.previous_key_ids().is_empty());
     }
 }

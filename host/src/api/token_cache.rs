@@ -14,9 +14,13 @@
 //!   store before that and finishes after it does not put its (now stale) reading back:
 //!   every forget moves a generation on, and a reading taken under an older generation
 //!   is not kept.
-//! - A revoke or a disable made by another replica is honoured here once the kept entry
-//!   is older than the TTL (`ApiConfig::token_cache_ttl`, 5 s by default): an older entry
-//!   is read again from the store. A TTL of zero keeps nothing.
+//! - A revoke or a disable made by another replica on PostgreSQL is announced with
+//!   `NOTIFY`, and this replica forgets the token or tenant as soon as it hears it
+//!   ([`crate::service::listen_to_replicas`]); when its listening connection was lost,
+//!   it forgets everything ([`TokenCache::forget_all`]) once it listens again.
+//! - Whatever the announcements missed is bounded by the TTL (`ApiConfig::token_cache_ttl`,
+//!   5 s by default): an entry older than it is read again from the store. A TTL of zero
+//!   keeps nothing.
 //!
 //! At most `capacity` tokens are kept; the least recently used is dropped first.
 
@@ -124,6 +128,13 @@ impl TokenCache {
         let mut inner = self.inner.lock();
         inner.generation += 1;
         inner.entries.retain(|(t, _), _| t != tenant);
+    }
+
+    /// Forgets every token (call when revocations may have been missed).
+    pub fn forget_all(&self) {
+        let mut inner = self.inner.lock();
+        inner.generation += 1;
+        inner.entries.clear();
     }
 
     /// How many tokens are kept.

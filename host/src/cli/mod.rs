@@ -11,9 +11,24 @@ pub mod bench;
 pub mod bench_service;
 pub mod demo;
 pub mod emulate;
+pub mod keys;
 pub mod plugin;
 pub mod serve;
 pub mod sync;
+
+/// The store a service command works on (`serve`, `keys reseal`).
+#[derive(Debug, clap::Args)]
+pub struct DatabaseArg {
+    /// The store: `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
+    #[arg(
+        long,
+        default_value = "sqlite://dealbridge.db?mode=rwc",
+        env = "DEALBRIDGE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: String,
+}
 
 /// What a finished command tells the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +69,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve the multi-tenant JSON API (OpenAPI at /openapi.json).
     Serve(serve::ServeArgs),
+    /// The connection key: generate one, reseal stored connections after a rotation.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Benchmarks against in-process emulators.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => sync::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Keys(cmd) => keys::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match outcome {

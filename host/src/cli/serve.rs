@@ -12,7 +12,7 @@
 //! events for people. `RUST_LOG` sets the filter (default `info`).
 //!
 //! Secrets come from the environment only (`DEALBRIDGE_OPERATOR_TOKEN`,
-//! `DEALBRIDGE_SECRET_KEY`), never from arguments, so they never show in `ps` or
+//! `DEALBRIDGE_SECRET_KEY`, `DEALBRIDGE_PREVIOUS_SECRET_KEYS`), never from arguments, so they never show in `ps` or
 //! `--help`. This module must never log a secret or the database URL (it may hold a
 //! password).
 
@@ -24,10 +24,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::ExitStatus;
-use crate::api::{self, ApiConfig, AppState, OPERATOR_TOKEN_ENV, SECRET_KEY_ENV};
+use super::{DatabaseArg, ExitStatus};
+use crate::api::{self, ApiConfig, AppState, OPERATOR_TOKEN_ENV, cipher_from_env};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::service::{Scheduler, ServiceConfig, replica_name, wake_on_run_requests};
+use crate::service::{Scheduler, ServiceConfig, listen_to_replicas, replica_name};
 use crate::store::Backend;
 
 /// `serve`
@@ -36,15 +36,8 @@ pub struct ServeArgs {
     /// The address to listen on (port 0: any free port; the log says which).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// The store: `sqlite://FILE?mode=rwc` or `postgres://USER@HOST/DB`.
-    #[arg(
-        long,
-        default_value = "sqlite://dealbridge.db?mode=rwc",
-        env = "DEALBRIDGE_DATABASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub store: DatabaseArg,
     /// Cache compiled components in this directory.
     #[arg(long, value_name = "DIR", env = "DEALBRIDGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -78,6 +71,12 @@ pub struct ServeArgs {
     /// Seconds runs going on may take to finish at shutdown before they are stopped.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub shutdown_grace_secs: u64,
+    /// Seconds a tenant token found valid is trusted without reading the store again (0:
+    /// read it on every request). A revoke or disable is honoured at once by this replica
+    /// and, on PostgreSQL, by every replica that hears its `NOTIFY`; this bounds what a
+    /// missed notification costs.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub token_cache_ttl_secs: u64,
     /// The log format on stdout.
     #[arg(long, value_enum, default_value_t = LogFormat::Json, value_name = "FORMAT")]
     pub log_format: LogFormat,
@@ -153,15 +152,13 @@ fn init_logging(format: LogFormat) {
 async fn serve(args: ServeArgs) -> Result<ExitStatus> {
     let operator = std::env::var(OPERATOR_TOKEN_ENV)
         .with_context(|| format!("{OPERATOR_TOKEN_ENV} must hold the operator token"))?;
-    let key = std::env::var(SECRET_KEY_ENV).with_context(|| {
-        format!("{SECRET_KEY_ENV} must hold the 32-byte connection key (hex or base64)")
-    })?;
+    let cipher = cipher_from_env()?;
     anyhow::ensure!(
         args.max_component_bytes > 0 && args.max_json_bytes > 0,
         "size limits must be positive"
     );
     let service_config = args.service_config()?;
-    let store = crate::store::open(&args.database_url)
+    let store = crate::store::open(&args.store.database_url)
         .await
         .context("opening the store")?;
     let runtime = Runtime::new(RuntimeConfig {
@@ -173,25 +170,29 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
     let config = ApiConfig {
         max_component_bytes: args.max_component_bytes,
         max_json_bytes: args.max_json_bytes,
+        token_cache_ttl: Duration::from_secs(args.token_cache_ttl_secs),
         ..ApiConfig::default()
     };
-    let state = AppState::new(Arc::clone(&store), runtime, &operator, &key, config)?;
-    drop((operator, key));
+    tracing::info!(key_id = %cipher.key_id(), previous_key_ids = ?cipher.previous_key_ids(), "connection keys");
+    let state = AppState::with_cipher(Arc::clone(&store), runtime, &operator, cipher, config)?;
+    drop(operator);
+    // On PostgreSQL, what other replicas announce: a run asked for wakes an idle worker
+    // here, a revoked token or disabled tenant is forgotten here at once. Listening
+    // before serving, so nothing announced after the first request is missed.
+    let listening = if store.backend() == Backend::Postgres {
+        Some(
+            listen_to_replicas(&args.store.database_url, state.clone())
+                .await
+                .context("listening to the other replicas (PostgreSQL LISTEN)")?,
+        )
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(addr = %addr, backend = ?store.backend(), holder = %service_config.holder, "listening");
-    // On PostgreSQL, a run asked for on another replica wakes an idle worker here too.
-    let listening = if service_config.workers > 0 && store.backend() == Backend::Postgres {
-        Some(
-            wake_on_run_requests(&args.database_url, state.clone())
-                .await
-                .context("listening for runs asked for on other replicas")?,
-        )
-    } else {
-        None
-    };
     let scheduler =
         (service_config.workers > 0).then(|| Scheduler::start(state.clone(), service_config));
     let (stop, stopping) = tokio::sync::watch::channel(false);

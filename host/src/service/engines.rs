@@ -15,7 +15,7 @@
 //! recently used is dropped first and rebuilt on its tenant's next run. This module must
 //! never log or return a credential.
 
-use std::collections::HashMap;
+use hashlink::LruCache;
 
 use crate::api::connections::{ConnectionInput, open_connection};
 use crate::api::plugins::{default_rules_plugin, loaded};
@@ -53,51 +53,47 @@ pub struct EngineCacheStats {
 }
 
 /// Engines (or anything else per tenant) kept between runs: at most `capacity`, the least
-/// recently used dropped first. A tenant's entry is taken out for its run and put back
-/// after it, which counts as its use.
-#[derive(Debug)]
+/// recently used dropped first (`hashlink::LruCache`). A tenant's entry is taken out for
+/// its run and put back after it, which counts as its use.
 pub struct EngineCache<V> {
-    capacity: usize,
-    /// The value and when it was last put back (a counter, larger is more recent).
-    entries: HashMap<TenantId, (u64, V)>,
-    clock: u64,
+    entries: LruCache<TenantId, V>,
     stats: EngineCacheStats,
+}
+
+impl<V> std::fmt::Debug for EngineCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCache")
+            .field("capacity", &self.entries.capacity())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<V> EngineCache<V> {
     /// An empty cache of `capacity` entries (at least one).
     pub fn new(capacity: usize) -> Self {
         EngineCache {
-            capacity: capacity.max(1),
-            entries: HashMap::new(),
-            clock: 0,
+            entries: LruCache::new(capacity.max(1)),
             stats: EngineCacheStats::default(),
         }
     }
 
     /// Takes the tenant's entry out, if kept.
     pub fn take(&mut self, tenant: &TenantId) -> Option<V> {
-        self.entries.remove(tenant).map(|(_, v)| v)
+        self.entries.remove(tenant)
     }
 
     /// Keeps `value` for `tenant` as its most recent use; when full, drops the least
     /// recently used entry and returns its tenant.
     pub fn put(&mut self, tenant: TenantId, value: V) -> Option<TenantId> {
-        self.clock += 1;
         let mut evicted = None;
-        if !self.entries.contains_key(&tenant) && self.entries.len() >= self.capacity {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (used, _))| *used)
-                .map(|(t, _)| t.clone());
-            if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
+        if !self.entries.contains_key(&tenant) && self.entries.len() >= self.entries.capacity() {
+            evicted = self.entries.remove_lru().map(|(oldest, _)| oldest);
+            if evicted.is_some() {
                 self.stats.evicted += 1;
-                evicted = Some(oldest);
             }
         }
-        self.entries.insert(tenant, (self.clock, value));
+        self.entries.insert(tenant, value);
         evicted
     }
 

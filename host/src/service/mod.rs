@@ -20,9 +20,9 @@
 //! resume or resync asked for over this replica's API wakes one idle worker at once
 //! ([`AppState::wake_scheduler`]). On PostgreSQL the store also announces every run
 //! asked for (sync now, resync) with `NOTIFY` on [`crate::store::RUN_REQUESTED_CHANNEL`],
-//! and [`wake_on_run_requests`] (started by `dealbridge serve`) listens on it, so an idle
-//! worker of every replica wakes too; if the listening connection is lost, the replica
-//! falls back to its idle poll until it is back. A run leased for a sync now is recorded as
+//! and [`listen_to_replicas`] (started by `dealbridge serve`, [`replica_events`]) listens
+//! on it, so an idle worker of every replica wakes too; if the listening connection is
+//! lost, the replica falls back to its idle poll until it is back. A run leased for a sync now is recorded as
 //! [`RunTrigger::Manual`], a first run as a backfill, the others as scheduled.
 //!
 //! Engines are kept between runs in an [`EngineCache`] of
@@ -30,7 +30,9 @@
 //! rebuilt on its tenant's next run.
 //!
 //! Fairness and isolation: a tenant runs on at most one worker of all replicas (its
-//! lease), the pool is shared oldest-due-first, every run has a time budget
+//! lease), the pool is shared oldest-due-first (a leased tenant is due from its run's
+//! start, so one that asks for a run during each run cannot keep an old due time and go
+//! before tenants that became due meanwhile), every run has a time budget
 //! ([`ServiceConfig::run_budget`]; over it, the run is stopped, recorded as failed and
 //! the tenant backs off), and a tenant that keeps failing is retried less and less often.
 //! A replica that dies leaves its lease to expire; the next holder's run marks the dead
@@ -47,6 +49,7 @@
 //! tenant's failure stop a worker.
 
 pub mod engines;
+pub mod replica_events;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +65,7 @@ use crate::store::{
 };
 use crate::sync::{CycleReport, Engine, Resync, SyncError};
 use engines::{BuildError, BuildOptions, EngineCache, EngineCacheStats, Sources};
+pub use replica_events::listen_to_replicas;
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]
@@ -252,30 +256,6 @@ async fn worker(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>, hard_stop: watch
             () = tokio::time::sleep(ctx.config.idle_poll) => {}
         }
     }
-}
-
-/// Listens for runs asked for on any replica (PostgreSQL `LISTEN` on
-/// [`crate::store::RUN_REQUESTED_CHANNEL`]) and wakes an idle worker of `state`'s
-/// scheduler for each. Returns once listening; the task runs until aborted. A lost
-/// connection is re-established by the listener (runs asked for meanwhile are found at
-/// the idle poll).
-pub async fn wake_on_run_requests(
-    database_url: &str,
-    state: AppState,
-) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
-    listener.listen(crate::store::RUN_REQUESTED_CHANNEL).await?;
-    Ok(tokio::spawn(async move {
-        loop {
-            match listener.recv().await {
-                Ok(_) => state.wake_scheduler(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "listening for runs asked for failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }))
 }
 
 /// Renews `lease` every third of its time to live; returns only when it was lost.

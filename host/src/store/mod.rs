@@ -55,7 +55,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use error::{StoreError, StoreResult};
-pub use postgres::{PostgresStore, RUN_REQUESTED_CHANNEL};
+pub use postgres::{PostgresStore, RUN_REQUESTED_CHANNEL, TOKENS_REVOKED_CHANNEL};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -148,15 +148,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// ascending id, strictly after `after`, at most `limit` (1 to 1,000). The one
     /// cross-tenant listing; it returns tenant rows only, nothing they own.
     async fn list_tenants(&self, after: Option<&TenantId>, limit: u32) -> StoreResult<Vec<Tenant>>;
-    /// Disables or enables a tenant. A disabled tenant is never leased.
+    /// Disables or enables a tenant. A disabled tenant is never leased. A disable is
+    /// announced to the other replicas (on PostgreSQL, `NOTIFY` on
+    /// [`TOKENS_REVOKED_CHANNEL`]) so they forget the tenant's tokens at once.
     async fn set_tenant_disabled(&self, id: &TenantId, disabled: bool) -> StoreResult<()>;
-    /// Deletes a tenant and every row it owns. Returns whether it existed.
+    /// Deletes a tenant and every row it owns. Returns whether it existed. Announced like
+    /// a disable.
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
     /// Stores an API token's hash. [`StoreError::AlreadyExists`] if the token id is taken.
     async fn add_api_token(&self, tenant: &TenantId, token: &ApiToken) -> StoreResult<()>;
     /// The token named `token_id`, revoked or not.
     async fn api_token(&self, tenant: &TenantId, token_id: &str) -> StoreResult<Option<ApiToken>>;
-    /// Revokes a token. Returns whether an unrevoked token was revoked.
+    /// Revokes a token. Returns whether an unrevoked token was revoked. A revoke is
+    /// announced to the other replicas like a disable.
     async fn revoke_api_token(
         &self,
         tenant: &TenantId,
@@ -176,6 +180,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tenant: &TenantId,
         crm: Side,
     ) -> StoreResult<Option<EncryptedConnection>>;
+    /// Replaces the sealed bytes and key id of a stored connection, but only if it is
+    /// still exactly `expected` (so a connection written meanwhile is never overwritten
+    /// by an older one sealed again); its `updated_at_ms` stays. Returns whether it was
+    /// replaced. For key rotation: the plaintext must be unchanged.
+    async fn reseal_connection(
+        &self,
+        tenant: &TenantId,
+        crm: Side,
+        expected: &EncryptedConnection,
+        key_id: &str,
+        ciphertext: &[u8],
+    ) -> StoreResult<bool>;
     /// Deletes a connection. Returns whether it existed.
     async fn delete_connection(&self, tenant: &TenantId, crm: Side) -> StoreResult<bool>;
 
@@ -192,8 +208,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<Lease>>;
     /// Takes the lease of the enabled, unpaused tenant whose sync has been due longest and
     /// that nobody holds (or whose lease expired), and clears its `run_requested`; a
-    /// pending sync now (`sync_now_requested`) becomes `leased_for_sync_now`. `None` if
-    /// there is none.
+    /// pending sync now (`sync_now_requested`) becomes `leased_for_sync_now`. Its due time
+    /// becomes `now_ms`, so a run asked for while this one goes on is due from this run's
+    /// start, never from before it: a tenant that asks for a run during each of its runs
+    /// cannot keep an old due time and go before tenants that became due meanwhile (and
+    /// a holder that dies leaves the tenant due). `None` if there is none.
     async fn acquire_next_due_tenant(
         &self,
         holder: &str,

@@ -28,6 +28,7 @@ const ROW_CHUNK: usize = 200;
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
 UPDATE tenant_jobs
    SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1,
+       next_due_at_ms = $3,
        run_requested = FALSE, leased_for_sync_now = sync_now_requested,
        sync_now_requested = FALSE
  WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
@@ -41,13 +42,22 @@ UPDATE tenant_jobs
 RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 
 /// The channel on which a replica announces that a tenant's run was asked for (sync now,
-/// a resync) or that a tenant was resumed; the payload is the tenant id. Replicas `LISTEN` on it to wake an idle
-/// worker at once ([`crate::service::wake_on_run_requests`]).
+/// a resync) or that a tenant was resumed; the payload is the tenant id. Replicas `LISTEN`
+/// on it to wake an idle worker at once ([`crate::service::listen_to_replicas`]).
 pub const RUN_REQUESTED_CHANNEL: &str = "dealbridge_run_requested";
 
 /// Announces a run asked for, on [`RUN_REQUESTED_CHANNEL`] (`$1` the tenant).
 const RUN_REQUESTED_NOTIFY_SQL: Option<&str> =
     Some("SELECT pg_notify('dealbridge_run_requested', $1)");
+
+/// The channel on which a replica announces a revoked token, a disabled or a deleted
+/// tenant (the payload is a [`super::Revoked::payload`]), so every replica forgets the
+/// tokens it verified recently at once ([`crate::service::listen_to_replicas`]).
+pub const TOKENS_REVOKED_CHANNEL: &str = "dealbridge_tokens_revoked";
+
+/// Announces a revocation, on [`TOKENS_REVOKED_CHANNEL`] (`$1` the payload).
+const TOKENS_REVOKED_NOTIFY_SQL: Option<&str> =
+    Some("SELECT pg_notify('dealbridge_tokens_revoked', $1)");
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 // `Db` (the sqlx database), `DbRow`, `This` (its store type, with `pool`, `config`,
 // `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `RUN_REQUESTED_NOTIFY_SQL`
 // (a statement that tells other replicas a run was asked for, if the database can),
+// `TOKENS_REVOKED_NOTIFY_SQL` (the same for a revoked token or a disabled tenant),
 // `ID_CHUNK` (most ids in
 // one `IN (...)` list) and `ROW_CHUNK` (most rows in one multi-row `INSERT`). Every statement
 // here is written once in the SQL both databases accept (`$n` parameters, `ON CONFLICT`,
@@ -358,11 +359,19 @@ async fn request_run(
 /// Tells the other replicas that `tenant` may be due now (where the backend can: on
 /// PostgreSQL a `NOTIFY`, delivered at commit to every replica listening).
 async fn announce_run_requested(tx: &mut Tx, tenant: &TenantId) -> StoreResult<()> {
-    if let Some(notify) = RUN_REQUESTED_NOTIFY_SQL {
-        sqlx::query(notify)
-            .bind(tenant.as_str())
-            .execute(&mut **tx)
-            .await?;
+    announce(tx, RUN_REQUESTED_NOTIFY_SQL, tenant.as_str()).await
+}
+
+/// Tells the other replicas what a revoke, disable or delete took away (likewise, so
+/// never before the store has it).
+async fn announce_revoked(tx: &mut Tx, revoked: &Revoked) -> StoreResult<()> {
+    announce(tx, TOKENS_REVOKED_NOTIFY_SQL, &revoked.payload()).await
+}
+
+/// Runs a backend's announcement statement, if it has one, with `payload`.
+async fn announce(tx: &mut Tx, notify: Option<&'static str>, payload: &str) -> StoreResult<()> {
+    if let Some(notify) = notify {
+        sqlx::query(notify).bind(payload).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -761,10 +770,11 @@ impl super::Store for This {
     }
 
     async fn set_tenant_disabled(&self, id: &TenantId, disabled: bool) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE tenants SET disabled = $2 WHERE id = $1")
             .bind(id.as_str())
             .bind(disabled)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -773,6 +783,10 @@ impl super::Store for This {
                 tenant: id.clone(),
             });
         }
+        if disabled {
+            announce_revoked(&mut tx, &Revoked::Tenant(id.clone())).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -796,6 +810,9 @@ impl super::Store for This {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 1 {
+            announce_revoked(&mut tx, &Revoked::Tenant(id.clone())).await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -849,6 +866,7 @@ impl super::Store for This {
         token_id: &str,
         now_ms: TimestampMs,
     ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE api_tokens SET revoked_at_ms = $3 \
              WHERE tenant_id = $1 AND token_id = $2 AND revoked_at_ms IS NULL",
@@ -856,9 +874,18 @@ impl super::Store for This {
         .bind(tenant.as_str())
         .bind(token_id)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let revoked = done.rows_affected() == 1;
+        if revoked {
+            let what = Revoked::Token {
+                tenant: tenant.clone(),
+                token_id: token_id.to_string(),
+            };
+            announce_revoked(&mut tx, &what).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn put_connection(
@@ -902,6 +929,34 @@ impl super::Store for This {
             })
         })
         .transpose()
+    }
+
+    async fn reseal_connection(
+        &self,
+        tenant: &TenantId,
+        crm: Side,
+        expected: &EncryptedConnection,
+        key_id: &str,
+        ciphertext: &[u8],
+    ) -> StoreResult<bool> {
+        if key_id.is_empty() || ciphertext.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "a resealed connection needs a key id and a ciphertext".into(),
+            ));
+        }
+        let done = sqlx::query(
+            "UPDATE crm_connections SET key_id = $5, ciphertext = $6 \
+             WHERE tenant_id = $1 AND crm = $2 AND key_id = $3 AND ciphertext = $4",
+        )
+        .bind(tenant.as_str())
+        .bind(crm.as_str())
+        .bind(&expected.key_id)
+        .bind(&expected.ciphertext)
+        .bind(key_id)
+        .bind(ciphertext)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn delete_connection(&self, tenant: &TenantId, crm: Side) -> StoreResult<bool> {

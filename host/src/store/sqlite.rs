@@ -40,6 +40,7 @@ const ROW_CHUNK: usize = 25;
 const ACQUIRE_NEXT_DUE_SQL: &str = "\
 UPDATE tenant_jobs
    SET lease_holder = $1, lease_expires_at_ms = $2, fencing_token = fencing_token + 1,
+       next_due_at_ms = $3,
        run_requested = FALSE, leased_for_sync_now = sync_now_requested,
        sync_now_requested = FALSE
  WHERE (lease_holder IS NULL OR lease_expires_at_ms <= $3)
@@ -53,6 +54,8 @@ RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 
 /// SQLite has one replica: nothing to tell the others when a run is asked for.
 const RUN_REQUESTED_NOTIFY_SQL: Option<&str> = None;
+/// Nor when a token is revoked: the one replica forgets it itself.
+const TOKENS_REVOKED_NOTIFY_SQL: Option<&str> = None;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]

@@ -660,6 +660,47 @@ pub struct ApiToken {
     pub revoked_at_ms: Option<TimestampMs>,
 }
 
+/// What a revoke or a disable took away, as announced to the other replicas (on
+/// PostgreSQL a `NOTIFY` on [`crate::store::TOKENS_REVOKED_CHANNEL`]): one token, or every
+/// token of a tenant (disabled or deleted). Carries ids only, never a secret or a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// Every token of the tenant.
+    Tenant(TenantId),
+    /// One token.
+    Token {
+        /// Its tenant.
+        tenant: TenantId,
+        /// Its public id.
+        token_id: String,
+    },
+}
+
+impl Revoked {
+    /// The notification payload: `<tenant>` or `<tenant>.<token id>` (a tenant id never
+    /// holds a `.`).
+    pub fn payload(&self) -> String {
+        match self {
+            Revoked::Tenant(t) => t.to_string(),
+            Revoked::Token { tenant, token_id } => format!("{tenant}.{token_id}"),
+        }
+    }
+
+    /// Reads a payload written by [`Revoked::payload`]; `None` if it is not one.
+    pub fn from_payload(payload: &str) -> Option<Revoked> {
+        match payload.split_once('.') {
+            None => TenantId::new(payload).ok().map(Revoked::Tenant),
+            Some((tenant, token_id)) if !token_id.is_empty() && !token_id.contains('.') => {
+                Some(Revoked::Token {
+                    tenant: TenantId::new(tenant).ok()?,
+                    token_id: token_id.to_string(),
+                })
+            }
+            Some(_) => None,
+        }
+    }
+}
+
 /// A CRM connection, encrypted by the service. The store never sees its plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedConnection {
@@ -761,6 +802,23 @@ pub struct InvocationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revocation_payloads_round_trip_and_refuse_anything_else() {
+        let t = TenantId::new("acme-1").unwrap();
+        for r in [
+            Revoked::Tenant(t.clone()),
+            Revoked::Token {
+                tenant: t.clone(),
+                token_id: "0123abcd".into(),
+            },
+        ] {
+            assert_eq!(Revoked::from_payload(&r.payload()), Some(r));
+        }
+        for bad in ["", "a b", "acme.", "acme.x.y", ".x"] {
+            assert_eq!(Revoked::from_payload(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn tenant_id_rejects_bad_input() {

@@ -5,10 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dealbridge::api::{self, ApiConfig, AppState};
@@ -16,9 +13,11 @@ use dealbridge::runtime::{Runtime, RuntimeConfig};
 use dealbridge::store::{PostgresStore, Store, StoreConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::oneshot;
+
+#[path = "../pg_schema/mod.rs"]
+mod pg_schema;
+use pg_schema::FreshSchema;
 
 pub const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
 pub const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -36,6 +35,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub state: AppState,
+    /// On PostgreSQL: a URL of the test's database whose connections work in its schema.
+    pub database_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _db: DbGuard,
@@ -53,76 +54,20 @@ pub enum Db {
 /// Keeps a test database alive; dropping it removes it.
 enum DbGuard {
     Sqlite(tempfile::TempDir),
-    Postgres {
-        admin_url: String,
-        schema: String,
-    },
+    Postgres(Box<FreshSchema>),
     /// Another server's database (see [`TestServer::another_replica`]).
     Shared,
 }
 
-impl Drop for DbGuard {
-    fn drop(&mut self) {
-        if let DbGuard::Postgres { admin_url, schema } = self {
-            // Runs on panic too; a plain thread so it works inside or outside a runtime.
-            let (url, schema) = (admin_url.clone(), schema.clone());
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut conn) = PgConnection::connect(&url).await {
-                        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut conn)
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-static SCHEMA_SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A store in a fresh schema of `DATABASE_URL`'s PostgreSQL; `None` (said loudly on
-/// stderr) when `DATABASE_URL` is not set.
-async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard)> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        // Not `eprintln!`: the test harness captures that; this must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: DATABASE_URL not set — the PostgreSQL API test {test} did not run"
-        );
-        return None;
-    };
-    let schema = format!(
-        "api_{}_{}_{}",
-        test,
-        std::process::id(),
-        SCHEMA_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = PgConnection::connect(&url)
-        .await
-        .expect("connect DATABASE_URL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&mut admin)
-        .await
-        .expect("create schema");
-    admin.close().await.ok();
-    let guard = DbGuard::Postgres {
-        admin_url: url.clone(),
-        schema: schema.clone(),
-    };
-    let options = PgConnectOptions::from_str(&url)
-        .expect("DATABASE_URL")
-        .options([("search_path", schema.as_str())]);
-    let store = PostgresStore::connect_with(options, StoreConfig::default())
+/// A store in a fresh schema of `DATABASE_URL`'s PostgreSQL, and a URL whose connections
+/// work in that schema; `None` (said loudly on stderr) when `DATABASE_URL` is not set.
+async fn postgres_store(test: &str) -> Option<(Arc<dyn Store>, DbGuard, String)> {
+    let schema = FreshSchema::create("api", test, "the PostgreSQL API test").await?;
+    let store = PostgresStore::connect_with(schema.options.clone(), StoreConfig::default())
         .await
         .expect("open postgres");
-    Some((Arc::new(store), guard))
+    let url = schema.url.clone();
+    Some((Arc::new(store), DbGuard::Postgres(Box::new(schema)), url))
 }
 
 pub struct Reply {
@@ -154,7 +99,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("api.db").display());
         let store = dealbridge::store::open(&url).await.expect("store");
-        Self::start_with_store(config, store, DbGuard::Sqlite(dir)).await
+        Self::start_with_store(config, store, DbGuard::Sqlite(dir), None).await
     }
 
     /// A server on `db`; `None` (said loudly) for PostgreSQL without `DATABASE_URL`.
@@ -162,8 +107,8 @@ impl TestServer {
         match db {
             Db::Sqlite => Some(Self::start().await),
             Db::Postgres => {
-                let (store, guard) = postgres_store(test).await?;
-                Some(Self::start_with_store(ApiConfig::default(), store, guard).await)
+                let (store, guard, url) = postgres_store(test).await?;
+                Some(Self::start_with_store(ApiConfig::default(), store, guard, Some(url)).await)
             }
         }
     }
@@ -171,10 +116,39 @@ impl TestServer {
     /// Another replica: a second server on this one's store, with its own state (and so
     /// its own caches). Drop or shut it down before this one.
     pub async fn another_replica(&self, config: ApiConfig) -> TestServer {
-        Self::start_with_store(config, self.store.clone(), DbGuard::Shared).await
+        self.another_replica_with_keys(config, KEY_HEX, "").await
     }
 
-    async fn start_with_store(config: ApiConfig, store: Arc<dyn Store>, db: DbGuard) -> TestServer {
+    /// Another replica (as [`TestServer::another_replica`]) whose connection cipher has
+    /// `current` as its key and the keys listed in `previous` as previous keys.
+    pub async fn another_replica_with_keys(
+        &self,
+        config: ApiConfig,
+        current: &str,
+        previous: &str,
+    ) -> TestServer {
+        let url = self.database_url.clone();
+        let cipher = api::cipher_from_texts(current, previous).expect("keys");
+        Self::start_with_cipher(config, self.store.clone(), DbGuard::Shared, url, cipher).await
+    }
+
+    async fn start_with_store(
+        config: ApiConfig,
+        store: Arc<dyn Store>,
+        db: DbGuard,
+        database_url: Option<String>,
+    ) -> TestServer {
+        let cipher = api::ConnectionCipher::from_key_text(KEY_HEX).expect("key");
+        Self::start_with_cipher(config, store, db, database_url, cipher).await
+    }
+
+    async fn start_with_cipher(
+        config: ApiConfig,
+        store: Arc<dyn Store>,
+        db: DbGuard,
+        database_url: Option<String>,
+        cipher: api::ConnectionCipher,
+    ) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(cache_dir()),
@@ -184,7 +158,7 @@ impl TestServer {
         })
         .expect("runtime");
         let state =
-            AppState::new(store.clone(), runtime, OPERATOR, KEY_HEX, config).expect("state");
+            AppState::with_cipher(store.clone(), runtime, OPERATOR, cipher, config).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -198,6 +172,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             store,
             state,
+            database_url,
             stop: Some(tx),
             task: Some(task),
             _db: db,
@@ -308,6 +283,20 @@ impl TestServer {
         assert!(r.status.is_success(), "{}", r.text);
         r.body["version"]["id"].as_i64().unwrap()
     }
+}
+
+/// Asserts that `r` is a refusal with `status` and `code` in the JSON error shape, with a
+/// message.
+pub fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "content type {} for {}",
+        r.content_type,
+        r.text
+    );
+    assert_eq!(r.code(), code, "{}", r.text);
+    assert!(!r.message().is_empty());
 }
 
 /// The default rules' fixtures: `(name, fixture JSON)`, sorted by name.

@@ -8,9 +8,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use dealbridge::api::AppState;
 use dealbridge::crm::Secret;
 use dealbridge::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
-use dealbridge::store::{ObjectPair, Store, TenantId};
+use dealbridge::service::{Scheduler, ServiceConfig};
+use dealbridge::store::{ObjectPair, Page, Run, RunStatus, Store, TenantId};
 use dealbridge_emulator::{EmulatorOptions, RunningEmulators, Seed};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -29,6 +31,25 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits (up to `limit`) until one of the tenant's last five runs has `status`; returns
+/// the newest such run.
+pub async fn a_run_with_status(
+    store: &dyn Store,
+    tenant: &TenantId,
+    status: RunStatus,
+    limit: Duration,
+) -> Run {
+    eventually(
+        &format!("a {status:?} run of {tenant}"),
+        limit,
+        || async move {
+            let runs = store.runs(tenant, Page::first(5)).await.unwrap();
+            runs.into_iter().find(|r| r.status == status)
+        },
+    )
+    .await
 }
 
 pub async fn put_json(url: String, body: Value) {
@@ -167,6 +188,37 @@ pub async fn call(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// A scheduler on `state` for tests: `workers` workers, leases of 5 s, an idle poll of
+/// 100 ms, and whatever `adjust` changes.
+pub fn test_scheduler(
+    state: &AppState,
+    workers: usize,
+    adjust: impl FnOnce(&mut ServiceConfig),
+) -> Scheduler {
+    let mut config = ServiceConfig {
+        workers,
+        lease_ttl: Duration::from_secs(5),
+        idle_poll: Duration::from_millis(100),
+        ..ServiceConfig::default()
+    };
+    adjust(&mut config);
+    Scheduler::start(state.clone(), config)
+}
+
+/// Points the tenant's HubSpot connection at port 1 of the loopback, where nothing
+/// listens: a CRM that cannot be reached.
+pub async fn put_unreachable_hubspot(base: &str, tenant: &str, token: &str) {
+    let (status, body) = call(
+        base,
+        Method::PUT,
+        &format!("/v1/tenants/{tenant}/connections/hubspot"),
+        token,
+        Some(json!({"base_url": "http://127.0.0.1:1", "access_token": "pat"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 /// Creates a tenant with the operator token; returns the tenant's token.
