@@ -170,7 +170,10 @@ fn main() {
         }
         plan(&l, &batch);
         let fuel = plan(&l, &batch);
-        println!("{name}: one batch planned, fuel/record {}", fuel / batch_size as u64);
+        println!(
+            "{name}: one batch planned, fuel/record {}",
+            fuel / batch_size as u64
+        );
         return;
     }
 

@@ -40,10 +40,7 @@ pub fn cmp(a: Dec, b: Dec) -> Ordering {
         return a.digits.cmp(&b.digits);
     }
     let s = sa.max(sb);
-    let (fa, fb) = (
-        POW10[usize::from(s - sa)],
-        POW10[usize::from(s - sb)],
-    );
+    let (fa, fb) = (POW10[usize::from(s - sa)], POW10[usize::from(s - sb)]);
     if let (Some(x), Some(y)) = (a.digits.checked_mul(fa), b.digits.checked_mul(fb)) {
         return x.cmp(&y);
     }
@@ -125,8 +122,14 @@ mod tests {
         // Scaling overflows an i64: compared exactly in 128 bits.
         assert_eq!(cmp(d(i64::MAX, 0), d(i64::MAX, 1)), Ordering::Greater);
         assert_eq!(cmp(d(i64::MIN, 0), d(i64::MIN, 1)), Ordering::Less);
-        assert_eq!(cmp(d(i64::MAX / 10, 17), d(i64::MAX / 10 * 10, 18)), Ordering::Equal);
-        assert_eq!(cmp(d(-922_337_203_685_477_581, 0), d(i64::MIN, 1)), Ordering::Less);
+        assert_eq!(
+            cmp(d(i64::MAX / 10, 17), d(i64::MAX / 10 * 10, 18)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            cmp(d(-922_337_203_685_477_581, 0), d(i64::MIN, 1)),
+            Ordering::Less
+        );
         // Scales above the contract's 18 are clamped.
         assert_eq!(cmp(d(5, 30), d(5, 18)), Ordering::Equal);
     }
