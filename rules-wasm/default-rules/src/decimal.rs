@@ -17,14 +17,36 @@ pub struct Dec {
 /// The largest scale the contract allows.
 pub const MAX_SCALE: u8 = 18;
 
+/// Powers of ten that fit in an `i64`: `POW10[n] == 10^n` for `n` up to 18.
+const POW10: [i64; 19] = {
+    let mut t = [1i64; 19];
+    let mut i = 1;
+    while i < t.len() {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
 /// Compares two decimals by value (`1.50 == 1.5`). Scales above 18 are clamped for the
 /// comparison only; the contract never sends them.
+///
+/// The usual case (both scaled to the larger scale without overflowing an `i64`) stays in
+/// 64-bit arithmetic, which costs a few instructions in WebAssembly, where 128-bit
+/// multiplication is a library call; the rest is compared exactly in 128 bits.
 pub fn cmp(a: Dec, b: Dec) -> Ordering {
     let (sa, sb) = (a.scale.min(MAX_SCALE), b.scale.min(MAX_SCALE));
+    if sa == sb {
+        return a.digits.cmp(&b.digits);
+    }
     let s = sa.max(sb);
+    let (fa, fb) = (POW10[usize::from(s - sa)], POW10[usize::from(s - sb)]);
+    if let (Some(x), Some(y)) = (a.digits.checked_mul(fa), b.digits.checked_mul(fb)) {
+        return x.cmp(&y);
+    }
     // |digits| < 2^63 and 10^18 < 2^60, so the product fits in an i128.
-    let x = a.digits as i128 * 10i128.pow(u32::from(s - sa));
-    let y = b.digits as i128 * 10i128.pow(u32::from(s - sb));
+    let x = i128::from(a.digits) * i128::from(fa);
+    let y = i128::from(b.digits) * i128::from(fb);
     x.cmp(&y)
 }
 
@@ -97,6 +119,19 @@ mod tests {
         assert_eq!(cmp(d(99999, 2), d(1000, 0)), Ordering::Less);
         assert_eq!(cmp(d(-1, 0), d(-999, 3)), Ordering::Less);
         assert_eq!(cmp(d(i64::MAX, 0), d(i64::MAX, 18)), Ordering::Greater);
+        // Scaling overflows an i64: compared exactly in 128 bits.
+        assert_eq!(cmp(d(i64::MAX, 0), d(i64::MAX, 1)), Ordering::Greater);
+        assert_eq!(cmp(d(i64::MIN, 0), d(i64::MIN, 1)), Ordering::Less);
+        assert_eq!(
+            cmp(d(i64::MAX / 10, 17), d(i64::MAX / 10 * 10, 18)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            cmp(d(-922_337_203_685_477_581, 0), d(i64::MIN, 1)),
+            Ordering::Less
+        );
+        // Scales above the contract's 18 are clamped.
+        assert_eq!(cmp(d(5, 30), d(5, 18)), Ordering::Equal);
     }
 
     #[test]
