@@ -28,32 +28,3 @@ pub use self::exports::dealbridge::rules::rules::{
     Description, ErrorKind, ExtraField, FieldMapping, FieldWrite, Inclusion, PairOutcome,
     PairWrites, RuleError, Skip, SyncRule,
 };
-
-/// Whether a component import (by name, e.g. `dealbridge:rules/log@0.1.0`) may be linked to a
-/// host function that waits, so that an instance importing it must run on a fiber: `crm` (sent
-/// over the network) and every WASI interface (wasmtime-wasi's bindings are async). Only the
-/// contract's `types`, `log` and `config` never wait, and they reach nothing outside the
-/// invocation.
-pub(crate) fn import_may_wait(name: &str) -> bool {
-    let interface = name.split_once('@').map_or(name, |(i, _)| i);
-    !matches!(
-        interface,
-        "dealbridge:rules/types" | "dealbridge:rules/log" | "dealbridge:rules/config"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::import_may_wait;
-
-    #[test]
-    fn only_crm_and_wasi_imports_may_wait() {
-        assert!(!import_may_wait("dealbridge:rules/types@0.1.0"));
-        assert!(!import_may_wait("dealbridge:rules/log@0.1.0"));
-        assert!(!import_may_wait("dealbridge:rules/config@0.1.2"));
-        assert!(import_may_wait("dealbridge:rules/crm@0.1.0"));
-        assert!(import_may_wait("wasi:io/streams@0.2.6"));
-        assert!(import_may_wait("wasi:cli/stderr@0.2.0"));
-        assert!(import_may_wait("something-else"));
-    }
-}

@@ -11,10 +11,6 @@
 //! - invocation: the `Store` data (`host::State`) — limits, counters, the
 //!   run report — created fresh for every call and dropped after it.
 //!
-//! An invocation enters the guest on a fiber, or, when none of the component's
-//! imports may wait and the input is small, first on the caller's own stack for
-//! at most one epoch slice (see [`Entry`]).
-//!
 //! This module must never run a plugin without its limits (fuel, deadline,
 //! memory, tables, instances, input/output, log, requests, response bytes),
 //! never reuse an instance between calls, and never link an import outside
@@ -266,8 +262,8 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let exports = RulesExports::find(&instance_pre, &world)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let exports =
+            RulesExports::find(&instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok(LoadedPlugin {
             runtime: self.clone(),
             pre: instance_pre,
@@ -422,13 +418,12 @@ impl LoadedPlugin {
         let limits = inv.limits.clone();
         let deadline_after = Duration::from_millis(limits.deadline_ms);
         let deadline = started + deadline_after;
-        let report_only = RunReport {
+        let mut report_only = RunReport {
             fuel_limit: limits.fuel,
             input_bytes,
             ..RunReport::default()
         };
         if input_bytes > limits.input_bytes {
-            let mut report_only = report_only;
             report_only.wall_time_us = started.elapsed().as_micros() as u64;
             let hit = LimitHit {
                 limit: LimitKind::InputBytes,
@@ -441,28 +436,92 @@ impl LoadedPlugin {
             };
         }
 
-        // Waiting for a pool slot counts against the deadline.
-        let slot = tokio::time::timeout(deadline_after, self.runtime.inner.slots.acquire()).await;
-        // The permit is held until the store is gone (the end of this function).
-        let ran = match &slot {
-            Ok(Ok(_)) => self.run(inv, call, input_bytes, started, deadline).await,
-            Ok(Err(closed)) => Err(wasmtime::Error::msg(closed.to_string())),
-            Err(_) => Ok((None, Err(Failure::Deadline))),
-        };
-        let (store, outcome) = match ran {
-            Ok(ran) => ran,
-            Err(e) => (None, Err(Failure::Instantiate(e))),
-        };
-        let mut report = report_only;
-        if let Some(mut store) = store {
-            let fuel_left = store.get_fuel().unwrap_or(0);
-            let state = store.data_mut();
-            state.finish_stdio();
-            report = std::mem::take(&mut state.report);
-            report.input_bytes = input_bytes;
-            report.fuel_used = limits.fuel.saturating_sub(fuel_left);
-            report.peak_memory_bytes = state.limiter.peak_memory;
+        let engine = &self.runtime.inner.engine;
+        let state = State::new(
+            limits.clone(),
+            inv.config_json.clone(),
+            inv.gateway.clone(),
+            deadline,
+        );
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if let Err(e) = store.set_fuel(limits.fuel) {
+            return Invoked {
+                result: Err(InvokeError::Instantiate(format!("{e:#}"))),
+                report: report_only,
+            };
         }
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            if Instant::now() >= deadline {
+                let limit_value = ctx.data().limits.deadline_ms;
+                Err(wasmtime::Error::new(LimitTrap(LimitHit {
+                    limit: LimitKind::Deadline,
+                    limit_value,
+                    reached: started.elapsed().as_millis() as u64,
+                })))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let pre = &self.pre;
+        let exports = &*self.exports;
+        let slots = &self.runtime.inner.slots;
+        let run = async {
+            let _slot = slots
+                .acquire()
+                .await
+                .map_err(|e| Failure::Instantiate(wasmtime::Error::msg(e.to_string())))?;
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(Failure::Instantiate)?;
+            exports
+                .check_once(&mut store, &instance)
+                .map_err(Failure::Instantiate)?;
+            let out = match call {
+                Call::Describe(schema) => {
+                    // SAFETY: `check_once` checked this signature on this component.
+                    let f: TypedFunc<(&[FieldInfo],), (Result<Description, RuleError>,)> =
+                        unsafe { exports.typed(&mut store, &instance, &exports.describe) }?;
+                    f.call_async(&mut store, (schema,))
+                        .await
+                        .map(|(r,)| r.map(Output::Describe))
+                }
+                Call::Condition(batch) => {
+                    // SAFETY: as above.
+                    let f: TypedFunc<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)> =
+                        unsafe { exports.typed(&mut store, &instance, &exports.condition) }?;
+                    f.call_async(&mut store, (batch,))
+                        .await
+                        .map(|(r,)| r.map(Output::Condition))
+                }
+                Call::Plan(batch) => {
+                    // SAFETY: as above.
+                    let f: TypedFunc<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)> =
+                        unsafe { exports.typed(&mut store, &instance, &exports.plan) }?;
+                    f.call_async(&mut store, (batch,))
+                        .await
+                        .map(|(r,)| r.map(Output::Plan))
+                }
+            };
+            out.map_err(Failure::Call)
+        };
+        let outcome = match tokio::time::timeout(deadline_after, run).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(rule))) => Err(Failure::Rule(rule)),
+            Ok(Err(failure)) => Err(failure),
+            Err(_) => Err(Failure::Deadline),
+        };
+
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let state = store.data_mut();
+        state.finish_stdio();
+        let mut report = std::mem::take(&mut state.report);
+        report.input_bytes = input_bytes;
+        report.fuel_used = limits.fuel.saturating_sub(fuel_left);
+        report.peak_memory_bytes = state.limiter.peak_memory;
         let result = match outcome {
             Ok(value) => {
                 let size = value.wire_size();
@@ -500,182 +559,9 @@ impl LoadedPlugin {
                 }
             }
         };
+        drop(store);
         report.wall_time_us = started.elapsed().as_micros() as u64;
         Invoked { result, report }
-    }
-}
-
-/// How an invocation enters the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    /// On the caller's own stack (`instantiate`, `call`), without a fiber. For components whose
-    /// imports never wait (see [`RulesExports::sync_imports`]), and only for the first
-    /// [`SYNC_SLICE`] of guest time: a guest still running then is stopped and run again
-    /// [`Entry::Async`], so it never holds the caller's thread longer.
-    Sync,
-    /// On a fiber (`instantiate_async`, `call_async`), yielding to the executor at every epoch
-    /// tick and while a `crm` request is in flight.
-    Async,
-}
-
-/// How long a guest may run [`Entry::Sync`] before it is stopped and run again on a fiber.
-/// The epoch ticker checks it, so a guest holds the thread for up to one tick more than this.
-const SYNC_SLICE: Duration = Duration::from_millis(1);
-
-/// The largest input (canonical-ABI bytes) that starts [`Entry::Sync`]: an input this large
-/// takes longer to plan than [`SYNC_SLICE`], so it goes to a fiber at once instead of being
-/// planned twice.
-const SYNC_INPUT_BYTES: u64 = 64 << 10;
-
-/// The error that stops a guest that outran [`SYNC_SLICE`].
-#[derive(Debug, thiserror::Error)]
-#[error("the guest outran its slice without a fiber")]
-struct SyncSliceSpent;
-
-impl LoadedPlugin {
-    /// Instantiates and calls: first without a fiber when the component and the input allow
-    /// it, on a fiber otherwise or when that first run outran [`SYNC_SLICE`]. Gives back the
-    /// store that ran (for the report) and what the call came to.
-    async fn run(
-        &self,
-        inv: &Invocation,
-        call: Call<'_>,
-        input_bytes: u64,
-        started: Instant,
-        deadline: Instant,
-    ) -> wasmtime::Result<(Option<Store<State>>, Result<Output, Failure>)> {
-        if self.exports.sync_imports && input_bytes <= SYNC_INPUT_BYTES {
-            let mut store = self.store(inv, started, deadline, Entry::Sync)?;
-            let outcome = self.run_sync(&mut store, call);
-            let outran = matches!(&outcome, Err(Failure::Call(e) | Failure::Instantiate(e))
-                if e.downcast_ref::<SyncSliceSpent>().is_some());
-            if !outran {
-                return Ok((Some(store), outcome));
-            }
-            // The guest outran the slice: its store goes, and it runs again from the start on a
-            // fiber. Its imports reach nothing outside the invocation (see
-            // `RulesExports::sync_imports`), so the second run sees what the first saw.
-        }
-        let mut store = self.store(inv, started, deadline, Entry::Async)?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let outcome = match tokio::time::timeout(left, self.run_async(&mut store, call)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Failure::Deadline),
-        };
-        Ok((Some(store), outcome))
-    }
-
-    /// A fresh store for one attempt at an invocation: its state, limiter, fuel and deadline.
-    fn store(
-        &self,
-        inv: &Invocation,
-        started: Instant,
-        deadline: Instant,
-        entry: Entry,
-    ) -> wasmtime::Result<Store<State>> {
-        let limits = &inv.limits;
-        let state = State::new(
-            limits.clone(),
-            inv.config_json.clone(),
-            inv.gateway.clone(),
-            deadline,
-        );
-        let mut store = Store::new(&self.runtime.inner.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_fuel(limits.fuel)?;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
-            if Instant::now() >= deadline {
-                let limit_value = ctx.data().limits.deadline_ms;
-                return Err(wasmtime::Error::new(LimitTrap(LimitHit {
-                    limit: LimitKind::Deadline,
-                    limit_value,
-                    reached: started.elapsed().as_millis() as u64,
-                })));
-            }
-            match entry {
-                Entry::Async => Ok(UpdateDeadline::Yield(1)),
-                Entry::Sync if started.elapsed() < SYNC_SLICE => Ok(UpdateDeadline::Continue(1)),
-                Entry::Sync => Err(wasmtime::Error::new(SyncSliceSpent)),
-            }
-        });
-        Ok(store)
-    }
-
-    /// Instantiates and calls without a fiber ([`Entry::Sync`]).
-    fn run_sync(&self, store: &mut Store<State>, call: Call<'_>) -> Result<Output, Failure> {
-        let exports = &*self.exports;
-        let instance = self
-            .pre
-            .instantiate(&mut *store)
-            .map_err(Failure::Instantiate)?;
-        exports
-            .check_once(store, &instance)
-            .map_err(Failure::Instantiate)?;
-        let returned = match call {
-            Call::Describe(schema) => {
-                // SAFETY: `check_once` checked this signature on this component.
-                let f: TypedFunc<(&[FieldInfo],), (Result<Description, RuleError>,)> =
-                    unsafe { exports.typed(store, &instance, &exports.describe) }?;
-                f.call(&mut *store, (schema,))
-                    .map(|(r,)| r.map(Output::Describe))
-            }
-            Call::Condition(batch) => {
-                // SAFETY: as above.
-                let f: TypedFunc<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)> =
-                    unsafe { exports.typed(store, &instance, &exports.condition) }?;
-                f.call(&mut *store, (batch,))
-                    .map(|(r,)| r.map(Output::Condition))
-            }
-            Call::Plan(batch) => {
-                // SAFETY: as above.
-                let f: TypedFunc<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)> =
-                    unsafe { exports.typed(store, &instance, &exports.plan) }?;
-                f.call(&mut *store, (batch,))
-                    .map(|(r,)| r.map(Output::Plan))
-            }
-        };
-        returned.map_err(Failure::Call)?.map_err(Failure::Rule)
-    }
-
-    /// Instantiates and calls on a fiber ([`Entry::Async`]).
-    async fn run_async(&self, store: &mut Store<State>, call: Call<'_>) -> Result<Output, Failure> {
-        let exports = &*self.exports;
-        let instance = self
-            .pre
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(Failure::Instantiate)?;
-        exports
-            .check_once(store, &instance)
-            .map_err(Failure::Instantiate)?;
-        let returned = match call {
-            Call::Describe(schema) => {
-                // SAFETY: `check_once` checked this signature on this component.
-                let f: TypedFunc<(&[FieldInfo],), (Result<Description, RuleError>,)> =
-                    unsafe { exports.typed(store, &instance, &exports.describe) }?;
-                f.call_async(&mut *store, (schema,))
-                    .await
-                    .map(|(r,)| r.map(Output::Describe))
-            }
-            Call::Condition(batch) => {
-                // SAFETY: as above.
-                let f: TypedFunc<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)> =
-                    unsafe { exports.typed(store, &instance, &exports.condition) }?;
-                f.call_async(&mut *store, (batch,))
-                    .await
-                    .map(|(r,)| r.map(Output::Condition))
-            }
-            Call::Plan(batch) => {
-                // SAFETY: as above.
-                let f: TypedFunc<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)> =
-                    unsafe { exports.typed(store, &instance, &exports.plan) }?;
-                f.call_async(&mut *store, (batch,))
-                    .await
-                    .map(|(r,)| r.map(Output::Plan))
-            }
-        };
-        returned.map_err(Failure::Call)?.map_err(Failure::Rule)
     }
 }
 
@@ -689,14 +575,10 @@ struct RulesExports {
     condition: ComponentExportIndex,
     plan: ComponentExportIndex,
     checked: OnceLock<()>,
-    /// No import of the component may wait (only `types`, `log` and `config`: no `crm`, no
-    /// WASI), so an instance needs no fiber and its run depends on nothing but its input and
-    /// config: it may start [`Entry::Sync`] and be run again if it outruns [`SYNC_SLICE`].
-    sync_imports: bool,
 }
 
 impl RulesExports {
-    fn find(pre: &InstancePre<State>, world: &WorldInfo) -> wasmtime::Result<Self> {
+    fn find(pre: &InstancePre<State>) -> wasmtime::Result<Self> {
         let indices = PluginIndices::new(pre)?;
         let component = pre.component();
         let iface = component
@@ -717,7 +599,6 @@ impl RulesExports {
             plan: func("plan")?,
             indices,
             checked: OnceLock::new(),
-            sync_imports: !world.imports.iter().any(|i| bindings::import_may_wait(i)),
         })
     }
 
@@ -762,7 +643,6 @@ impl RulesExports {
 const RULES_INTERFACE: &str = "dealbridge:rules/rules@0.1.0";
 
 /// Which export to call, with its argument.
-#[derive(Clone, Copy)]
 enum Call<'a> {
     Describe(&'a [FieldInfo]),
     Condition(&'a Batch),
