@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rustup target add wasm32-wasip2 >/dev/null
+rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 cargo run --release --locked -p dealbridge -- demo "$@"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rustup target add wasm32-wasip2 >/dev/null
+rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 
 if [ -z "${DATABASE_URL:-}" ]; then
   echo "NOTE: DATABASE_URL is not set: the PostgreSQL store tests will be SKIPPED (SQLite runs)." >&2

@@ -10,6 +10,8 @@
 //! `DEALBRIDGE_BENCH_POOL=N` shrinks the instance pool to N slots, so that the process fits in
 //! the address space of a profiler such as `valgrind --tool=callgrind` (the memory section needs
 //! at least 251). `DEALBRIDGE_BENCH_RULES=path.wasm` benches another build of the default rules.
+//! `DEALBRIDGE_BENCH_SAMPLES=N` measures N calls per latency figure instead of 20,000 (after
+//! N / 10 unmeasured ones), for runs under a profiler.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -248,6 +250,14 @@ fn memory_per_live_instance(
     });
 }
 
+/// Measured calls per latency figure (`DEALBRIDGE_BENCH_SAMPLES`, default 20,000).
+fn samples() -> usize {
+    std::env::var("DEALBRIDGE_BENCH_SAMPLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000)
+}
+
 /// Samples `n` calls of `call` after `warm` unmeasured ones; sorted durations.
 fn sample<F, Fut>(
     tokio: &tokio::runtime::Runtime,
@@ -292,7 +302,7 @@ fn latency(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loaded
         for (label, pairs) in [("1 pair", 1usize), ("empty batch", 0)] {
             let batch = make_batch!(dealbridge::runtime, pairs);
             let fuel = tokio.block_on(plugin.plan(&inv, &batch)).report.fuel_used;
-            let samples = sample(tokio, 2_000, 20_000, || async {
+            let samples = sample(tokio, samples() / 10, samples(), || async {
                 let r = plugin.plan(&inv, &batch).await;
                 assert!(r.result.is_ok(), "{:?}", r.result);
             });
@@ -311,7 +321,7 @@ fn host_floor(tokio: &tokio::runtime::Runtime, floor: &dealbridge::runtime::Load
     let batch = make_batch!(dealbridge::runtime, 1);
     let inv = Invocation::with_defaults();
     let fuel = tokio.block_on(floor.plan(&inv, &batch)).report.fuel_used;
-    let samples = sample(tokio, 2_000, 20_000, || async {
+    let samples = sample(tokio, samples() / 10, samples(), || async {
         let r = floor.plan(&inv, &batch).await;
         assert!(r.result.is_ok(), "{:?}", r.result);
     });

@@ -47,6 +47,22 @@ fn inv(config: serde_json::Value, limits: Limits, gateway: Arc<dyn CrmGateway>) 
     Invocation::new(limits, &config, gateway).unwrap()
 }
 
+/// Asserts that an invocation ended at `limit` set to `limit_value`; the figure it reached.
+fn limit_reached<T: std::fmt::Debug>(
+    result: &Result<T, InvokeError>,
+    limit: LimitKind,
+    limit_value: u64,
+) -> u64 {
+    match result {
+        Err(InvokeError::Limit {
+            limit: hit,
+            limit_value: value,
+            reached,
+        }) if *hit == limit && *value == limit_value => *reached,
+        other => panic!("expected the `{limit}` limit at {limit_value}, got {other:?}"),
+    }
+}
+
 /// Answers every request with 200 and counts what reached it.
 #[derive(Default)]
 struct AnswerAll {
@@ -223,17 +239,7 @@ async fn memory_bomb_hits_the_memory_limit() {
         },
     )
     .await;
-    match r.result {
-        Err(InvokeError::Limit {
-            limit: LimitKind::Memory,
-            limit_value,
-            reached,
-        }) => {
-            assert_eq!(limit_value, 8 << 20);
-            assert!(reached > 8 << 20);
-        }
-        other => panic!("{other:?}"),
-    }
+    assert!(limit_reached(&r.result, LimitKind::Memory, 8 << 20) > 8 << 20);
     assert!(r.report.peak_memory_bytes <= 8 << 20);
     assert_good_plugin_still_runs().await;
 }
@@ -590,4 +596,80 @@ async fn crm_calls_are_traced_with_status_and_bytes() {
         assert_eq!(h.status, Some(200));
         assert!(h.response_bytes > 0 && h.ms >= 0.0);
     }
+}
+
+/// The default rules are built without WASI and never call `crm`: they import neither, and
+/// their limits hold as for any other component.
+#[tokio::test]
+async fn default_rules_run_without_wasi_and_keep_their_fuel_and_memory_limits() {
+    let imports = &default_rules().world().imports;
+    assert!(
+        !imports
+            .iter()
+            .any(|i| i.starts_with("wasi:") || i.starts_with("dealbridge:rules/crm")),
+        "{imports:?}"
+    );
+    let gateway: Arc<dyn CrmGateway> = Arc::new(DenyAllGateway);
+
+    let few_fuel = Limits {
+        fuel: 1_000,
+        ..Limits::default()
+    };
+    let r = default_rules()
+        .plan(&inv(json!({}), few_fuel, gateway.clone()), &batch(1))
+        .await;
+    limit_reached(&r.result, LimitKind::Fuel, 1_000);
+    assert_eq!(r.report.fuel_used, 1_000);
+
+    let little_memory = Limits {
+        memory_bytes: 64 << 10,
+        ..Limits::default()
+    };
+    let r = default_rules()
+        .plan(&inv(json!({}), little_memory, gateway.clone()), &batch(1))
+        .await;
+    assert!(limit_reached(&r.result, LimitKind::Memory, 64 << 10) > 64 << 10);
+
+    let r = default_rules()
+        .plan(&inv(json!({}), Limits::default(), gateway), &batch(1))
+        .await;
+    assert_eq!(r.result.unwrap().len(), 1);
+    assert!(r.report.fuel_used > 0);
+}
+
+/// A guest that imports nothing (so never yields in a host call) and spins while it is
+/// instantiated: the deadline stops it, and other tasks of the same thread run meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_without_imports_ends_at_the_deadline_and_leaves_the_thread_free() {
+    let spin = load(dealbridge_guests::INPUT_SPIN_AT_START);
+    assert!(spin.world().imports.is_empty(), "{:?}", spin.world());
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        deadline_ms: 300,
+        ..Limits::default()
+    };
+    let invocation = inv(json!({}), limits, Arc::new(DenyAllGateway));
+    let ticks = Arc::new(AtomicU32::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                ticks.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let started = Instant::now();
+    let r = spin.plan(&invocation, &batch(1)).await;
+    let elapsed = started.elapsed();
+    ticker.abort();
+    assert!(limit_reached(&r.result, LimitKind::Deadline, 300) >= 300);
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    // 300 ms of 5 ms sleeps: about 60 ticks if the thread was free, none if the guest held it.
+    let ticked = ticks.load(Ordering::SeqCst);
+    assert!(
+        ticked >= 10,
+        "the other task ran only {ticked} times in {elapsed:?}"
+    );
+    assert_good_plugin_still_runs().await;
 }

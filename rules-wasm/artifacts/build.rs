@@ -1,6 +1,12 @@
-//! Builds the guest components (default rules, example, hostile variants) for wasm32-wasip2 with
-//! a nested `cargo build` on this same workspace, converts the WAT test inputs to binaries, writes
-//! the broken inputs, and hands every absolute path to `src/lib.rs` as an env var.
+//! Builds the guest components with a nested `cargo build` on this same workspace, converts the
+//! WAT test inputs to binaries, writes the broken inputs, and hands every absolute path to
+//! `src/lib.rs` as an env var.
+//!
+//! The example and hostile guests are built for `wasm32-wasip2`, as a tenant builds a plugin. The
+//! default rules are built for `wasm32-unknown-unknown` and made a component here with
+//! `wit-component` (the metadata `wit-bindgen` embeds names the world): such a component imports
+//! only the contract interfaces it calls, none of the WASI interfaces every Rust `wasm32-wasip2`
+//! component carries, so the host has no WASI import to link when it instantiates it.
 //!
 //! The nested build uses its own target directory (`<target dir>/guests`): the outer cargo
 //! holds the lock on its own target directory for the whole build, so sharing it would deadlock.
@@ -12,15 +18,21 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
+/// The target of tenants' plugins: the example and the hostile guests.
+const WASIP2: &str = "wasm32-wasip2";
+/// The target of the default rules' core module (no WASI at all).
+const BARE: &str = "wasm32-unknown-unknown";
 
-/// Guest packages built without features, with the env var naming each artefact.
+/// The default rules: package, artefact stem, env var.
+const DEFAULT_RULES: (&str, &str, &str) = (
+    "dealbridge-default-rules",
+    "dealbridge_default_rules",
+    "DEALBRIDGE_GUEST_DEFAULT_RULES",
+);
+
+/// Guest packages built for `wasm32-wasip2` without features, with the env var naming each
+/// artefact.
 const GUESTS: &[(&str, &str, &str)] = &[
-    (
-        "dealbridge-default-rules",
-        "dealbridge_default_rules",
-        "DEALBRIDGE_GUEST_DEFAULT_RULES",
-    ),
     (
         "dealbridge-example-owner-lookup",
         "dealbridge_example_owner_lookup",
@@ -45,6 +57,7 @@ const WAT_INPUTS: &[(&str, &str)] = &[
     ("core-module", "DEALBRIDGE_INPUT_CORE_MODULE"),
     ("wrong-version", "DEALBRIDGE_INPUT_WRONG_VERSION"),
     ("wrong-world", "DEALBRIDGE_INPUT_WRONG_WORLD"),
+    ("spin-at-start", "DEALBRIDGE_INPUT_SPIN_AT_START"),
 ];
 
 fn main() {
@@ -90,12 +103,14 @@ fn main() {
         workspace.join("Cargo.toml").display()
     );
 
-    check_target_installed();
+    check_target_installed(WASIP2);
+    check_target_installed(BARE);
 
     for (feature, var) in HOSTILE_VARIANTS {
         cargo_build(
             &workspace,
             &guests_dir,
+            WASIP2,
             &["-p", "dealbridge-hostile", "--features", feature],
         );
         let name = format!("dealbridge_hostile_{}.wasm", feature.replace('-', "_"));
@@ -109,13 +124,16 @@ fn main() {
         args.push("-p");
         args.push(pkg);
     }
-    cargo_build(&workspace, &guests_dir, &args);
+    cargo_build(&workspace, &guests_dir, WASIP2, &args);
     for (_, stem, var) in GUESTS {
         export(
             var,
             &copy_artifact(&guests_dir, stem, &out, &format!("{stem}.wasm")),
         );
     }
+    let (pkg, stem, var) = DEFAULT_RULES;
+    cargo_build(&workspace, &guests_dir, BARE, &["-p", pkg]);
+    export(var, &componentize(&guests_dir, stem, &out));
 
     let inputs = workspace.join("rules-wasm/hostile/inputs");
     for (stem, var) in WAT_INPUTS {
@@ -158,11 +176,11 @@ fn export(var: &str, path: &Path) {
     println!("cargo:rustc-env={var}={}", path.display());
 }
 
-/// Fails early, with the fix, when the wasm32-wasip2 standard library is not installed.
-fn check_target_installed() {
+/// Fails early, with the fix, when the standard library of `target` is not installed.
+fn check_target_installed(target: &str) {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     let libdir = Command::new(&rustc)
-        .args(["--print", "target-libdir", "--target", TARGET])
+        .args(["--print", "target-libdir", "--target", target])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -174,18 +192,18 @@ fn check_target_installed() {
     });
     if !has_std {
         panic!(
-            "\n\nThe Rust target `{TARGET}` is not installed, so the rules components cannot be built.\n\
-             Fix: run `rustup target add {TARGET}` and build again.\n\n"
+            "\n\nThe Rust target `{target}` is not installed, so the rules components cannot be built.\n\
+             Fix: run `rustup target add {WASIP2} {BARE}` and build again.\n\n"
         );
     }
 }
 
-/// Runs `cargo build --release --target wasm32-wasip2 ARGS` on the workspace with a clean env.
-fn cargo_build(workspace: &Path, target_dir: &Path, args: &[&str]) {
+/// Runs `cargo build --release --target TARGET ARGS` on the workspace with a clean env.
+fn cargo_build(workspace: &Path, target_dir: &Path, target: &str, args: &[&str]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .args(["build", "--release", "--target", target, "--target-dir"])
         .arg(target_dir)
         .args(args);
     for (key, _) in env::vars_os() {
@@ -240,20 +258,37 @@ fn cargo_build(workspace: &Path, target_dir: &Path, args: &[&str]) {
     if !status.success() {
         panic!(
             "the nested build of the guest components failed ({status}): \
-             cargo build --release --target {TARGET} {} (see its output above)",
+             cargo build --release --target {target} {} (see its output above)",
             args.join(" ")
         );
     }
 }
 
-/// Copies a freshly built component into the artefact folder (only when it changed).
+/// Copies a freshly built `wasm32-wasip2` component into the artefact folder (only when it
+/// changed).
 fn copy_artifact(guests_dir: &Path, stem: &str, out: &Path, name: &str) -> PathBuf {
-    let built = guests_dir
-        .join(TARGET)
-        .join("release")
-        .join(format!("{stem}.wasm"));
+    let built = built_path(guests_dir, WASIP2, stem);
     let bytes = fs::read(&built).unwrap_or_else(|e| panic!("missing {}: {e}", built.display()));
     write_if_changed(&out.join(name), &bytes)
+}
+
+/// Makes the freshly built `wasm32-unknown-unknown` core module `stem` a component, from the
+/// world `wit-bindgen` embedded in it, into the artefact folder as `<stem>.wasm`.
+fn componentize(guests_dir: &Path, stem: &str, out: &Path) -> PathBuf {
+    let built = built_path(guests_dir, BARE, stem);
+    let module = fs::read(&built).unwrap_or_else(|e| panic!("missing {}: {e}", built.display()));
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|e| panic!("cannot make {} a component: {e:#}", built.display()));
+    write_if_changed(&out.join(format!("{stem}.wasm")), &component)
+}
+
+fn built_path(guests_dir: &Path, target: &str, stem: &str) -> PathBuf {
+    guests_dir
+        .join(target)
+        .join("release")
+        .join(format!("{stem}.wasm"))
 }
 
 fn write_if_changed(path: &Path, bytes: &[u8]) -> PathBuf {

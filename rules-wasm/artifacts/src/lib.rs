@@ -1,6 +1,8 @@
-//! Absolute paths of the guest components built for `wasm32-wasip2` by this crate's build
-//! script (a nested `cargo build` into `<workspace>/target/guests`), and of hand-made inputs
-//! that the plugin runtime must refuse. Hosts and tests read the files at these paths.
+//! Absolute paths of the guest components built by this crate's build script (a nested
+//! `cargo build` into `<workspace>/target/guests`: the default rules for
+//! `wasm32-unknown-unknown`, made a component without any WASI import; the others for
+//! `wasm32-wasip2`), and of hand-made inputs that the plugin runtime must refuse or stop.
+//! Hosts and tests read the files at these paths.
 //!
 //! Every component here except [`DEFAULT_RULES`] and [`OWNER_LOOKUP`] is hostile on purpose:
 //! this crate must never be used to pick a component to run for a real tenant.
@@ -40,6 +42,10 @@ pub const INPUT_WRONG_VERSION: &str = env!("DEALBRIDGE_INPUT_WRONG_VERSION");
 
 /// A valid component of another world (exports `example:other/api@1.0.0` only).
 pub const INPUT_WRONG_WORLD: &str = env!("DEALBRIDGE_INPUT_WRONG_WORLD");
+
+/// A component of the rules world that imports nothing and spins in its start function: it
+/// loads, and every invocation of it must end at the deadline.
+pub const INPUT_SPIN_AT_START: &str = env!("DEALBRIDGE_INPUT_SPIN_AT_START");
 
 /// An empty file.
 pub const INPUT_EMPTY: &str = env!("DEALBRIDGE_INPUT_EMPTY");
@@ -107,6 +113,7 @@ mod tests {
             HOSTILE_HTTP,
             INPUT_WRONG_VERSION,
             INPUT_WRONG_WORLD,
+            INPUT_SPIN_AT_START,
         ] {
             assert!(bytes(p).starts_with(COMPONENT_HEADER), "{p}");
         }
@@ -137,6 +144,17 @@ mod tests {
                 assert!(!mentions(p, forbidden), "{p} mentions {forbidden}");
             }
             assert!(mentions(p, "dealbridge:rules/rules@0.1.0"), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_default_rules_import_no_wasi_and_the_other_guests_do() {
+        assert!(!mentions(DEFAULT_RULES, "wasi:"), "{DEFAULT_RULES}");
+        for p in [OWNER_LOOKUP, HOSTILE] {
+            assert!(
+                mentions(p, "wasi:cli/"),
+                "{p} is no longer a wasm32-wasip2 component"
+            );
         }
     }
 }

@@ -40,7 +40,7 @@ struct Heap {
 /// A size-class allocator for a short-lived, single-threaded instance.
 pub struct SizeClassHeap(UnsafeCell<Heap>);
 
-// SAFETY: a wasm32-wasip2 component runs on one thread (no threads proposal), and native code
+// SAFETY: a wasm32 component runs on one thread (no threads proposal), and native code
 // uses its own instances only from one thread (see the tests); the heap is never shared across
 // threads.
 unsafe impl Sync for SizeClassHeap {}

@@ -1,7 +1,8 @@
 //! dealbridge's default sync rules: HubSpot's native Salesforce connector behaviour as a rules
 //! component (`dealbridge:rules/plugin@0.1.0`), configurable by the tenant's plugin config JSON.
 //!
-//! Built for `wasm32-wasip2` this crate is the default rules component; built for the host it is
+//! Built for `wasm32-unknown-unknown` (no WASI; `rules-wasm/artifacts` makes the core module a
+//! component) this crate is the default rules component; built for the host it is
 //! an ordinary library whose [`Rules`] entry points take the config as a parameter (the `config`
 //! import exists only inside the component), so benchmarks can compare native and WASM speed on
 //! the same code. The policy lives in plain functions over the WIT types ([`plan`], [`config`],
