@@ -1447,3 +1447,40 @@ async fn a_batch_failing_beside_committed_ones_keeps_its_pages_checkpoint() {
         .unwrap();
     assert_eq!(links.len(), 600, "every opportunity linked once");
 }
+
+/// A backfill's last HubSpot read-back (the deals', with nothing else running) reads two id
+/// ranges side by side, cut among the ids its Salesforce pass wrote. Deals HubSpot held
+/// before the backfill (ids below the cut) become opportunities, the deals the backfill
+/// wrote settle as echoes, nothing is written twice, and the next cycle writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_back_in_two_id_ranges_syncs_every_deal_once() {
+    let w = world_empty_portal(600).await;
+    let cfg = w.config("");
+    let mut e = w.engine(&cfg, "first").await;
+    owners_in_hubspot(&w, &e).await;
+    create_hubspot_deals(&w.hs, &e, "side", 100).await;
+    let r = e.run_cycle().await.unwrap();
+    assert_no_failures(&r.failures);
+    let side = w
+        .sf
+        .query_page::<dealbridge::crm::salesforce::types::SObject>(
+            "SELECT COUNT() FROM Opportunity WHERE Name LIKE 'side %'",
+            QueryScope::Live,
+        )
+        .await
+        .unwrap()
+        .total_size;
+    assert_eq!(side, 100, "every deal HubSpot held became one opportunity");
+    assert_eq!(hubspot_total(&w, "deals").await, 700, "no deal twice");
+    let links = e
+        .store()
+        .links(&tenant(), ObjectPair::OpportunityDeal, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 700, "every deal linked once");
+    let distinct: std::collections::HashSet<&str> =
+        links.iter().map(|l| l.hubspot_id.as_str()).collect();
+    assert_eq!(distinct.len(), 700, "one deal per link");
+    let again = e.run_cycle().await.unwrap();
+    assert_writes_nothing(&again.counters);
+}

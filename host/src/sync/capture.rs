@@ -278,17 +278,19 @@ pub async fn hs_changes(
 
 /// A page of a pair's whole HubSpot window (everything modified before `until_ms`) in id
 /// order, after `after_id`: for a backfill, which reads every record once and checkpoints
-/// only at the end (`until_ms`). Returns the records and where to continue (`None`: done).
+/// only at the end (`until_ms`); with `through_id`, only the ids up to it (one of several
+/// id ranges read side by side). Returns the records and where to continue (`None`: done).
 pub async fn hs_backfill_page(
     hs: &HubSpotClient,
     schema: &PairSchema,
     properties: &[String],
     pipelines: Option<&[String]>,
     after_id: u64,
+    through_id: Option<u64>,
     until_ms: i64,
 ) -> Result<(Vec<HsObject>, Option<u64>), SyncError> {
     let req = scan_request(schema, properties, pipelines, until_ms);
-    Ok(hs.scan_by_id_page(&req, after_id).await?)
+    Ok(hs.scan_id_range_page(&req, after_id, through_id).await?)
 }
 
 fn scan_request(

@@ -276,6 +276,9 @@ struct Cycle {
     /// The Salesforce contacts with a contact role, while a contact backfill into an
     /// empty portal runs before the opportunity backfill.
     role_contacts: Arc<HashSet<String>>,
+    /// The HubSpot ids each pair's Salesforce backfill wrote this cycle: where the pair's
+    /// HubSpot read-back can be cut into id ranges read side by side.
+    backfill_written: HashMap<ObjectPair, Vec<u64>>,
 }
 
 impl Cycle {
@@ -295,6 +298,7 @@ impl Cycle {
             stage_set_at_create: Arc::clone(&self.stage_set_at_create),
             stage_set_now: Vec::new(),
             role_contacts: Arc::clone(&self.role_contacts),
+            backfill_written: HashMap::new(),
         }
     }
 
@@ -329,6 +333,7 @@ impl Cycle {
             report,
             failed,
             stage_set_now,
+            backfill_written,
             ..
         } = child;
         self.report.counters.add(&report.counters);
@@ -336,6 +341,9 @@ impl Cycle {
         self.report.planned.extend(report.planned);
         self.failed.extend(failed);
         self.stage_set_now.extend(stage_set_now);
+        for (pair, ids) in backfill_written {
+            self.backfill_written.entry(pair).or_default().extend(ids);
+        }
     }
 
     /// Adds the contacts the page's batches created at their lifecycle stage to the
@@ -544,6 +552,7 @@ impl Engine {
             stage_set_at_create: Arc::default(),
             stage_set_now: Vec::new(),
             role_contacts: Arc::default(),
+            backfill_written: HashMap::new(),
         };
         let cycle_start = now_ms();
         let result = match resync {
@@ -613,14 +622,20 @@ impl Engine {
             if self.opts.dry_run {
                 // In turn, so that the plan prints pair by pair.
                 salesforce_side(cy).await?;
-                self.capture_hs(cy, schema).await?;
+                self.capture_hs(cy, schema, false).await?;
                 continue;
             }
             match hubspot_behind {
                 Some(behind) => {
+                    // Beside another pass its read-back stays one range: its written ids
+                    // are not needed.
+                    cy.backfill_written.remove(&behind.spec.pair);
                     let mut hs_cy = cy.pass_child();
                     let (sf, hs) =
-                        tokio::join!(salesforce_side(cy), self.capture_hs(&mut hs_cy, behind));
+                        tokio::join!(
+                        salesforce_side(cy),
+                        self.capture_hs(&mut hs_cy, behind, false)
+                    );
                     cy.absorb(hs_cy);
                     sf?;
                     hs?;
@@ -630,7 +645,9 @@ impl Engine {
             hubspot_behind = Some(schema);
         }
         if let Some(behind) = hubspot_behind {
-            self.capture_hs(cy, behind).await?;
+            // Alone: nothing else runs beside it, so a backfill's read-back may be read in
+            // two id ranges side by side.
+            self.capture_hs(cy, behind, true).await?;
         }
         if let Some(schema) = self.setup.pair(ObjectPair::OpportunityDeal).cloned() {
             // The sweep first: what HubSpot added reaches Salesforce before a contact
@@ -922,8 +939,14 @@ impl Engine {
     }
 
     /// A pair's HubSpot changes, page by page (the next page is read while one is
-    /// handled), a page's batches in turn.
-    async fn capture_hs(&self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
+    /// handled), a page's batches in turn. `alone`: nothing else of the cycle runs beside
+    /// it, so a backfill's read-back may read two id ranges side by side.
+    async fn capture_hs(
+        &self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        alone: bool,
+    ) -> Result<(), SyncError> {
         let pair = schema.spec.pair;
         let cp = self
             .store
@@ -947,44 +970,44 @@ impl Engine {
         };
         if backfill {
             // Everything once, in id order; the checkpoint only at the end of the window.
-            // The next page is read while this one is handled.
-            let read_page = |after: u64| {
-                capture::hs_backfill_page(
-                    &self.hs,
-                    schema,
-                    &props,
-                    pipelines.as_deref(),
-                    after,
-                    until,
-                )
+            let written = cy.backfill_written.remove(&pair).unwrap_or_default();
+            let cpn = Checkpoint {
+                object_pair: pair,
+                side: Side::HubSpot,
+                stream: Stream::Changes,
+                cursor_time_ms: until,
+                cursor_id: String::new(),
             };
-            let mut page = read_page(0).await?;
-            loop {
-                let (records, next) = page;
-                cy.report.counters.read_hubspot += records.len() as i64;
-                let cpn = next.is_none().then(|| Checkpoint {
-                    object_pair: pair,
-                    side: Side::HubSpot,
-                    stream: Stream::Changes,
-                    cursor_time_ms: until,
-                    cursor_id: String::new(),
-                });
-                let next_page = async {
-                    match next {
-                        Some(after) => Some(read_page(after).await),
-                        None => None,
-                    }
-                };
-                let (following, synced) = tokio::join!(
-                    next_page,
-                    self.sync_hs_records(cy, schema, records, trigger, cpn)
-                );
-                synced?;
-                match following {
-                    Some(p) => page = p?,
-                    None => return Ok(()),
-                }
-            }
+            let range = |after: u64, through: Option<u64>| HsRange {
+                schema,
+                props: &props,
+                pipelines: pipelines.as_deref(),
+                after,
+                through,
+                until,
+                trigger,
+            };
+            let split = if alone {
+                readback_split(written, capture::HS_PAGE as usize)
+            } else {
+                None
+            };
+            let Some(split) = split else {
+                return self.hs_backfill_range(cy, range(0, None), Some(cpn)).await;
+            };
+            // Two id ranges side by side, the split at a page boundary of the ids the
+            // Salesforce pass wrote (so no range ends with a page of its own); the window's
+            // checkpoint once both are done.
+            let (mut low_cy, mut high_cy) = (cy.child(), cy.child());
+            let (low, high) = tokio::join!(
+                self.hs_backfill_range(&mut low_cy, range(0, Some(split)), None),
+                self.hs_backfill_range(&mut high_cy, range(split, None), None),
+            );
+            cy.absorb(low_cy);
+            cy.absorb(high_cy);
+            low?;
+            high?;
+            return self.commit_empty(cy, pair, cpn).await;
         }
         let (props, pipelines) = (&props, pipelines.as_deref());
         let read_page = |cursor: Cursor| async move {
@@ -1012,6 +1035,49 @@ impl Engine {
             let (following, synced) = tokio::join!(
                 next_page,
                 self.sync_hs_records(cy, schema, records, trigger, Some(cpn))
+            );
+            synced?;
+            match following {
+                Some(p) => page = p?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// One id range of a backfill's HubSpot window, page by page in id order (the next page
+    /// is read while one is handled); `cp` goes with the last page.
+    async fn hs_backfill_range(
+        &self,
+        cy: &mut Cycle,
+        r: HsRange<'_>,
+        cp: Option<Checkpoint>,
+    ) -> Result<(), SyncError> {
+        let read_page = |after: u64| {
+            capture::hs_backfill_page(
+                &self.hs,
+                r.schema,
+                r.props,
+                r.pipelines,
+                after,
+                r.through,
+                r.until,
+            )
+        };
+        let mut page = read_page(r.after).await?;
+        let mut cp = cp;
+        loop {
+            let (records, next) = page;
+            cy.report.counters.read_hubspot += records.len() as i64;
+            let cp_here = if next.is_none() { cp.take() } else { None };
+            let next_page = async {
+                match next {
+                    Some(after) => Some(read_page(after).await),
+                    None => None,
+                }
+            };
+            let (following, synced) = tokio::join!(
+                next_page,
+                self.sync_hs_records(cy, r.schema, records, r.trigger, cp_here)
             );
             synced?;
             match following {
@@ -2303,6 +2369,9 @@ impl Engine {
 
         // Commit what was acknowledged.
         let now = now_ms();
+        // A Salesforce backfill's HubSpot ids, kept to cut the pair's read-back.
+        let collect_written = from_sf && trigger == Trigger::Backfill && !self.opts.dry_run;
+        let mut written_hs: Vec<String> = Vec::new();
         for (i, w) in active.iter().enumerate() {
             let dir = if from_sf {
                 Direction::SalesforceToHubSpot
@@ -2344,6 +2413,9 @@ impl Engine {
                         commit.counters.skipped += 1;
                     }
                     let snap = plan::snapshot_after(schema, &done.sf_values, &done.hs_values, now);
+                    if collect_written {
+                        written_hs.push(done.hs_id.clone());
+                    }
                     commit.record(
                         &done.sf_id,
                         &done.hs_id,
@@ -2393,6 +2465,12 @@ impl Engine {
         );
         self.store.commit_batch(&tenant, &c).await?;
         cy.report.counters.add(&counters);
+        if collect_written {
+            cy.backfill_written
+                .entry(pair)
+                .or_default()
+                .extend(written_hs.iter().filter_map(|id| id.parse::<u64>().ok()));
+        }
         // Associations waiting for their account or contact: an open error on the record,
         // recorded after the commit (which resolves the record's older errors).
         for (id, side, rels) in waiting {
@@ -3158,6 +3236,35 @@ pub fn pair_spec(pair: ObjectPair) -> PairSpec {
 /// Splits captured records into batches of at most `size`, in order. Only the
 /// last batch carries the checkpoint, so the cursor moves past a page only when
 /// every batch of it has been committed.
+/// One id range of a backfill's HubSpot window: what `hs_backfill_range` reads.
+#[derive(Clone, Copy)]
+struct HsRange<'a> {
+    schema: &'a PairSchema,
+    props: &'a [String],
+    pipelines: Option<&'a [String]>,
+    /// Ids above this one...
+    after: u64,
+    /// ...up to this one (inclusive; none: no upper bound).
+    through: Option<u64>,
+    until: i64,
+    trigger: Trigger,
+}
+
+/// Where to cut a backfill's read-back in two id ranges read side by side: the id that
+/// ends the first half of the pages that the HubSpot ids the Salesforce pass wrote fill
+/// (`page` records a page), so that, when HubSpot holds only those, both ranges are whole
+/// pages and the read costs no more search calls than one range would. None when they fill
+/// fewer than two pages.
+fn readback_split(mut written: Vec<u64>, page: usize) -> Option<u64> {
+    written.sort_unstable();
+    written.dedup();
+    let pages = written.len().div_ceil(page.max(1));
+    if pages < 2 {
+        return None;
+    }
+    written.get((pages / 2) * page - 1).copied()
+}
+
 fn batches_with_checkpoint<T>(
     mut items: Vec<T>,
     size: usize,
@@ -3178,6 +3285,20 @@ fn batches_with_checkpoint<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_back_is_cut_at_a_page_boundary_of_the_written_ids() {
+        // 5 pages of 2: the first range holds 2 whole pages (ids up to the 4th).
+        let ids: Vec<u64> = vec![19, 3, 7, 11, 5, 13, 17, 2, 23, 29];
+        assert_eq!(readback_split(ids, 2), Some(7));
+        // Duplicates count once; fewer than two pages: no cut.
+        assert_eq!(readback_split(vec![4, 4, 9, 12], 2), Some(9));
+        assert_eq!(readback_split(vec![4, 9], 2), None);
+        assert_eq!(readback_split(Vec::new(), 200), None);
+        // 10,000 ids in pages of 200: 25 whole pages below the cut.
+        let ids: Vec<u64> = (1..=10_000).collect();
+        assert_eq!(readback_split(ids, 200), Some(5_000));
+    }
 
     #[test]
     fn batches_keep_order_and_only_the_last_carries_the_checkpoint() {

@@ -947,11 +947,29 @@ impl HubSpotClient {
         request: &ScanRequest,
         after_id: u64,
     ) -> Result<(Vec<HsObject>, Option<u64>), HubSpotError> {
-        let (modified, properties) = checked_scan(request, 2)?;
+        self.scan_id_range_page(request, after_id, None).await
+    }
+
+    /// [`HubSpotClient::scan_by_id_page`] over the ids up to `through_id` (inclusive) only,
+    /// when given: disjoint id ranges of one window can be read side by side.
+    pub async fn scan_id_range_page(
+        &self,
+        request: &ScanRequest,
+        after_id: u64,
+        through_id: Option<u64>,
+    ) -> Result<(Vec<HsObject>, Option<u64>), HubSpotError> {
+        let (modified, properties) = checked_scan(request, 3)?;
         let mut filters = vec![
             Filter::new(modified, Operator::Lt, request.until_ms.to_string()),
             Filter::new("hs_object_id", Operator::Gt, after_id.to_string()),
         ];
+        if let Some(through) = through_id {
+            filters.push(Filter::new(
+                "hs_object_id",
+                Operator::Lte,
+                through.to_string(),
+            ));
+        }
         filters.extend(request.extra_filters.iter().cloned());
         let page = self
             .search(
@@ -969,10 +987,13 @@ impl HubSpotClient {
                 },
             )
             .await?;
+        // The page held every match (`total` counts them all): no further page to ask for,
+        // even when this one is full. (A response without a total asks on, as before.)
+        let last_page = page.total > 0 && page.total <= page.results.len() as u64;
         let mut records = page.results;
         records.sort_by_key(|r| r.numeric_id().unwrap_or(0));
         records.retain(|r| r.numeric_id().is_some_and(|id| id > after_id));
-        let next = if records.len() >= request.page_size as usize {
+        let next = if !last_page && records.len() >= request.page_size as usize {
             records.last().and_then(HsObject::numeric_id)
         } else {
             None
