@@ -1461,9 +1461,8 @@ async fn a_read_back_in_two_id_ranges_syncs_every_deal_once() {
     create_hubspot_deals(&w.hs, &e, "side", 100).await;
     let r = e.run_cycle().await.unwrap();
     assert_no_failures(&r.failures);
-    let side = w
-        .sf
-        .query_page::<dealbridge::crm::salesforce::types::SObject>(
+    let side =
+        w.sf.query_page::<dealbridge::crm::salesforce::types::SObject>(
             "SELECT COUNT() FROM Opportunity WHERE Name LIKE 'side %'",
             QueryScope::Live,
         )

@@ -850,10 +850,7 @@ fn sort_page(q: &Query<'_>, hits: Vec<&Record>, after: usize, end: usize) -> (us
     }
     // No sort, or only `hs_object_id` ascending: the id order the hits are in (a read
     // paging through a table by id, such as a backfill's, then costs no sort keys).
-    if q.sorts
-        .iter()
-        .all(|s| s.prop == "hs_object_id" && !s.desc)
-    {
+    if q.sorts.iter().all(|s| s.prop == "hs_object_id" && !s.desc) {
         return (total, hits[after..end].iter().map(|r| r.id).collect());
     }
     let m = q.sorts.len();

@@ -631,8 +631,7 @@ impl Engine {
                     // are not needed.
                     cy.backfill_written.remove(&behind.spec.pair);
                     let mut hs_cy = cy.pass_child();
-                    let (sf, hs) =
-                        tokio::join!(
+                    let (sf, hs) = tokio::join!(
                         salesforce_side(cy),
                         self.capture_hs(&mut hs_cy, behind, false)
                     );
