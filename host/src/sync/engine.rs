@@ -3232,9 +3232,6 @@ pub fn pair_spec(pair: ObjectPair) -> PairSpec {
     PairSpec::of(pair)
 }
 
-/// Splits captured records into batches of at most `size`, in order. Only the
-/// last batch carries the checkpoint, so the cursor moves past a page only when
-/// every batch of it has been committed.
 /// One id range of a backfill's HubSpot window: what `hs_backfill_range` reads.
 #[derive(Clone, Copy)]
 struct HsRange<'a> {
@@ -3264,6 +3261,9 @@ fn readback_split(mut written: Vec<u64>, page: usize) -> Option<u64> {
     written.get((pages / 2) * page - 1).copied()
 }
 
+/// Splits captured records into batches of at most `size`, in order. Only the
+/// last batch carries the checkpoint, so the cursor moves past a page only when
+/// every batch of it has been committed.
 fn batches_with_checkpoint<T>(
     mut items: Vec<T>,
     size: usize,
