@@ -125,6 +125,16 @@ impl ConnectionCipher {
         Ok(Self::from_key_bytes(&bytes))
     }
 
+    /// A fresh random key, written as [`ConnectionCipher::from_key_text`] reads it
+    /// (64 hex characters): what an operator puts in the environment.
+    pub fn generate_key_text() -> Result<String, CipherError> {
+        let mut key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| CipherError::Random)?;
+        Ok(hex::encode(key))
+    }
+
     /// A cipher from 32 key bytes.
     pub fn from_key_bytes(bytes: &[u8; 32]) -> Self {
         ConnectionCipher {

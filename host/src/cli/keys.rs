@@ -14,10 +14,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{DatabaseArg, ExitStatus};
 use crate::api::reseal::{ResealReport, reseal_all};
+use crate::api::secrets::ConnectionCipher;
 use crate::api::{PREVIOUS_SECRET_KEYS_ENV, SECRET_KEY_ENV, cipher_from_env};
 
 /// `keys`
@@ -53,11 +53,7 @@ pub struct ResealArgs {
 pub fn run(cmd: KeysCommand) -> Result<ExitStatus> {
     match cmd {
         KeysCommand::Generate => {
-            let mut key = [0u8; 32];
-            SystemRandom::new()
-                .fill(&mut key)
-                .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-            println!("{}", hex::encode(key));
+            println!("{}", ConnectionCipher::generate_key_text()?);
             Ok(ExitStatus::Success)
         }
         KeysCommand::Reseal(args) => reseal(args),
