@@ -6,9 +6,16 @@
 //! planning itself allocates the written values, so the general-purpose allocator of wasi-libc
 //! was a large share of each record's instructions. Here a small block (up to
 //! [`LARGEST_CLASS`] bytes) is rounded up to a power of two and comes from that class's free
-//! list or from the current chunk; a larger or over-aligned block, and every chunk, comes from
-//! the system allocator. Freed small blocks go back to their class's list, so memory use stays
-//! within twice the live bytes plus one chunk.
+//! list or from the current chunk; a larger or over-aligned block, and every chunk after the
+//! first, comes from the system allocator. Freed small blocks go back to their class's list, so
+//! memory use stays within twice the live bytes plus one chunk.
+//!
+//! The first chunk is part of the heap itself: the component's heap is a zero-initialised
+//! static, so that chunk lies in the module's initial linear memory (`.bss`), and an invocation
+//! whose small blocks fit in it never calls `memory.grow`. Growing is what makes the host change
+//! the protection of the slot's pages (once when the guest grows, once more to take the pages
+//! back when the slot's next instance starts); that `mprotect` and its TLB shootdown were a
+//! large share of a small invocation's wall-clock time.
 //!
 //! The component registers [`SizeClassHeap`] as its global allocator (wasm32 only; natively the
 //! crate keeps the system allocator). This module must never hand one block to two owners and
@@ -35,10 +42,20 @@ struct Heap {
     /// The unused part of the current chunk.
     next: *mut u8,
     end: *mut u8,
+    /// Whether the heap's own first chunk has been taken.
+    first_used: bool,
 }
 
+/// The chunk that comes with the heap, aligned as the chunks of the system allocator are.
+#[repr(C, align(16))]
+struct FirstChunk([u8; CHUNK]);
+
 /// A size-class allocator for a short-lived, single-threaded instance.
-pub struct SizeClassHeap(UnsafeCell<Heap>);
+pub struct SizeClassHeap {
+    heap: UnsafeCell<Heap>,
+    /// The first chunk small blocks are carved from (the system allocator gives the others).
+    first: UnsafeCell<FirstChunk>,
+}
 
 // SAFETY: a wasm32 component runs on one thread (no threads proposal), and native code
 // uses its own instances only from one thread (see the tests); the heap is never shared across
@@ -46,13 +63,17 @@ pub struct SizeClassHeap(UnsafeCell<Heap>);
 unsafe impl Sync for SizeClassHeap {}
 
 impl SizeClassHeap {
-    /// An empty heap; the first small allocation takes a chunk.
+    /// An empty heap with its first chunk unused. All zeroes, so a static one costs no data.
     pub const fn new() -> Self {
-        SizeClassHeap(UnsafeCell::new(Heap {
-            free: [ptr::null_mut(); CLASSES],
-            next: ptr::null_mut(),
-            end: ptr::null_mut(),
-        }))
+        SizeClassHeap {
+            heap: UnsafeCell::new(Heap {
+                free: [ptr::null_mut(); CLASSES],
+                next: ptr::null_mut(),
+                end: ptr::null_mut(),
+                first_used: false,
+            }),
+            first: UnsafeCell::new(FirstChunk([0; CHUNK])),
+        }
     }
 }
 
@@ -79,8 +100,9 @@ fn class_size(class: usize) -> usize {
 }
 
 impl Heap {
+    /// A block of `class`; `first` is the heap's own first chunk, taken before any other.
     #[inline]
-    unsafe fn take(&mut self, class: usize) -> *mut u8 {
+    unsafe fn take(&mut self, class: usize, first: *mut u8) -> *mut u8 {
         let head = self.free[class];
         if !head.is_null() {
             // SAFETY: a free block of this class holds the next free block's address.
@@ -99,8 +121,13 @@ impl Heap {
                 return block;
             }
         }
-        // SAFETY: a non-zero size and a valid power-of-two alignment.
-        let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, MAX_ALIGN)) };
+        let chunk = if self.first_used {
+            // SAFETY: a non-zero size and a valid power-of-two alignment.
+            unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, MAX_ALIGN)) }
+        } else {
+            self.first_used = true;
+            first
+        };
         if chunk.is_null() {
             return chunk;
         }
@@ -131,7 +158,7 @@ unsafe impl GlobalAlloc for SizeClassHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_of(layout) {
             // SAFETY: one thread (see `Sync`), and no reference to the heap outlives this call.
-            Some(class) => unsafe { (*self.0.get()).take(class) },
+            Some(class) => unsafe { (*self.heap.get()).take(class, self.first.get().cast()) },
             None => unsafe { System.alloc(layout) },
         }
     }
@@ -140,7 +167,7 @@ unsafe impl GlobalAlloc for SizeClassHeap {
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         match class_of(layout) {
             // SAFETY: as in `alloc`; the caller frees a block it got with this layout.
-            Some(class) => unsafe { (*self.0.get()).give(block, class) },
+            Some(class) => unsafe { (*self.heap.get()).give(block, class) },
             None => unsafe { System.dealloc(block, layout) },
         }
     }
@@ -219,6 +246,28 @@ mod tests {
             for (p, l, _) in blocks {
                 heap.dealloc(p, l);
             }
+        }
+    }
+
+    #[test]
+    fn the_first_chunk_is_the_heaps_own() {
+        let heap = SizeClassHeap::new();
+        let own = heap.first.get().addr()..heap.first.get().addr() + CHUNK;
+        unsafe {
+            let mut taken = 0;
+            while taken + LARGEST_CLASS <= CHUNK {
+                let p = heap.alloc(layout(LARGEST_CLASS, 8));
+                assert!(
+                    own.contains(&p.addr()),
+                    "small blocks come from the own chunk first"
+                );
+                taken += LARGEST_CLASS;
+            }
+            let next = heap.alloc(layout(LARGEST_CLASS, 8));
+            assert!(
+                !next.is_null() && !own.contains(&next.addr()),
+                "then from the system"
+            );
         }
     }
 
