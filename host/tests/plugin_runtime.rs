@@ -637,6 +637,48 @@ async fn default_rules_run_without_wasi_and_keep_their_fuel_and_memory_limits() 
     assert!(r.report.fuel_used > 0);
 }
 
+/// The linear memory a component's core modules declare at instantiation, in bytes.
+fn initial_memory_bytes(component: &[u8]) -> u64 {
+    let mut pages = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::MemorySection(memories) = payload.unwrap() {
+            for memory in memories {
+                pages += memory.unwrap().initial;
+            }
+        }
+    }
+    pages * (64 << 10)
+}
+
+/// A small batch fits in the memory the default rules start with: they never call `memory.grow`,
+/// which would cost the host two `mprotect` calls per invocation (one to grow the slot, one to
+/// shrink it back when its next instance starts; see BENCHMARKS.md, Plugin runtime).
+#[tokio::test]
+async fn default_rules_plan_a_small_batch_without_growing_memory() {
+    let initial = initial_memory_bytes(&std::fs::read(dealbridge_guests::DEFAULT_RULES).unwrap());
+    assert!(initial > 0);
+    let tenant_config = json!({
+        "rules": { "opportunity-deal": { "Amount": "two-way", "Description": "dont-sync" } },
+        "stage_map": { "Default": { "Prospecting": "appointmentscheduled" } },
+        "condition": { "min_amount": "10.00" }
+    });
+    for config in [json!({}), tenant_config] {
+        for pairs in [0, 1, 3] {
+            let r = default_rules()
+                .plan(
+                    &inv(config.clone(), Limits::default(), Arc::new(DenyAllGateway)),
+                    &batch(pairs),
+                )
+                .await;
+            assert_eq!(r.result.unwrap().len(), pairs);
+            assert_eq!(
+                r.report.peak_memory_bytes, initial,
+                "{pairs} pairs with {config} grew memory"
+            );
+        }
+    }
+}
+
 /// A guest that imports nothing (so never yields in a host call) and spins while it is
 /// instantiated: the deadline stops it, and other tasks of the same thread run meanwhile.
 #[tokio::test(flavor = "current_thread")]
