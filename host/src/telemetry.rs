@@ -16,7 +16,8 @@
 //! route templates, endpoint kinds, statuses and enum names only, so the number of series
 //! stays bounded and no id, value or tenant data reaches the scrape.
 
-use std::sync::LazyLock;
+use std::borrow::Cow;
+use std::sync::{LazyLock, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
@@ -208,17 +209,64 @@ pub fn crm_call(endpoint: &'static str, status: String) {
         .inc();
 }
 
-/// A short, stable label for how an invocation ended.
-fn invocation_outcome<T>(result: &Result<T, InvokeError>) -> &'static str {
+/// The outcome labels of plugin invocations; [`invocation_outcome`] gives an index into it.
+const OUTCOMES: [&str; 8] = [
+    "ok",
+    "limit",
+    "stack_overflow",
+    "trap",
+    "exit",
+    "rule_error",
+    "invalid_input",
+    "instantiate",
+];
+
+/// How an invocation ended: its index in [`OUTCOMES`].
+fn invocation_outcome<T>(result: &Result<T, InvokeError>) -> usize {
     match result {
-        Ok(_) => "ok",
-        Err(InvokeError::Limit { .. }) => "limit",
-        Err(InvokeError::StackOverflow) => "stack_overflow",
-        Err(InvokeError::Trap(_)) => "trap",
-        Err(InvokeError::Exit(_)) => "exit",
-        Err(InvokeError::Rule(_)) => "rule_error",
-        Err(InvokeError::Input(_)) => "invalid_input",
-        Err(InvokeError::Instantiate(_)) => "instantiate",
+        Ok(_) => 0,
+        Err(InvokeError::Limit { .. }) => 1,
+        Err(InvokeError::StackOverflow) => 2,
+        Err(InvokeError::Trap(_)) => 3,
+        Err(InvokeError::Exit(_)) => 4,
+        Err(InvokeError::Rule(_)) => 5,
+        Err(InvokeError::Input(_)) => 6,
+        Err(InvokeError::Instantiate(_)) => 7,
+    }
+}
+
+/// The exports of the rules contract, whose plugin series are kept in [`PLUGIN_SERIES`].
+const EXPORTS: [&str; 3] = ["describe", "condition", "plan"];
+
+/// The plugin series of one export, each found in its family on its first use (so a series
+/// still appears in the scrape only once it has counted something) and kept: a family lookup
+/// takes a read lock and hashes the labels, and the three lookups were about 1% of the
+/// instructions of a small invocation.
+struct PluginSeries {
+    invocations: [OnceLock<Counter>; OUTCOMES.len()],
+    fuel: OnceLock<Histogram>,
+    seconds: OnceLock<Histogram>,
+}
+
+impl PluginSeries {
+    const fn new() -> Self {
+        Self {
+            invocations: [const { OnceLock::new() }; OUTCOMES.len()],
+            fuel: OnceLock::new(),
+            seconds: OnceLock::new(),
+        }
+    }
+}
+
+static PLUGIN_SERIES: [PluginSeries; EXPORTS.len()] =
+    [const { PluginSeries::new() }; EXPORTS.len()];
+
+/// The metric kept in `slot`, looked up with `lookup` the first time; without a slot, looked up
+/// now.
+fn kept<'a, M: Clone>(slot: Option<&'a OnceLock<M>>, lookup: impl FnOnce() -> M) -> Cow<'a, M> {
+    match slot {
+        Some(slot) => Cow::Borrowed(slot.get_or_init(lookup)),
+        None => Cow::Owned(lookup()),
     }
 }
 
@@ -230,19 +278,27 @@ pub fn plugin_invocation<T>(
     report: &RunReport,
 ) {
     let outcome = invocation_outcome(result);
-    METRICS
-        .plugin_invocations
-        .get_or_create(&InvocationLabels { export, outcome })
-        .inc();
+    let series = EXPORTS
+        .iter()
+        .position(|e| *e == export)
+        .map(|i| &PLUGIN_SERIES[i]);
     let labels = ExportLabels { export };
-    METRICS
-        .plugin_fuel
-        .get_or_create(&labels)
-        .observe(report.fuel_used as f64);
-    METRICS
-        .plugin_seconds
-        .get_or_create(&labels)
-        .observe(report.wall_time_us as f64 / 1e6);
+    kept(series.map(|s| &s.invocations[outcome]), || {
+        let labels = InvocationLabels {
+            export,
+            outcome: OUTCOMES[outcome],
+        };
+        METRICS.plugin_invocations.get_or_create(&labels).clone()
+    })
+    .inc();
+    kept(series.map(|s| &s.fuel), || {
+        METRICS.plugin_fuel.get_or_create(&labels).clone()
+    })
+    .observe(report.fuel_used as f64);
+    kept(series.map(|s| &s.seconds), || {
+        METRICS.plugin_seconds.get_or_create(&labels).clone()
+    })
+    .observe(report.wall_time_us as f64 / 1e6);
 }
 
 /// The record counters of a run by name (API calls are counted by [`crm_call`]).
@@ -386,6 +442,41 @@ mod tests {
             "dealbridge_sync_run_duration_seconds_sum{trigger=\"resync\"}",
         );
         assert!(sum.unwrap() >= 0.25, "{text}");
+    }
+
+    #[test]
+    fn plugin_series_count_every_invocation_after_the_first() {
+        let report = RunReport {
+            fuel_used: 30_000,
+            wall_time_us: 2_000,
+            ..RunReport::default()
+        };
+        let failed: Result<(), InvokeError> = Err(InvokeError::Exit(3));
+        let count = "dealbridge_plugin_invocations_total{export=\"condition\",outcome=\"exit\"}";
+        let fuel = "dealbridge_plugin_fuel_used_count{export=\"condition\"}";
+        let seconds = "dealbridge_plugin_invocation_duration_seconds_count{export=\"condition\"}";
+        let figures = || {
+            let text = render();
+            [count, fuel, seconds].map(|p| line_value(&text, p).unwrap_or(0.0))
+        };
+        plugin_invocation("condition", &failed, &report);
+        let once = figures();
+        assert!(
+            once[0] >= 1.0 && once[1] >= 1.0 && once[2] >= 1.0,
+            "{once:?}"
+        );
+        plugin_invocation("condition", &failed, &report);
+        plugin_invocation("condition", &failed, &report);
+        let thrice = figures();
+        for (after, before) in thrice.iter().zip(once) {
+            assert!(*after >= before + 2.0, "{once:?} -> {thrice:?}");
+        }
+        // A name outside the contract is still counted, under its own label.
+        plugin_invocation("other", &failed, &report);
+        assert!(
+            render()
+                .contains("dealbridge_plugin_invocations_total{export=\"other\",outcome=\"exit\"}")
+        );
     }
 
     #[test]
