@@ -1,22 +1,120 @@
-//! One batch after the plugin's plan: the CRM writes (batched upserts keyed on
-//! cross-reference ids, failures split out per record), then the commit of what was
-//! acknowledged: links, snapshots, history and the checkpoint.
+//! One batch after its pairs are read: the pairs still to sync, the plugin's plan, the CRM
+//! writes (batched upserts keyed on cross-reference ids, failures split out per record),
+//! then the commit of what was acknowledged: links, snapshots, history and the checkpoint.
+//!
+//! `finish_batch` runs those steps in order; `apply_writes` makes one batch's writes: each
+//! pair's fields on the wire (`PendingWrites`), the source side's writes first when
+//! creating, then what each pair wrote or why it failed.
 
+use super::roles::CurrentAssociations;
 use super::*;
 
 impl Engine {
+    /// The rest of a batch once its pairs are read, `direction` being the side they were
+    /// captured on: the pairs still to sync (`pairs_to_plan`), their associations
+    /// (opportunities), the plugin's plan, the writes between the two test fault points,
+    /// then the commit of what was acknowledged with the checkpoint `cp`, and last the
+    /// associations left waiting.
     pub(super) async fn finish_batch(
         &self,
         cy: &mut Cycle,
         schema: &PairSchema,
-        mut works: Vec<Work>,
+        works: Vec<Work>,
         direction: runtime::Direction,
         trigger: Trigger,
         cp: Option<Checkpoint>,
     ) -> Result<(), SyncError> {
         let pair = schema.spec.pair;
-        let tenant = self.opts.tenant.clone();
-        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        let mut commit = CommitBuilder::new(pair);
+        let mut active = self
+            .pairs_to_plan(cy, schema, works, trigger, &mut commit)
+            .await?;
+        let current = if pair == ObjectPair::OpportunityDeal && !active.is_empty() {
+            self.read_associations(cy, &mut active).await?
+        } else {
+            CurrentAssociations::default()
+        };
+        let outcomes = self
+            .plugin_outcomes(cy, schema, &mut active, direction, trigger)
+            .await?;
+
+        // Apply.
+        let fault_spot = FaultSpot {
+            pair,
+            direction: store_direction(direction),
+            before_apply: true,
+        };
+        self.fault.check(fault_spot)?;
+        let mut results = self
+            .apply_writes(cy, schema, &mut active, &outcomes, direction)
+            .await?;
+        let waiting = if pair == ObjectPair::OpportunityDeal {
+            self.apply_associations(
+                cy,
+                schema,
+                &active,
+                &outcomes,
+                &results,
+                &current.roles,
+                &current.deals,
+                direction,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        self.fault.check(FaultSpot {
+            before_apply: false,
+            ..fault_spot
+        })?;
+
+        // Commit what was acknowledged.
+        let now = now_ms();
+        // A Salesforce backfill's HubSpot ids, kept to cut the pair's read-back.
+        let collect_written = direction == runtime::Direction::SalesforceToHubspot
+            && trigger == Trigger::Backfill
+            && !self.opts.dry_run;
+        let written_hs = self.record_acknowledged(
+            cy,
+            schema,
+            &active,
+            &outcomes,
+            &mut results,
+            direction,
+            collect_written,
+            &mut commit,
+            now,
+        );
+        if self.opts.dry_run {
+            cy.report.counters.add(&commit.counters);
+            return Ok(());
+        }
+        let counters = commit.counters;
+        self.commit(cy, pair, commit, cp, now).await?;
+        cy.report.counters.add(&counters);
+        if collect_written {
+            cy.backfill_written
+                .entry(pair)
+                .or_default()
+                .extend(written_hs.iter().filter_map(|id| id.parse::<u64>().ok()));
+        }
+        self.report_waiting(cy, pair, waiting).await
+    }
+
+    /// The pairs to hand to the plugin. The others are counted, or recorded, in `commit`:
+    /// a pair whose link is archived, deleted or unsynced (skipped, unless a resync syncs
+    /// it again or its deal is back in a synced pipeline), a pair whose HubSpot record
+    /// is archived (recorded as such), and a pair equal to its last-synced snapshot (an
+    /// echo; not in a resync). Snapshots not read before reading are read here.
+    async fn pairs_to_plan(
+        &self,
+        cy: &Cycle,
+        schema: &PairSchema,
+        works: Vec<Work>,
+        trigger: Trigger,
+        commit: &mut CommitBuilder,
+    ) -> Result<Vec<Work>, SyncError> {
+        let pair = schema.spec.pair;
         let linked_sf: Vec<String> = works
             .iter()
             .filter(|w| w.link.is_some() && w.snapshot.is_none())
@@ -25,12 +123,13 @@ impl Engine {
         let snaps = if linked_sf.is_empty() {
             HashMap::new()
         } else {
-            self.store.snapshots(&tenant, pair, &linked_sf).await?
+            self.store
+                .snapshots(&self.opts.tenant, pair, &linked_sf)
+                .await?
         };
-        let mut commit = CommitBuilder::new(pair);
         let now = now_ms();
         let mut active: Vec<Work> = Vec::with_capacity(works.len());
-        for mut w in works.drain(..) {
+        for mut w in works {
             if let Some(l) = &w.link
                 && l.state != LinkState::Active
             {
@@ -84,235 +183,78 @@ impl Engine {
             }
             active.push(w);
         }
+        Ok(active)
+    }
 
-        // Associations of opportunities.
-        let mut roles: HashMap<String, Vec<ContactRole>> = HashMap::new();
-        let mut deal_assoc: HashMap<String, DealAssociations> = HashMap::new();
-        if pair == ObjectPair::OpportunityDeal && !active.is_empty() {
-            let opp_ids: Vec<String> = active
-                .iter()
-                .filter_map(|w| w.sf.as_ref().map(|s| s.id.clone()))
-                .collect();
-            let deal_ids: Vec<String> = active
-                .iter()
-                .filter_map(|w| w.hs.as_ref().map(|s| s.id.clone()))
-                .collect();
-            if let Some(all) = cy.backfill_roles.as_mut() {
-                roles = opp_ids
-                    .iter()
-                    .filter_map(|id| all.remove(id).map(|r| (id.clone(), r)))
-                    .collect();
-            } else if !opp_ids.is_empty() {
-                roles = associations::contact_roles(&self.sf, &opp_ids).await?;
-            }
-            deal_assoc = associations::deal_associations(&self.hs, &deal_ids).await?;
-            let account_ids: Vec<String> =
-                active.iter().filter_map(|w| w.account_id.clone()).collect();
-            let contact_ids: Vec<String> = roles
-                .values()
-                .flatten()
-                .map(|r| r.contact_id.clone())
-                .collect();
-            let company_ids: Vec<String> = deal_assoc
-                .values()
-                .flat_map(|a| a.companies.iter().map(|c| c.0.clone()))
-                .collect();
-            let hs_contact_ids: Vec<String> = deal_assoc
-                .values()
-                .flat_map(|a| a.contacts.iter().cloned())
-                .collect();
-            let company_sync = self.setup.pair(ObjectPair::AccountCompany).is_some();
-            let contact_sync = self.setup.pair(ObjectPair::ContactContact).is_some();
-            let acc_links = if company_sync && !account_ids.is_empty() {
-                self.store
-                    .links_by_salesforce_ids(&tenant, ObjectPair::AccountCompany, &account_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let con_links = if contact_sync && !contact_ids.is_empty() {
-                self.store
-                    .links_by_salesforce_ids(&tenant, ObjectPair::ContactContact, &contact_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let comp_links = if company_sync && !company_ids.is_empty() {
-                self.store
-                    .links_by_hubspot_ids(&tenant, ObjectPair::AccountCompany, &company_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let hcon_links = if contact_sync && !hs_contact_ids.is_empty() {
-                self.store
-                    .links_by_hubspot_ids(&tenant, ObjectPair::ContactContact, &hs_contact_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let acc: HashMap<&str, &str> = acc_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.salesforce_id.as_str(), l.hubspot_id.as_str()))
-                .collect();
-            let con: HashMap<&str, &str> = con_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.salesforce_id.as_str(), l.hubspot_id.as_str()))
-                .collect();
-            let comp: HashMap<&str, &str> = comp_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.hubspot_id.as_str(), l.salesforce_id.as_str()))
-                .collect();
-            let hcon: HashMap<&str, &str> = hcon_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.hubspot_id.as_str(), l.salesforce_id.as_str()))
-                .collect();
-            for w in active.iter_mut() {
-                let mut sf_list = Vec::new();
-                if w.sf.is_some() {
-                    if company_sync && let Some(a) = &w.account_id {
-                        sf_list.push(plan::related(
-                            RelatedKind::Company,
-                            Some(a.clone()),
-                            acc.get(a.as_str()).map(|s| s.to_string()),
-                            None,
-                            true,
-                        ));
-                    }
-                    if contact_sync && let Some(rs) = w.sf.as_ref().and_then(|s| roles.get(&s.id)) {
-                        for r in rs {
-                            sf_list.push(plan::related(
-                                RelatedKind::Contact,
-                                Some(r.contact_id.clone()),
-                                con.get(r.contact_id.as_str()).map(|s| s.to_string()),
-                                r.role.clone(),
-                                r.primary,
-                            ));
-                        }
-                    }
+    /// The plugin's plan of each pair (a fresh instance per call). When the call fails,
+    /// every pair fails with it (plugin error) and none is left to write.
+    async fn plugin_outcomes(
+        &self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        active: &mut Vec<Work>,
+        direction: runtime::Direction,
+        trigger: Trigger,
+    ) -> Result<Vec<Result<PairOutcome, String>>, SyncError> {
+        if active.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs = active
+            .iter()
+            .map(|w| plan::record_pair(schema, w))
+            .collect();
+        let batch = plan::batch(schema, &self.setup, direction, trigger, pairs);
+        match plan::call_plugin(
+            &self.plugin,
+            &self.setup.plugin_config,
+            self.gateway.clone(),
+            batch,
+        )
+        .await
+        {
+            Ok(p) => Ok(p.outcomes),
+            Err(e) => {
+                let msg = e.to_string();
+                for w in active.iter() {
+                    let (side, id) = source_key(w, direction);
+                    self.fail(
+                        cy,
+                        schema.spec.pair,
+                        side,
+                        id,
+                        ErrorCategory::PluginError,
+                        &msg,
+                        json!({"plugin_error": msg}),
+                    )
+                    .await?;
                 }
-                let mut hs_list = Vec::new();
-                if let Some(a) = w.hs.as_ref().and_then(|h| deal_assoc.get(&h.id)) {
-                    if company_sync {
-                        for (c, primary) in &a.companies {
-                            hs_list.push(plan::related(
-                                RelatedKind::Company,
-                                comp.get(c.as_str()).map(|s| s.to_string()),
-                                Some(c.clone()),
-                                None,
-                                *primary,
-                            ));
-                        }
-                    }
-                    if contact_sync {
-                        for c in &a.contacts {
-                            hs_list.push(plan::related(
-                                RelatedKind::Contact,
-                                hcon.get(c.as_str()).map(|s| s.to_string()),
-                                Some(c.clone()),
-                                None,
-                                false,
-                            ));
-                        }
-                    }
-                }
-                w.assoc = runtime::PairAssociations {
-                    salesforce: sf_list,
-                    hubspot: hs_list,
-                };
+                active.clear();
+                Ok(Vec::new())
             }
         }
+    }
 
-        // The plugin, a fresh instance per call.
-        let mut outcomes: Vec<Result<PairOutcome, String>> = Vec::new();
-        if !active.is_empty() {
-            let pairs = active
-                .iter()
-                .map(|w| plan::record_pair(schema, w))
-                .collect();
-            let batch = plan::batch(schema, &self.setup, direction, trigger, pairs);
-            match plan::call_plugin(
-                &self.plugin,
-                &self.setup.plugin_config,
-                self.gateway.clone(),
-                batch,
-            )
-            .await
-            {
-                Ok(p) => outcomes = p.outcomes,
-                Err(e) => {
-                    let msg = e.to_string();
-                    for w in &active {
-                        let (side, id) = if from_sf {
-                            (Side::Salesforce, w.sf_id())
-                        } else {
-                            (Side::HubSpot, w.hs_id())
-                        };
-                        self.fail(
-                            cy,
-                            pair,
-                            side,
-                            id.unwrap_or_default(),
-                            ErrorCategory::PluginError,
-                            &msg,
-                            json!({"plugin_error": msg}),
-                        )
-                        .await?;
-                    }
-                    active.clear();
-                }
-            }
-        }
-
-        // Apply.
-        let fault_spot = FaultSpot {
-            pair,
-            direction: if from_sf {
-                Direction::SalesforceToHubSpot
-            } else {
-                Direction::HubSpotToSalesforce
-            },
-            before_apply: true,
-        };
-        self.fault.check(fault_spot)?;
-        let mut results = self
-            .apply_writes(cy, schema, &mut active, &outcomes, direction)
-            .await?;
-        let waiting = if pair == ObjectPair::OpportunityDeal {
-            self.apply_associations(
-                cy,
-                schema,
-                &active,
-                &outcomes,
-                &results,
-                &roles,
-                &deal_assoc,
-                direction,
-            )
-            .await?
-        } else {
-            Vec::new()
-        };
-        self.fault.check(FaultSpot {
-            before_apply: false,
-            ..fault_spot
-        })?;
-
-        // Commit what was acknowledged.
-        let now = now_ms();
-        // A Salesforce backfill's HubSpot ids, kept to cut the pair's read-back.
-        let collect_written = from_sf && trigger == Trigger::Backfill && !self.opts.dry_run;
+    /// Records each planned pair in `commit` as acknowledged (`results`): written or
+    /// up to date (an active link with its snapshot and history), moved out of the synced
+    /// pipelines (unsynced), or skipped, with the batch's counters. Returns the HubSpot ids
+    /// written when `collect_written`.
+    #[allow(clippy::too_many_arguments)]
+    fn record_acknowledged(
+        &self,
+        cy: &Cycle,
+        schema: &PairSchema,
+        active: &[Work],
+        outcomes: &[Result<PairOutcome, String>],
+        results: &mut [Option<Done>],
+        direction: runtime::Direction,
+        collect_written: bool,
+        commit: &mut CommitBuilder,
+        now: i64,
+    ) -> Vec<String> {
+        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        let dir = store_direction(direction);
         let mut written_hs: Vec<String> = Vec::new();
         for (i, w) in active.iter().enumerate() {
-            let dir = if from_sf {
-                Direction::SalesforceToHubSpot
-            } else {
-                Direction::HubSpotToSalesforce
-            };
             match (&outcomes[i], results[i].take()) {
                 (Ok(PairOutcome::Skip(Skip::UnsyncedPipeline(reason))), _) => {
                     commit.counters.skipped += 1;
@@ -380,17 +322,24 @@ impl Engine {
                 _ => {}
             }
         }
-        if self.opts.dry_run {
-            cy.report.counters.add(&commit.counters);
-            return Ok(());
-        }
+        written_hs
+    }
+
+    /// Commits `commit` with the checkpoint `cp` under the run's next commit key.
+    pub(super) async fn commit(
+        &self,
+        cy: &Cycle,
+        pair: ObjectPair,
+        commit: CommitBuilder,
+        cp: Option<Checkpoint>,
+        now: i64,
+    ) -> Result<(), SyncError> {
         let key = format!(
             "{}:{}:{}",
             cy.run_id,
             pair,
             self.seq.fetch_add(1, Ordering::SeqCst)
         );
-        let counters = commit.counters;
         let c = commit.build(
             key,
             self.lease.clone(),
@@ -398,16 +347,18 @@ impl Engine {
             cy.run_id,
             now,
         );
-        self.store.commit_batch(&tenant, &c).await?;
-        cy.report.counters.add(&counters);
-        if collect_written {
-            cy.backfill_written
-                .entry(pair)
-                .or_default()
-                .extend(written_hs.iter().filter_map(|id| id.parse::<u64>().ok()));
-        }
-        // Associations waiting for their account or contact: an open error on the record,
-        // recorded after the commit (which resolves the record's older errors).
+        self.store.commit_batch(&self.opts.tenant, &c).await?;
+        Ok(())
+    }
+
+    /// Associations waiting for their account or contact: an open error on the record,
+    /// recorded after the commit (which resolves the record's older errors).
+    async fn report_waiting(
+        &self,
+        cy: &mut Cycle,
+        pair: ObjectPair,
+        waiting: Vec<(String, Side, Vec<Related>)>,
+    ) -> Result<(), SyncError> {
         for (id, side, rels) in waiting {
             let names: Vec<String> = rels
                 .iter()
@@ -855,6 +806,25 @@ impl Engine {
             );
         }
         out
+    }
+}
+
+/// Where a failure of a pair is filed: the side its record was captured on in
+/// `direction`, and its id there.
+fn source_key(w: &Work, direction: runtime::Direction) -> (Side, &str) {
+    if direction == runtime::Direction::SalesforceToHubspot {
+        (Side::Salesforce, w.sf_id().unwrap_or_default())
+    } else {
+        (Side::HubSpot, w.hs_id().unwrap_or_default())
+    }
+}
+
+/// The direction of a batch as the store (history, fault points) names it.
+fn store_direction(direction: runtime::Direction) -> Direction {
+    if direction == runtime::Direction::SalesforceToHubspot {
+        Direction::SalesforceToHubSpot
+    } else {
+        Direction::HubSpotToSalesforce
     }
 }
 
