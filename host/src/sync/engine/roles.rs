@@ -437,6 +437,12 @@ impl Engine {
             .collect())
     }
 
+    /// A batch's association writes, after its field writes (`results`): for each pair
+    /// done, the difference between the associations the plugin asked for and the
+    /// current ones (`roles`, `deal_assoc`), written to HubSpot (then the contacts that got
+    /// a deal move forward) and Salesforce (contact roles, accounts); in a dry run only
+    /// planned. Returns the associations waiting for their account or contact to be
+    /// linked, for `finish_batch` to record after its commit.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn apply_associations(
         &self,
