@@ -1,9 +1,18 @@
 //! Contact roles and associations: roles changed in Salesforce, the periodic sweep of
 //! linked deals' associations (their changes do not bump modification times), deleted
-//! roles, the association writes of a batch, and the contacts a new deal moves forward to
+//! roles, a batch's current associations and its association writes, and the contacts a new deal moves forward to
 //! the opportunity stage.
 
+use super::batches::link_id;
 use super::*;
+
+/// The current associations of a batch's opportunities (contact roles, by opportunity id)
+/// and deals (companies and contacts, by deal id).
+#[derive(Default)]
+pub(super) struct CurrentAssociations {
+    pub(super) roles: HashMap<String, Vec<ContactRole>>,
+    pub(super) deals: HashMap<String, DealAssociations>,
+}
 
 impl Engine {
     /// Contact roles changed (or deleted) since the last look: re-plan their opportunities.
@@ -270,6 +279,170 @@ impl Engine {
         Ok(out)
     }
 
+    /// The current associations of a batch's opportunities and deals, and each pair's
+    /// associations for the plugin (`Work::assoc`): an opportunity's account and contact
+    /// roles (from a backfill's role map when it has one), a deal's companies and
+    /// contacts, each with its counterpart's id where the counterpart is linked (only for
+    /// the pairs that are synced).
+    pub(super) async fn read_associations(
+        &self,
+        cy: &mut Cycle,
+        active: &mut [Work],
+    ) -> Result<CurrentAssociations, SyncError> {
+        let opp_ids: Vec<String> = active
+            .iter()
+            .filter_map(|w| w.sf.as_ref().map(|s| s.id.clone()))
+            .collect();
+        let deal_ids: Vec<String> = active
+            .iter()
+            .filter_map(|w| w.hs.as_ref().map(|s| s.id.clone()))
+            .collect();
+        let mut roles = HashMap::new();
+        if let Some(all) = cy.backfill_roles.as_mut() {
+            roles = opp_ids
+                .iter()
+                .filter_map(|id| all.remove(id).map(|r| (id.clone(), r)))
+                .collect();
+        } else if !opp_ids.is_empty() {
+            roles = associations::contact_roles(&self.sf, &opp_ids).await?;
+        }
+        let deals = associations::deal_associations(&self.hs, &deal_ids).await?;
+        let account_ids: Vec<String> = active.iter().filter_map(|w| w.account_id.clone()).collect();
+        let contact_ids: Vec<String> = roles
+            .values()
+            .flatten()
+            .map(|r| r.contact_id.clone())
+            .collect();
+        let company_ids: Vec<String> = deals
+            .values()
+            .flat_map(|a| a.companies.iter().map(|c| c.0.clone()))
+            .collect();
+        let hs_contact_ids: Vec<String> = deals
+            .values()
+            .flat_map(|a| a.contacts.iter().cloned())
+            .collect();
+        let company_sync = self.setup.pair(ObjectPair::AccountCompany).is_some();
+        let contact_sync = self.setup.pair(ObjectPair::ContactContact).is_some();
+        let accounts = self
+            .linked_counterparts(
+                ObjectPair::AccountCompany,
+                Side::Salesforce,
+                &account_ids,
+                company_sync,
+            )
+            .await?;
+        let contacts = self
+            .linked_counterparts(
+                ObjectPair::ContactContact,
+                Side::Salesforce,
+                &contact_ids,
+                contact_sync,
+            )
+            .await?;
+        let companies = self
+            .linked_counterparts(
+                ObjectPair::AccountCompany,
+                Side::HubSpot,
+                &company_ids,
+                company_sync,
+            )
+            .await?;
+        let hs_contacts = self
+            .linked_counterparts(
+                ObjectPair::ContactContact,
+                Side::HubSpot,
+                &hs_contact_ids,
+                contact_sync,
+            )
+            .await?;
+        for w in active.iter_mut() {
+            let mut sf_list = Vec::new();
+            if w.sf.is_some() {
+                if company_sync && let Some(a) = &w.account_id {
+                    sf_list.push(plan::related(
+                        RelatedKind::Company,
+                        Some(a.clone()),
+                        accounts.get(a.as_str()).cloned(),
+                        None,
+                        true,
+                    ));
+                }
+                if contact_sync && let Some(rs) = w.sf.as_ref().and_then(|s| roles.get(&s.id)) {
+                    for r in rs {
+                        sf_list.push(plan::related(
+                            RelatedKind::Contact,
+                            Some(r.contact_id.clone()),
+                            contacts.get(r.contact_id.as_str()).cloned(),
+                            r.role.clone(),
+                            r.primary,
+                        ));
+                    }
+                }
+            }
+            let mut hs_list = Vec::new();
+            if let Some(a) = w.hs.as_ref().and_then(|h| deals.get(&h.id)) {
+                if company_sync {
+                    for (c, primary) in &a.companies {
+                        hs_list.push(plan::related(
+                            RelatedKind::Company,
+                            companies.get(c.as_str()).cloned(),
+                            Some(c.clone()),
+                            None,
+                            *primary,
+                        ));
+                    }
+                }
+                if contact_sync {
+                    for c in &a.contacts {
+                        hs_list.push(plan::related(
+                            RelatedKind::Contact,
+                            hs_contacts.get(c.as_str()).cloned(),
+                            Some(c.clone()),
+                            None,
+                            false,
+                        ));
+                    }
+                }
+            }
+            w.assoc = runtime::PairAssociations {
+                salesforce: sf_list,
+                hubspot: hs_list,
+            };
+        }
+        Ok(CurrentAssociations { roles, deals })
+    }
+
+    /// The counterparts of `ids` (records of `pair` on `side`) that are actively linked,
+    /// by id; none read when the pair is not `synced` or there are no ids.
+    async fn linked_counterparts(
+        &self,
+        pair: ObjectPair,
+        side: Side,
+        ids: &[String],
+        synced: bool,
+    ) -> Result<HashMap<String, String>, SyncError> {
+        if !synced || ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let other = match side {
+            Side::Salesforce => Side::HubSpot,
+            Side::HubSpot => Side::Salesforce,
+        };
+        Ok(self
+            .links_by_ids(pair, side, ids)
+            .await?
+            .iter()
+            .filter(|l| l.state == LinkState::Active)
+            .map(|l| (link_id(l, side).to_string(), link_id(l, other).to_string()))
+            .collect())
+    }
+
+    /// A batch's association writes, after its field writes (`results`): for each pair
+    /// done, the difference between the associations the plugin asked for and the
+    /// current ones (`roles`, `deal_assoc`), written to HubSpot (then the contacts that got
+    /// a deal move forward) and Salesforce (contact roles, accounts); in a dry run only
+    /// planned. Returns the associations waiting for their account or contact to be
+    /// linked, for `finish_batch` to record after its commit.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn apply_associations(
         &self,

@@ -1,22 +1,120 @@
-//! One batch after the plugin's plan: the CRM writes (batched upserts keyed on
-//! cross-reference ids, failures split out per record), then the commit of what was
-//! acknowledged: links, snapshots, history and the checkpoint.
+//! One batch after its pairs are read: the pairs still to sync, the plugin's plan, the CRM
+//! writes (batched upserts keyed on cross-reference ids, failures split out per record),
+//! then the commit of what was acknowledged: links, snapshots, history and the checkpoint.
+//!
+//! `finish_batch` runs those steps in order; `apply_writes` makes one batch's writes: each
+//! pair's fields on the wire (`PendingWrites`), the source side's writes first when
+//! creating, then what each pair wrote or why it failed.
 
+use super::roles::CurrentAssociations;
 use super::*;
 
 impl Engine {
+    /// The rest of a batch once its pairs are read, `direction` being the side they were
+    /// captured on: the pairs still to sync (`pairs_to_plan`), their associations
+    /// (opportunities), the plugin's plan, the writes between the two test fault points,
+    /// then the commit of what was acknowledged with the checkpoint `cp`, and last the
+    /// associations left waiting.
     pub(super) async fn finish_batch(
         &self,
         cy: &mut Cycle,
         schema: &PairSchema,
-        mut works: Vec<Work>,
+        works: Vec<Work>,
         direction: runtime::Direction,
         trigger: Trigger,
         cp: Option<Checkpoint>,
     ) -> Result<(), SyncError> {
         let pair = schema.spec.pair;
-        let tenant = self.opts.tenant.clone();
-        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        let mut commit = CommitBuilder::new(pair);
+        let mut active = self
+            .pairs_to_plan(cy, schema, works, trigger, &mut commit)
+            .await?;
+        let current = if pair == ObjectPair::OpportunityDeal && !active.is_empty() {
+            self.read_associations(cy, &mut active).await?
+        } else {
+            CurrentAssociations::default()
+        };
+        let outcomes = self
+            .plugin_outcomes(cy, schema, &mut active, direction, trigger)
+            .await?;
+
+        // Apply.
+        let fault_spot = FaultSpot {
+            pair,
+            direction: store_direction(direction),
+            before_apply: true,
+        };
+        self.fault.check(fault_spot)?;
+        let mut results = self
+            .apply_writes(cy, schema, &mut active, &outcomes, direction)
+            .await?;
+        let waiting = if pair == ObjectPair::OpportunityDeal {
+            self.apply_associations(
+                cy,
+                schema,
+                &active,
+                &outcomes,
+                &results,
+                &current.roles,
+                &current.deals,
+                direction,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        self.fault.check(FaultSpot {
+            before_apply: false,
+            ..fault_spot
+        })?;
+
+        // Commit what was acknowledged.
+        let now = now_ms();
+        // A Salesforce backfill's HubSpot ids, kept to cut the pair's read-back.
+        let collect_written = direction == runtime::Direction::SalesforceToHubspot
+            && trigger == Trigger::Backfill
+            && !self.opts.dry_run;
+        let written_hs = self.record_acknowledged(
+            cy,
+            schema,
+            &active,
+            &outcomes,
+            &mut results,
+            direction,
+            collect_written,
+            &mut commit,
+            now,
+        );
+        if self.opts.dry_run {
+            cy.report.counters.add(&commit.counters);
+            return Ok(());
+        }
+        let counters = commit.counters;
+        self.commit(cy, pair, commit, cp, now).await?;
+        cy.report.counters.add(&counters);
+        if collect_written {
+            cy.backfill_written
+                .entry(pair)
+                .or_default()
+                .extend(written_hs.iter().filter_map(|id| id.parse::<u64>().ok()));
+        }
+        self.report_waiting(cy, pair, waiting).await
+    }
+
+    /// The pairs to hand to the plugin. The others are counted, or recorded, in `commit`:
+    /// a pair whose link is archived, deleted or unsynced (skipped, unless a resync syncs
+    /// it again or its deal is back in a synced pipeline), a pair whose HubSpot record
+    /// is archived (recorded as such), and a pair equal to its last-synced snapshot (an
+    /// echo; not in a resync). Snapshots not read before reading are read here.
+    async fn pairs_to_plan(
+        &self,
+        cy: &Cycle,
+        schema: &PairSchema,
+        works: Vec<Work>,
+        trigger: Trigger,
+        commit: &mut CommitBuilder,
+    ) -> Result<Vec<Work>, SyncError> {
+        let pair = schema.spec.pair;
         let linked_sf: Vec<String> = works
             .iter()
             .filter(|w| w.link.is_some() && w.snapshot.is_none())
@@ -25,12 +123,13 @@ impl Engine {
         let snaps = if linked_sf.is_empty() {
             HashMap::new()
         } else {
-            self.store.snapshots(&tenant, pair, &linked_sf).await?
+            self.store
+                .snapshots(&self.opts.tenant, pair, &linked_sf)
+                .await?
         };
-        let mut commit = CommitBuilder::new(pair);
         let now = now_ms();
         let mut active: Vec<Work> = Vec::with_capacity(works.len());
-        for mut w in works.drain(..) {
+        for mut w in works {
             if let Some(l) = &w.link
                 && l.state != LinkState::Active
             {
@@ -84,235 +183,78 @@ impl Engine {
             }
             active.push(w);
         }
+        Ok(active)
+    }
 
-        // Associations of opportunities.
-        let mut roles: HashMap<String, Vec<ContactRole>> = HashMap::new();
-        let mut deal_assoc: HashMap<String, DealAssociations> = HashMap::new();
-        if pair == ObjectPair::OpportunityDeal && !active.is_empty() {
-            let opp_ids: Vec<String> = active
-                .iter()
-                .filter_map(|w| w.sf.as_ref().map(|s| s.id.clone()))
-                .collect();
-            let deal_ids: Vec<String> = active
-                .iter()
-                .filter_map(|w| w.hs.as_ref().map(|s| s.id.clone()))
-                .collect();
-            if let Some(all) = cy.backfill_roles.as_mut() {
-                roles = opp_ids
-                    .iter()
-                    .filter_map(|id| all.remove(id).map(|r| (id.clone(), r)))
-                    .collect();
-            } else if !opp_ids.is_empty() {
-                roles = associations::contact_roles(&self.sf, &opp_ids).await?;
-            }
-            deal_assoc = associations::deal_associations(&self.hs, &deal_ids).await?;
-            let account_ids: Vec<String> =
-                active.iter().filter_map(|w| w.account_id.clone()).collect();
-            let contact_ids: Vec<String> = roles
-                .values()
-                .flatten()
-                .map(|r| r.contact_id.clone())
-                .collect();
-            let company_ids: Vec<String> = deal_assoc
-                .values()
-                .flat_map(|a| a.companies.iter().map(|c| c.0.clone()))
-                .collect();
-            let hs_contact_ids: Vec<String> = deal_assoc
-                .values()
-                .flat_map(|a| a.contacts.iter().cloned())
-                .collect();
-            let company_sync = self.setup.pair(ObjectPair::AccountCompany).is_some();
-            let contact_sync = self.setup.pair(ObjectPair::ContactContact).is_some();
-            let acc_links = if company_sync && !account_ids.is_empty() {
-                self.store
-                    .links_by_salesforce_ids(&tenant, ObjectPair::AccountCompany, &account_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let con_links = if contact_sync && !contact_ids.is_empty() {
-                self.store
-                    .links_by_salesforce_ids(&tenant, ObjectPair::ContactContact, &contact_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let comp_links = if company_sync && !company_ids.is_empty() {
-                self.store
-                    .links_by_hubspot_ids(&tenant, ObjectPair::AccountCompany, &company_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let hcon_links = if contact_sync && !hs_contact_ids.is_empty() {
-                self.store
-                    .links_by_hubspot_ids(&tenant, ObjectPair::ContactContact, &hs_contact_ids)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let acc: HashMap<&str, &str> = acc_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.salesforce_id.as_str(), l.hubspot_id.as_str()))
-                .collect();
-            let con: HashMap<&str, &str> = con_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.salesforce_id.as_str(), l.hubspot_id.as_str()))
-                .collect();
-            let comp: HashMap<&str, &str> = comp_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.hubspot_id.as_str(), l.salesforce_id.as_str()))
-                .collect();
-            let hcon: HashMap<&str, &str> = hcon_links
-                .iter()
-                .filter(|l| l.state == LinkState::Active)
-                .map(|l| (l.hubspot_id.as_str(), l.salesforce_id.as_str()))
-                .collect();
-            for w in active.iter_mut() {
-                let mut sf_list = Vec::new();
-                if w.sf.is_some() {
-                    if company_sync && let Some(a) = &w.account_id {
-                        sf_list.push(plan::related(
-                            RelatedKind::Company,
-                            Some(a.clone()),
-                            acc.get(a.as_str()).map(|s| s.to_string()),
-                            None,
-                            true,
-                        ));
-                    }
-                    if contact_sync && let Some(rs) = w.sf.as_ref().and_then(|s| roles.get(&s.id)) {
-                        for r in rs {
-                            sf_list.push(plan::related(
-                                RelatedKind::Contact,
-                                Some(r.contact_id.clone()),
-                                con.get(r.contact_id.as_str()).map(|s| s.to_string()),
-                                r.role.clone(),
-                                r.primary,
-                            ));
-                        }
-                    }
+    /// The plugin's plan of each pair (a fresh instance per call). When the call fails,
+    /// every pair fails with it (plugin error) and none is left to write.
+    async fn plugin_outcomes(
+        &self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        active: &mut Vec<Work>,
+        direction: runtime::Direction,
+        trigger: Trigger,
+    ) -> Result<Vec<Result<PairOutcome, String>>, SyncError> {
+        if active.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs = active
+            .iter()
+            .map(|w| plan::record_pair(schema, w))
+            .collect();
+        let batch = plan::batch(schema, &self.setup, direction, trigger, pairs);
+        match plan::call_plugin(
+            &self.plugin,
+            &self.setup.plugin_config,
+            self.gateway.clone(),
+            batch,
+        )
+        .await
+        {
+            Ok(p) => Ok(p.outcomes),
+            Err(e) => {
+                let msg = e.to_string();
+                for w in active.iter() {
+                    let (side, id) = source_key(w, direction);
+                    self.fail(
+                        cy,
+                        schema.spec.pair,
+                        side,
+                        id,
+                        ErrorCategory::PluginError,
+                        &msg,
+                        json!({"plugin_error": msg}),
+                    )
+                    .await?;
                 }
-                let mut hs_list = Vec::new();
-                if let Some(a) = w.hs.as_ref().and_then(|h| deal_assoc.get(&h.id)) {
-                    if company_sync {
-                        for (c, primary) in &a.companies {
-                            hs_list.push(plan::related(
-                                RelatedKind::Company,
-                                comp.get(c.as_str()).map(|s| s.to_string()),
-                                Some(c.clone()),
-                                None,
-                                *primary,
-                            ));
-                        }
-                    }
-                    if contact_sync {
-                        for c in &a.contacts {
-                            hs_list.push(plan::related(
-                                RelatedKind::Contact,
-                                hcon.get(c.as_str()).map(|s| s.to_string()),
-                                Some(c.clone()),
-                                None,
-                                false,
-                            ));
-                        }
-                    }
-                }
-                w.assoc = runtime::PairAssociations {
-                    salesforce: sf_list,
-                    hubspot: hs_list,
-                };
+                active.clear();
+                Ok(Vec::new())
             }
         }
+    }
 
-        // The plugin, a fresh instance per call.
-        let mut outcomes: Vec<Result<PairOutcome, String>> = Vec::new();
-        if !active.is_empty() {
-            let pairs = active
-                .iter()
-                .map(|w| plan::record_pair(schema, w))
-                .collect();
-            let batch = plan::batch(schema, &self.setup, direction, trigger, pairs);
-            match plan::call_plugin(
-                &self.plugin,
-                &self.setup.plugin_config,
-                self.gateway.clone(),
-                batch,
-            )
-            .await
-            {
-                Ok(p) => outcomes = p.outcomes,
-                Err(e) => {
-                    let msg = e.to_string();
-                    for w in &active {
-                        let (side, id) = if from_sf {
-                            (Side::Salesforce, w.sf_id())
-                        } else {
-                            (Side::HubSpot, w.hs_id())
-                        };
-                        self.fail(
-                            cy,
-                            pair,
-                            side,
-                            id.unwrap_or_default(),
-                            ErrorCategory::PluginError,
-                            &msg,
-                            json!({"plugin_error": msg}),
-                        )
-                        .await?;
-                    }
-                    active.clear();
-                }
-            }
-        }
-
-        // Apply.
-        let fault_spot = FaultSpot {
-            pair,
-            direction: if from_sf {
-                Direction::SalesforceToHubSpot
-            } else {
-                Direction::HubSpotToSalesforce
-            },
-            before_apply: true,
-        };
-        self.fault.check(fault_spot)?;
-        let mut results = self
-            .apply_writes(cy, schema, &mut active, &outcomes, direction)
-            .await?;
-        let waiting = if pair == ObjectPair::OpportunityDeal {
-            self.apply_associations(
-                cy,
-                schema,
-                &active,
-                &outcomes,
-                &results,
-                &roles,
-                &deal_assoc,
-                direction,
-            )
-            .await?
-        } else {
-            Vec::new()
-        };
-        self.fault.check(FaultSpot {
-            before_apply: false,
-            ..fault_spot
-        })?;
-
-        // Commit what was acknowledged.
-        let now = now_ms();
-        // A Salesforce backfill's HubSpot ids, kept to cut the pair's read-back.
-        let collect_written = from_sf && trigger == Trigger::Backfill && !self.opts.dry_run;
+    /// Records each planned pair in `commit` as acknowledged (`results`): written or
+    /// up to date (an active link with its snapshot and history), moved out of the synced
+    /// pipelines (unsynced), or skipped, with the batch's counters. Returns the HubSpot ids
+    /// written when `collect_written`.
+    #[allow(clippy::too_many_arguments)]
+    fn record_acknowledged(
+        &self,
+        cy: &Cycle,
+        schema: &PairSchema,
+        active: &[Work],
+        outcomes: &[Result<PairOutcome, String>],
+        results: &mut [Option<Done>],
+        direction: runtime::Direction,
+        collect_written: bool,
+        commit: &mut CommitBuilder,
+        now: i64,
+    ) -> Vec<String> {
+        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        let dir = store_direction(direction);
         let mut written_hs: Vec<String> = Vec::new();
         for (i, w) in active.iter().enumerate() {
-            let dir = if from_sf {
-                Direction::SalesforceToHubSpot
-            } else {
-                Direction::HubSpotToSalesforce
-            };
             match (&outcomes[i], results[i].take()) {
                 (Ok(PairOutcome::Skip(Skip::UnsyncedPipeline(reason))), _) => {
                     commit.counters.skipped += 1;
@@ -380,17 +322,24 @@ impl Engine {
                 _ => {}
             }
         }
-        if self.opts.dry_run {
-            cy.report.counters.add(&commit.counters);
-            return Ok(());
-        }
+        written_hs
+    }
+
+    /// Commits `commit` with the checkpoint `cp` under the run's next commit key.
+    pub(super) async fn commit(
+        &self,
+        cy: &Cycle,
+        pair: ObjectPair,
+        commit: CommitBuilder,
+        cp: Option<Checkpoint>,
+        now: i64,
+    ) -> Result<(), SyncError> {
         let key = format!(
             "{}:{}:{}",
             cy.run_id,
             pair,
             self.seq.fetch_add(1, Ordering::SeqCst)
         );
-        let counters = commit.counters;
         let c = commit.build(
             key,
             self.lease.clone(),
@@ -398,16 +347,18 @@ impl Engine {
             cy.run_id,
             now,
         );
-        self.store.commit_batch(&tenant, &c).await?;
-        cy.report.counters.add(&counters);
-        if collect_written {
-            cy.backfill_written
-                .entry(pair)
-                .or_default()
-                .extend(written_hs.iter().filter_map(|id| id.parse::<u64>().ok()));
-        }
-        // Associations waiting for their account or contact: an open error on the record,
-        // recorded after the commit (which resolves the record's older errors).
+        self.store.commit_batch(&self.opts.tenant, &c).await?;
+        Ok(())
+    }
+
+    /// Associations waiting for their account or contact: an open error on the record,
+    /// recorded after the commit (which resolves the record's older errors).
+    async fn report_waiting(
+        &self,
+        cy: &mut Cycle,
+        pair: ObjectPair,
+        waiting: Vec<(String, Side, Vec<Related>)>,
+    ) -> Result<(), SyncError> {
         for (id, side, rels) in waiting {
             let names: Vec<String> = rels
                 .iter()
@@ -440,6 +391,13 @@ impl Engine {
         Ok(())
     }
 
+    /// One batch's CRM writes, after the plugin's plan (`outcomes`, by position in
+    /// `works`): a pair the plugin refused fails, a pair up to date is done as it is, and
+    /// each pair to write has its fields put on the wire (`PendingWrites::wire_fields`) and
+    /// queued (`queue_writes`), or in a dry run only planned. Then the writes themselves,
+    /// the source side's first (a record is created where it is missing before the other
+    /// side is written with its id), and what each pair wrote or why it failed
+    /// (`acknowledged`). Returns what was acknowledged, by position.
     pub(super) async fn apply_writes(
         &self,
         cy: &mut Cycle,
@@ -449,353 +407,328 @@ impl Engine {
         direction: runtime::Direction,
     ) -> Result<Vec<Option<Done>>, SyncError> {
         let pair = schema.spec.pair;
-        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
         let mut done: Vec<Option<Done>> = vec![None; works.len()];
-        // Start every pair from its current values.
-        let mut sf_vals: Vec<Vec<runtime::Value>> = works
-            .iter()
-            .map(|w| {
-                w.sf.as_ref()
-                    .map(|s| s.values.clone())
-                    .unwrap_or_else(|| vec![runtime::Value::Null; schema.sf_fields.len()])
-            })
-            .collect();
-        let mut hs_vals: Vec<Vec<runtime::Value>> = works
-            .iter()
-            .map(|w| {
-                w.hs.as_ref()
-                    .map(|s| s.values.clone())
-                    .unwrap_or_else(|| vec![runtime::Value::Null; schema.hs_fields.len()])
-            })
-            .collect();
-        let mut hs_upserts: Vec<(usize, UpdateInput)> = Vec::new();
-        let mut hs_updates: Vec<(usize, UpdateInput)> = Vec::new();
-        let mut sf_upserts: Vec<(usize, SfInput)> = Vec::new();
-        let mut sf_updates: Vec<(usize, SfInput)> = Vec::new();
-        let mut written: Vec<Vec<String>> = vec![Vec::new(); works.len()];
-        let mut failed: Vec<Option<WriteFailure>> = vec![None; works.len()];
+        let mut pending = PendingWrites::from_current(schema, works);
         for (i, w) in works.iter().enumerate() {
-            let src_side = if from_sf {
-                Side::Salesforce
-            } else {
-                Side::HubSpot
-            };
-            let src_id = if from_sf { w.sf_id() } else { w.hs_id() }
-                .unwrap_or_default()
-                .to_string();
             let pw = match &outcomes[i] {
                 Ok(PairOutcome::Write(pw)) => pw,
                 Ok(PairOutcome::Error(e)) => {
-                    let cat = match e.kind {
-                        runtime::ErrorKind::UnmappedStage
-                        | runtime::ErrorKind::UnmappedPipeline => ErrorCategory::PicklistMismatch,
-                        runtime::ErrorKind::MissingOwner | runtime::ErrorKind::InvalidValue => {
-                            ErrorCategory::Validation
-                        }
-                        _ => ErrorCategory::PluginError,
-                    };
-                    let payload = json!({"kind": runtime::error_kind_name(e.kind), "field": e.field, "message": e.message});
-                    self.fail(
-                        cy,
-                        pair,
-                        src_side,
-                        &src_id,
-                        cat,
-                        &format!("{}: {}", runtime::error_kind_name(e.kind), e.message),
-                        payload,
-                    )
-                    .await?;
+                    self.fail_refused(cy, pair, w, direction, e).await?;
                     continue;
                 }
                 Ok(PairOutcome::Skip(Skip::UpToDate)) => {
                     // Both sides agree: link them (a first match) and take the snapshot.
-                    if let (Some(s), Some(h)) = (w.sf.as_ref(), w.hs.as_ref()) {
-                        done[i] = Some(Done {
-                            sf_id: s.id.clone(),
-                            hs_id: h.id.clone(),
-                            created: false,
-                            written: Vec::new(),
-                            sf_values: sf_vals[i].clone(),
-                            hs_values: hs_vals[i].clone(),
-                            updated_sf: false,
-                            updated_hs: false,
-                            created_with: None,
-                        });
-                    }
+                    done[i] = pending.up_to_date(i, w);
                     continue;
                 }
                 _ => continue,
             };
-            let mut hs_p = crate::crm::hubspot::Properties::new();
-            for fw in &pw.hubspot {
-                let Some(kind) = schema.hs_writable.get(&fw.field) else {
-                    continue;
-                };
-                let wire = values::to_hubspot(&fw.value, *kind);
-                if let Some(idx) = schema.hs_index(&fw.field) {
-                    hs_vals[i][idx] =
-                        values::from_hubspot(Some(&wire), *kind).unwrap_or(runtime::Value::Null);
-                }
-                hs_p.insert(fw.field.clone(), wire);
-                written[i].push(format!("hubspot.{}", fw.field));
-            }
-            let mut sf_f = crate::crm::salesforce::Fields::new();
-            for fw in &pw.salesforce {
-                let Some(kind) = schema.sf_writable.get(&fw.field) else {
-                    continue;
-                };
-                let wire = values::to_salesforce(&fw.value, *kind);
-                if let Some(idx) = schema.sf_index(&fw.field) {
-                    sf_vals[i][idx] =
-                        values::from_salesforce(&wire, *kind).unwrap_or(runtime::Value::Null);
-                }
-                sf_f.insert(fw.field.clone(), wire);
-                written[i].push(format!("salesforce.{}", fw.field));
-            }
+            let (hs_p, sf_f) = pending.wire_fields(schema, i, pw);
             if self.opts.dry_run {
-                if !hs_p.is_empty() {
-                    let op = if w.hs.is_some() { "update" } else { "create" };
-                    cy.report.planned.push(PlannedOp {
-                        op,
-                        target: "hubspot",
-                        pair: pair.as_str(),
-                        record: w.hs_id().or(w.sf_id()).unwrap_or_default().to_string(),
-                        detail: json!(hs_p),
-                    });
-                }
-                if !sf_f.is_empty() {
-                    let op = if w.sf.is_some() { "update" } else { "create" };
-                    cy.report.planned.push(PlannedOp {
-                        op,
-                        target: "salesforce",
-                        pair: pair.as_str(),
-                        record: w.sf_id().or(w.hs_id()).unwrap_or_default().to_string(),
-                        detail: Json::Object(sf_f),
-                    });
-                }
+                plan_dry_run(cy, pair, w, hs_p, sf_f);
                 continue;
             }
-            // HubSpot side.
-            if !hs_p.is_empty() || (from_sf && w.hs.is_none()) {
-                match (&w.hs, w.sf_id()) {
-                    (Some(h), sf_id) => {
-                        if let Some(s) = sf_id
-                            && w.hs_xref.as_deref() != Some(s)
-                        {
-                            hs_p.insert(self.opts.xref_property.clone(), s.to_string());
-                        }
-                        hs_updates.push((
-                            i,
-                            UpdateInput {
-                                id: h.id.clone(),
-                                properties: hs_p,
-                            },
-                        ));
-                    }
-                    (None, Some(s)) => {
-                        hs_p.insert(self.opts.xref_property.clone(), s.to_string());
-                        hs_upserts.push((
-                            i,
-                            UpdateInput {
-                                id: s.to_string(),
-                                properties: hs_p,
-                            },
-                        ));
-                    }
-                    (None, None) => {}
-                }
-            }
-            // Salesforce side.
-            if !sf_f.is_empty() || (!from_sf && w.sf.is_none()) {
-                match (&w.sf, w.hs_id()) {
-                    (Some(s), hs_id) => {
-                        if let Some(h) = hs_id
-                            && w.sf_ext.as_deref() != Some(h)
-                        {
-                            sf_f.insert(
-                                self.opts.external_id_field.clone(),
-                                Json::String(h.to_string()),
-                            );
-                        }
-                        sf_updates.push((
-                            i,
-                            SfInput {
-                                id: Some(s.id.clone()),
-                                fields: sf_f,
-                            },
-                        ));
-                    }
-                    (None, Some(h)) => {
-                        sf_f.insert(
-                            self.opts.external_id_field.clone(),
-                            Json::String(h.to_string()),
-                        );
-                        sf_upserts.push((
-                            i,
-                            SfInput {
-                                id: None,
-                                fields: sf_f,
-                            },
-                        ));
-                    }
-                    (None, None) => {}
-                }
-            }
+            self.queue_writes(&mut pending, i, w, direction, hs_p, sf_f);
         }
-        let mut new_hs: HashMap<usize, String> = HashMap::new();
-        let mut new_sf: HashMap<usize, String> = HashMap::new();
-        let mut created: HashSet<usize> = HashSet::new();
-        // A portal that held none of these records: create them with their associations.
-        let hs_creates: Vec<(usize, apply::HsNew, DealAssociations)> =
-            if cy.hubspot_empty == Some(pair) {
-                std::mem::take(&mut hs_upserts)
-                    .into_iter()
-                    .map(|(i, input)| {
-                        let desired = match &outcomes[i] {
-                            Ok(PairOutcome::Write(pw)) => pw.hubspot_associations.as_deref(),
-                            _ => None,
-                        };
-                        let (associations, with) =
-                            associations::inline_hubspot(desired.unwrap_or_default());
-                        let create_only = self.stage_at_create(cy, pair, &works[i], &input);
-                        (
-                            i,
-                            apply::HsNew {
-                                input,
-                                associations,
-                                create_only,
-                            },
-                            with,
-                        )
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-        let mut inline_assoc: HashMap<usize, DealAssociations> = HashMap::new();
-        let hs_obj = schema.spec.hs_object;
-        let sobj = schema.spec.sobject;
+        let hs_creates = self.hubspot_creates(cy, pair, works, outcomes, &mut pending);
         // Source side first when creating: HubSpot for SF→HS, Salesforce for HS→SF.
-        let order: [bool; 2] = if from_sf {
-            [true, false]
+        if direction == runtime::Direction::SalesforceToHubspot {
+            self.write_hubspot(cy, schema, &hs_creates, &mut pending)
+                .await;
+            self.write_salesforce(schema, &mut pending).await;
         } else {
-            [false, true]
-        };
-        for hs_turn in order {
-            if hs_turn {
-                if !hs_creates.is_empty() {
-                    let news: Vec<apply::HsNew> =
-                        hs_creates.iter().map(|(_, n, _)| n.clone()).collect();
-                    let res =
-                        apply::hs_create(&self.hs, hs_obj, &self.opts.xref_property, &news).await;
-                    for ((i, n, with), (r, inline)) in hs_creates.iter().zip(res) {
-                        match r {
-                            Ok(o) => {
-                                if o.new != Some(false) {
-                                    created.insert(*i);
-                                }
-                                new_hs.insert(*i, o.id.clone());
-                                if inline {
-                                    inline_assoc.insert(*i, with.clone());
-                                }
-                                if inline && !n.create_only.is_empty() {
-                                    cy.stage_set_now.push(o.id.clone());
-                                }
-                            }
-                            Err(f) => failed[*i] = Some(f),
-                        }
-                    }
-                }
-                for (list, mode) in [
-                    (
-                        &hs_upserts,
-                        HsMode::Upsert(self.opts.xref_property.as_str()),
-                    ),
-                    (&hs_updates, HsMode::Update),
-                ] {
-                    let inputs: Vec<UpdateInput> = list.iter().map(|(_, u)| u.clone()).collect();
-                    let res = apply::hs_write(&self.hs, hs_obj, mode, &inputs).await;
-                    for ((i, _), r) in list.iter().zip(res) {
-                        match r {
-                            Ok(o) => {
-                                if matches!(mode, HsMode::Upsert(_)) {
-                                    if o.new != Some(false) {
-                                        created.insert(*i);
-                                    }
-                                    new_hs.insert(*i, o.id.clone());
-                                }
-                            }
-                            Err(f) => failed[*i] = Some(f),
-                        }
-                    }
-                }
-            } else {
-                // Salesforce writes need the HubSpot id of records created just now.
-                let fix = |list: &[(usize, SfInput)],
-                           new_hs: &HashMap<usize, String>,
-                           failed: &[Option<WriteFailure>]|
-                 -> Vec<(usize, SfInput)> {
-                    list.iter()
-                        .filter(|(i, _)| failed[*i].is_none())
-                        .map(|(i, s)| {
-                            let mut s = s.clone();
-                            if let Some(h) = new_hs.get(i) {
-                                s.fields.insert(
-                                    self.opts.external_id_field.clone(),
-                                    Json::String(h.clone()),
-                                );
-                            }
-                            (*i, s)
-                        })
-                        .collect()
-                };
-                let ups = fix(&sf_upserts, &new_hs, &failed);
-                let upd = fix(&sf_updates, &new_hs, &failed);
-                for (list, mode) in [
-                    (&ups, SfMode::Upsert(self.opts.external_id_field.as_str())),
-                    (&upd, SfMode::Update),
-                ] {
-                    let inputs: Vec<SfInput> = list.iter().map(|(_, s)| s.clone()).collect();
-                    let res = apply::sf_write(&self.sf, sobj, mode, &inputs).await;
-                    for ((i, _), r) in list.iter().zip(res) {
-                        match r {
-                            Ok(ack) => {
-                                if matches!(mode, SfMode::Upsert(_)) {
-                                    if ack.created {
-                                        created.insert(*i);
-                                    }
-                                    new_sf.insert(*i, ack.id);
-                                }
-                            }
-                            Err(f) => failed[*i] = Some(f),
-                        }
-                    }
-                }
-            }
+            self.write_salesforce(schema, &mut pending).await;
+            self.write_hubspot(cy, schema, &hs_creates, &mut pending)
+                .await;
         }
         if self.opts.dry_run {
             return Ok(done);
         }
-        for (i, w) in works.iter().enumerate() {
-            let wrote =
-                !written[i].is_empty() || new_hs.contains_key(&i) || new_sf.contains_key(&i);
-            if let Some(f) = &failed[i] {
-                let (side, id) = if from_sf {
-                    (Side::Salesforce, w.sf_id())
-                } else {
-                    (Side::HubSpot, w.hs_id())
+        self.acknowledged(cy, pair, works, outcomes, direction, pending, &mut done)
+            .await?;
+        Ok(done)
+    }
+
+    /// A pair the plugin refused fails, filed under its source record with the plugin's
+    /// error kind (unmapped stage or pipeline: picklist mismatch; missing owner or invalid
+    /// value: validation; else a plugin error).
+    async fn fail_refused(
+        &self,
+        cy: &mut Cycle,
+        pair: ObjectPair,
+        w: &Work,
+        direction: runtime::Direction,
+        e: &runtime::RuleError,
+    ) -> Result<(), SyncError> {
+        let cat = match e.kind {
+            runtime::ErrorKind::UnmappedStage | runtime::ErrorKind::UnmappedPipeline => {
+                ErrorCategory::PicklistMismatch
+            }
+            runtime::ErrorKind::MissingOwner | runtime::ErrorKind::InvalidValue => {
+                ErrorCategory::Validation
+            }
+            _ => ErrorCategory::PluginError,
+        };
+        let payload = json!({"kind": runtime::error_kind_name(e.kind), "field": e.field, "message": e.message});
+        let (side, id) = source_key(w, direction);
+        self.fail(
+            cy,
+            pair,
+            side,
+            id,
+            cat,
+            &format!("{}: {}", runtime::error_kind_name(e.kind), e.message),
+            payload,
+        )
+        .await
+    }
+
+    /// Queues pair `i`'s writes: its HubSpot properties as an update of its HubSpot record
+    /// (setting the cross-reference when it is not yet the Salesforce id) or an upsert on
+    /// the cross-reference (a new record, always written from Salesforce), and its
+    /// Salesforce fields likewise as an update (setting the external id) or an upsert on the
+    /// external id (always written from HubSpot).
+    fn queue_writes(
+        &self,
+        pending: &mut PendingWrites,
+        i: usize,
+        w: &Work,
+        direction: runtime::Direction,
+        mut hs_p: crate::crm::hubspot::Properties,
+        mut sf_f: crate::crm::salesforce::Fields,
+    ) {
+        let from_sf = direction == runtime::Direction::SalesforceToHubspot;
+        // HubSpot side.
+        if !hs_p.is_empty() || (from_sf && w.hs.is_none()) {
+            match (&w.hs, w.sf_id()) {
+                (Some(h), sf_id) => {
+                    if let Some(s) = sf_id
+                        && w.hs_xref.as_deref() != Some(s)
+                    {
+                        hs_p.insert(self.opts.xref_property.clone(), s.to_string());
+                    }
+                    pending.hs_updates.push((
+                        i,
+                        UpdateInput {
+                            id: h.id.clone(),
+                            properties: hs_p,
+                        },
+                    ));
+                }
+                (None, Some(s)) => {
+                    hs_p.insert(self.opts.xref_property.clone(), s.to_string());
+                    pending.hs_upserts.push((
+                        i,
+                        UpdateInput {
+                            id: s.to_string(),
+                            properties: hs_p,
+                        },
+                    ));
+                }
+                (None, None) => {}
+            }
+        }
+        // Salesforce side.
+        if !sf_f.is_empty() || (!from_sf && w.sf.is_none()) {
+            match (&w.sf, w.hs_id()) {
+                (Some(s), hs_id) => {
+                    if let Some(h) = hs_id
+                        && w.sf_ext.as_deref() != Some(h)
+                    {
+                        sf_f.insert(
+                            self.opts.external_id_field.clone(),
+                            Json::String(h.to_string()),
+                        );
+                    }
+                    pending.sf_updates.push((
+                        i,
+                        SfInput {
+                            id: Some(s.id.clone()),
+                            fields: sf_f,
+                        },
+                    ));
+                }
+                (None, Some(h)) => {
+                    sf_f.insert(
+                        self.opts.external_id_field.clone(),
+                        Json::String(h.to_string()),
+                    );
+                    pending.sf_upserts.push((
+                        i,
+                        SfInput {
+                            id: None,
+                            fields: sf_f,
+                        },
+                    ));
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// In a portal that held none of the pair's records: the HubSpot upserts taken out of
+    /// `pending` as creates, each with the associations the plugin asked for inline and
+    /// its create-only properties (`stage_at_create`), and the associations it is created
+    /// with when they go inline.
+    fn hubspot_creates(
+        &self,
+        cy: &Cycle,
+        pair: ObjectPair,
+        works: &[Work],
+        outcomes: &[Result<PairOutcome, String>],
+        pending: &mut PendingWrites,
+    ) -> Vec<(usize, apply::HsNew, DealAssociations)> {
+        if cy.hubspot_empty != Some(pair) {
+            return Vec::new();
+        }
+        std::mem::take(&mut pending.hs_upserts)
+            .into_iter()
+            .map(|(i, input)| {
+                let desired = match &outcomes[i] {
+                    Ok(PairOutcome::Write(pw)) => pw.hubspot_associations.as_deref(),
+                    _ => None,
                 };
-                let payload = json!({"class": f.class.as_str(), "fields": written[i]});
-                self.fail(
-                    cy,
-                    pair,
-                    side,
-                    id.unwrap_or_default(),
-                    f.category(),
-                    &f.message,
-                    payload,
+                let (associations, with) =
+                    associations::inline_hubspot(desired.unwrap_or_default());
+                let create_only = self.stage_at_create(cy, pair, &works[i], &input);
+                (
+                    i,
+                    apply::HsNew {
+                        input,
+                        associations,
+                        create_only,
+                    },
+                    with,
                 )
-                .await?;
+            })
+            .collect()
+    }
+
+    /// The HubSpot writes: creates (an empty portal), then upserts on the cross-reference,
+    /// then updates; new ids, records created and failures go to `pending`.
+    async fn write_hubspot(
+        &self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        hs_creates: &[(usize, apply::HsNew, DealAssociations)],
+        pending: &mut PendingWrites,
+    ) {
+        let hs_obj = schema.spec.hs_object;
+        if !hs_creates.is_empty() {
+            let news: Vec<apply::HsNew> = hs_creates.iter().map(|(_, n, _)| n.clone()).collect();
+            let res = apply::hs_create(&self.hs, hs_obj, &self.opts.xref_property, &news).await;
+            for ((i, n, with), (r, inline)) in hs_creates.iter().zip(res) {
+                match r {
+                    Ok(o) => {
+                        if o.new != Some(false) {
+                            pending.created.insert(*i);
+                        }
+                        pending.new_hs.insert(*i, o.id.clone());
+                        if inline {
+                            pending.inline_assoc.insert(*i, with.clone());
+                        }
+                        if inline && !n.create_only.is_empty() {
+                            cy.stage_set_now.push(o.id.clone());
+                        }
+                    }
+                    Err(f) => pending.failed[*i] = Some(f),
+                }
+            }
+        }
+        for (list, mode) in [
+            (
+                &pending.hs_upserts,
+                HsMode::Upsert(self.opts.xref_property.as_str()),
+            ),
+            (&pending.hs_updates, HsMode::Update),
+        ] {
+            let inputs: Vec<UpdateInput> = list.iter().map(|(_, u)| u.clone()).collect();
+            let res = apply::hs_write(&self.hs, hs_obj, mode, &inputs).await;
+            for ((i, _), r) in list.iter().zip(res) {
+                match r {
+                    Ok(o) => {
+                        if matches!(mode, HsMode::Upsert(_)) {
+                            if o.new != Some(false) {
+                                pending.created.insert(*i);
+                            }
+                            pending.new_hs.insert(*i, o.id.clone());
+                        }
+                    }
+                    Err(f) => pending.failed[*i] = Some(f),
+                }
+            }
+        }
+    }
+
+    /// The Salesforce writes of the pairs not failed so far, upserts on the external id
+    /// then updates, each with the HubSpot id of a record created just now; new ids,
+    /// records created and failures go to `pending`.
+    async fn write_salesforce(&self, schema: &PairSchema, pending: &mut PendingWrites) {
+        // Salesforce writes need the HubSpot id of records created just now.
+        let fix = |list: &[(usize, SfInput)],
+                   new_hs: &HashMap<usize, String>,
+                   failed: &[Option<WriteFailure>]|
+         -> Vec<(usize, SfInput)> {
+            list.iter()
+                .filter(|(i, _)| failed[*i].is_none())
+                .map(|(i, s)| {
+                    let mut s = s.clone();
+                    if let Some(h) = new_hs.get(i) {
+                        s.fields
+                            .insert(self.opts.external_id_field.clone(), Json::String(h.clone()));
+                    }
+                    (*i, s)
+                })
+                .collect()
+        };
+        let ups = fix(&pending.sf_upserts, &pending.new_hs, &pending.failed);
+        let upd = fix(&pending.sf_updates, &pending.new_hs, &pending.failed);
+        for (list, mode) in [
+            (&ups, SfMode::Upsert(self.opts.external_id_field.as_str())),
+            (&upd, SfMode::Update),
+        ] {
+            let inputs: Vec<SfInput> = list.iter().map(|(_, s)| s.clone()).collect();
+            let res = apply::sf_write(&self.sf, schema.spec.sobject, mode, &inputs).await;
+            for ((i, _), r) in list.iter().zip(res) {
+                match r {
+                    Ok(ack) => {
+                        if matches!(mode, SfMode::Upsert(_)) {
+                            if ack.created {
+                                pending.created.insert(*i);
+                            }
+                            pending.new_sf.insert(*i, ack.id);
+                        }
+                    }
+                    Err(f) => pending.failed[*i] = Some(f),
+                }
+            }
+        }
+    }
+
+    /// What each pair's writes came to: a failed write fails the pair (filed under its
+    /// source record); a pair that wrote (or only changes associations) and has an id on
+    /// both sides is done, unless it already is.
+    #[allow(clippy::too_many_arguments)]
+    async fn acknowledged(
+        &self,
+        cy: &mut Cycle,
+        pair: ObjectPair,
+        works: &[Work],
+        outcomes: &[Result<PairOutcome, String>],
+        direction: runtime::Direction,
+        mut pending: PendingWrites,
+        done: &mut [Option<Done>],
+    ) -> Result<(), SyncError> {
+        for (i, w) in works.iter().enumerate() {
+            let written = &pending.written[i];
+            let wrote = !written.is_empty()
+                || pending.new_hs.contains_key(&i)
+                || pending.new_sf.contains_key(&i);
+            if let Some(f) = &pending.failed[i] {
+                let (side, id) = source_key(w, direction);
+                let payload = json!({"class": f.class.as_str(), "fields": written});
+                self.fail(cy, pair, side, id, f.category(), &f.message, payload)
+                    .await?;
                 continue;
             }
             // A plan that only changes associations writes no field, but its pair is
@@ -805,27 +738,35 @@ impl Engine {
             if (!wrote && !assoc_only) || done[i].is_some() {
                 continue;
             }
-            let sf_id = new_sf.get(&i).cloned().or(w.sf_id().map(str::to_string));
-            let hs_id = new_hs.get(&i).cloned().or(w.hs_id().map(str::to_string));
+            let sf_id = pending
+                .new_sf
+                .get(&i)
+                .cloned()
+                .or(w.sf_id().map(str::to_string));
+            let hs_id = pending
+                .new_hs
+                .get(&i)
+                .cloned()
+                .or(w.hs_id().map(str::to_string));
             if let (Some(s), Some(h)) = (sf_id, hs_id) {
                 let updated_hs =
-                    written[i].iter().any(|f| f.starts_with("hubspot.")) && w.hs.is_some();
+                    written.iter().any(|f| f.starts_with("hubspot.")) && w.hs.is_some();
                 let updated_sf =
-                    written[i].iter().any(|f| f.starts_with("salesforce.")) && w.sf.is_some();
+                    written.iter().any(|f| f.starts_with("salesforce.")) && w.sf.is_some();
                 done[i] = Some(Done {
                     sf_id: s,
                     hs_id: h,
-                    created: created.contains(&i),
-                    written: written[i].clone(),
-                    sf_values: sf_vals[i].clone(),
-                    hs_values: hs_vals[i].clone(),
+                    created: pending.created.contains(&i),
+                    written: written.clone(),
+                    sf_values: pending.sf_vals[i].clone(),
+                    hs_values: pending.hs_vals[i].clone(),
                     updated_sf,
                     updated_hs,
-                    created_with: inline_assoc.remove(&i),
+                    created_with: pending.inline_assoc.remove(&i),
                 });
             }
         }
-        Ok(done)
+        Ok(())
     }
 
     /// The create-only properties of a new HubSpot record: for a contact the backfill creates
@@ -855,6 +796,167 @@ impl Engine {
             );
         }
         out
+    }
+}
+
+/// One batch's writes as they are gathered and made, each by the pair's position.
+struct PendingWrites {
+    /// Each pair's Salesforce values: its current ones, then what it writes.
+    sf_vals: Vec<Vec<runtime::Value>>,
+    /// Each pair's HubSpot values: its current ones, then what it writes.
+    hs_vals: Vec<Vec<runtime::Value>>,
+    /// The fields each pair writes (`hubspot.<property>`, `salesforce.<field>`).
+    written: Vec<Vec<String>>,
+    /// HubSpot records to upsert on the cross-reference property (new ones).
+    hs_upserts: Vec<(usize, UpdateInput)>,
+    /// HubSpot records to update by id.
+    hs_updates: Vec<(usize, UpdateInput)>,
+    /// Salesforce records to upsert on the external id (new ones).
+    sf_upserts: Vec<(usize, SfInput)>,
+    /// Salesforce records to update by id.
+    sf_updates: Vec<(usize, SfInput)>,
+    /// The write a CRM refused.
+    failed: Vec<Option<WriteFailure>>,
+    /// The ids of HubSpot records upserted or created.
+    new_hs: HashMap<usize, String>,
+    /// The ids of Salesforce records upserted.
+    new_sf: HashMap<usize, String>,
+    /// The pairs whose record was created.
+    created: HashSet<usize>,
+    /// The associations a HubSpot record was created with.
+    inline_assoc: HashMap<usize, DealAssociations>,
+}
+
+impl PendingWrites {
+    /// Every pair from its current values (nulls on a side with no record), nothing to write.
+    fn from_current(schema: &PairSchema, works: &[Work]) -> Self {
+        let current = |side: Option<&plan::SideRecord>, len: usize| {
+            side.map(|s| s.values.clone())
+                .unwrap_or_else(|| vec![runtime::Value::Null; len])
+        };
+        PendingWrites {
+            sf_vals: works
+                .iter()
+                .map(|w| current(w.sf.as_ref(), schema.sf_fields.len()))
+                .collect(),
+            hs_vals: works
+                .iter()
+                .map(|w| current(w.hs.as_ref(), schema.hs_fields.len()))
+                .collect(),
+            written: vec![Vec::new(); works.len()],
+            hs_upserts: Vec::new(),
+            hs_updates: Vec::new(),
+            sf_upserts: Vec::new(),
+            sf_updates: Vec::new(),
+            failed: vec![None; works.len()],
+            new_hs: HashMap::new(),
+            new_sf: HashMap::new(),
+            created: HashSet::new(),
+            inline_assoc: HashMap::new(),
+        }
+    }
+
+    /// Pair `i` as it is, both sides in agreement (when it has both).
+    fn up_to_date(&self, i: usize, w: &Work) -> Option<Done> {
+        let (s, h) = (w.sf.as_ref()?, w.hs.as_ref()?);
+        Some(Done {
+            sf_id: s.id.clone(),
+            hs_id: h.id.clone(),
+            created: false,
+            written: Vec::new(),
+            sf_values: self.sf_vals[i].clone(),
+            hs_values: self.hs_vals[i].clone(),
+            updated_sf: false,
+            updated_hs: false,
+            created_with: None,
+        })
+    }
+
+    /// Pair `i`'s writes on the wire, HubSpot properties and Salesforce fields (a field
+    /// that is not writable is passed over); its values and written fields follow them.
+    fn wire_fields(
+        &mut self,
+        schema: &PairSchema,
+        i: usize,
+        pw: &runtime::PairWrites,
+    ) -> (
+        crate::crm::hubspot::Properties,
+        crate::crm::salesforce::Fields,
+    ) {
+        let mut hs_p = crate::crm::hubspot::Properties::new();
+        for fw in &pw.hubspot {
+            let Some(kind) = schema.hs_writable.get(&fw.field) else {
+                continue;
+            };
+            let wire = values::to_hubspot(&fw.value, *kind);
+            if let Some(idx) = schema.hs_index(&fw.field) {
+                self.hs_vals[i][idx] =
+                    values::from_hubspot(Some(&wire), *kind).unwrap_or(runtime::Value::Null);
+            }
+            hs_p.insert(fw.field.clone(), wire);
+            self.written[i].push(format!("hubspot.{}", fw.field));
+        }
+        let mut sf_f = crate::crm::salesforce::Fields::new();
+        for fw in &pw.salesforce {
+            let Some(kind) = schema.sf_writable.get(&fw.field) else {
+                continue;
+            };
+            let wire = values::to_salesforce(&fw.value, *kind);
+            if let Some(idx) = schema.sf_index(&fw.field) {
+                self.sf_vals[i][idx] =
+                    values::from_salesforce(&wire, *kind).unwrap_or(runtime::Value::Null);
+            }
+            sf_f.insert(fw.field.clone(), wire);
+            self.written[i].push(format!("salesforce.{}", fw.field));
+        }
+        (hs_p, sf_f)
+    }
+}
+
+/// A dry run's plan of one pair's writes: a create or an update on each side it writes.
+fn plan_dry_run(
+    cy: &mut Cycle,
+    pair: ObjectPair,
+    w: &Work,
+    hs_p: crate::crm::hubspot::Properties,
+    sf_f: crate::crm::salesforce::Fields,
+) {
+    if !hs_p.is_empty() {
+        cy.report.planned.push(PlannedOp {
+            op: if w.hs.is_some() { "update" } else { "create" },
+            target: "hubspot",
+            pair: pair.as_str(),
+            record: w.hs_id().or(w.sf_id()).unwrap_or_default().to_string(),
+            detail: json!(hs_p),
+        });
+    }
+    if !sf_f.is_empty() {
+        cy.report.planned.push(PlannedOp {
+            op: if w.sf.is_some() { "update" } else { "create" },
+            target: "salesforce",
+            pair: pair.as_str(),
+            record: w.sf_id().or(w.hs_id()).unwrap_or_default().to_string(),
+            detail: Json::Object(sf_f),
+        });
+    }
+}
+
+/// Where a failure of a pair is filed: the side its record was captured on in
+/// `direction`, and its id there.
+fn source_key(w: &Work, direction: runtime::Direction) -> (Side, &str) {
+    if direction == runtime::Direction::SalesforceToHubspot {
+        (Side::Salesforce, w.sf_id().unwrap_or_default())
+    } else {
+        (Side::HubSpot, w.hs_id().unwrap_or_default())
+    }
+}
+
+/// The direction of a batch as the store (history, fault points) names it.
+fn store_direction(direction: runtime::Direction) -> Direction {
+    if direction == runtime::Direction::SalesforceToHubspot {
+        Direction::SalesforceToHubSpot
+    } else {
+        Direction::HubSpotToSalesforce
     }
 }
 
