@@ -1397,7 +1397,7 @@ impl KeyBox {
                 Some(k) => a += usize::from(self.holds_id(k.1)),
             }
             match out_window.next() {
-                None => return by_id - b,
+                None => return by_id.saturating_sub(b),
                 Some(k) => b += usize::from(self.holds_id(k.1)),
             }
             match in_ids.next() {
@@ -1405,7 +1405,7 @@ impl KeyBox {
                 Some(r) => c += usize::from(in_box(r)),
             }
             match out_ids.next() {
-                None => return by_ms - d,
+                None => return by_ms.saturating_sub(d),
                 Some(r) => d += usize::from(in_box(r)),
             }
         }
@@ -1504,7 +1504,7 @@ fn count_with_text_filter(
     let requested = || parts.iter().map(|p| b.count_in_set(p)).sum::<usize>();
     if driver.negated {
         // NEQ / NOT_IN also match records without the property.
-        return Some(b.count(table) - requested());
+        return Some(b.count(table).saturating_sub(requested()));
     }
     let listed: usize = parts.iter().map(|p| p.len()).sum();
     let indexed: usize = map.values().map(BTreeSet::len).sum();
@@ -1515,7 +1515,7 @@ fn count_with_text_filter(
             .filter(|set| !parts.iter().any(|p| std::ptr::eq(*p, *set)))
             .map(|set| b.count_in_set(set))
             .sum();
-        return Some(b.count(table) - others);
+        return Some(b.count(table).saturating_sub(others));
     }
     Some(requested())
 }
