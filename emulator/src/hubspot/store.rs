@@ -1,6 +1,8 @@
 //! The in-memory portal of the HubSpot emulator: records, unique-value
 //! indexes, associations, pipelines, owners, property definitions and the
-//! calculated contact properties.
+//! calculated contact properties. Each table keeps, beside its records, the
+//! ordered `(last-modified, id)` index and range-counting sets of the active
+//! ids and of those keys, which search counts ranges with.
 //!
 //! Everything here is synchronous and is used under one `RwLock` held only for
 //! the duration of a call (never across an `.await`). Every write goes through
@@ -1254,8 +1256,10 @@ impl Store {
 
     /// Runs a search: returns the total number of matches and the ids of the
     /// page `[after, after + limit)` in order. Keyset-style queries (ranges on
-    /// the last-modified time, sorted by it) stream from the ordered index;
-    /// the rest filter every record and sort once (see [`super::search`]).
+    /// the last-modified time, sorted by it) stream from the ordered index,
+    /// and time/id range reads count their `total` from the range-counting
+    /// sets; the rest filter every record and sort once (see
+    /// [`super::search`]).
     pub fn search(
         &self,
         ot: ObjectType,
