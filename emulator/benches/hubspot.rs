@@ -2,7 +2,9 @@
 //! reads, 100-input batch upserts, and search pages (incl. a sorted search
 //! over 100,000 deals, and the sync engine's keyset change scan over 120,000
 //! deals: range page, steady state, tie phase; EQ/IN lookups by the unique
-//! cross-reference property and by id). Prints requests/s and the
+//! cross-reference property and by id), and the engine's id-order read-back
+//! (every page of `modified < until AND id > after AND pipeline IN [..]`,
+//! by id, 200 a page) at 10,000 and 120,000 deals. Prints requests/s and the
 //! in-process time of one search; bounded in count, stops by itself.
 //! Run: `cargo bench -p dealbridge-emulator --bench hubspot`.
 
@@ -15,6 +17,61 @@ use dealbridge_emulator::hubspot::ratelimit::RateLimitSettings;
 use dealbridge_emulator::hubspot::schema::ObjectType;
 use dealbridge_emulator::hubspot::store::{Filter, Sort};
 use serde_json::{Map, Value, json};
+
+/// The engine's id-order read of a whole window (`scan_id_range_page` in
+/// host/src/crm/hubspot/client.rs), in process: every page until the page
+/// holds the rest (`total <= page`). Prints the pages, the mean store time
+/// per page, and a page at the last quarter of the window measured alone;
+/// checks each `total` is the count of what is still to read.
+fn id_order_read_back(hs: &HubSpot, label: &str) {
+    let m = "hs_lastmodifieddate";
+    let until = (dealbridge_emulator::hubspot::now_ms() + 3_600_000).to_string();
+    let group = |after: u64| -> Vec<Vec<Filter>> {
+        let filters = json!([
+            {"propertyName": m, "operator": "LT", "value": until},
+            {"propertyName": "hs_object_id", "operator": "GT", "value": after.to_string()},
+            {"propertyName": "pipeline", "operator": "IN", "values": ["default"]},
+        ]);
+        vec![serde_json::from_value(filters).expect("filters")]
+    };
+    let sorts = [Sort {
+        property: "hs_object_id".into(),
+        descending: false,
+    }];
+    let active = hs.read(|s| s.table(ObjectType::Deals).modified_index().len());
+    let (mut after, mut pages, mut read) = (0u64, 0usize, 0usize);
+    let mut cursors = Vec::new();
+    let start = Instant::now();
+    loop {
+        let (total, ids) = hs.read(|s| {
+            s.search(ObjectType::Deals, &group(after), &sorts, None, 0, 200)
+                .expect("search")
+        });
+        assert_eq!(total, active - read, "total counts what is still to read");
+        cursors.push(after);
+        pages += 1;
+        read += ids.len();
+        match ids.last() {
+            Some(last) if total > ids.len() => after = *last,
+            _ => break,
+        }
+    }
+    let took = start.elapsed();
+    let late = cursors[cursors.len() * 3 / 4];
+    let reps = 50;
+    let start = Instant::now();
+    for _ in 0..reps {
+        hs.read(|s| {
+            s.search(ObjectType::Deals, &group(late), &sorts, None, 0, 200)
+                .expect("search")
+        });
+    }
+    let per_late = start.elapsed() / reps;
+    println!(
+        "id-order read-back ({label}): {pages} pages in {took:.2?} ({:.2?} a page); a page 3/4 in: {per_late:.2?}",
+        took / pages as u32
+    );
+}
 
 struct Target {
     base: String,
@@ -75,6 +132,7 @@ fn main() {
                 s.apply(ObjectType::Deals, None, ch, 1_700_000_000_000 + (i % 500) as i64, &Default::default()).expect("apply");
             }
         });
+        id_order_read_back(&hs, "10k deals");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = hs.router();
@@ -123,6 +181,7 @@ fn main() {
         })
         .await;
         println!("sorted search page (100k)  : {rps:>9.0} requests/s  (100 requests in {took:.2?})");
+        id_order_read_back(&hs, "120k deals");
 
         // The sync engine's keyset change scan (host/src/crm/hubspot/client.rs).
         let m = "hs_lastmodifieddate";

@@ -577,6 +577,64 @@ async fn search_stops_at_ten_thousand() {
         .await;
     r.assert_error(400, "VALIDATION_ERROR");
     assert!(r.body["message"].as_str().unwrap().contains("10000"));
+
+    // The engine's id-range read (counted from the indexes): the same total,
+    // page and cap as the general path.
+    let first =
+        h.hs.read(|s| *s.table(ObjectType::Deals).records().keys().next().unwrap());
+    let filters = json!([
+        {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": "1700000000000"},
+        {"propertyName": "hs_object_id", "operator": "GT", "value": first.to_string()},
+        {"propertyName": "pipeline", "operator": "IN", "values": ["default"]},
+    ]);
+    let by_id = json!([{"propertyName": "hs_object_id", "direction": "ASCENDING"}]);
+    let r = h
+        .post(
+            "/crm/v3/objects/deals/search",
+            json!({"filterGroups": [{"filters": filters}], "sorts": by_id, "limit": 200, "after": "9900"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["total"], 10_049);
+    let ids: Vec<u64> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 100, "the page stops at the cap");
+    assert_eq!(r.body["paging"]["next"]["after"], "10000");
+    let groups: Vec<Vec<dealbridge_emulator::hubspot::store::Filter>> =
+        vec![serde_json::from_value(filters.clone()).unwrap()];
+    let sorts = [dealbridge_emulator::hubspot::store::Sort {
+        property: "hs_object_id".into(),
+        descending: false,
+    }];
+    let (fast, slow) = h.hs.read(|s| {
+        let run = |use_index| {
+            s.search_plan(
+                ObjectType::Deals,
+                &groups,
+                &sorts,
+                None,
+                9900,
+                100,
+                use_index,
+            )
+            .unwrap()
+        };
+        (run(true), run(false))
+    });
+    assert_eq!(fast.2, dealbridge_emulator::hubspot::store::Plan::Counted);
+    assert_eq!((fast.0, &fast.1), (slow.0, &slow.1));
+    assert_eq!(fast.1, ids);
+    let r = h
+        .post(
+            "/crm/v3/objects/deals/search",
+            json!({"filterGroups": [{"filters": filters}], "sorts": by_id, "limit": 10, "after": "10000"}),
+        )
+        .await;
+    r.assert_error(400, "VALIDATION_ERROR");
 }
 
 #[tokio::test]

@@ -11,6 +11,10 @@
 //! keys of its records: an EQ filter plus a last-modified range is then one
 //! ordered range, countable and streamable in keyset order.
 //!
+//! [`CountedSet`] is the range-counting set the store keeps beside its
+//! ordered indexes (active ids, `(updated_ms, id)` keys): search counts the
+//! matches of a time or id range with it in `O(log n)`.
+//!
 //! Only [`super::store`] writes these, on every create, update, archive and
 //! snapshot load; the calculated properties (stage flags, contact rollups) are
 //! never indexed, so writes that skip the indexes cannot make them stale.
@@ -179,6 +183,177 @@ impl ValueIndexes {
     }
 }
 
+/// An ordered set that counts its keys in a range in `O(log n)` (plus the
+/// few keys inserted out of order since the last compaction): a sorted array
+/// with a Fenwick tree over which of its keys are present, an append path for
+/// keys above every key held (new ids; a monotonic clock's new
+/// `(last-modified, id)` keys), tombstones for removals, and a small ordered
+/// overflow for keys inserted below the array's last key. The array is
+/// rebuilt (`O(n)`) when the overflow outgrows `max(64, sqrt n)` or
+/// tombstones are more than half of it, so both costs stay amortized small.
+#[derive(Clone, Debug)]
+pub struct CountedSet<K> {
+    /// Ascending; removed keys stay as tombstones until the next compaction.
+    sorted: Vec<K>,
+    present: Vec<bool>,
+    /// Fenwick tree over `present` (1-based: `tree[i - 1]` sums the
+    /// positions `(i - lowbit(i), i]`).
+    tree: Vec<u32>,
+    tombstones: usize,
+    /// Present keys that are below `sorted`'s last key and not in `sorted`.
+    overflow: BTreeSet<K>,
+}
+
+impl<K> Default for CountedSet<K> {
+    fn default() -> Self {
+        CountedSet {
+            sorted: Vec::new(),
+            present: Vec::new(),
+            tree: Vec::new(),
+            tombstones: 0,
+            overflow: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy> CountedSet<K> {
+    /// Built from keys in any order (duplicates counted once).
+    pub fn from_keys(keys: impl Iterator<Item = K>) -> CountedSet<K> {
+        let mut sorted: Vec<K> = keys.collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        Self::from_sorted(sorted)
+    }
+
+    fn from_sorted(sorted: Vec<K>) -> CountedSet<K> {
+        let n = sorted.len();
+        let mut tree = vec![1u32; n];
+        for i in 1..=n {
+            let j = i + (i & i.wrapping_neg());
+            if j <= n {
+                tree[j - 1] += tree[i - 1];
+            }
+        }
+        CountedSet {
+            sorted,
+            present: vec![true; n],
+            tree,
+            tombstones: 0,
+            overflow: BTreeSet::new(),
+        }
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.sorted.len() - self.tombstones + self.overflow.len()
+    }
+
+    /// Whether the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a key (no change if present).
+    pub fn insert(&mut self, key: K) {
+        if self.sorted.last().is_none_or(|last| *last < key) {
+            let i = self.sorted.len() + 1;
+            let low = i & i.wrapping_neg();
+            // The new node sums positions (i - low, i]: the earlier ones
+            // are prefix(i - 1) - prefix(i - low).
+            let node = self.prefix(i - 1) - self.prefix(i - low) + 1;
+            self.sorted.push(key);
+            self.present.push(true);
+            self.tree.push(node);
+            return;
+        }
+        match self.sorted.binary_search(&key) {
+            Ok(pos) => {
+                if !self.present[pos] {
+                    self.tombstones -= 1;
+                    self.toggle(pos, true);
+                }
+            }
+            Err(_) => {
+                self.overflow.insert(key);
+                let limit = (self.sorted.len() as f64).sqrt() as usize;
+                if self.overflow.len() > limit.max(64) {
+                    self.compact();
+                }
+            }
+        }
+    }
+
+    /// Removes a key (no change if absent).
+    pub fn remove(&mut self, key: &K) {
+        match self.sorted.binary_search(key) {
+            Ok(pos) if self.present[pos] => {
+                self.tombstones += 1;
+                self.toggle(pos, false);
+                if self.tombstones > 64 && self.tombstones * 2 > self.sorted.len() {
+                    self.compact();
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.overflow.remove(key);
+            }
+        }
+    }
+
+    /// How many keys lie in `[lo, hi]`.
+    pub fn count(&self, lo: K, hi: K) -> usize {
+        if lo > hi {
+            return 0;
+        }
+        let from = self.sorted.partition_point(|k| *k < lo);
+        let to = self.sorted.partition_point(|k| *k <= hi);
+        let listed = (self.prefix(to) - self.prefix(from)) as usize;
+        listed + self.overflow.range(lo..=hi).count()
+    }
+
+    /// Every key, ascending (for tests).
+    pub fn keys(&self) -> Vec<K> {
+        let mut keys: Vec<K> = self
+            .sorted
+            .iter()
+            .zip(&self.present)
+            .filter(|(_, p)| **p)
+            .map(|(k, _)| *k)
+            .chain(self.overflow.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn toggle(&mut self, pos: usize, present: bool) {
+        self.present[pos] = present;
+        let mut i = pos + 1;
+        while i <= self.tree.len() {
+            if present {
+                self.tree[i - 1] += 1;
+            } else {
+                self.tree[i - 1] -= 1;
+            }
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Present keys among the first `n` positions of `sorted`.
+    fn prefix(&self, mut n: usize) -> u32 {
+        let mut sum = 0;
+        while n > 0 {
+            sum += self.tree[n - 1];
+            n &= n - 1;
+        }
+        sum
+    }
+
+    fn compact(&mut self) {
+        let keys = self.keys();
+        *self = Self::from_sorted(keys);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +383,61 @@ mod tests {
             }
         }
         assert_eq!(num_key(f64::NAN), None);
+    }
+
+    #[test]
+    fn counted_sets_count_like_a_btree_set() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Mostly ascending inserts (a clock), some below the last key, many
+        // removals: every path (append, overflow, tombstone, compaction).
+        let mut set = CountedSet::default();
+        let mut truth = BTreeSet::new();
+        let mut clock = 0i64;
+        for step in 0..6000 {
+            match next() % 10 {
+                0..=4 => {
+                    clock += (next() % 3) as i64;
+                    let key = (clock, next() % 50);
+                    set.insert(key);
+                    truth.insert(key);
+                }
+                5 => {
+                    let key = ((next() % (clock as u64 + 1)) as i64, next() % 50);
+                    set.insert(key);
+                    truth.insert(key);
+                }
+                _ => {
+                    if let Some(&key) = truth
+                        .iter()
+                        .nth((next() % (truth.len() as u64 + 1)) as usize)
+                    {
+                        set.remove(&key);
+                        truth.remove(&key);
+                    }
+                    let absent = (clock + 1, 99);
+                    set.remove(&absent);
+                }
+            }
+            assert_eq!(set.len(), truth.len(), "step {step}");
+            let a = ((next() % (clock as u64 + 2)) as i64, next() % 60);
+            let b = ((next() % (clock as u64 + 2)) as i64, next() % 60);
+            let want = if a <= b {
+                truth.range(a..=b).count()
+            } else {
+                0
+            };
+            assert_eq!(set.count(a, b), want, "step {step}: [{a:?}, {b:?}]");
+        }
+        assert_eq!(set.keys(), truth.iter().copied().collect::<Vec<_>>());
+        assert_eq!(
+            CountedSet::from_keys(truth.iter().rev().copied()).keys(),
+            set.keys()
+        );
     }
 }

@@ -3,6 +3,14 @@
 //! lookup and keyset-style queries from the ordered `(last-modified, id)`
 //! index, and the general scan-filter-sort path.
 //!
+//! Queries made of time and id comparisons plus at most one text-indexed
+//! EQ/IN/NEQ/NOT_IN filter (the sync engine's keyset scans and id-range
+//! reads) take the counted plan: `total` (every match, whatever `after`)
+//! comes from the table's range-counting sets and value indexes without
+//! visiting the matches, and only the page is streamed, so a read that pages
+//! through a whole table costs per page what the page holds plus a log
+//! factor, not every match after its cursor.
+//!
 //! The indexed plans must return exactly what the general path returns (the
 //! same `total`, the same ids in the same order); the planner only takes them
 //! when that is provable from the query's shape and the table's value ranges,
@@ -51,6 +59,9 @@ pub enum Plan {
     Candidates,
     /// Every record of the table filtered and sorted.
     Scan,
+    /// Counted from the indexes (an exact `(last-modified, id)` box, at most
+    /// one text-indexed filter), the page streamed in sort order.
+    Counted,
 }
 
 /// Timestamps whose ISO text (`iso`) has a four-digit year and parses back to
@@ -461,7 +472,16 @@ pub(crate) fn run(
         if range.empty {
             return Ok((0, Vec::new(), Plan::Ordered));
         }
-        if let Some(order) = index_order(table, &q, &range) {
+        let order = index_order(table, &q, &range);
+        // No filter beyond the time bounds: the index range is the answer.
+        if let (Some(order), true) = (order, range.no_residual(&q)) {
+            let (total, ids) = ordered(table, &q, &range, order, after, end);
+            return Ok((total, ids, Plan::Ordered));
+        }
+        if let Some(answer) = counted(table, &q, &range, after, end) {
+            return Ok(answer);
+        }
+        if let Some(order) = order {
             let (total, ids) = ordered(table, &q, &range, order, after, end);
             return Ok((total, ids, Plan::Ordered));
         }
@@ -739,7 +759,7 @@ fn exact_from_index(
     }
     let listed = driver.listed(lo, hi);
     let total = if driver.negated {
-        count_window(table.modified_index(), lo, hi) - listed
+        table.modified_in_range(lo, hi) - listed
     } else {
         listed
     };
@@ -1087,7 +1107,7 @@ impl<'q> KeyRange<'q> {
     /// one sequential pass over the records beats a lookup per key.
     fn wide(&self, table: &Table) -> bool {
         let index = table.modified_index();
-        count_in(index, self.lo, self.hi) * 4 > index.len()
+        table.modified_in_range(self.lo, self.hi) * 4 > index.len()
     }
 
     /// The matching records in id order: from the time index when time is
@@ -1244,7 +1264,7 @@ fn ordered(
     let index = table.modified_index();
     let keys = keys_in_order(index, range.lo, range.hi, ms_desc, id_desc);
     if range.no_residual(q) {
-        let total = count_in(index, range.lo, range.hi);
+        let total = table.modified_in_range(range.lo, range.hi);
         let end = end.min(total);
         if after >= end {
             return (total, Vec::new());
@@ -1287,6 +1307,312 @@ fn ordered(
         }
     }
     (total, page)
+}
+
+/// The exact part of the `(ms, id)` key space that a single-group query's
+/// time and id filters select: active records with `updated_ms` in
+/// `[ms_lo, ms_hi]` and id in `[id_lo, id_hi]` (inclusive; empty when either
+/// side is inverted).
+#[derive(Clone, Copy, Debug)]
+struct KeyBox {
+    ms_lo: i64,
+    ms_hi: i64,
+    id_lo: u64,
+    id_hi: u64,
+}
+
+impl KeyBox {
+    /// The box of a key range whose residual key filters are all comparisons
+    /// on `hs_object_id` (folded exactly here; the time bounds are already
+    /// exact); `None` when another key filter remains.
+    fn of(range: &KeyRange<'_>) -> Option<KeyBox> {
+        let mut b = KeyBox {
+            ms_lo: range.lo.0,
+            ms_hi: range.hi.0,
+            id_lo: 0,
+            id_hi: u64::MAX,
+        };
+        for f in &range.key_filters {
+            if f.key != Some(KeyField::Id) {
+                return None;
+            }
+            let (lo, hi) = exact_id_bounds(f)?;
+            b.id_lo = b.id_lo.max(lo);
+            b.id_hi = b.id_hi.min(hi);
+        }
+        Some(b)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ms_lo > self.ms_hi || self.id_lo > self.id_hi
+    }
+
+    fn holds_id(&self, id: u64) -> bool {
+        self.id_lo <= id && id <= self.id_hi
+    }
+
+    fn holds_ms(&self, ms: i64) -> bool {
+        self.ms_lo <= ms && ms <= self.ms_hi
+    }
+
+    /// The smallest `(ms, id)` key range containing the box.
+    fn key_bounds(&self) -> ((i64, u64), (i64, u64)) {
+        ((self.ms_lo, self.id_lo), (self.ms_hi, self.id_hi))
+    }
+
+    /// How many active records lie in the box. `O(log n)` from the counted
+    /// sets when the box is one key range (one instant, or every id) or one
+    /// id range (all time); otherwise the cheapest of four walks, taken in
+    /// lockstep so the walk stops at the smallest: the time window (checking
+    /// ids), the keys outside it (subtracted from the id range's count), the
+    /// id range (checking times), or the ids outside it (subtracted from the
+    /// window's count).
+    fn count(&self, table: &Table) -> usize {
+        let (key_lo, key_hi) = self.key_bounds();
+        if self.ms_lo == self.ms_hi || (self.id_lo == 0 && self.id_hi == u64::MAX) {
+            return table.modified_in_range(key_lo, key_hi);
+        }
+        let by_id = table.active_in_id_range(self.id_lo, self.id_hi);
+        if by_id == 0 || (self.ms_lo == i64::MIN && self.ms_hi == i64::MAX) {
+            return by_id;
+        }
+        let (lo, hi) = ((self.ms_lo, 0), (self.ms_hi, u64::MAX));
+        let by_ms = table.modified_in_range(lo, hi);
+        let index = table.modified_index();
+        let records = table.records();
+        let mut in_window = index.range(lo..=hi);
+        let mut out_window = index
+            .range(..lo)
+            .chain(index.range((Bound::Excluded(hi), Bound::Unbounded)));
+        let mut in_ids = records.range(self.id_lo..=self.id_hi).map(|(_, r)| r);
+        let mut out_ids = records
+            .range(..self.id_lo)
+            .chain(records.range((Bound::Excluded(self.id_hi), Bound::Unbounded)))
+            .map(|(_, r)| r);
+        let in_box = |r: &Record| !r.archived && self.holds_ms(r.updated_ms);
+        let (mut a, mut b, mut c, mut d) = (0usize, 0usize, 0usize, 0usize);
+        loop {
+            match in_window.next() {
+                None => return a,
+                Some(k) => a += usize::from(self.holds_id(k.1)),
+            }
+            match out_window.next() {
+                None => return by_id.saturating_sub(b),
+                Some(k) => b += usize::from(self.holds_id(k.1)),
+            }
+            match in_ids.next() {
+                None => return c,
+                Some(r) => c += usize::from(in_box(r)),
+            }
+            match out_ids.next() {
+                None => return by_ms.saturating_sub(d),
+                Some(r) => d += usize::from(in_box(r)),
+            }
+        }
+    }
+
+    /// How many keys of one value's `(updated_ms, id)` set lie in the box.
+    fn count_in_set(&self, set: &BTreeSet<(i64, u64)>) -> usize {
+        set.range((self.ms_lo, 0)..=(self.ms_hi, u64::MAX))
+            .filter(|k| self.holds_id(k.1))
+            .count()
+    }
+}
+
+/// The ids `[lo, hi]` (inclusive) a comparison on `hs_object_id` accepts,
+/// for a table whose ids are all below [`EXACT_ID_MAX`] (so `id as f64` is
+/// exact and the general path's numeric comparison is integer order);
+/// `None` for operators that select no range (NEQ, IN, NOT_IN).
+fn exact_id_bounds(f: &Compiled) -> Option<(u64, u64)> {
+    const NONE: (u64, u64) = (1, 0);
+    const ALL: (u64, u64) = (0, u64::MAX);
+    let num = |o: &Option<Operand>| match o {
+        Some(Operand::Num(x)) => Some(*x),
+        _ => None,
+    };
+    // id >= x and id <= x, as inclusive bounds.
+    let at_least = |x: f64| {
+        if x.is_nan() {
+            NONE
+        } else if x <= 0.0 {
+            ALL
+        } else {
+            (ceil_u64(x).unwrap_or(u64::MAX), u64::MAX)
+        }
+    };
+    let at_most = |x: f64| {
+        if x.is_nan() || x < 0.0 {
+            NONE
+        } else {
+            (0, floor_u64(x).unwrap_or(0))
+        }
+    };
+    let both = |(a, b): (u64, u64), (c, d): (u64, u64)| (a.max(c), b.min(d));
+    Some(match f.op {
+        Op::Has => ALL,
+        Op::NotHas => NONE,
+        Op::Eq => {
+            let x = num(&f.a)?;
+            if x.fract() == 0.0 && x >= 0.0 && x < EXACT_ID_MAX as f64 {
+                (x as u64, x as u64)
+            } else {
+                NONE
+            }
+        }
+        Op::Gt => {
+            let x = num(&f.a)?;
+            if x.is_nan() {
+                NONE
+            } else if x < 0.0 {
+                ALL
+            } else {
+                (floor_u64(x).unwrap_or(0).saturating_add(1), u64::MAX)
+            }
+        }
+        Op::Gte => at_least(num(&f.a)?),
+        Op::Lt => {
+            let x = num(&f.a)?;
+            if x.is_nan() || x <= 0.0 {
+                NONE
+            } else {
+                (0, ceil_u64(x).unwrap_or(u64::MAX) - 1)
+            }
+        }
+        Op::Lte => at_most(num(&f.a)?),
+        Op::Between => both(at_least(num(&f.a)?), at_most(num(&f.b)?)),
+        _ => return None,
+    })
+}
+
+/// How many active records in the box pass one text-indexed EQ, IN, NEQ or
+/// NOT_IN filter, from its value sets: the requested values' keys in the box,
+/// or (when every active record has the property and the other values are
+/// fewer) the box's count less the other values' keys in it. `None` for
+/// other index kinds.
+fn count_with_text_filter(
+    table: &Table,
+    b: &KeyBox,
+    f: &Compiled,
+    driver: &Driver<'_>,
+) -> Option<usize> {
+    let DriverSource::Text(parts) = &driver.source else {
+        return None;
+    };
+    let Some(ValueIndex::Text(map)) = table.value_index(&f.prop) else {
+        return None;
+    };
+    let requested = || parts.iter().map(|p| b.count_in_set(p)).sum::<usize>();
+    if driver.negated {
+        // NEQ / NOT_IN also match records without the property.
+        return Some(b.count(table).saturating_sub(requested()));
+    }
+    let listed: usize = parts.iter().map(|p| p.len()).sum();
+    let indexed: usize = map.values().map(BTreeSet::len).sum();
+    let missing = table.modified_index().len().saturating_sub(indexed);
+    if missing == 0 && indexed - listed < listed {
+        let others: usize = map
+            .values()
+            .filter(|set| !parts.iter().any(|p| std::ptr::eq(*p, *set)))
+            .map(|set| b.count_in_set(set))
+            .sum();
+        return Some(b.count(table).saturating_sub(others));
+    }
+    Some(requested())
+}
+
+/// Answers a single-group query whose filters are time and id comparisons
+/// (an exact [`KeyBox`]) plus at most one text-indexed EQ/IN/NEQ/NOT_IN
+/// filter, sorted by id or in `(last-modified, id)` index order: `total`
+/// from the indexes without visiting the matches, then the page streamed in
+/// sort order up to `end`. `None` (the caller's other plans answer) for any
+/// other shape, or when matches are so sparse in the stream that collecting
+/// them all would cost less.
+fn counted(
+    table: &Table,
+    q: &Query<'_>,
+    range: &KeyRange<'_>,
+    after: usize,
+    end: usize,
+) -> Option<(usize, Vec<u64>, Plan)> {
+    let ids_exact = table
+        .records()
+        .last_key_value()
+        .is_none_or(|(id, _)| *id < EXACT_ID_MAX);
+    if q.text.is_some() || !ids_exact {
+        return None;
+    }
+    let b = KeyBox::of(range)?;
+    let filter = match range.record_filters.as_slice() {
+        [] => None,
+        [f] => Some((*f, Driver::of(table, f)?)),
+        _ => return None,
+    };
+    // `Some(desc)`: id order; `None`: the index order `index_order` gives.
+    let by_id = match q.sorts.first() {
+        None => Some(false),
+        Some(s) if s.prop == "hs_object_id" => Some(s.desc),
+        Some(_) => None,
+    };
+    // Within one instant the index's key order is id order.
+    let key_order = match by_id {
+        Some(desc) if b.ms_lo == b.ms_hi => Some((false, desc)),
+        Some(_) => None,
+        None => Some(index_order(table, q, range)?),
+    };
+    if range.empty || b.is_empty() {
+        return Some((0, Vec::new(), Plan::Counted));
+    }
+    let total = match &filter {
+        None => b.count(table),
+        Some((f, driver)) => count_with_text_filter(table, &b, f, driver)?,
+    };
+    let end = end.min(total);
+    if after >= end {
+        return Some((total, Vec::new(), Plan::Counted));
+    }
+    let (key_lo, key_hi) = b.key_bounds();
+    // Streaming reads about `end * pool / total` records before the page is
+    // full; collecting and sorting every match costs about `total`.
+    let pool = match key_order {
+        Some(_) => table.modified_in_range(key_lo, key_hi),
+        None => table.active_in_id_range(b.id_lo, b.id_hi),
+    };
+    if (end as u128) * (pool as u128) > (total as u128) * (total as u128) {
+        return None;
+    }
+    let mut buf = String::new();
+    let mut passes = |r: &Record| {
+        b.holds_ms(r.updated_ms) && filter.as_ref().is_none_or(|(f, _)| f.matches(r, &mut buf))
+    };
+    let take = end - after;
+    let page: Vec<u64> = match (key_order, by_id) {
+        (None, Some(desc)) => {
+            let records = table.records().range(b.id_lo..=b.id_hi).map(|(_, r)| r);
+            let records: Box<dyn Iterator<Item = &Record>> = if desc {
+                Box::new(records.rev())
+            } else {
+                Box::new(records)
+            };
+            records
+                .filter(|r| !r.archived && passes(r))
+                .skip(after)
+                .take(take)
+                .map(|r| r.id)
+                .collect()
+        }
+        (Some((ms_desc, id_desc)), _) => {
+            keys_in_order(table.modified_index(), key_lo, key_hi, ms_desc, id_desc)
+                .filter(|k| b.holds_id(k.1))
+                .filter_map(|k| table.records().get(&k.1))
+                .filter(|r| passes(r))
+                .skip(after)
+                .take(take)
+                .map(|r| r.id)
+                .collect()
+        }
+        (None, None) => return None,
+    };
+    Some((total, page, Plan::Counted))
 }
 
 /// Token match with `*` wildcards, against the whole value or any
@@ -1769,7 +2095,7 @@ mod tests {
     }
 
     #[test]
-    fn keyset_scan_queries_take_the_ordered_plan() {
+    fn keyset_scan_queries_take_the_indexed_plans() {
         let (s, times) = random_portal(3, 300);
         let t = times[times.len() / 2];
         let m = "hs_lastmodifieddate";
@@ -1817,9 +2143,220 @@ mod tests {
                 true,
             )
             .unwrap();
-        assert_eq!(plan, Plan::Ordered);
+        assert_eq!(plan, Plan::Counted);
         assert!(page.iter().all(|id| *id > first_id));
         assert!(page.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// A time or id comparison of the shapes the keyset and id-range reads
+    /// send, with edge operands (ties, ids off by one, fractions, negatives,
+    /// values past every id).
+    fn random_key_filter(rng: &mut StdRng, times: &[i64], ids: &[u64]) -> Filter {
+        let m = "hs_lastmodifieddate";
+        let t = times[rng.random_range(0..times.len())] + rng.random_range(-1..=1);
+        let tv = if rng.random_range(0..2) == 0 {
+            json!(t.to_string())
+        } else {
+            json!(schema_iso(t))
+        };
+        let id = ids[rng.random_range(0..ids.len())] as i64 + rng.random_range(-1..=1);
+        let idv = match rng.random_range(0..12) {
+            0 => json!(format!("{id}.5")),
+            1 => json!("-3"),
+            2 => json!("1e20"),
+            _ => json!(id.to_string()),
+        };
+        let op = ["GT", "GTE", "LT", "LTE", "EQ", "BETWEEN"][rng.random_range(0..6)];
+        let mut filter = if rng.random_range(0..2) == 0 {
+            f(m, op, tv)
+        } else {
+            f("hs_object_id", op, idv)
+        };
+        if op == "BETWEEN" {
+            filter.high_value = Some(if filter.property_name == m {
+                json!((t + rng.random_range(-1..20) * 1000).to_string())
+            } else {
+                json!((id + rng.random_range(-1..300)).to_string())
+            });
+        }
+        filter
+    }
+
+    #[test]
+    fn counted_plans_answer_exactly_like_the_general_path() {
+        let (s, times) = random_portal(23, 1500);
+        let ids: Vec<u64> = s
+            .table(ObjectType::Deals)
+            .records()
+            .keys()
+            .copied()
+            .collect();
+        let m = "hs_lastmodifieddate";
+        let mut rng = StdRng::seed_from_u64(29);
+        let mut plans = std::collections::HashMap::new();
+        for i in 0..1500 {
+            let mut group: Vec<Filter> = (0..rng.random_range(1..4))
+                .map(|_| random_key_filter(&mut rng, &times, &ids))
+                .collect();
+            match rng.random_range(0..8) {
+                0 => group.push(Filter {
+                    property_name: "pipeline".into(),
+                    operator: ["IN", "NOT_IN"][rng.random_range(0..2)].into(),
+                    values: Some(
+                        [
+                            vec![],
+                            vec![json!("default")],
+                            vec![json!("default"), json!("P2")],
+                        ][rng.random_range(0..3)]
+                        .clone(),
+                    ),
+                    ..Default::default()
+                }),
+                1 => group.push(f(
+                    "pipeline",
+                    ["EQ", "NEQ"][rng.random_range(0..2)],
+                    json!(["default", "p2", "none"][rng.random_range(0..3)]),
+                )),
+                2 => group.push(f(
+                    "hubspot_owner_id",
+                    ["EQ", "NEQ"][rng.random_range(0..2)],
+                    json!(["7", "8"][rng.random_range(0..2)]),
+                )),
+                _ => {}
+            }
+            let sorts = match rng.random_range(0..7) {
+                0 => vec![],
+                1 => vec![sort("hs_object_id", false)],
+                2 => vec![sort("hs_object_id", true)],
+                3 => vec![sort(m, false)],
+                4 => vec![sort(m, false), sort("hs_object_id", false)],
+                5 => vec![sort(m, true), sort("hs_object_id", true)],
+                _ => vec![sort(m, false), sort("hs_object_id", true)],
+            };
+            let after = [0, 0, 0, 5, 150, 1000][rng.random_range(0..6)];
+            let limit = [1, 50, 200][rng.random_range(0..3)];
+            let groups = vec![group];
+            let run = |use_index| {
+                s.search_plan(
+                    ObjectType::Deals,
+                    &groups,
+                    &sorts,
+                    None,
+                    after,
+                    limit,
+                    use_index,
+                )
+                .unwrap()
+            };
+            let (fast, slow) = (run(true), run(false));
+            assert_eq!(
+                (fast.0, &fast.1),
+                (slow.0, &slow.1),
+                "query {i}: {groups:?} sorts {sorts:?} after {after} limit {limit} (plan {:?})",
+                fast.2
+            );
+            *plans.entry(fast.2).or_insert(0) += 1;
+        }
+        assert!(
+            plans.get(&Plan::Counted).copied().unwrap_or(0) > 400,
+            "{plans:?}"
+        );
+    }
+
+    #[test]
+    fn id_range_reads_count_every_page_like_the_general_path() {
+        let (mut s, times) = random_portal(31, 2000);
+        // A big batch at one instant (ties), then archives among them.
+        let busy = T0 + 70_000;
+        let mut fresh = Vec::new();
+        for i in 0..700 {
+            fresh.extend(write(
+                &mut s,
+                None,
+                json!({"dealname": format!("tie {i}")}),
+                busy,
+            ));
+        }
+        for id in fresh.iter().step_by(7) {
+            s.archive(ObjectType::Deals, *id, busy + 1);
+        }
+        let m = "hs_lastmodifieddate";
+        let ids: Vec<u64> = s
+            .table(ObjectType::Deals)
+            .records()
+            .keys()
+            .copied()
+            .collect();
+        let cut = ids[ids.len() * 2 / 3];
+        let pipeline = Filter {
+            property_name: "pipeline".into(),
+            operator: "IN".into(),
+            values: Some(vec![json!("default"), json!("P2")]),
+            ..Default::default()
+        };
+        let mut counted = 0;
+        for (since, until, through) in [
+            (None, busy + 10, None),
+            (None, busy, Some(cut)),
+            (Some(times[times.len() / 2]), busy + 10, None),
+            (Some(busy), busy + 10, None),
+        ] {
+            let mut after_id = 0u64;
+            let mut pages = 0;
+            loop {
+                let mut group = vec![
+                    f(m, "LT", json!(until.to_string())),
+                    f("hs_object_id", "GT", json!(after_id.to_string())),
+                    pipeline.clone(),
+                ];
+                if let Some(t) = since {
+                    group.push(f(m, "GTE", json!(t.to_string())));
+                }
+                if let Some(c) = through {
+                    group.push(f("hs_object_id", "LTE", json!(c.to_string())));
+                }
+                let groups = vec![group];
+                let sorts = [sort("hs_object_id", false)];
+                let run = |use_index| {
+                    s.search_plan(ObjectType::Deals, &groups, &sorts, None, 0, 200, use_index)
+                        .unwrap()
+                };
+                let (fast, slow) = (run(true), run(false));
+                assert_eq!((fast.0, &fast.1), (slow.0, &slow.1), "{groups:?}");
+                counted += usize::from(fast.2 == Plan::Counted);
+                pages += 1;
+                match fast.1.last() {
+                    Some(last) if fast.0 > fast.1.len() => after_id = *last,
+                    _ => break,
+                }
+            }
+            assert!(
+                pages > 1 || since.is_some(),
+                "{since:?} {until} {through:?}"
+            );
+        }
+        // The tie phase of a keyset scan over the busy instant, by id.
+        let mut after_id = 0u64;
+        loop {
+            let groups = vec![vec![
+                f(m, "EQ", json!(busy.to_string())),
+                f("hs_object_id", "GT", json!(after_id.to_string())),
+            ]];
+            let sorts = [sort("hs_object_id", false)];
+            let run = |use_index| {
+                s.search_plan(ObjectType::Deals, &groups, &sorts, None, 0, 100, use_index)
+                    .unwrap()
+            };
+            let (fast, slow) = (run(true), run(false));
+            assert_eq!((fast.0, &fast.1), (slow.0, &slow.1), "{groups:?}");
+            assert_eq!(fast.2, Plan::Counted);
+            counted += 1;
+            match fast.1.last() {
+                Some(last) if fast.0 > fast.1.len() => after_id = *last,
+                _ => break,
+            }
+        }
+        assert!(counted > 20, "{counted}");
     }
 
     #[test]
@@ -1834,6 +2371,7 @@ mod tests {
                 .map(|r| (r.updated_ms, r.id))
                 .collect();
             assert_eq!(t.modified_index(), &want);
+            assert!(t.counted_sets_are_consistent());
         };
         check(&s);
         let id = *s.table(ObjectType::Deals).modified_index().first().unwrap();
@@ -1861,6 +2399,7 @@ mod tests {
         let loaded = Store::from_snapshot(&s.snapshot()).unwrap();
         let t = loaded.table(ObjectType::Deals);
         assert!(t.value_indexes().same_entries(&t.rebuilt_value_indexes()));
+        assert!(t.counted_sets_are_consistent());
         assert!(
             t.value_indexes()
                 .same_entries(s.table(ObjectType::Deals).value_indexes())

@@ -1,6 +1,8 @@
 //! The in-memory portal of the HubSpot emulator: records, unique-value
 //! indexes, associations, pipelines, owners, property definitions and the
-//! calculated contact properties.
+//! calculated contact properties. Each table keeps, beside its records, the
+//! ordered `(last-modified, id)` index and range-counting sets of the active
+//! ids and of those keys, which search counts ranges with.
 //!
 //! Everything here is synchronous and is used under one `RwLock` held only for
 //! the duration of a call (never across an `.await`). Every write goes through
@@ -13,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
-use super::index::{ValueIndex, ValueIndexes};
+use super::index::{CountedSet, ValueIndex, ValueIndexes};
 use super::schema::{
     self, ObjectType, PropError, PropertyDef, iso, number_text, parse_datetime_ms,
 };
@@ -92,6 +94,10 @@ pub struct Table {
     records: BTreeMap<u64, Record>,
     /// `(updated_ms, id)` of every active record: the order keyset scans read.
     by_modified: BTreeSet<(i64, u64)>,
+    /// The same keys as `by_modified`, countable per range in `O(log n)`.
+    modified_counts: CountedSet<(i64, u64)>,
+    /// The ids of the active records, countable per range in `O(log n)`.
+    active_ids: CountedSet<u64>,
     pub props: Vec<PropertyDef>,
     prop_index: HashMap<String, usize>,
     /// Unique property -> unique key of a value -> record id (active records only).
@@ -121,6 +127,8 @@ impl Table {
             ot,
             records: BTreeMap::new(),
             by_modified: BTreeSet::new(),
+            modified_counts: CountedSet::default(),
+            active_ids: CountedSet::default(),
             values: ValueIndexes::for_table(ot, &props),
             props,
             prop_index,
@@ -137,6 +145,37 @@ impl Table {
     /// `(updated_ms, id)` of every active record, in order.
     pub fn modified_index(&self) -> &BTreeSet<(i64, u64)> {
         &self.by_modified
+    }
+
+    /// How many active records have an id in `[lo, hi]`, in `O(log n)`.
+    pub fn active_in_id_range(&self, lo: u64, hi: u64) -> usize {
+        self.active_ids.count(lo, hi)
+    }
+
+    /// How many `(updated_ms, id)` keys of active records lie in `[lo, hi]`,
+    /// in `O(log n)` (see [`CountedSet`]).
+    pub fn modified_in_range(&self, lo: (i64, u64), hi: (i64, u64)) -> usize {
+        self.modified_counts.count(lo, hi)
+    }
+
+    /// Whether the counted sets hold exactly the active records' ids and
+    /// `(updated_ms, id)` keys (for tests).
+    pub fn counted_sets_are_consistent(&self) -> bool {
+        let ids: Vec<u64> = self
+            .records
+            .values()
+            .filter(|r| !r.archived)
+            .map(|r| r.id)
+            .collect();
+        let keys: Vec<(i64, u64)> = self.by_modified.iter().copied().collect();
+        self.active_ids.keys() == ids && self.modified_counts.keys() == keys
+    }
+
+    /// Rebuilds the counted sets from the records and the modified index.
+    fn recount(&mut self) {
+        self.active_ids =
+            CountedSet::from_keys(self.records.values().filter(|r| !r.archived).map(|r| r.id));
+        self.modified_counts = CountedSet::from_keys(self.by_modified.iter().copied());
     }
 
     /// The secondary index of a property, if it has one.
@@ -743,7 +782,9 @@ impl Store {
                     archived_ms: None,
                     history: BTreeMap::new(),
                 };
-                self.table_mut(ot).records.insert(id, rec);
+                let table = self.table_mut(ot);
+                table.records.insert(id, rec);
+                table.active_ids.insert(id);
                 id
             }
         };
@@ -805,9 +846,12 @@ impl Store {
             if new_key != old_key {
                 table.by_modified.remove(&old_key);
                 table.by_modified.insert(new_key);
+                table.modified_counts.remove(&old_key);
+                table.modified_counts.insert(new_key);
             }
         } else {
             table.by_modified.insert(new_key);
+            table.modified_counts.insert(new_key);
         }
         if ot == ObjectType::Deals {
             self.derive_deal(id);
@@ -854,6 +898,8 @@ impl Store {
         rec.archived = true;
         rec.archived_ms = Some(now);
         table.by_modified.remove(&(rec.updated_ms, id));
+        table.modified_counts.remove(&(rec.updated_ms, id));
+        table.active_ids.remove(&id);
         table.values.remove(rec);
         for (k, index) in table.unique.iter_mut() {
             if let Some(v) = rec.props.get(k) {
@@ -1210,8 +1256,10 @@ impl Store {
 
     /// Runs a search: returns the total number of matches and the ids of the
     /// page `[after, after + limit)` in order. Keyset-style queries (ranges on
-    /// the last-modified time, sorted by it) stream from the ordered index;
-    /// the rest filter every record and sort once (see [`super::search`]).
+    /// the last-modified time, sorted by it) stream from the ordered index,
+    /// and time/id range reads count their `total` from the range-counting
+    /// sets; the rest filter every record and sort once (see
+    /// [`super::search`]).
     pub fn search(
         &self,
         ot: ObjectType,
@@ -1644,6 +1692,9 @@ impl Store {
             }
         }
         s.next_id = max_id;
+        for table in s.tables.iter_mut() {
+            table.recount();
+        }
         let assocs = v
             .get("associations")
             .and_then(Value::as_array)
