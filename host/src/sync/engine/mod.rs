@@ -1,13 +1,14 @@
 //! The engine: one sync cycle across the object pairs in dependency order, the poll loop,
 //! manual resync, dry run and the test fault point (before apply, or between apply and commit).
 //!
-//! A cycle, per pair (accounts ↔ companies, contacts ↔ contacts, then opportunities ↔
-//! deals): Salesforce changes page by page (capture → plan → apply → commit; the next
-//! page is read while one is handled, its batches are written a few at once and the
-//! page's checkpoint is committed once all of them are), Salesforce deletes (a deleted
-//! opportunity archives its deal), HubSpot changes the same way (the next page read ahead,
-//! its batches in turn), beside the next pair's Salesforce pass; then contact roles
-//! changed in Salesforce (their changes do not touch
+//! A cycle, per pair, in stages of the dependency order (accounts ↔ companies and
+//! contacts ↔ contacts side by side, then opportunities ↔ deals): Salesforce changes page
+//! by page (capture → plan → apply → commit; the next page is read while one is handled,
+//! its batches are written a few at once and the page's checkpoint is committed once all
+//! of them are), Salesforce deletes (a deleted opportunity archives its deal), HubSpot
+//! changes the same way (the next page read ahead, its batches in turn), beside the next
+//! stage's Salesforce passes (the last stage's alone, a backfill's read-back in id ranges
+//! side by side); then contact roles changed in Salesforce (their changes do not touch
 //! the opportunity), then the failed records whose retry is due. A crash anywhere re-runs
 //! from the last commit: creates are upserts on cross-reference keys, so nothing is
 //! duplicated.
