@@ -284,7 +284,7 @@ impl Engine {
 
     /// A pair's HubSpot changes, page by page (the next page is read while one is
     /// handled), a page's batches in turn. `alone`: nothing else of the cycle runs beside
-    /// it, so a backfill's read-back may read `READBACK_RANGES` id ranges side by side.
+    /// it, so a backfill's read-back may read two id ranges side by side.
     pub(super) async fn capture_hs(
         &self,
         cy: &mut Cycle,
@@ -331,40 +331,26 @@ impl Engine {
                 until,
                 trigger,
             };
-            let cuts = if alone {
-                readback_cuts(written, capture::HS_PAGE as usize, READBACK_RANGES)
+            let split = if alone {
+                readback_split(written, capture::HS_PAGE as usize)
             } else {
-                Vec::new()
+                None
             };
-            if cuts.is_empty() {
+            let Some(split) = split else {
                 return self.hs_backfill_range(cy, range(0, None), Some(cpn)).await;
-            }
-            // Id ranges side by side, cut at page boundaries of the ids the Salesforce pass
-            // wrote (so no range ends with a page of its own); the window's checkpoint once
-            // all of them are done, none after a failure.
-            let bounds: Vec<(u64, Option<u64>)> = std::iter::once(0)
-                .chain(cuts.iter().copied())
-                .zip(cuts.iter().copied().map(Some).chain(std::iter::once(None)))
-                .collect();
-            let ranges = bounds.into_iter().map(|(after, through)| {
-                let mut range_cy = cy.child();
-                async move {
-                    let r = self
-                        .hs_backfill_range(&mut range_cy, range(after, through), None)
-                        .await;
-                    (range_cy, r)
-                }
-            });
-            let mut first_error = None;
-            for (range_cy, r) in futures_util::future::join_all(ranges).await {
-                cy.absorb(range_cy);
-                if let Err(e) = r {
-                    first_error.get_or_insert(e);
-                }
-            }
-            if let Some(e) = first_error {
-                return Err(e);
-            }
+            };
+            // Two id ranges side by side, the split at a page boundary of the ids the
+            // Salesforce pass wrote (so no range ends with a page of its own); the window's
+            // checkpoint once both are done.
+            let (mut low_cy, mut high_cy) = (cy.child(), cy.child());
+            let (low, high) = tokio::join!(
+                self.hs_backfill_range(&mut low_cy, range(0, Some(split)), None),
+                self.hs_backfill_range(&mut high_cy, range(split, None), None),
+            );
+            cy.absorb(low_cy);
+            cy.absorb(high_cy);
+            low?;
+            high?;
             return self.commit_empty(cy, pair, cpn).await;
         }
         let (props, pipelines) = (&props, pipelines.as_deref());
@@ -460,24 +446,19 @@ pub(super) struct HsRange<'a> {
     pub(super) trigger: Trigger,
 }
 
-/// How many id ranges a backfill's read-back that runs alone is read in, side by side.
-/// Each range holds a page, the page read ahead and a batch in flight.
-pub(super) const READBACK_RANGES: usize = 4;
-
-/// Where to cut a backfill's read-back into (at most) `ranges` id ranges read side by
-/// side: the ids that end the first pages' shares of the pages that the HubSpot ids the
-/// Salesforce pass wrote fill (`page` records a page), so that, when HubSpot holds only
-/// those, every range is whole pages and the read costs no more search calls than one
-/// range would. Ascending; empty when they fill fewer than two pages.
-pub(super) fn readback_cuts(mut written: Vec<u64>, page: usize, ranges: usize) -> Vec<u64> {
+/// Where to cut a backfill's read-back in two id ranges read side by side: the id that
+/// ends the first half of the pages that the HubSpot ids the Salesforce pass wrote fill
+/// (`page` records a page), so that, when HubSpot holds only those, both ranges are whole
+/// pages and the read costs no more search calls than one range would. None when they fill
+/// fewer than two pages.
+pub(super) fn readback_split(mut written: Vec<u64>, page: usize) -> Option<u64> {
     written.sort_unstable();
     written.dedup();
-    let page = page.max(1);
-    let pages = written.len().div_ceil(page);
-    let ranges = ranges.min(pages);
-    (1..ranges)
-        .filter_map(|k| written.get((pages * k / ranges) * page - 1).copied())
-        .collect()
+    let pages = written.len().div_ceil(page.max(1));
+    if pages < 2 {
+        return None;
+    }
+    written.get((pages / 2) * page - 1).copied()
 }
 
 #[cfg(test)]
@@ -485,24 +466,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_read_back_is_cut_at_page_boundaries_of_the_written_ids() {
-        // 5 pages of 2 in two ranges: the first holds 2 whole pages (ids up to the 4th).
+    fn the_read_back_is_cut_at_a_page_boundary_of_the_written_ids() {
+        // 5 pages of 2: the first range holds 2 whole pages (ids up to the 4th).
         let ids: Vec<u64> = vec![19, 3, 7, 11, 5, 13, 17, 2, 23, 29];
-        assert_eq!(readback_cuts(ids.clone(), 2, 2), vec![7]);
-        // In four: pages 1 | 2 | 3 | 4-5 (ids 2 3 | 5 7 | 11 13 | 17 19 23 29).
-        assert_eq!(readback_cuts(ids.clone(), 2, 4), vec![3, 7, 13]);
-        // More ranges than pages: a page each.
-        assert_eq!(readback_cuts(ids, 2, 9), vec![3, 7, 13, 19]);
+        assert_eq!(readback_split(ids, 2), Some(7));
         // Duplicates count once; fewer than two pages: no cut.
-        assert_eq!(readback_cuts(vec![4, 4, 9, 12], 2, 2), vec![9]);
-        assert_eq!(readback_cuts(vec![4, 9], 2, 4), Vec::<u64>::new());
-        assert_eq!(readback_cuts(Vec::new(), 200, 4), Vec::<u64>::new());
-        // 10,000 ids in pages of 200, four ranges: 12, 13, 12 and 13 whole pages.
+        assert_eq!(readback_split(vec![4, 4, 9, 12], 2), Some(9));
+        assert_eq!(readback_split(vec![4, 9], 2), None);
+        assert_eq!(readback_split(Vec::new(), 200), None);
+        // 10,000 ids in pages of 200: 25 whole pages below the cut.
         let ids: Vec<u64> = (1..=10_000).collect();
-        assert_eq!(
-            readback_cuts(ids.clone(), 200, 4),
-            vec![2_400, 5_000, 7_400]
-        );
-        assert_eq!(readback_cuts(ids, 200, 2), vec![5_000]);
+        assert_eq!(readback_split(ids, 200), Some(5_000));
     }
 }
