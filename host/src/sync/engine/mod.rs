@@ -7,7 +7,7 @@
 //! its batches are written a few at once and the page's checkpoint is committed once all
 //! of them are), Salesforce deletes (a deleted opportunity archives its deal), HubSpot
 //! changes the same way (the next page read ahead, its batches in turn), beside the next
-//! stage's Salesforce passes (the last stage's alone, a backfill's read-back in id ranges
+//! stage's Salesforce passes (the last stage's alone, a backfill's read-back in two id ranges
 //! side by side); then contact roles changed in Salesforce (their changes do not touch
 //! the opportunity), then the failed records whose retry is due. A crash anywhere re-runs
 //! from the last commit: creates are upserts on cross-reference keys, so nothing is
@@ -606,7 +606,7 @@ impl Engine {
                 hubspot_behind = stage;
             }
             // Alone: nothing else runs beside them, so a backfill's read-back may be read in
-            // id ranges side by side.
+            // two id ranges side by side.
             for behind in hubspot_behind {
                 self.capture_hs(cy, behind, true).await?;
             }
