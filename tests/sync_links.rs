@@ -1313,12 +1313,17 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
     let cfg = w.config("");
     let mut e = w.engine(&cfg, "first").await;
     owners_in_hubspot(&w, &e).await;
-    // Accounts (one batch), contacts (two) and the companies' read-back (one) pass the
-    // fault point first; it fires among the opportunity page's six batches (or the
-    // contacts' read-back that runs beside them).
+    // The accounts' and contacts' batches (side by side) pass the fault point first; it
+    // fires among the opportunity page's batches or the companies' and contacts'
+    // read-backs that run beside them.
     e.fault_point().arm_after_apply(6);
     crash_at_the_fault_point(&mut e).await;
     let e2 = restart_and_settle(&w, &cfg, e).await;
+    assert_every_record_linked_once(&w, &e2).await;
+}
+
+/// Every account, contact and opportunity has exactly one link and one HubSpot record.
+async fn assert_every_record_linked_once(w: &World, e: &Engine) {
     let tenant = tenant();
     for (sobject, object, pair) in [
         ("Account", "companies", ObjectPair::AccountCompany),
@@ -1332,7 +1337,7 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
         let mut links = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = e2
+            let page = e
                 .store()
                 .links(&tenant, pair, after.as_deref(), 500)
                 .await
@@ -1349,10 +1354,44 @@ async fn a_crash_among_batches_written_side_by_side_loses_and_duplicates_nothing
             links.iter().map(|l| l.hubspot_id.as_str()).collect();
         assert_eq!(distinct.len(), links.len(), "one {object} record per link");
         assert_eq!(
-            hubspot_total(&w, object).await,
+            hubspot_total(w, object).await,
             rows.len() as u64,
             "no {object} record twice"
         );
+    }
+}
+
+/// Accounts and contacts need nothing of each other: their Salesforce passes run side by
+/// side. A failure in one (a contacts' batch before it writes, or any batch between its
+/// writes and its commit) while the other writes loses nothing and duplicates nothing after
+/// the restart, and a further cycle writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_accounts_and_contacts_are_written_side_by_side_loses_and_duplicates_nothing()
+{
+    // 60 accounts (one batch of 100) beside 200 contacts (two), no look-back: the
+    // contacts' second batch fails before it writes; or the second batch applied (an
+    // account's or a contacts' batch) crashes before its commit.
+    for before_apply in [true, false] {
+        let w = world_empty_portal(600).await;
+        let mut cfg = w.config("");
+        cfg.sync.lookback_secs = 0;
+        cfg.sync.batch_size = 100;
+        let mut e = w.engine(&cfg, "first").await;
+        owners_in_hubspot(&w, &e).await;
+        if before_apply {
+            e.fault_point().arm_before_apply_of(
+                ObjectPair::ContactContact,
+                Direction::SalesforceToHubSpot,
+                1,
+            );
+        } else {
+            e.fault_point().arm_after_apply(1);
+        }
+        crash_at_the_fault_point(&mut e).await;
+        let deals = hubspot_total(&w, "deals").await;
+        assert_eq!(deals, 0, "the crash came before the opportunities");
+        let e2 = restart_and_settle(&w, &cfg, e).await;
+        assert_every_record_linked_once(&w, &e2).await;
     }
 }
 

@@ -1,13 +1,14 @@
 //! The engine: one sync cycle across the object pairs in dependency order, the poll loop,
 //! manual resync, dry run and the test fault point (before apply, or between apply and commit).
 //!
-//! A cycle, per pair (accounts ↔ companies, contacts ↔ contacts, then opportunities ↔
-//! deals): Salesforce changes page by page (capture → plan → apply → commit; the next
-//! page is read while one is handled, its batches are written a few at once and the
-//! page's checkpoint is committed once all of them are), Salesforce deletes (a deleted
-//! opportunity archives its deal), HubSpot changes the same way (the next page read ahead,
-//! its batches in turn), beside the next pair's Salesforce pass; then contact roles
-//! changed in Salesforce (their changes do not touch
+//! A cycle, per pair, in stages of the dependency order (accounts ↔ companies and
+//! contacts ↔ contacts side by side, then opportunities ↔ deals): Salesforce changes page
+//! by page (capture → plan → apply → commit; the next page is read while one is handled,
+//! its batches are written a few at once and the page's checkpoint is committed once all
+//! of them are), Salesforce deletes (a deleted opportunity archives its deal), HubSpot
+//! changes the same way (the next page read ahead, its batches in turn), beside the next
+//! stage's Salesforce passes (the last stage's alone, a backfill's read-back in two id ranges
+//! side by side); then contact roles changed in Salesforce (their changes do not touch
 //! the opportunity), then the failed records whose retry is due. A crash anywhere re-runs
 //! from the last commit: creates are upserts on cross-reference keys, so nothing is
 //! duplicated.
@@ -261,6 +262,36 @@ impl Cycle {
             role_contacts: Arc::default(),
             ..self.child()
         }
+    }
+
+    /// A cycle for one pair's Salesforce side run beside another pair's: the same run, its
+    /// own report and backfill state. The contacts' pass takes the backfill's contact roles
+    /// (if read already); `absorb_pair` hands them back.
+    fn pair_child(&mut self, pair: ObjectPair) -> Cycle {
+        let backfill_roles = if pair == ObjectPair::ContactContact {
+            self.backfill_roles.take()
+        } else {
+            None
+        };
+        Cycle {
+            hubspot_empty: None,
+            backfill_roles,
+            ..self.child()
+        }
+    }
+
+    /// Takes in what a pair's Salesforce side did, with what the rest of the cycle needs of
+    /// its backfill: the contact roles it read (for the opportunities) and the contacts it
+    /// created at their lifecycle stage.
+    fn absorb_pair(&mut self, mut child: Cycle) {
+        if let Some(roles) = child.backfill_roles.take() {
+            self.backfill_roles = Some(roles);
+        }
+        let created = std::mem::take(&mut child.stage_set_at_create);
+        if !Arc::ptr_eq(&created, &self.stage_set_at_create) && !created.is_empty() {
+            Arc::make_mut(&mut self.stage_set_at_create).extend(created.iter().cloned());
+        }
+        self.absorb(child);
     }
 
     /// Takes in what a batch's cycle did.
@@ -541,48 +572,44 @@ impl Engine {
     }
 
     async fn do_cycle(&mut self, cy: &mut Cycle, cycle_start: i64) -> Result<(), SyncError> {
-        // Each pair's HubSpot changes are read while the next pair's Salesforce changes are
-        // written (search and writes are separate HubSpot budgets): the next pair needs
-        // only this one's Salesforce side linked, and the next HubSpot pass waits for both.
-        // A dry run goes in turn.
         let pairs = self.synced_pairs();
-        let mut hubspot_behind: Option<&PairSchema> = None;
-        for schema in &pairs {
-            let salesforce_side = async |cy: &mut Cycle| {
-                self.capture_sf(cy, schema).await?;
-                if schema.spec.pair == ObjectPair::OpportunityDeal {
-                    self.capture_sf_deletes(cy, schema).await?;
-                }
-                Ok::<(), SyncError>(())
-            };
-            if self.opts.dry_run {
-                // In turn, so that the plan prints pair by pair.
-                salesforce_side(cy).await?;
+        if self.opts.dry_run {
+            // In turn, so that the plan prints pair by pair.
+            for schema in &pairs {
+                self.salesforce_side(cy, schema).await?;
                 self.capture_hs(cy, schema, false).await?;
-                continue;
             }
-            match hubspot_behind {
-                Some(behind) => {
-                    // Beside another pass its read-back stays one range: its written ids
-                    // are not needed.
+        } else {
+            // Stage by stage in dependency order: a stage's Salesforce passes run side by
+            // side, and its HubSpot passes (in turn) beside the next stage's Salesforce
+            // passes (search and writes are separate HubSpot budgets): the next stage needs
+            // only this one's Salesforce side linked, and the next HubSpot pass waits for
+            // both.
+            let mut hubspot_behind: Vec<&PairSchema> = Vec::new();
+            for stage in dependency_stages(&pairs) {
+                // Beside another pass a read-back stays one range: its written ids are not
+                // needed.
+                for behind in &hubspot_behind {
                     cy.backfill_written.remove(&behind.spec.pair);
-                    let mut hs_cy = cy.pass_child();
-                    let (sf, hs) = tokio::join!(
-                        salesforce_side(cy),
-                        self.capture_hs(&mut hs_cy, behind, false)
-                    );
-                    cy.absorb(hs_cy);
-                    sf?;
-                    hs?;
                 }
-                None => salesforce_side(cy).await?,
+                let mut hs_cy = cy.pass_child();
+                let hubspot_side = async {
+                    for behind in &hubspot_behind {
+                        self.capture_hs(&mut hs_cy, behind, false).await?;
+                    }
+                    Ok::<(), SyncError>(())
+                };
+                let (sf, hs) = tokio::join!(self.salesforce_stage(cy, &stage), hubspot_side);
+                cy.absorb(hs_cy);
+                sf?;
+                hs?;
+                hubspot_behind = stage;
             }
-            hubspot_behind = Some(schema);
-        }
-        if let Some(behind) = hubspot_behind {
-            // Alone: nothing else runs beside it, so a backfill's read-back may be read in
+            // Alone: nothing else runs beside them, so a backfill's read-back may be read in
             // two id ranges side by side.
-            self.capture_hs(cy, behind, true).await?;
+            for behind in hubspot_behind {
+                self.capture_hs(cy, behind, true).await?;
+            }
         }
         if let Some(schema) = self.setup.pair(ObjectPair::OpportunityDeal).cloned() {
             // The sweep first: what HubSpot added reaches Salesforce before a contact
@@ -598,6 +625,46 @@ impl Engine {
         }
         self.retry_due(cy).await?;
         Ok(())
+    }
+
+    /// One pair's Salesforce side: its changes, then (opportunities) its deletes.
+    async fn salesforce_side(&self, cy: &mut Cycle, schema: &PairSchema) -> Result<(), SyncError> {
+        self.capture_sf(cy, schema).await?;
+        if schema.spec.pair == ObjectPair::OpportunityDeal {
+            self.capture_sf_deletes(cy, schema).await?;
+        }
+        Ok(())
+    }
+
+    /// The Salesforce sides of one dependency stage: a lone pair's on the cycle itself,
+    /// several side by side, each on a cycle of its own (its own backfill state) handed
+    /// back once all of them are done.
+    async fn salesforce_stage(
+        &self,
+        cy: &mut Cycle,
+        stage: &[&PairSchema],
+    ) -> Result<(), SyncError> {
+        if let [schema] = stage {
+            return self.salesforce_side(cy, schema).await;
+        }
+        let passes: Vec<_> = stage
+            .iter()
+            .map(|schema| {
+                let mut pair_cy = cy.pair_child(schema.spec.pair);
+                async move {
+                    let r = self.salesforce_side(&mut pair_cy, schema).await;
+                    (pair_cy, r)
+                }
+            })
+            .collect();
+        let mut first_error = None;
+        for (pair_cy, r) in futures_util::future::join_all(passes).await {
+            cy.absorb_pair(pair_cy);
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -671,6 +738,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// The synced pairs in stages of the dependency order (SYNC-SPEC): accounts and contacts
+/// need nothing of each other; both are linked before the opportunities, whose deals are
+/// associated with their companies and contacts. Set-up order within a stage.
+fn dependency_stages(pairs: &[PairSchema]) -> Vec<Vec<&PairSchema>> {
+    let stage_of = |pair: ObjectPair| match pair {
+        ObjectPair::AccountCompany | ObjectPair::ContactContact => 0,
+        ObjectPair::OpportunityDeal => 1,
+    };
+    let mut stages: Vec<Vec<&PairSchema>> = vec![Vec::new(); 2];
+    for schema in pairs {
+        stages[stage_of(schema.spec.pair)].push(schema);
+    }
+    stages.retain(|stage| !stage.is_empty());
+    stages
 }
 
 /// The set-up's pair spec (re-exported for the CLI).
