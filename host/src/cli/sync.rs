@@ -6,6 +6,7 @@
 //! 2 the sync could not run (bad config, a failed precondition, a CRM or store outage).
 //! This command must never print a credential.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use clap::Args;
 
 use super::ExitStatus;
 use crate::store::{ObjectPair, Side};
-use crate::sync::engine::{CycleReport, ProgressFn};
+use crate::sync::engine::{CycleReport, FailureLine, ProgressFn};
 use crate::sync::setup::{CheckStatus, SetupReport};
 use crate::sync::start::{StartOptions, start};
 use crate::sync::{Resync, SyncError, TenantConfig};
@@ -128,16 +129,57 @@ pub fn print_summary(reports: &[CycleReport]) {
         println!("| {k:<26} | {v:>10} |");
     }
     println!("+----------------------------+------------+");
-    let failures: Vec<_> = reports.iter().flat_map(|r| r.failures.iter()).collect();
+    let failures: Vec<&FailureLine> = reports.iter().flat_map(|r| r.failures.iter()).collect();
     if !failures.is_empty() {
-        println!("Failures (first 20 of {}):", failures.len());
-        for f in failures.iter().take(20) {
+        let groups = failure_groups(&failures);
+        println!(
+            "Failures: {} records, {} reasons (most frequent first; each record is stored as a sync error and retried):",
+            failures.len(),
+            groups.len()
+        );
+        for g in groups.iter().take(SHOWN_FAILURE_GROUPS) {
+            let others = match g.count - 1 {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             println!(
-                "  {:<18} {:<20} {:<34} {}",
-                f.category, f.pair, f.record, f.message
+                "  {:>6} × {:<19} {:<16} {}\n           e.g. {}{others}",
+                g.count, g.first.category, g.first.pair, g.first.message, g.first.record
             );
         }
+        if groups.len() > SHOWN_FAILURE_GROUPS {
+            println!("  ... {} more reasons", groups.len() - SHOWN_FAILURE_GROUPS);
+        }
     }
+}
+
+/// How many groups of failures the summary prints.
+const SHOWN_FAILURE_GROUPS: usize = 10;
+
+/// Failures that share a category, pair and message (the message names the cause, e.g. the
+/// owner without a HubSpot user, not the record): how many, and the first one.
+struct FailureGroup<'a> {
+    count: usize,
+    first: &'a FailureLine,
+}
+
+/// Groups failures by category, pair and message, the largest group first (ties in the order
+/// they were first seen).
+fn failure_groups<'a>(failures: &[&'a FailureLine]) -> Vec<FailureGroup<'a>> {
+    let mut index: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut groups: Vec<FailureGroup<'a>> = Vec::new();
+    for f in failures {
+        let key = (f.category, f.pair, f.message.as_str());
+        match index.get(&key) {
+            Some(&i) => groups[i].count += 1,
+            None => {
+                index.insert(key, groups.len());
+                groups.push(FailureGroup { count: 1, first: f });
+            }
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    groups
 }
 
 /// Prints a dry run's planned operations.
@@ -306,6 +348,51 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failure(record: &str, message: &str) -> FailureLine {
+        FailureLine {
+            pair: "account_company",
+            record: record.to_string(),
+            category: "validation",
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn failures_are_grouped_by_reason_the_largest_group_first() {
+        let owner = "missing-owner: Salesforce user `005A` has no HubSpot owner";
+        let stage = "unmapped-stage: `Won` in pipeline `Renewal`";
+        let lines = [
+            failure("salesforce:1", stage),
+            failure("salesforce:2", owner),
+            failure("salesforce:3", owner),
+            failure("salesforce:4", owner),
+            failure(
+                "salesforce:5",
+                "missing-owner: Salesforce user `005B` has no HubSpot owner",
+            ),
+        ];
+        let refs: Vec<&FailureLine> = lines.iter().collect();
+        let groups = failure_groups(&refs);
+        let seen: Vec<(usize, &str, &str)> = groups
+            .iter()
+            .map(|g| (g.count, g.first.record.as_str(), g.first.message.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (3, "salesforce:2", owner),
+                (1, "salesforce:1", stage),
+                (1, "salesforce:5", lines[4].message.as_str()),
+            ]
+        );
+        let other_pair = FailureLine {
+            pair: "contact_contact",
+            ..failure("salesforce:6", owner)
+        };
+        let refs = [&lines[1], &other_pair];
+        assert_eq!(failure_groups(&refs).len(), 2, "a group is one pair's");
+    }
 
     #[test]
     fn resync_values_parse_or_say_what_is_wrong() {

@@ -473,10 +473,10 @@ impl Engine {
                     continue;
                 }
                 if let Some(d) = &pw.hubspot_associations {
-                    cy.report.planned.push(PlannedOp { op: "associate", target: "hubspot", pair: pair.as_str(), record: w.hs_id().or(w.sf_id()).unwrap_or_default().to_string(), detail: json!(d.iter().map(|r| json!({"kind": format!("{:?}", r.kind), "hubspot_id": r.hubspot_id, "salesforce_id": r.salesforce_id})).collect::<Vec<_>>()) });
+                    cy.report.planned.push(PlannedOp { op: "associate", target: "hubspot", pair: pair.as_str(), record: w.hs_id().or(w.sf_id()).unwrap_or_default().to_string(), detail: json!(d.iter().map(|r| json!({"kind": super::writes::related_kind_name(r.kind, Side::HubSpot), "hubspot_id": r.hubspot_id, "salesforce_id": r.salesforce_id})).collect::<Vec<_>>()) });
                 }
                 if let Some(d) = &pw.salesforce_associations {
-                    cy.report.planned.push(PlannedOp { op: "associate", target: "salesforce", pair: pair.as_str(), record: w.sf_id().or(w.hs_id()).unwrap_or_default().to_string(), detail: json!(d.iter().map(|r| json!({"kind": format!("{:?}", r.kind), "hubspot_id": r.hubspot_id, "salesforce_id": r.salesforce_id})).collect::<Vec<_>>()) });
+                    cy.report.planned.push(PlannedOp { op: "associate", target: "salesforce", pair: pair.as_str(), record: w.sf_id().or(w.hs_id()).unwrap_or_default().to_string(), detail: json!(d.iter().map(|r| json!({"kind": super::writes::related_kind_name(r.kind, Side::HubSpot), "hubspot_id": r.hubspot_id, "salesforce_id": r.salesforce_id})).collect::<Vec<_>>()) });
                 }
                 continue;
             };

@@ -360,19 +360,7 @@ impl Engine {
         waiting: Vec<(String, Side, Vec<Related>)>,
     ) -> Result<(), SyncError> {
         for (id, side, rels) in waiting {
-            let names: Vec<String> = rels
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{:?} {}",
-                        r.kind,
-                        r.salesforce_id
-                            .clone()
-                            .or(r.hubspot_id.clone())
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
+            let names: Vec<String> = rels.iter().map(related_name).collect();
             let msg = format!(
                 "associations waiting for their account/contact to be linked: {}",
                 names.join(", ")
@@ -974,4 +962,45 @@ pub(super) struct Done {
     /// The HubSpot associations the record was created with (none: created without, or
     /// not created).
     pub(super) created_with: Option<DealAssociations>,
+}
+
+/// A related record as a person reads it in a failure: `account 001…` or `contact 003…` by
+/// its Salesforce id, `company 123` or `contact 456` by its HubSpot id.
+pub(super) fn related_name(r: &Related) -> String {
+    match (&r.salesforce_id, &r.hubspot_id) {
+        (Some(id), _) => format!("{} {id}", related_kind_name(r.kind, Side::Salesforce)),
+        (None, Some(id)) => format!("{} {id}", related_kind_name(r.kind, Side::HubSpot)),
+        (None, None) => related_kind_name(r.kind, Side::HubSpot).to_string(),
+    }
+}
+
+/// What a related record is called on one side.
+pub(super) fn related_kind_name(kind: RelatedKind, side: Side) -> &'static str {
+    match (kind, side) {
+        (RelatedKind::Company, Side::Salesforce) => "account",
+        (RelatedKind::Company, Side::HubSpot) => "company",
+        (RelatedKind::Contact, _) => "contact",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_association_names_the_record_as_its_side_calls_it() {
+        let related = |kind, salesforce_id: Option<&str>, hubspot_id: Option<&str>| Related {
+            kind,
+            salesforce_id: salesforce_id.map(str::to_string),
+            hubspot_id: hubspot_id.map(str::to_string),
+            role: None,
+            primary: false,
+        };
+        let account = related(RelatedKind::Company, Some("0010A000000001HQAQ"), None);
+        assert_eq!(related_name(&account), "account 0010A000000001HQAQ");
+        let company = related(RelatedKind::Company, None, Some("1001"));
+        assert_eq!(related_name(&company), "company 1001");
+        let contact = related(RelatedKind::Contact, Some("0030A0000000001QAA"), Some("77"));
+        assert_eq!(related_name(&contact), "contact 0030A0000000001QAA");
+    }
 }
