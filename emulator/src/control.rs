@@ -518,6 +518,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strings_match_numbers_and_bools_by_their_text() {
+        assert!(values_match(&json!("42"), &json!(42)));
+        assert!(values_match(&json!(1.5), &json!("1.5")));
+        assert!(values_match(&json!("true"), &json!(true)));
+        assert!(!values_match(&json!("4"), &json!(42)));
+        assert!(!values_match(&json!("420"), &json!(42)));
+        assert!(!values_match(&json!("tru"), &json!(true)));
+        assert!(!values_match(&json!(""), &json!(false)));
+    }
+
+    #[test]
     fn draws_are_deterministic_by_seed() {
         let f = Faults::default();
         let profile = FaultProfile {
