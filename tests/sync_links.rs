@@ -872,7 +872,7 @@ async fn the_account_becomes_the_deal_company_association() {
     assert_no_failures(&r.failures);
     let deal = hs_id(&e, ObjectPair::OpportunityDeal, &o).await;
     let company = hs_id(&e, ObjectPair::AccountCompany, &acc).await;
-    let a = deal_associations(&w.hs, &[deal.clone()])
+    let a = deal_associations(&w.hs, std::slice::from_ref(&deal))
         .await
         .unwrap()
         .remove(&deal)
@@ -908,7 +908,7 @@ async fn with_company_sync_off_a_deal_gets_no_company_and_the_report_says_so() {
     let r = e.run_cycle().await.unwrap();
     assert_no_failures(&r.failures);
     let deal = hs_id(&e, ObjectPair::OpportunityDeal, &o).await;
-    let a = deal_associations(&w.hs, &[deal.clone()])
+    let a = deal_associations(&w.hs, std::slice::from_ref(&deal))
         .await
         .unwrap()
         .remove(&deal)

@@ -324,9 +324,9 @@ async fn run() {
         let first = send(
             &client,
             Method::GET,
-            &reqwest::Url::parse_with_params(&format!("{sf}{V}/query"), &[("q", &q_paged)])
+            reqwest::Url::parse_with_params(&format!("{sf}{V}/query"), &[("q", &q_paged)])
                 .expect("url")
-                .to_string(),
+                .as_str(),
             &token,
             None,
         )

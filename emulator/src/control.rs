@@ -272,11 +272,33 @@ fn values_match(actual: &Value, expected: &Value) -> bool {
         return true;
     }
     match (actual, expected) {
-        (Value::String(s), Value::Number(_) | Value::Bool(_)) => *s == expected.to_string(),
-        (Value::Number(_) | Value::Bool(_), Value::String(s)) => *s == actual.to_string(),
+        (Value::String(s), Value::Number(_) | Value::Bool(_)) => same_text(s, expected),
+        (Value::Number(_) | Value::Bool(_), Value::String(s)) => same_text(s, actual),
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         _ => false,
     }
+}
+
+/// Whether `value` (a number or bool) prints as `text`, without building its string.
+fn same_text(text: &str, value: &Value) -> bool {
+    use std::fmt::Write;
+    /// Compares written text with `rest` piece by piece.
+    struct Matcher<'a> {
+        rest: &'a str,
+    }
+    impl Write for Matcher<'_> {
+        fn write_str(&mut self, piece: &str) -> std::fmt::Result {
+            match self.rest.strip_prefix(piece) {
+                Some(rest) => {
+                    self.rest = rest;
+                    Ok(())
+                }
+                None => Err(std::fmt::Error),
+            }
+        }
+    }
+    let mut m = Matcher { rest: text };
+    write!(m, "{value}").is_ok() && m.rest.is_empty()
 }
 
 /// Calls counted for one (method, route template, status).
@@ -290,9 +312,12 @@ pub struct CallCount {
     pub count: u64,
 }
 
+/// One accounting bucket: method, route template, status.
+type CallKey = (http::Method, Arc<str>, u16);
+
 #[derive(Default)]
 struct AccountingInner {
-    counts: Mutex<HashMap<(http::Method, Arc<str>, u16), u64>>,
+    counts: Mutex<HashMap<CallKey, u64>>,
     total: AtomicU64,
 }
 
@@ -491,6 +516,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_match_numbers_and_bools_by_their_text() {
+        assert!(values_match(&json!("42"), &json!(42)));
+        assert!(values_match(&json!(1.5), &json!("1.5")));
+        assert!(values_match(&json!("true"), &json!(true)));
+        assert!(!values_match(&json!("4"), &json!(42)));
+        assert!(!values_match(&json!("420"), &json!(42)));
+        assert!(!values_match(&json!("tru"), &json!(true)));
+        assert!(!values_match(&json!(""), &json!(false)));
+    }
 
     #[test]
     fn draws_are_deterministic_by_seed() {

@@ -167,7 +167,7 @@ async fn v4_default_and_labeled_associations() {
         .body["results"],
         json!([])
     );
-    h.get(&format!("/crm/v4/objects/deals/xyz/associations/contacts"))
+    h.get("/crm/v4/objects/deals/xyz/associations/contacts")
         .await
         .assert_error(400, "VALIDATION_ERROR");
 }

@@ -257,7 +257,8 @@ async fn guard(State(hs): State<HubSpot>, req: Request, next: Next) -> Response 
             standing.write(resp.headers_mut());
             resp
         }
-        Err((err, standing)) => {
+        Err(refusal) => {
+            let (err, standing) = *refusal;
             let mut resp = err.into_response();
             standing.write(resp.headers_mut());
             resp

@@ -148,12 +148,13 @@ impl RateLimiter {
     }
 
     /// Counts one request, or refuses it with HubSpot's 429.
-    /// A fault profile's `rate_limit` overrides the rolling window.
+    /// A fault profile's `rate_limit` overrides the rolling window. The refusal is
+    /// boxed: it is the rare path, and keeps the per-request `Ok` small.
     pub fn check(
         &self,
         is_search: bool,
         faults: &Faults,
-    ) -> Result<Standing, (ApiError, Standing)> {
+    ) -> Result<Standing, Box<(ApiError, Standing)>> {
         let now = Instant::now();
         let override_limit = faults.rate_limit();
         let generation = faults.generation();
@@ -197,7 +198,7 @@ impl RateLimiter {
                 message: "You have reached your daily limit.".into(),
                 policy: "DAILY",
             };
-            return Err((err, standing(&s)));
+            return Err(Box::new((err, standing(&s))));
         }
         if is_search {
             if let Some(limit) = s.settings.search_per_second
@@ -207,7 +208,7 @@ impl RateLimiter {
                     message: "You have reached your secondly limit.".into(),
                     policy: "SECONDLY",
                 };
-                return Err((err, standing(&s)));
+                return Err(Box::new((err, standing(&s))));
             }
             s.search.push_back(now);
         } else {
@@ -218,7 +219,7 @@ impl RateLimiter {
                     message: "You have reached your ten_secondly_rolling limit.".into(),
                     policy: "TEN_SECONDLY_ROLLING",
                 };
-                return Err((err, standing(&s)));
+                return Err(Box::new((err, standing(&s))));
             }
             if max.is_some() {
                 s.window.push_back(now);
@@ -245,7 +246,7 @@ mod tests {
         for expected in [2, 1, 0] {
             assert_eq!(rl.check(false, &f).unwrap().remaining, expected);
         }
-        let (err, standing) = rl.check(false, &f).unwrap_err();
+        let (err, standing) = *rl.check(false, &f).unwrap_err();
         assert_eq!(standing.remaining, 0);
         assert!(matches!(
             err,

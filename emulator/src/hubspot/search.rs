@@ -211,7 +211,7 @@ impl Compiled {
         let need = |v: &Option<Value>, what: &str| -> Result<Operand, String> {
             v.as_ref()
                 .ok_or_else(|| format!("operator {op_name} on {} needs `{what}`", f.property_name))
-                .and_then(|v| operand(v))
+                .and_then(operand)
         };
         let key = if f.property_name == table.ot.modified_prop() && kind == Kind::Time {
             Some(KeyField::Modified)

@@ -454,11 +454,15 @@ pub enum AssocError {
     },
 }
 
+/// For each object, the objects associated with it and the association type ids
+/// between the two (kept in both directions).
+type Adjacency = HashMap<(ObjectType, u64), BTreeMap<(ObjectType, u64), BTreeSet<u32>>>;
+
 /// The portal.
 #[derive(Clone, Debug)]
 pub struct Store {
     tables: [Table; 3],
-    adj: HashMap<(ObjectType, u64), BTreeMap<(ObjectType, u64), BTreeSet<u32>>>,
+    adj: Adjacency,
     pub assoc_types: Vec<AssocType>,
     pub pipelines: Vec<Pipeline>,
     pub owners: Vec<Owner>,
@@ -1275,6 +1279,7 @@ impl Store {
 
     /// [`Store::search`], also saying which plan answered; `use_index: false`
     /// forces the general path (for comparing the two).
+    #[allow(clippy::too_many_arguments)] // `search`'s arguments plus the plan switch
     pub fn search_plan(
         &self,
         ot: ObjectType,

@@ -90,7 +90,7 @@ pub fn injected_error(status: StatusCode) -> Response {
             "UNKNOWN_EXCEPTION",
             "An unexpected error occurred. Please include this ErrorId if you contact support: 1234567890-12345 (-123456789)",
         ),
-        502 | 503 | 504 => (
+        502..=504 => (
             "SERVER_UNAVAILABLE",
             "Server temporarily unavailable. Please try again later.",
         ),

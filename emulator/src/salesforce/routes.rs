@@ -575,20 +575,20 @@ fn rolled_back() -> Value {
     json!({"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "message": "Record rolled back because not all records were valid and the request was using AllOrNone header", "fields": []})
 }
 
+/// One record of a collection call: its id and, for upserts, whether it was
+/// created; or its id when known and the error.
+type RecordOutcome = Result<(String, Option<bool>), (Option<String>, ApiError)>;
+
 /// Runs `op` on each record under one write lock, with allOrNone rollback.
 fn run_collection(
     shared: &Shared,
     all_or_none: bool,
     n: usize,
-    mut op: impl FnMut(
-        &mut store::Org,
-        usize,
-    ) -> Result<(String, Option<bool>), (Option<String>, ApiError)>,
+    mut op: impl FnMut(&mut store::Org, usize) -> RecordOutcome,
 ) -> Value {
     let mut org = shared.org.write();
     org.begin();
-    let results: Vec<Result<(String, Option<bool>), (Option<String>, ApiError)>> =
-        (0..n).map(|i| op(&mut org, i)).collect();
+    let results: Vec<RecordOutcome> = (0..n).map(|i| op(&mut org, i)).collect();
     let failed = results.iter().any(Result::is_err);
     if all_or_none && failed {
         org.rollback();

@@ -245,7 +245,7 @@ pub fn from_json(f: &FieldDef, v: &Value) -> Result<Val, ApiError> {
                 )
                 .with_fields(vec![f.name.to_string()]));
             }
-            if t == FieldType::Email && !(s.contains('@') && !s.contains(' ')) {
+            if t == FieldType::Email && (!s.contains('@') || s.contains(' ')) {
                 return Err(ApiError::bad(
                     "INVALID_EMAIL_ADDRESS",
                     format!("{}: invalid email address: {s}", f.label),

@@ -276,7 +276,7 @@ impl Requests {
     /// `{"METHOD route [status]": count}`, largest first.
     fn by_route(&self) -> Value {
         let mut v: Vec<&CallCount> = self.calls.iter().collect();
-        v.sort_by(|a, b| b.count.cmp(&a.count));
+        v.sort_by_key(|c| std::cmp::Reverse(c.count));
         Value::Object(
             v.into_iter()
                 .map(|c| {

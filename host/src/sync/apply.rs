@@ -69,6 +69,9 @@ pub enum HsMode<'a> {
 /// One result per input, in input order.
 pub type HsResults = Vec<Result<HsObject, WriteFailure>>;
 
+/// One answer per Salesforce input, in input order.
+pub type SfResults = Vec<Result<SfAck, WriteFailure>>;
+
 fn hs_failure(e: &HubSpotError) -> WriteFailure {
     WriteFailure {
         class: e.class(),
@@ -243,7 +246,7 @@ pub fn sf_write<'a>(
     sobject: &'a str,
     mode: SfMode<'a>,
     inputs: &'a [SfInput],
-) -> Pin<Box<dyn Future<Output = Vec<Result<SfAck, WriteFailure>>> + Send + 'a>> {
+) -> Pin<Box<dyn Future<Output = SfResults> + Send + 'a>> {
     Box::pin(async move {
         if inputs.is_empty() {
             return Vec::new();
