@@ -18,7 +18,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::error::SyncError;
-use super::setup::PairSchema;
+use super::setup::{PairSchema, soql_in};
 use super::values::parse_time_ms;
 use crate::crm::hubspot::types::{Filter, Operator, ScanCursor, ScanRequest, SearchRequest};
 use crate::crm::hubspot::{HsObject, HubSpotClient};
@@ -66,6 +66,17 @@ pub fn soql_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The SOQL that reads a pair's Salesforce records by id (`select` from [`sf_select`]; at most
+/// 200 ids, as the callers chunk them).
+pub fn sf_by_ids_soql(schema: &PairSchema, select: &[String], ids: &[String]) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE Id IN ({})",
+        select.join(", "),
+        schema.spec.sobject,
+        soql_in(ids)
+    )
 }
 
 /// The fields selected from Salesforce for a pair: the system fields the engine needs,

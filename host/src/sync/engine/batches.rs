@@ -573,12 +573,7 @@ impl Engine {
             .collect();
         let mut rows: HashMap<String, SObject> = HashMap::new();
         for chunk in want.chunks(200) {
-            let soql = format!(
-                "SELECT {} FROM {} WHERE Id IN ({})",
-                select.join(", "),
-                schema.spec.sobject,
-                soql_in(chunk)
-            );
+            let soql = capture::sf_by_ids_soql(schema, &select, chunk);
             for r in self.sf.query(&soql, QueryScope::Live).await? {
                 if let Some(id) = r.id() {
                     rows.insert(id.to_string(), r);

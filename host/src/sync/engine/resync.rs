@@ -13,12 +13,7 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let select = capture::sf_select(schema, &self.opts.external_id_field);
         for chunk in ids.chunks(200) {
-            let soql = format!(
-                "SELECT {} FROM {} WHERE Id IN ({})",
-                select.join(", "),
-                schema.spec.sobject,
-                soql_in(chunk)
-            );
+            let soql = capture::sf_by_ids_soql(schema, &select, chunk);
             let rows = self.sf.query(&soql, QueryScope::Live).await?;
             cy.report.counters.read_salesforce += rows.len() as i64;
             self.sync_sf_rows(cy, schema, rows, trigger, None).await?;
