@@ -287,20 +287,29 @@ pub async fn hs_changes(
     })
 }
 
+/// The creation time of deals, companies and contacts alike.
+pub const HS_CREATED_PROPERTY: &str = "createdate";
+
 /// A page of a pair's whole HubSpot window (everything modified before `until_ms`) in id
 /// order, after `after_id`: for a backfill, which reads every record once and checkpoints
 /// only at the end (`until_ms`); with `through_id`, only the ids up to it (one of several
-/// id ranges read side by side). Returns the records and where to continue (`None`: done).
+/// id ranges read side by side); with `created_before_ms`, only the records created before
+/// it. Returns the records and where to continue (`None`: done).
 pub async fn hs_backfill_page(
     hs: &HubSpotClient,
     schema: &PairSchema,
     properties: &[String],
     pipelines: Option<&[String]>,
+    created_before_ms: Option<i64>,
     after_id: u64,
     through_id: Option<u64>,
     until_ms: i64,
 ) -> Result<(Vec<HsObject>, Option<u64>), SyncError> {
-    let req = scan_request(schema, properties, pipelines, until_ms);
+    let mut req = scan_request(schema, properties, pipelines, until_ms);
+    if let Some(t) = created_before_ms {
+        req.extra_filters
+            .push(Filter::new(HS_CREATED_PROPERTY, Operator::Lt, t.to_string()));
+    }
     Ok(hs.scan_id_range_page(&req, after_id, through_id).await?)
 }
 

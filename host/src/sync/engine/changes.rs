@@ -33,8 +33,20 @@ impl Engine {
             cy.trigger
         };
         if backfill {
-            if capture::hs_is_empty(&self.hs, schema.spec.hs_object).await? {
+            // Taken before HubSpot is looked at: the feed covers every change from here on.
+            let feed_since = now_ms() - self.opts.lookback_ms;
+            let portal_empty = capture::hs_is_empty(&self.hs, schema.spec.hs_object).await?;
+            if portal_empty {
                 cy.hubspot_empty = Some(pair);
+            }
+            if self.feed_verified() {
+                cy.feed_windows.insert(
+                    pair,
+                    FeedWindow {
+                        since_ms: feed_since,
+                        portal_empty,
+                    },
+                );
             }
             let roles_wanted = match pair {
                 ObjectPair::OpportunityDeal => true,
@@ -291,6 +303,18 @@ impl Engine {
         schema: &PairSchema,
         alone: bool,
     ) -> Result<(), SyncError> {
+        self.capture_hs_window(cy, schema, alone).await?;
+        self.capture_hs_feed(cy, schema).await
+    }
+
+    /// A pair's HubSpot changes read by search: the window since its checkpoint, or a
+    /// backfill's whole window.
+    async fn capture_hs_window(
+        &self,
+        cy: &mut Cycle,
+        schema: &PairSchema,
+        alone: bool,
+    ) -> Result<(), SyncError> {
         let pair = schema.spec.pair;
         let cp = self
             .store
@@ -322,16 +346,27 @@ impl Engine {
                 cursor_time_ms: until,
                 cursor_id: String::new(),
             };
+            let feed = cy.feed_windows.get(&pair).copied();
+            if feed.is_some_and(|f| f.portal_empty) {
+                // HubSpot held none of these records when the backfill started, and what
+                // anyone but dealbridge created or changed since is in the webhook feed:
+                // nothing to read back.
+                return self.commit_empty(cy, pair, cpn).await;
+            }
+            // With the feed, only what existed before the backfill: the rest is either
+            // dealbridge's own writes or in the feed.
+            let created_before = feed.map(|f| f.since_ms);
             let range = |after: u64, through: Option<u64>| HsRange {
                 schema,
                 props: &props,
                 pipelines: pipelines.as_deref(),
+                created_before,
                 after,
                 through,
                 until,
                 trigger,
             };
-            let split = if alone {
+            let split = if alone && created_before.is_none() {
                 readback_split(written, capture::HS_PAGE as usize)
             } else {
                 None
@@ -360,6 +395,9 @@ impl Engine {
         let mut page = read_page(cursor).await?;
         loop {
             cy.report.counters.read_hubspot += page.records.len() as i64;
+            if self.feed_on() {
+                cy.note_seen(pair, &page.records);
+            }
             let cpn = Checkpoint {
                 object_pair: pair,
                 side: Side::HubSpot,
@@ -402,6 +440,7 @@ impl Engine {
                 r.schema,
                 r.props,
                 r.pipelines,
+                r.created_before,
                 after,
                 r.through,
                 r.until,
@@ -412,6 +451,9 @@ impl Engine {
         loop {
             let (records, next) = page;
             cy.report.counters.read_hubspot += records.len() as i64;
+            if self.feed_on() {
+                cy.note_seen(r.schema.spec.pair, &records);
+            }
             let cp_here = if next.is_none() { cp.take() } else { None };
             let next_page = async {
                 match next {
@@ -438,6 +480,9 @@ pub(super) struct HsRange<'a> {
     pub(super) schema: &'a PairSchema,
     pub(super) props: &'a [String],
     pub(super) pipelines: Option<&'a [String]>,
+    /// Only records created before this time (epoch ms), when the webhook feed covers the
+    /// rest.
+    pub(super) created_before: Option<i64>,
     /// Ids above this one...
     pub(super) after: u64,
     /// ...up to this one (inclusive; none: no upper bound).

@@ -21,7 +21,8 @@
 //! cycle and the poll loop; `changes` reads what changed on each side; `batches` cuts a
 //! pass into batches and runs them; `writes` makes one batch's CRM writes and commits what
 //! was acknowledged; `roles` handles contact roles and associations; `resync` the manual
-//! resync and the retry of failed records; `fault` the test fault point.
+//! resync and the retry of failed records; `feed` the HubSpot webhook feed (records others
+//! changed in HubSpot, read by id after each HubSpot pass); `fault` the test fault point.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ use crate::store::{
 mod batches;
 mod changes;
 mod fault;
+mod feed;
 mod resync;
 mod roles;
 mod writes;
@@ -117,7 +119,7 @@ pub enum Resync {
 /// One planned operation (dry run) or done one.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PlannedOp {
-    /// `create`, `update`, `delete` or `associate`.
+    /// `create`, `update`, `delete`, `associate` or `unlink` (a HubSpot archive).
     pub op: &'static str,
     /// `salesforce` or `hubspot`: where it writes.
     pub target: &'static str,
@@ -176,6 +178,9 @@ pub struct Engine {
     progress: Option<ProgressFn>,
     /// Incremental cycles run (the association sweep's clock).
     incremental_cycles: u64,
+    /// Notified when the webhook receiver stored a change someone else made in HubSpot:
+    /// the poll loop then runs its next cycle without waiting out the interval.
+    feed_arrivals: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn now_ms() -> i64 {
@@ -216,6 +221,26 @@ struct Cycle {
     /// The HubSpot ids each pair's Salesforce backfill wrote this cycle: where the pair's
     /// HubSpot read-back can be cut into id ranges read side by side.
     backfill_written: HashMap<ObjectPair, Vec<u64>>,
+    /// Pairs whose Salesforce backfill ran this cycle while the HubSpot webhook feed was
+    /// verified: from when the feed covers HubSpot's changes for the pair's HubSpot pass.
+    feed_windows: HashMap<ObjectPair, FeedWindow>,
+    /// HubSpot records this cycle's search windows read, with their modification time, by
+    /// pair: a webhook event of such a record no newer than what the window read needs no
+    /// second read.
+    hs_seen: HashMap<ObjectPair, HashMap<String, i64>>,
+}
+
+/// What the webhook feed covers of a pair's backfill: every change someone other than
+/// dealbridge made in HubSpot from `since_ms` on arrives as an event, so the pair's HubSpot
+/// pass need only read what existed before (nothing, when HubSpot held no record of the type
+/// then), not read back what the backfill wrote.
+#[derive(Debug, Clone, Copy)]
+struct FeedWindow {
+    /// Changes from here on are in the feed (the backfill's start, less the look-back for
+    /// clock skew between HubSpot and this host).
+    since_ms: i64,
+    /// HubSpot held no record of the pair's object type when the backfill started.
+    portal_empty: bool,
 }
 
 impl Cycle {
@@ -236,6 +261,8 @@ impl Cycle {
             stage_set_now: Vec::new(),
             role_contacts: Arc::clone(&self.role_contacts),
             backfill_written: HashMap::new(),
+            feed_windows: self.feed_windows.clone(),
+            hs_seen: HashMap::new(),
         }
     }
 
@@ -301,8 +328,14 @@ impl Cycle {
             failed,
             stage_set_now,
             backfill_written,
+            feed_windows,
+            hs_seen,
             ..
         } = child;
+        self.feed_windows.extend(feed_windows);
+        for (pair, seen) in hs_seen {
+            self.hs_seen.entry(pair).or_default().extend(seen);
+        }
         self.report.counters.add(&report.counters);
         self.report.failures.extend(report.failures);
         self.report.planned.extend(report.planned);
@@ -396,6 +429,7 @@ impl Engine {
             ocr_since_ms: None,
             progress: None,
             incremental_cycles: 0,
+            feed_arrivals: None,
         }
     }
 
@@ -419,6 +453,12 @@ impl Engine {
     /// Reports backfill progress to `f(pair, done, total)`.
     pub fn on_progress(&mut self, f: ProgressFn) {
         self.progress = Some(f);
+    }
+
+    /// Wakes the poll loop when `arrivals` is notified (the webhook receiver's signal that
+    /// a change made by someone else in HubSpot was stored).
+    pub fn wake_on_feed(&mut self, arrivals: Arc<tokio::sync::Notify>) {
+        self.feed_arrivals = Some(arrivals);
     }
 
     /// The set-up it runs with.
@@ -520,6 +560,8 @@ impl Engine {
             stage_set_now: Vec::new(),
             role_contacts: Arc::default(),
             backfill_written: HashMap::new(),
+            feed_windows: HashMap::new(),
+            hs_seen: HashMap::new(),
         };
         let cycle_start = now_ms();
         let result = match resync {
@@ -624,6 +666,7 @@ impl Engine {
             self.reconcile_roles(cy, &schema, cycle_start).await?;
         }
         self.retry_due(cy).await?;
+        self.settle_unsynced_feed().await?;
         Ok(())
     }
 
@@ -732,9 +775,17 @@ impl Engine {
                 return r.map(|_| ());
             }
             let wait = interval.saturating_sub(started.elapsed());
+            let arrivals = self.feed_arrivals.clone();
+            let feed_arrival = async {
+                match arrivals {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut stop => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
+                _ = feed_arrival => {}
             }
         }
     }
