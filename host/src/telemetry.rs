@@ -9,7 +9,9 @@
 //!   and wall time as histograms;
 //! - [`run_finished`] and [`sync_error`]: every sync run the engine ends (status, trigger,
 //!   duration, record counters) and every failure it records (by health group);
-//! - [`http_request`]: every API request (route template, method, status, duration).
+//! - [`http_request`]: every API request (route template, method, status, duration);
+//! - [`webhook_delivery`]: every HubSpot webhook delivery the receiver answered (by
+//!   outcome), with the events it stored and the app's own events it dropped.
 //!
 //! Metrics are per process (one series set per replica; sum them across replicas).
 //! This module must never take a label from request or record contents: labels are
@@ -79,6 +81,11 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: &'static str,
     route: String,
@@ -113,6 +120,9 @@ struct Metrics {
     sync_errors: Family<CategoryLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: HistogramFamily<RouteLabels>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
+    webhook_events_stored: Counter,
+    webhook_own_events_dropped: Counter,
 }
 
 impl Metrics {
@@ -129,6 +139,9 @@ impl Metrics {
             sync_errors: Family::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(seconds_histogram),
+            webhook_deliveries: Family::default(),
+            webhook_events_stored: Counter::default(),
+            webhook_own_events_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -180,6 +193,21 @@ impl Metrics {
             "http_request_duration_seconds",
             "API request duration, by method and route template",
             m.http_seconds.clone(),
+        );
+        registry.register(
+            "hubspot_webhook_deliveries",
+            "HubSpot webhook deliveries answered, by outcome (stored, unauthorized, bad_body, too_large, store_failed)",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "hubspot_webhook_events_stored",
+            "Events of HubSpot webhook deliveries stored in the change feed (changes other users or apps made)",
+            m.webhook_events_stored.clone(),
+        );
+        registry.register(
+            "hubspot_webhook_own_events_dropped",
+            "Events of HubSpot webhook deliveries dropped because the app's own writes made them",
+            m.webhook_own_events_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -382,6 +410,53 @@ pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
         .observe(seconds);
 }
 
+/// How the webhook receiver answered a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Verified, read and stored (204).
+    Stored,
+    /// Missing or wrong signature, or a stale timestamp (401).
+    Unauthorized,
+    /// Not a list of webhook events (400).
+    BadBody,
+    /// Larger than the receiver accepts (413).
+    TooLarge,
+    /// The store failed; HubSpot retries (503).
+    StoreFailed,
+}
+
+impl WebhookOutcome {
+    /// Its label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Stored => "stored",
+            WebhookOutcome::Unauthorized => "unauthorized",
+            WebhookOutcome::BadBody => "bad_body",
+            WebhookOutcome::TooLarge => "too_large",
+            WebhookOutcome::StoreFailed => "store_failed",
+        }
+    }
+}
+
+/// Counts one answered HubSpot webhook delivery, the events it stored and the app's own
+/// events it dropped.
+pub fn webhook_delivery(outcome: WebhookOutcome, events_stored: u64, own_events_dropped: u64) {
+    METRICS
+        .webhook_deliveries
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.as_str(),
+        })
+        .inc();
+    if events_stored > 0 {
+        METRICS.webhook_events_stored.inc_by(events_stored);
+    }
+    if own_events_dropped > 0 {
+        METRICS
+            .webhook_own_events_dropped
+            .inc_by(own_events_dropped);
+    }
+}
+
 /// Every metric in the Prometheus text format (version 0.0.4).
 pub fn render() -> String {
     let mut out = String::new();
@@ -477,6 +552,20 @@ mod tests {
             render()
                 .contains("dealbridge_plugin_invocations_total{export=\"other\",outcome=\"exit\"}")
         );
+    }
+
+    #[test]
+    fn webhook_deliveries_count_by_outcome() {
+        webhook_delivery(WebhookOutcome::Stored, 3, 2);
+        webhook_delivery(WebhookOutcome::Unauthorized, 0, 0);
+        let text = render();
+        let value = |p: &str| line_value(&text, p).unwrap_or_else(|| panic!("{p}: {text}"));
+        assert!(value("dealbridge_hubspot_webhook_deliveries_total{outcome=\"stored\"}") >= 1.0);
+        assert!(
+            value("dealbridge_hubspot_webhook_deliveries_total{outcome=\"unauthorized\"}") >= 1.0
+        );
+        assert!(value("dealbridge_hubspot_webhook_events_stored_total") >= 3.0);
+        assert!(value("dealbridge_hubspot_webhook_own_events_dropped_total") >= 2.0);
     }
 
     #[test]

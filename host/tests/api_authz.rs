@@ -278,6 +278,7 @@ async fn seed_sync_state(s: &TestServer, id: &str) -> (i64, String) {
         checkpoints: vec![],
         counters: None,
         now_ms: 3,
+        settled_hubspot_changes: vec![],
     };
     s.store.commit_batch(&t, &batch).await.unwrap();
     s.store

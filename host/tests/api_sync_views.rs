@@ -286,6 +286,7 @@ async fn record_link_and_history_by_either_id(s: &TestServer) {
         checkpoints: vec![],
         counters: None,
         now_ms: 4_000,
+        settled_hubspot_changes: vec![],
     };
     store.commit_batch(&t, &batch).await.unwrap();
     // A record that failed before it was ever linked: history, no link.

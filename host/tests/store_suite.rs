@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use dealbridge::store::{
     self, Backend, Checkpoint, CommitBatch, CommittedRecord, ComponentSource, Direction,
-    EncryptedConnection, ErrorCategory, EventKind, Lease, LinkState, NewRecordEvent, NewSyncError,
-    ObjectPair, Page, PostgresStore, RecordKey, ResyncRequest, RunCounters, RunStatus, RunTrigger,
-    Side, Snapshot, SqliteStore, Store, StoreConfig, StoreError, Stream, TenantId,
+    EncryptedConnection, ErrorCategory, EventKind, Lease, LinkState, NewHubSpotChange,
+    NewRecordEvent, NewSyncError, ObjectPair, Page, PendingHubSpotChange, PostgresStore, RecordKey,
+    ResyncRequest, RunCounters, RunStatus, RunTrigger, SettledHubSpotChange, Side, Snapshot,
+    SqliteStore, Store, StoreConfig, StoreError, Stream, TenantId,
 };
 use pg_schema::FreshSchema;
 use serde_json::{Value, json};
@@ -127,6 +128,9 @@ store_suite!(
     reseal_replaces_only_the_connection_that_was_read,
     revokes_disables_and_deletes_are_announced,
     a_tenant_asking_again_and_again_goes_after_those_due_longer,
+    hubspot_changes_are_idempotent_grouped_and_tenant_scoped,
+    hubspot_changes_settle_with_the_batch_up_to_their_event,
+    hubspot_changes_settle_alone_only_under_the_current_lease,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -180,6 +184,7 @@ fn batch(key: &str, lease: &Lease, records: Vec<CommittedRecord>) -> CommitBatch
         checkpoints: vec![],
         counters: None,
         now_ms: 1_000,
+        settled_hubspot_changes: vec![],
     }
 }
 
@@ -2043,4 +2048,274 @@ async fn pending_resyncs_are_fenced_and_tenant_scoped(h: &Harness) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+}
+
+// ---------------------------------------------------------------- the HubSpot change feed
+
+fn hs_change(
+    event_id: u64,
+    object_type: &str,
+    object_id: &str,
+    kind: &str,
+    at: i64,
+) -> NewHubSpotChange {
+    NewHubSpotChange {
+        event_id,
+        object_type: object_type.into(),
+        object_id: object_id.into(),
+        kind: kind.into(),
+        property: (kind == "property").then(|| "amount".to_string()),
+        occurred_at_ms: at,
+        change_source: "CRM_UI".into(),
+        source_id: Some("userId:7".into()),
+    }
+}
+
+fn settled(object_type: &str, object_id: &str, up_to_event_id: u64) -> SettledHubSpotChange {
+    SettledHubSpotChange {
+        object_type: object_type.into(),
+        object_id: object_id.into(),
+        up_to_event_id,
+    }
+}
+
+async fn hubspot_changes_are_idempotent_grouped_and_tenant_scoped(h: &Harness) {
+    let s = &*h.store;
+    let (t, _) = tenant_with_lease(s, "feed").await;
+    let (t2, _) = tenant_with_lease(s, "feed-other").await;
+    let first = [
+        hs_change(30, "deals", "300", "created", 1_000),
+        hs_change(10, "deals", "100", "property", 1_000),
+        hs_change(20, "deals", "200", "property", 1_100),
+        hs_change(11, "deals", "100", "property", 1_200),
+        hs_change(40, "companies", "100", "property", 1_000),
+    ];
+    assert_eq!(
+        s.record_hubspot_changes(&t, &first, 5_000).await.unwrap(),
+        5
+    );
+    // A redelivery (same event ids) inserts nothing; only the new event counts.
+    let again = [
+        hs_change(11, "deals", "100", "property", 1_200),
+        hs_change(12, "deals", "100", "deleted", 1_300),
+        hs_change(20, "deals", "200", "property", 1_100),
+    ];
+    assert_eq!(
+        s.record_hubspot_changes(&t, &again, 6_000).await.unwrap(),
+        1
+    );
+    assert_eq!(s.record_hubspot_changes(&t, &[], 6_000).await.unwrap(), 0);
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 6);
+
+    // One row per record, the one with the oldest pending event first.
+    let deals = s.pending_hubspot_changes(&t, "deals", 100).await.unwrap();
+    assert_eq!(
+        deals,
+        vec![
+            PendingHubSpotChange {
+                object_id: "100".into(),
+                last_event_id: 12,
+                last_occurred_at_ms: 1_300,
+                deleted: true,
+            },
+            PendingHubSpotChange {
+                object_id: "200".into(),
+                last_event_id: 20,
+                last_occurred_at_ms: 1_100,
+                deleted: false,
+            },
+            PendingHubSpotChange {
+                object_id: "300".into(),
+                last_event_id: 30,
+                last_occurred_at_ms: 1_000,
+                deleted: false,
+            },
+        ]
+    );
+    let limited = s.pending_hubspot_changes(&t, "deals", 2).await.unwrap();
+    assert_eq!(limited.len(), 2);
+    assert_eq!(limited[1].object_id, "200");
+    let companies = s
+        .pending_hubspot_changes(&t, "companies", 10)
+        .await
+        .unwrap();
+    assert_eq!(companies.len(), 1);
+    assert_eq!(companies[0].last_event_id, 40);
+    assert!(
+        s.pending_hubspot_changes(&t, "contacts", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Deleted means the latest event is a deletion: a later change clears it.
+    s.record_hubspot_changes(
+        &t,
+        &[hs_change(13, "deals", "100", "created", 1_400)],
+        7_000,
+    )
+    .await
+    .unwrap();
+    let deals = s.pending_hubspot_changes(&t, "deals", 100).await.unwrap();
+    assert_eq!((deals[0].last_event_id, deals[0].deleted), (13, false));
+    assert!(matches!(
+        s.pending_hubspot_changes(&t, "deals", 0).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        s.record_hubspot_changes(&t, &[hs_change(1, "deals", "1", "merged", 1)], 1)
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+
+    // The same event id in another tenant is another row; neither sees the other's.
+    assert_eq!(s.pending_hubspot_change_count(&t2).await.unwrap(), 0);
+    assert!(
+        s.pending_hubspot_changes(&t2, "deals", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.record_hubspot_changes(&t2, &[hs_change(10, "deals", "999", "property", 1)], 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let other = s.pending_hubspot_changes(&t2, "deals", 10).await.unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].object_id, "999");
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 7);
+}
+
+async fn hubspot_changes_settle_with_the_batch_up_to_their_event(h: &Harness) {
+    let s = &*h.store;
+    let (t, lease) = tenant_with_lease(s, "feed-commit").await;
+    let (t2, _) = tenant_with_lease(s, "feed-commit-other").await;
+    let changes = [
+        hs_change(1, "deals", "100", "property", 1_000),
+        hs_change(2, "deals", "100", "property", 1_100),
+        hs_change(3, "deals", "200", "property", 1_100),
+        hs_change(4, "companies", "100", "property", 1_100),
+    ];
+    s.record_hubspot_changes(&t, &changes, 2_000).await.unwrap();
+    s.record_hubspot_changes(&t2, &changes, 2_000)
+        .await
+        .unwrap();
+    // The batch read deal 100 up to event 2; a newer change (5) arrived meanwhile.
+    s.record_hubspot_changes(
+        &t,
+        &[hs_change(5, "deals", "100", "property", 1_500)],
+        2_500,
+    )
+    .await
+    .unwrap();
+    let b = CommitBatch {
+        settled_hubspot_changes: vec![settled("deals", "100", 2), settled("deals", "200", 3)],
+        ..batch("feed:0", &lease, vec![record("006A", "100")])
+    };
+    let out = s.commit_batch(&t, &b).await.unwrap();
+    assert_eq!(out.hubspot_changes_settled, 3);
+    let deals = s.pending_hubspot_changes(&t, "deals", 10).await.unwrap();
+    assert_eq!(deals.len(), 1, "{deals:?}");
+    assert_eq!(
+        (deals[0].object_id.as_str(), deals[0].last_event_id),
+        ("100", 5)
+    );
+    // Another object type with the same id is untouched, and so is another tenant.
+    assert_eq!(
+        s.pending_hubspot_changes(&t, "companies", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.pending_hubspot_change_count(&t2).await.unwrap(), 4);
+    // The same batch again changes nothing (already committed).
+    let again = s.commit_batch(&t, &b).await.unwrap();
+    assert!(again.already_committed);
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 2);
+
+    // A batch under a stale lease settles nothing.
+    let taken = s
+        .try_acquire_lease(&t, "replica-b", 60_000, 1_000_000)
+        .await
+        .unwrap()
+        .expect("expired lease is taken over");
+    let stale = CommitBatch {
+        settled_hubspot_changes: vec![settled("deals", "100", 5)],
+        ..batch("feed:1", &lease, vec![record("006B", "101")])
+    };
+    let err = s.commit_batch(&t, &stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 2);
+    let fresh = CommitBatch {
+        settled_hubspot_changes: vec![settled("deals", "100", 5)],
+        ..batch("feed:1", &taken, vec![record("006B", "101")])
+    };
+    assert_eq!(
+        s.commit_batch(&t, &fresh)
+            .await
+            .unwrap()
+            .hubspot_changes_settled,
+        1
+    );
+    assert!(
+        s.pending_hubspot_changes(&t, "deals", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn hubspot_changes_settle_alone_only_under_the_current_lease(h: &Harness) {
+    let s = &*h.store;
+    let (t, lease) = tenant_with_lease(s, "feed-settle").await;
+    s.record_hubspot_changes(
+        &t,
+        &[
+            hs_change(1, "contacts", "7", "property", 1_000),
+            hs_change(2, "contacts", "7", "deleted", 1_100),
+            hs_change(3, "contacts", "8", "created", 1_100),
+        ],
+        2_000,
+    )
+    .await
+    .unwrap();
+    let taken = s
+        .try_acquire_lease(&t, "replica-b", 60_000, 1_000_000)
+        .await
+        .unwrap()
+        .expect("expired lease is taken over");
+    let err = s
+        .settle_hubspot_changes(&lease, &[settled("contacts", "7", 2)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 3);
+    assert_eq!(
+        s.settle_hubspot_changes(&taken, &[settled("contacts", "7", 1)])
+            .await
+            .unwrap(),
+        1
+    );
+    let pending = s.pending_hubspot_changes(&t, "contacts", 10).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert!(pending[0].deleted, "{pending:?}");
+    // Settling again, or past what is there, is harmless.
+    assert_eq!(
+        s.settle_hubspot_changes(
+            &taken,
+            &[settled("contacts", "7", 2), settled("contacts", "7", 2)]
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.settle_hubspot_changes(&taken, &[settled("contacts", "7", 2)])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 1);
 }

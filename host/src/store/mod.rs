@@ -12,7 +12,8 @@
 //!
 //! Crash safety: the engine writes the result of a batch with [`Store::commit_batch`],
 //! one transaction holding the links, snapshots, history, error resolutions, checkpoint
-//! advances and run counters of the writes the CRMs acknowledged. Committing the same
+//! advances and run counters of the writes the CRMs acknowledged, and the HubSpot changes
+//! (received by webhook, [`Store::record_hubspot_changes`]) the batch dealt with. Committing the same
 //! batch again (after a crash before the engine learnt that the commit succeeded) changes
 //! nothing further: links are unique per `(tenant, object pair, Salesforce id)` and per
 //! `(tenant, object pair, HubSpot id)`, history rows are de-duplicated by
@@ -337,6 +338,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tenant: &TenantId,
         batch: &CommitBatch,
     ) -> StoreResult<CommitOutcome>;
+
+    // ---- the HubSpot change feed ----
+
+    /// Stores changes that a webhook delivered, in one transaction. Idempotent: an event
+    /// id already stored (a redelivery) inserts nothing. Returns the rows inserted. Not
+    /// fenced: these are input to the sync, not its state.
+    async fn record_hubspot_changes(
+        &self,
+        tenant: &TenantId,
+        changes: &[NewHubSpotChange],
+        received_at_ms: TimestampMs,
+    ) -> StoreResult<u64>;
+    /// The records of one object type with pending changes, one row per record, the
+    /// record whose oldest pending event has the smallest id first, at most `limit` (1 to
+    /// 1,000). A record is `deleted` when its latest pending event (by time, then id) is a
+    /// deletion.
+    async fn pending_hubspot_changes(
+        &self,
+        tenant: &TenantId,
+        object_type: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingHubSpotChange>>;
+    /// How many changes (events) are pending, of every object type.
+    async fn pending_hubspot_change_count(&self, tenant: &TenantId) -> StoreResult<u64>;
+    /// Settles changes outside a batch commit (records the engine does not sync): each
+    /// record's events up to its `up_to_event_id` are removed. Fenced by the lease
+    /// ([`StoreError::LeaseLost`], removing nothing, if it is stale). Returns the rows
+    /// removed.
+    async fn settle_hubspot_changes(
+        &self,
+        lease: &Lease,
+        settled: &[SettledHubSpotChange],
+    ) -> StoreResult<u64>;
 
     // ---- checkpoints ----
 

@@ -592,6 +592,40 @@ async fn resolve_for_records(
     Ok(resolved)
 }
 
+/// The kinds a received HubSpot change may have.
+const HUBSPOT_CHANGE_KINDS: [&str; 3] = ["created", "deleted", "property"];
+
+/// An event id as the database stores it (a signed 64-bit integer).
+fn event_id_column(event_id: u64) -> StoreResult<i64> {
+    i64::try_from(event_id).map_err(|_| {
+        StoreError::InvalidInput(format!("HubSpot event id {event_id} is out of range"))
+    })
+}
+
+/// Removes each record's received changes up to its `up_to_event_id` inside `tx`; returns
+/// the rows removed.
+async fn settle_changes(
+    tx: &mut Tx,
+    tenant: &TenantId,
+    settled: &[SettledHubSpotChange],
+) -> StoreResult<u64> {
+    let mut removed = 0;
+    for s in settled {
+        removed += sqlx::query(
+            "DELETE FROM hubspot_changes WHERE tenant_id = $1 AND object_type = $2 \
+             AND object_id = $3 AND event_id <= $4",
+        )
+        .bind(tenant.as_str())
+        .bind(&s.object_type)
+        .bind(&s.object_id)
+        .bind(event_id_column(s.up_to_event_id)?)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    Ok(removed)
+}
+
 async fn current_activation(tx: &mut Tx, tenant: &TenantId) -> StoreResult<Option<Activation>> {
     let sql = format!(
         "SELECT {ACTIVATION_COLS} FROM plugin_activations WHERE tenant_id = $1 \
@@ -1531,8 +1565,122 @@ impl super::Store for This {
         if let Some((run_id, counters)) = &batch.counters {
             add_counters(&mut tx, tenant, *run_id, counters).await?;
         }
+        outcome.hubspot_changes_settled =
+            settle_changes(&mut tx, tenant, &batch.settled_hubspot_changes).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    async fn record_hubspot_changes(
+        &self,
+        tenant: &TenantId,
+        changes: &[NewHubSpotChange],
+        received_at_ms: TimestampMs,
+    ) -> StoreResult<u64> {
+        const COLS: usize = 10;
+        for c in changes {
+            if !HUBSPOT_CHANGE_KINDS.contains(&c.kind.as_str()) {
+                return Err(StoreError::InvalidInput(format!(
+                    "HubSpot change kind `{}` is not one of created, deleted, property",
+                    c.kind
+                )));
+            }
+            if c.object_type.is_empty() || c.object_id.is_empty() {
+                return Err(StoreError::InvalidInput(
+                    "a HubSpot change needs an object type and an object id".into(),
+                ));
+            }
+            event_id_column(c.event_id)?;
+        }
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
+        let mut inserted = 0;
+        for chunk in changes.chunks(ROW_CHUNK) {
+            let sql = format!(
+                "INSERT INTO hubspot_changes (tenant_id, event_id, object_type, object_id, kind, \
+                 property, occurred_at_ms, change_source, source_id, received_at_ms) VALUES {} \
+                 ON CONFLICT (tenant_id, event_id) DO NOTHING",
+                value_rows(1, chunk.len(), COLS)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for c in chunk {
+                q = q
+                    .bind(tenant.as_str())
+                    .bind(event_id_column(c.event_id)?)
+                    .bind(&c.object_type)
+                    .bind(&c.object_id)
+                    .bind(&c.kind)
+                    .bind(c.property.as_deref())
+                    .bind(c.occurred_at_ms)
+                    .bind(&c.change_source)
+                    .bind(c.source_id.as_deref())
+                    .bind(received_at_ms);
+            }
+            inserted += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn pending_hubspot_changes(
+        &self,
+        tenant: &TenantId,
+        object_type: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingHubSpotChange>> {
+        let limit = page_limit(Page { after: None, limit })?;
+        let rows = sqlx::query(
+            "SELECT g.object_id, g.last_event, g.last_at, \
+             (SELECT c.kind FROM hubspot_changes c WHERE c.tenant_id = $1 \
+               AND c.object_type = $2 AND c.object_id = g.object_id \
+               ORDER BY c.occurred_at_ms DESC, c.event_id DESC LIMIT 1) AS last_kind \
+             FROM (SELECT object_id, MIN(event_id) AS first_event, MAX(event_id) AS last_event, \
+                   MAX(occurred_at_ms) AS last_at FROM hubspot_changes \
+                   WHERE tenant_id = $1 AND object_type = $2 GROUP BY object_id) g \
+             ORDER BY g.first_event, g.object_id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(object_type)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let last: i64 = r.try_get("last_event")?;
+                Ok(PendingHubSpotChange {
+                    object_id: r.try_get("object_id")?,
+                    last_event_id: u64::try_from(last).map_err(|_| StoreError::Corrupt {
+                        what: "HubSpot event id",
+                        value: last.to_string(),
+                    })?,
+                    last_occurred_at_ms: r.try_get("last_at")?,
+                    deleted: r.try_get::<Option<String>, _>("last_kind")?.as_deref()
+                        == Some("deleted"),
+                })
+            })
+            .collect()
+    }
+
+    async fn pending_hubspot_change_count(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM hubspot_changes WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+
+    async fn settle_hubspot_changes(
+        &self,
+        lease: &Lease,
+        settled: &[SettledHubSpotChange],
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        fence(&mut tx, lease, None).await?;
+        let removed = settle_changes(&mut tx, &lease.tenant, settled).await?;
+        tx.commit().await?;
+        Ok(removed)
     }
 
     async fn checkpoint(

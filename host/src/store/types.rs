@@ -611,6 +611,59 @@ pub struct CommitBatch {
     pub counters: Option<(i64, RunCounters)>,
     /// The commit time.
     pub now_ms: TimestampMs,
+    /// Received HubSpot changes this batch dealt with: each object's events up to
+    /// `up_to_event_id` are removed from the change feed with the links, so a change the
+    /// batch read is settled exactly when what it wrote is committed.
+    #[serde(default)]
+    pub settled_hubspot_changes: Vec<SettledHubSpotChange>,
+}
+
+/// A change to a HubSpot record that a webhook delivered (see
+/// [`crate::store::Store::record_hubspot_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewHubSpotChange {
+    /// HubSpot's event id (a redelivered event has the same one).
+    pub event_id: u64,
+    /// The v3 object type: `deals`, `companies` or `contacts`.
+    pub object_type: String,
+    /// The record's id.
+    pub object_id: String,
+    /// `created`, `deleted` or `property` (a property change, or another change that
+    /// calls for reading the record again, then with no property).
+    pub kind: String,
+    /// The changed property of a `property` change.
+    pub property: Option<String>,
+    /// When the change happened in HubSpot.
+    pub occurred_at_ms: TimestampMs,
+    /// Who made it (`CRM_UI`, `INTEGRATION`, `IMPORT`, ...).
+    pub change_source: String,
+    /// The source's id (`userId:123`, an app id), when given.
+    pub source_id: Option<String>,
+}
+
+/// A HubSpot record with received changes not settled yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHubSpotChange {
+    /// The record's id.
+    pub object_id: String,
+    /// Its newest pending event (settle up to this one).
+    pub last_event_id: u64,
+    /// When its newest pending change happened.
+    pub last_occurred_at_ms: TimestampMs,
+    /// Its newest pending event is a deletion.
+    pub deleted: bool,
+}
+
+/// Received changes of one HubSpot record that the engine has dealt with: its events
+/// with an id up to `up_to_event_id` are removed (newer ones stay pending).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettledHubSpotChange {
+    /// The v3 object type.
+    pub object_type: String,
+    /// The record's id.
+    pub object_id: String,
+    /// The newest event id dealt with.
+    pub up_to_event_id: u64,
 }
 
 /// What a commit changed.
@@ -630,6 +683,9 @@ pub struct CommitOutcome {
     pub errors_resolved: u64,
     /// Checkpoints that moved forward.
     pub checkpoints_advanced: u64,
+    /// Received HubSpot change events removed as settled.
+    #[serde(default)]
+    pub hubspot_changes_settled: u64,
 }
 
 /// A tenant of the service.

@@ -107,6 +107,7 @@ impl CommitBuilder {
             checkpoints,
             counters: Some((run_id, self.counters)),
             now_ms,
+            settled_hubspot_changes: Vec::new(),
         }
     }
 }

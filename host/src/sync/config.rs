@@ -7,6 +7,7 @@
 //! never read a credential's value into the config itself (only the *name* of the
 //! environment variable that holds it), and never talk to a CRM.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,6 +128,94 @@ pub struct HubSpotSection {
     /// Calls per day the sync may make; none: only what HubSpot's headers say.
     #[serde(default)]
     pub daily_cap: Option<u64>,
+    /// The webhook change feed (`[hubspot.webhooks]`); none: HubSpot changes are found by
+    /// search only.
+    #[serde(default)]
+    pub webhooks: Option<WebhooksSection>,
+}
+
+/// `[hubspot.webhooks]`: HubSpot delivers the changes other users and apps make to a
+/// receiver that `dealbridge sync` runs, so the sync reads only the records they changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// The socket address the receiver binds, e.g. `127.0.0.1:8787` (behind a proxy that
+    /// HubSpot reaches) or `0.0.0.0:8787`.
+    pub listen: SocketAddr,
+    /// The URL HubSpot calls (the app's webhook target URL): `http(s)://...` ending in
+    /// `/hooks/hubspot`. Default: `http://<listen>/hooks/hubspot`. Signatures are checked
+    /// against it, so it must be exactly what HubSpot is set to call.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Environment variable holding the app's client secret (it signs deliveries).
+    pub client_secret_env: String,
+    /// Environment variable holding the developer account's API key, with which set-up
+    /// points the app's webhooks at `public_url` and creates missing subscriptions; none:
+    /// they are not checked (reported as a warning).
+    #[serde(default)]
+    pub developer_api_key_env: Option<String>,
+    /// The app's id; none: learnt from HubSpot's access-token info of the private-app token.
+    #[serde(default)]
+    pub app_id: Option<u64>,
+}
+
+impl WebhooksSection {
+    /// The URL HubSpot calls.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}{}",
+                self.listen,
+                super::webhook_receiver::HOOK_PATH
+            )
+        })
+    }
+
+    fn validate(&self) -> Result<(), SyncError> {
+        let public = self.public_url();
+        let url = url::Url::parse(&public).map_err(|e| {
+            SyncError::Config(format!("hubspot.webhooks.public_url {public:?}: {e}"))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(SyncError::Config(format!(
+                "hubspot.webhooks.public_url {public:?} must be an http:// or https:// URL"
+            )));
+        }
+        if !url.path().ends_with(super::webhook_receiver::HOOK_PATH)
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(SyncError::Config(format!(
+                "hubspot.webhooks.public_url {public:?} must end in {} (no query or fragment)",
+                super::webhook_receiver::HOOK_PATH
+            )));
+        }
+        if self.client_secret_env.is_empty() {
+            return Err(SyncError::Config(
+                "hubspot.webhooks.client_secret_env must name an environment variable".into(),
+            ));
+        }
+        if self.developer_api_key_env.as_deref() == Some("") {
+            return Err(SyncError::Config(
+                "hubspot.webhooks.developer_api_key_env must name an environment variable".into(),
+            ));
+        }
+        if self.app_id == Some(0) {
+            return Err(SyncError::Config(
+                "hubspot.webhooks.app_id must be a HubSpot app id, not 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The webhook feed's credentials, read from the environment.
+#[derive(Debug, Clone)]
+pub struct WebhookCredentials {
+    /// The app's client secret.
+    pub client_secret: Secret,
+    /// The developer account's API key, when configured.
+    pub developer_api_key: Option<Secret>,
 }
 
 fn default_xref() -> String {
@@ -294,9 +383,38 @@ impl TenantConfig {
                 "hubspot.requests_per_10s and hubspot.search_per_second must be at least 1".into(),
             );
         }
+        if let Some(w) = &self.hubspot.webhooks {
+            w.validate()?;
+        }
         crate::store::TenantId::new(self.tenant.clone())
             .map_err(|e| SyncError::Config(e.to_string()))?;
         Ok(())
+    }
+
+    /// The webhook feed's credentials from the environment; `None` when
+    /// `[hubspot.webhooks]` is not configured.
+    pub fn webhook_credentials(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<WebhookCredentials>, SyncError> {
+        let Some(w) = &self.hubspot.webhooks else {
+            return Ok(None);
+        };
+        let var = |name: &str, key: &str| {
+            env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                SyncError::Config(format!(
+                    "environment variable {name} (hubspot.webhooks.{key}) is not set"
+                ))
+            })
+        };
+        Ok(Some(WebhookCredentials {
+            client_secret: Secret::new(var(&w.client_secret_env, "client_secret_env")?),
+            developer_api_key: w
+                .developer_api_key_env
+                .as_deref()
+                .map(|name| var(name, "developer_api_key_env").map(Secret::new))
+                .transpose()?,
+        }))
     }
 
     /// The poll interval.
@@ -451,6 +569,77 @@ token_env = "HS_TOKEN"
                 .to_string()
                 .contains("username_env")
         );
+    }
+
+    #[test]
+    fn webhooks_take_their_defaults_and_credentials_from_the_environment() {
+        assert!(
+            TenantConfig::parse(MINIMAL)
+                .unwrap()
+                .hubspot
+                .webhooks
+                .is_none()
+        );
+        let text = format!(
+            "{MINIMAL}\n[hubspot.webhooks]\nlisten = \"127.0.0.1:8787\"\nclient_secret_env = \"HS_SECRET\"\n"
+        );
+        let c = TenantConfig::parse(&text).unwrap();
+        let w = c.hubspot.webhooks.as_ref().unwrap();
+        assert_eq!(w.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(w.public_url(), "http://127.0.0.1:8787/hooks/hubspot");
+        assert_eq!((w.app_id, w.developer_api_key_env.as_deref()), (None, None));
+        let err = c.webhook_credentials(&|_| None).unwrap_err().to_string();
+        assert!(err.contains("HS_SECRET"), "{err}");
+        let creds = c
+            .webhook_credentials(&|k| (k == "HS_SECRET").then(|| "s3cret".to_string()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(creds.client_secret.expose(), "s3cret");
+        assert!(creds.developer_api_key.is_none());
+        assert!(!format!("{creds:?}").contains("s3cret"));
+
+        let text = format!(
+            "{MINIMAL}\n[hubspot.webhooks]\nlisten = \"0.0.0.0:9000\"\npublic_url = \"https://sync.example.test/x/hooks/hubspot\"\nclient_secret_env = \"HS_SECRET\"\ndeveloper_api_key_env = \"HS_DEV\"\napp_id = 54321\n"
+        );
+        let c = TenantConfig::parse(&text).unwrap();
+        let w = c.hubspot.webhooks.as_ref().unwrap();
+        assert_eq!(w.public_url(), "https://sync.example.test/x/hooks/hubspot");
+        assert_eq!(w.app_id, Some(54321));
+        let err = c
+            .webhook_credentials(&|k| (k == "HS_SECRET").then(|| "s".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HS_DEV"), "{err}");
+    }
+
+    #[test]
+    fn bad_webhook_settings_are_specific_errors() {
+        let with = |body: &str| {
+            TenantConfig::parse(&format!("{MINIMAL}\n[hubspot.webhooks]\n{body}\n"))
+                .unwrap_err()
+                .to_string()
+        };
+        let base = "client_secret_env = \"S\"";
+        let err = with(&format!("listen = \"localhost\"\n{base}"));
+        assert!(err.contains("listen"), "{err}");
+        let err = with(&format!(
+            "listen = \"127.0.0.1:1\"\npublic_url = \"ftp://x.test/hooks/hubspot\"\n{base}"
+        ));
+        assert!(err.contains("http:// or https://"), "{err}");
+        let err = with(&format!(
+            "listen = \"127.0.0.1:1\"\npublic_url = \"https://x.test/hooks\"\n{base}"
+        ));
+        assert!(err.contains("must end in /hooks/hubspot"), "{err}");
+        let err = with(&format!(
+            "listen = \"127.0.0.1:1\"\npublic_url = \"not a url\"\n{base}"
+        ));
+        assert!(err.contains("public_url"), "{err}");
+        let err = with("listen = \"127.0.0.1:1\"");
+        assert!(err.contains("client_secret_env"), "{err}");
+        let err = with(&format!("listen = \"127.0.0.1:1\"\n{base}\nsecret = \"x\""));
+        assert!(err.contains("secret"), "{err}");
+        let err = with(&format!("listen = \"127.0.0.1:1\"\n{base}\napp_id = 0"));
+        assert!(err.contains("app_id"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`engine`]: the cycle, the poll loop, resync, dry run and the crash-test fault point.
 //! - [`start`]: an engine from a `tenant.toml`, and `assemble`, the part shared with the
 //!   service (clients, set-up, the engine under a lease taken or given).
+//! - [`webhook_receiver`]: the HubSpot webhook receiver, which stores the changes other
+//!   users and apps made (the change feed) and wakes the engine.
 //!
 //! What this module must never do: mark a record synced before the CRM acknowledged it;
 //! create a record other than keyed on a unique cross-reference value (an upsert, a
@@ -34,6 +36,7 @@ pub mod plan;
 pub mod setup;
 pub mod start;
 pub mod values;
+pub mod webhook_receiver;
 
 pub use config::TenantConfig;
 pub use engine::{CycleReport, Engine, EngineOptions, FaultPoint, Resync};

@@ -92,6 +92,9 @@ struct Call {
     body: Option<Vec<u8>>,
     idempotent: bool,
     kind: RequestKind,
+    /// Sends the client's Bearer token; `false` for the developer API, which is
+    /// authenticated by a `hapikey` query parameter instead.
+    bearer: bool,
 }
 
 impl Call {
@@ -104,7 +107,14 @@ impl Call {
             query: Vec::new(),
             body: None,
             kind: RequestKind::Standard,
+            bearer: true,
         }
+    }
+    /// Authenticates with a developer API key (`hapikey`) instead of the Bearer token.
+    fn developer_key(mut self, key: &Secret) -> Self {
+        self.bearer = false;
+        self.query.push(("hapikey", key.expose().to_string()));
+        self
     }
     fn query(mut self, k: &'static str, v: impl Into<String>) -> Self {
         self.query.push((k, v.into()));
@@ -294,8 +304,10 @@ impl HubSpotClient {
                 .inner
                 .http
                 .request(call.method.clone(), url.clone())
-                .bearer_auth(self.inner.config.token.expose())
                 .header("Accept", "application/json");
+            if call.bearer {
+                req = req.bearer_auth(self.inner.config.token.expose());
+            }
             if !call.query.is_empty() {
                 req = req.query(&call.query);
             }
@@ -308,6 +320,8 @@ impl HubSpotClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
+                    // A developer key rides in the query: keep the URL out of the error.
+                    let e = if call.bearer { e } else { e.without_url() };
                     self.inner
                         .metrics
                         .record_call(call.endpoint, transport_outcome(&e));
@@ -339,6 +353,7 @@ impl HubSpotClient {
             let body = match resp.bytes().await {
                 Ok(b) => b.to_vec(),
                 Err(e) => {
+                    let e = if call.bearer { e } else { e.without_url() };
                     if call.idempotent && transient < policy.max_transient_retries {
                         self.backoff(transient).await;
                         transient += 1;
@@ -1291,6 +1306,146 @@ impl HubSpotClient {
                 &["crm", "v3", "properties", object_type],
             )
             .json(&body),
+        )
+        .await
+    }
+
+    // ----- the token, webhook settings and subscriptions -----
+
+    /// What HubSpot says of this client's own private-app token: its app, portal, user
+    /// and scopes (`POST /oauth/v2/private-apps/get/access-token-info`).
+    pub async fn access_token_info(&self) -> Result<TokenInfo, HubSpotError> {
+        let body = json!({ "tokenKey": self.inner.config.token.expose() });
+        self.json(
+            Call::new(
+                Method::POST,
+                "hs.token.info",
+                &["oauth", "v2", "private-apps", "get", "access-token-info"],
+            )
+            .json(&body)
+            .idempotent(true),
+        )
+        .await
+    }
+
+    /// The app's webhook settings, `None` when it has none (developer API: the
+    /// developer account's key, not the token).
+    pub async fn webhook_settings(
+        &self,
+        app_id: u64,
+        developer_key: &Secret,
+    ) -> Result<Option<WebhookSettings>, HubSpotError> {
+        let app = app_id.to_string();
+        let call = Call::new(
+            Method::GET,
+            "hs.webhooks.settings.get",
+            &["webhooks", "v3", &app, "settings"],
+        )
+        .developer_key(developer_key);
+        match self.json(call).await {
+            Ok(settings) => Ok(Some(settings)),
+            Err(HubSpotError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Points the app's webhooks at `target_url`, with at most `max_concurrent`
+    /// deliveries in flight (developer API).
+    pub async fn put_webhook_settings(
+        &self,
+        app_id: u64,
+        developer_key: &Secret,
+        target_url: &str,
+        max_concurrent: u32,
+    ) -> Result<WebhookSettings, HubSpotError> {
+        let app = app_id.to_string();
+        let body = json!({
+            "targetUrl": target_url,
+            "throttling": { "maxConcurrentRequests": max_concurrent, "period": "SECONDLY" },
+        });
+        self.json(
+            Call::new(
+                Method::PUT,
+                "hs.webhooks.settings.put",
+                &["webhooks", "v3", &app, "settings"],
+            )
+            .developer_key(developer_key)
+            .json(&body),
+        )
+        .await
+    }
+
+    /// The app's webhook subscriptions, active and paused (developer API).
+    pub async fn webhook_subscriptions(
+        &self,
+        app_id: u64,
+        developer_key: &Secret,
+    ) -> Result<Vec<WebhookSubscription>, HubSpotError> {
+        #[derive(Deserialize)]
+        struct Subscriptions {
+            #[serde(default)]
+            results: Vec<WebhookSubscription>,
+        }
+        let app = app_id.to_string();
+        let list: Subscriptions = self
+            .json(
+                Call::new(
+                    Method::GET,
+                    "hs.webhooks.subscriptions.list",
+                    &["webhooks", "v3", &app, "subscriptions"],
+                )
+                .developer_key(developer_key),
+            )
+            .await?;
+        Ok(list.results)
+    }
+
+    /// Subscribes the app to `event_type` (`deal.creation`, `contact.propertyChange`...;
+    /// `property` names the property of a `propertyChange`), active at once (developer
+    /// API). Not retried once HubSpot may have received it.
+    pub async fn create_webhook_subscription(
+        &self,
+        app_id: u64,
+        developer_key: &Secret,
+        event_type: &str,
+        property: Option<&str>,
+    ) -> Result<WebhookSubscription, HubSpotError> {
+        let mut body = json!({ "eventType": event_type, "active": true });
+        if let Some(p) = property {
+            check_word("property name", p)?;
+            body["propertyName"] = json!(p);
+        }
+        let app = app_id.to_string();
+        self.json(
+            Call::new(
+                Method::POST,
+                "hs.webhooks.subscriptions.create",
+                &["webhooks", "v3", &app, "subscriptions"],
+            )
+            .developer_key(developer_key)
+            .json(&body),
+        )
+        .await
+    }
+
+    /// Turns a subscription on or off (developer API).
+    pub async fn set_webhook_subscription_active(
+        &self,
+        app_id: u64,
+        developer_key: &Secret,
+        subscription_id: &str,
+        active: bool,
+    ) -> Result<WebhookSubscription, HubSpotError> {
+        check_id(subscription_id)?;
+        let app = app_id.to_string();
+        self.json(
+            Call::new(
+                Method::PATCH,
+                "hs.webhooks.subscriptions.update",
+                &["webhooks", "v3", &app, "subscriptions", subscription_id],
+            )
+            .developer_key(developer_key)
+            .json(&json!({ "active": active })),
         )
         .await
     }

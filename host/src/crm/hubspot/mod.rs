@@ -5,6 +5,8 @@
 //!   governor, batch calls with per-input outcomes and the keyset change scan.
 //! - [`types`]: the wire types (records, batches, search, scan cursor, associations,
 //!   pipelines, owners, properties).
+//! - [`webhooks`]: webhook deliveries: the v3 signature check and the events, the change
+//!   feed that tells the app's own writes from other people's.
 //! - [`errors`]: [`HubSpotError`], [`BatchError`] and the mapping of HubSpot categories to
 //!   [`ErrorClass`](crate::crm::ErrorClass).
 //!
@@ -14,9 +16,14 @@
 pub mod client;
 pub mod errors;
 pub mod types;
+pub mod webhooks;
 
 pub use client::{HubSpotClient, HubSpotConfig};
 pub use errors::{BatchError, HubSpotError};
 pub use types::{
-    BatchOutcome, HsObject, Properties, ScanCursor, ScanPage, ScanRequest, UpdateInput,
+    BatchOutcome, HsObject, Properties, ScanCursor, ScanPage, ScanRequest, TokenInfo, UpdateInput,
+    WebhookSettings, WebhookSubscription,
+};
+pub use webhooks::{
+    ChangeEvent, ChangeKind, WebhookRejection, parse_events, sign_v3, verify_signature_v3,
 };

@@ -770,3 +770,62 @@ mod tests {
         assert_eq!(p.stages[0].metadata["probability"], "0.2");
     }
 }
+
+// ----- access token info, webhook settings and subscriptions -----
+
+/// What HubSpot says of the client's own private-app token
+/// (`POST /oauth/v2/private-apps/get/access-token-info`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TokenInfo {
+    /// The private app the token belongs to.
+    #[serde(rename = "appId", alias = "app_id")]
+    pub app_id: u64,
+    /// The portal (hub) it reaches.
+    #[serde(rename = "hubId", alias = "hub_id")]
+    pub hub_id: u64,
+    /// The user who made the token, when HubSpot says.
+    #[serde(default, rename = "userId", alias = "user_id")]
+    pub user_id: Option<u64>,
+    /// The scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// How fast HubSpot may deliver to the target URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookThrottling {
+    /// Deliveries in flight at once.
+    pub max_concurrent_requests: u32,
+    /// HubSpot's period word (`SECONDLY`), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+}
+
+/// An app's webhook settings (`/webhooks/v3/{appId}/settings`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSettings {
+    /// The URL HubSpot delivers events to.
+    pub target_url: String,
+    /// The delivery throttle.
+    #[serde(default)]
+    pub throttling: Option<WebhookThrottling>,
+}
+
+/// One of an app's webhook subscriptions (`/webhooks/v3/{appId}/subscriptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSubscription {
+    /// Its id (HubSpot sends a string of digits).
+    #[serde(deserialize_with = "lenient_string")]
+    pub id: String,
+    /// The event type: `deal.creation`, `contact.propertyChange`, ...
+    pub event_type: String,
+    /// The property of a `propertyChange` subscription.
+    #[serde(default)]
+    pub property_name: Option<String>,
+    /// Whether HubSpot delivers its events.
+    #[serde(default)]
+    pub active: bool,
+}

@@ -1,0 +1,226 @@
+//! The HubSpot webhook receiver: the change feed's way in. `POST /hooks/hubspot` takes a
+//! delivery, checks its v3 signature against the public URL HubSpot called, reads its
+//! events, drops those the app's own API writes made (the sync's writes coming back),
+//! and stores the others with [`Store::record_hubspot_changes`] before answering 204, so
+//! that HubSpot retries anything not stored (503). The engine reads the stored changes
+//! and learns of new ones through [`WebhookReceiver::changes_arrived`].
+//!
+//! Answers: 204 stored; 400 not a list of events; 401 missing or wrong signature, or a
+//! timestamp older than five minutes; 413 a body over 4 MiB; 503 the store failed. Every
+//! refusal has a short JSON body `{"error": "..."}`.
+//!
+//! This module must never store an event of a delivery that did not verify, never answer
+//! 2xx before the store committed, and never log a delivery's contents or the secret.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::crm::Secret;
+use crate::crm::hubspot::webhooks::{
+    ChangeEvent, ChangeKind, SIGNATURE_V3_HEADER, TIMESTAMP_HEADER, WebhookRejection, parse_events,
+    verify_signature_v3,
+};
+use crate::store::{NewHubSpotChange, Store, TenantId};
+use crate::telemetry::{self, WebhookOutcome};
+
+/// The path the receiver serves (the public URL must end with it).
+pub const HOOK_PATH: &str = "/hooks/hubspot";
+/// The largest delivery accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// What a receiver is built from.
+#[derive(Debug, Clone)]
+pub struct WebhookReceiverConfig {
+    /// Where received changes go.
+    pub store: Arc<dyn Store>,
+    /// The tenant they belong to.
+    pub tenant: TenantId,
+    /// The app's client secret, which signs deliveries.
+    pub client_secret: Secret,
+    /// The app whose own writes are dropped.
+    pub app_id: u64,
+    /// The URL HubSpot calls (its target URL, ending in [`HOOK_PATH`]).
+    pub public_url: String,
+}
+
+/// The receiver of one tenant's HubSpot webhook deliveries.
+#[derive(Debug, Clone)]
+pub struct WebhookReceiver {
+    config: Arc<WebhookReceiverConfig>,
+    changes_arrived: Arc<Notify>,
+}
+
+impl WebhookReceiver {
+    /// A receiver (nothing is bound yet: serve [`WebhookReceiver::router`]).
+    pub fn new(config: WebhookReceiverConfig) -> Self {
+        WebhookReceiver {
+            config: Arc::new(config),
+            changes_arrived: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified (one permit, kept until someone waits) after each delivery that stored at
+    /// least one new change another user or app made (a redelivery stores none), before
+    /// HubSpot gets its answer.
+    pub fn changes_arrived(&self) -> Arc<Notify> {
+        self.changes_arrived.clone()
+    }
+
+    /// The routes: `POST /hooks/hubspot`.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route(HOOK_PATH, post(deliver))
+            .with_state(self)
+    }
+}
+
+/// A refusal: its status, a short JSON body and the outcome counted.
+fn refuse(status: StatusCode, outcome: WebhookOutcome, message: String) -> Response {
+    telemetry::webhook_delivery(outcome, 0, 0);
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+fn unauthorized(rejection: WebhookRejection) -> Response {
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        WebhookOutcome::Unauthorized,
+        rejection.to_string(),
+    )
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`].
+async fn read_body(body: Body) -> Result<Vec<u8>, Response> {
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookOutcome::TooLarge,
+            WebhookRejection::TooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+            .to_string(),
+        )
+    };
+    let mut out = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                WebhookOutcome::BadBody,
+                format!("reading the body: {e}"),
+            )
+        })?;
+        if out.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, WebhookRejection> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(WebhookRejection::MissingHeader(name))
+}
+
+/// The store's row for an event.
+fn new_change(e: &ChangeEvent) -> NewHubSpotChange {
+    let (kind, property) = match &e.kind {
+        ChangeKind::Created => ("created", None),
+        ChangeKind::Deleted => ("deleted", None),
+        ChangeKind::PropertyChanged { property } => ("property", Some(property.clone())),
+        // A merge, a restore...: the record changed, read it again.
+        ChangeKind::Other(_) => ("property", None),
+    };
+    NewHubSpotChange {
+        event_id: e.event_id,
+        object_type: e.object_type.clone(),
+        object_id: e.object_id.clone(),
+        kind: kind.to_string(),
+        property,
+        occurred_at_ms: e.occurred_at_ms,
+        change_source: e.change_source.clone(),
+        source_id: e.source_id.clone(),
+    }
+}
+
+async fn deliver(
+    State(receiver): State<WebhookReceiver>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let config = &receiver.config;
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
+    };
+    let (signature, timestamp) = match (
+        header(&headers, SIGNATURE_V3_HEADER),
+        header(&headers, TIMESTAMP_HEADER),
+    ) {
+        (Ok(s), Ok(t)) => (s, t),
+        (Err(e), _) | (_, Err(e)) => return unauthorized(e),
+    };
+    let called = match uri.query() {
+        Some(q) => format!("{}?{q}", config.public_url),
+        None => config.public_url.clone(),
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    if let Err(e) = verify_signature_v3(
+        &config.client_secret,
+        method.as_str(),
+        &called,
+        &body,
+        timestamp,
+        signature,
+        now_ms,
+    ) {
+        return unauthorized(e);
+    }
+    let events = match parse_events(&body) {
+        Ok(events) => events,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                WebhookOutcome::BadBody,
+                e.to_string(),
+            );
+        }
+    };
+    let (own, foreign): (Vec<&ChangeEvent>, Vec<&ChangeEvent>) =
+        events.iter().partition(|e| e.is_from_app(config.app_id));
+    let changes: Vec<NewHubSpotChange> = foreign.iter().map(|e| new_change(e)).collect();
+    let stored = match config
+        .store
+        .record_hubspot_changes(&config.tenant, &changes, now_ms)
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "storing a HubSpot webhook delivery failed; HubSpot will retry");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                WebhookOutcome::StoreFailed,
+                "the change could not be stored; retry later".into(),
+            );
+        }
+    };
+    telemetry::webhook_delivery(WebhookOutcome::Stored, stored, own.len() as u64);
+    if stored > 0 {
+        receiver.changes_arrived.notify_one();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
