@@ -256,7 +256,11 @@ async fn settings_and_subscriptions_follow_the_webhooks_v3_api() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["targetUrl"], "https://example.com/hook");
     assert_eq!(r.body["throttling"], throttling);
-    assert!(is_iso(&r.body["createdAt"]) && is_iso(&r.body["updatedAt"]), "{}", r.body);
+    assert!(
+        is_iso(&r.body["createdAt"]) && is_iso(&r.body["updatedAt"]),
+        "{}",
+        r.body
+    );
     let created_at = r.body["createdAt"].clone();
     let r = dev(
         &h,
@@ -275,7 +279,10 @@ async fn settings_and_subscriptions_follow_the_webhooks_v3_api() {
 
     // Subscriptions: validation.
     for (bad, why) in [
-        (json!({"eventType": "deal.propertyChange"}), "no propertyName"),
+        (
+            json!({"eventType": "deal.propertyChange"}),
+            "no propertyName",
+        ),
         (
             json!({"eventType": "deal.propertyChange", "propertyName": "no_such_property"}),
             "unknown property",
@@ -285,7 +292,10 @@ async fn settings_and_subscriptions_follow_the_webhooks_v3_api() {
             "a deal property on companies",
         ),
         (json!({"eventType": "deal.exploded"}), "unknown event type"),
-        (json!({"eventType": "ticket.creation"}), "an object the emulator lacks"),
+        (
+            json!({"eventType": "ticket.creation"}),
+            "an object the emulator lacks",
+        ),
         (json!({"active": true}), "no eventType"),
     ] {
         let r = dev(&h, Method::POST, "/subscriptions", Some(bad)).await;
@@ -301,7 +311,11 @@ async fn settings_and_subscriptions_follow_the_webhooks_v3_api() {
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let creation = r.body.clone();
-    assert!(creation["id"].as_str().is_some_and(|id| id.parse::<u64>().is_ok()));
+    assert!(
+        creation["id"]
+            .as_str()
+            .is_some_and(|id| id.parse::<u64>().is_ok())
+    );
     assert_eq!(creation["eventType"], "deal.creation");
     assert_eq!(creation["active"], true);
     assert!(creation.get("propertyName").is_none(), "{creation}");
@@ -341,7 +355,13 @@ async fn settings_and_subscriptions_follow_the_webhooks_v3_api() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["active"], true);
-    let r = dev(&h, Method::GET, &format!("/subscriptions/{amount_id}"), None).await;
+    let r = dev(
+        &h,
+        Method::GET,
+        &format!("/subscriptions/{amount_id}"),
+        None,
+    )
+    .await;
     assert_eq!(r.body["active"], true);
 
     let r = dev(
@@ -358,14 +378,30 @@ async fn settings_and_subscriptions_follow_the_webhooks_v3_api() {
     assert_eq!(r.body["numErrors"], 1);
     assert_eq!(r.body["errors"][0]["category"], "OBJECT_NOT_FOUND");
 
-    let r = dev(&h, Method::DELETE, &format!("/subscriptions/{amount_id}"), None).await;
+    let r = dev(
+        &h,
+        Method::DELETE,
+        &format!("/subscriptions/{amount_id}"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    dev(&h, Method::GET, &format!("/subscriptions/{amount_id}"), None)
-        .await
-        .assert_error(404, "OBJECT_NOT_FOUND");
-    dev(&h, Method::DELETE, &format!("/subscriptions/{amount_id}"), None)
-        .await
-        .assert_error(404, "OBJECT_NOT_FOUND");
+    dev(
+        &h,
+        Method::GET,
+        &format!("/subscriptions/{amount_id}"),
+        None,
+    )
+    .await
+    .assert_error(404, "OBJECT_NOT_FOUND");
+    dev(
+        &h,
+        Method::DELETE,
+        &format!("/subscriptions/{amount_id}"),
+        None,
+    )
+    .await
+    .assert_error(404, "OBJECT_NOT_FOUND");
 
     let r = dev(&h, Method::DELETE, "/settings", None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
@@ -409,8 +445,18 @@ async fn access_token_info_describes_the_private_app() {
     assert_eq!(r.body["hubId"], h.hs.portal_id());
     assert!(r.body["userId"].as_u64().is_some(), "{}", r.body);
     let scopes = r.body["scopes"].as_array().expect("scopes");
-    assert!(scopes.iter().any(|s| s == "crm.objects.deals.write"), "{}", r.body);
-    let keys: BTreeSet<&str> = r.body.as_object().unwrap().keys().map(String::as_str).collect();
+    assert!(
+        scopes.iter().any(|s| s == "crm.objects.deals.write"),
+        "{}",
+        r.body
+    );
+    let keys: BTreeSet<&str> = r
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, BTreeSet::from(["appId", "hubId", "scopes", "userId"]));
     for token in [h.hs.user_token(), "pat-na1-unknown".to_string()] {
         h.raw(
@@ -468,7 +514,11 @@ async fn batch_creates_arrive_signed_in_requests_of_at_most_100() {
         Some(json!({"paused": false})),
     )
     .await;
-    assert!(h.hs.wait_webhooks_idle(WAIT).await, "{:?}", h.hs.webhook_stats());
+    assert!(
+        h.hs.wait_webhooks_idle(WAIT).await,
+        "{:?}",
+        h.hs.webhook_stats()
+    );
 
     let requests = receiver.requests();
     let sizes: Vec<usize> = requests.iter().map(|r| r.events().len()).collect();
@@ -480,15 +530,29 @@ async fn batch_creates_arrive_signed_in_requests_of_at_most_100() {
 
     let mut events = receiver.events();
     events.sort_by_key(|e| e["eventId"].as_u64());
-    let event_ids: BTreeSet<u64> = events.iter().map(|e| e["eventId"].as_u64().unwrap()).collect();
+    let event_ids: BTreeSet<u64> = events
+        .iter()
+        .map(|e| e["eventId"].as_u64().unwrap())
+        .collect();
     assert_eq!(event_ids.len(), 250, "event ids are unique");
-    let objects: BTreeSet<u64> = events.iter().map(|e| e["objectId"].as_u64().unwrap()).collect();
+    let objects: BTreeSet<u64> = events
+        .iter()
+        .map(|e| e["objectId"].as_u64().unwrap())
+        .collect();
     assert_eq!(objects, ids);
     // Events follow the order of the writes.
-    let in_event_order: Vec<u64> = events.iter().map(|e| e["objectId"].as_u64().unwrap()).collect();
+    let in_event_order: Vec<u64> = events
+        .iter()
+        .map(|e| e["objectId"].as_u64().unwrap())
+        .collect();
     assert_eq!(in_event_order, ids.iter().copied().collect::<Vec<_>>());
     let first = &events[0];
-    let keys: BTreeSet<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: BTreeSet<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         keys,
         BTreeSet::from([
@@ -517,19 +581,31 @@ async fn batch_creates_arrive_signed_in_requests_of_at_most_100() {
     }
     let id = first["objectId"].as_u64().unwrap().to_string();
     let props = h.props_of("deals", &id, "hs_lastmodifieddate").await;
-    let modified = chrono::DateTime::parse_from_rfc3339(props["hs_lastmodifieddate"].as_str().unwrap())
-        .unwrap()
-        .timestamp_millis();
+    let modified =
+        chrono::DateTime::parse_from_rfc3339(props["hs_lastmodifieddate"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
     assert_eq!(first["occurredAt"], modified);
     let stats = h.hs.webhook_stats();
-    assert_eq!((stats.delivered, stats.failed, stats.retries, stats.queued, stats.in_flight), (250, 0, 0, 0, 0));
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.failed,
+            stats.retries,
+            stats.queued,
+            stats.in_flight
+        ),
+        (250, 0, 0, 0, 0)
+    );
 
     // Property changes: only subscribed, active properties, with their new values.
     let r = dev(
         &h,
         Method::POST,
         "/subscriptions",
-        Some(json!({"eventType": "deal.propertyChange", "propertyName": "dealname", "active": true})),
+        Some(
+            json!({"eventType": "deal.propertyChange", "propertyName": "dealname", "active": true}),
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -548,7 +624,9 @@ async fn batch_creates_arrive_signed_in_requests_of_at_most_100() {
         json!({"properties": {"dealname": "Renamed"}}),
     )
     .await;
-    let created = h.create("deals", json!({"dealname": "Fresh", "amount": "5"})).await;
+    let created = h
+        .create("deals", json!({"dealname": "Fresh", "amount": "5"}))
+        .await;
     assert!(h.hs.wait_webhooks_idle(WAIT).await);
     let mut new: Vec<Value> = receiver.events().split_off(before);
     new.sort_by_key(|e| e["eventId"].as_u64());
@@ -567,7 +645,11 @@ async fn batch_creates_arrive_signed_in_requests_of_at_most_100() {
         vec![
             ("deal.propertyChange".into(), id.clone(), json!("Renamed")),
             ("deal.creation".into(), created.clone(), Value::Null),
-            ("deal.propertyChange".into(), created.clone(), json!("Fresh")),
+            (
+                "deal.propertyChange".into(),
+                created.clone(),
+                json!("Fresh")
+            ),
         ]
     );
     assert_eq!(new[0]["propertyName"], "dealname");
@@ -634,7 +716,9 @@ async fn changes_are_attributed_to_the_token_that_made_them() {
     let r = h.control(Method::GET, "/__emulator/requests", None).await;
     assert!(
         r.body["calls"].as_array().unwrap().iter().any(|c| {
-            c["route"] == "/crm/v3/objects/{object_type}" && c["method"] == "POST" && c["status"] == 201
+            c["route"] == "/crm/v3/objects/{object_type}"
+                && c["method"] == "POST"
+                && c["status"] == 201
         }),
         "{}",
         r.body
@@ -657,7 +741,9 @@ async fn failed_deliveries_are_retried_with_the_next_attempt_number() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["retryInitialMs"], 20);
     receiver.state.fail_next.store(1, Ordering::SeqCst);
-    let contact = h.create("contacts", json!({"email": "retry@example.com"})).await;
+    let contact = h
+        .create("contacts", json!({"email": "retry@example.com"}))
+        .await;
     assert!(h.hs.wait_webhooks_idle(WAIT).await);
     let requests = receiver.requests();
     assert_eq!(requests.len(), 2);
@@ -673,11 +759,18 @@ async fn failed_deliveries_are_retried_with_the_next_attempt_number() {
     assert_eq!(r.body["failed"], 0);
     assert_eq!(r.body["queued"], 0);
     assert_eq!(r.body["inFlight"], 0);
-    assert!(r.body["lastError"].as_str().is_some_and(|e| e.contains("500")), "{}", r.body);
+    assert!(
+        r.body["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("500")),
+        "{}",
+        r.body
+    );
 
     // Out of retries: 1 + maxRetries requests, then the events count as failed.
     receiver.state.fail_next.store(100, Ordering::SeqCst);
-    h.create("contacts", json!({"email": "lost@example.com"})).await;
+    h.create("contacts", json!({"email": "lost@example.com"}))
+        .await;
     assert!(h.hs.wait_webhooks_idle(WAIT).await);
     let attempts: Vec<Value> = receiver.requests()[2..]
         .iter()
@@ -685,7 +778,11 @@ async fn failed_deliveries_are_retried_with_the_next_attempt_number() {
         .collect();
     assert_eq!(attempts, vec![json!(0), json!(1), json!(2)]);
     let stats = h.hs.webhook_stats();
-    assert_eq!((stats.delivered, stats.failed, stats.retries), (1, 1, 3), "{stats:?}");
+    assert_eq!(
+        (stats.delivered, stats.failed, stats.retries),
+        (1, 1, 3),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -715,7 +812,11 @@ async fn archiving_makes_deletion_events() {
         assert_eq!(e["subscriptionType"], "deal.deletion");
         assert_eq!(e["changeFlag"], "DELETED");
         assert_eq!(e["subscriptionId"], subs[0]);
-        assert!(e["occurredAt"].as_i64().is_some_and(|t| t > 1_700_000_000_000));
+        assert!(
+            e["occurredAt"]
+                .as_i64()
+                .is_some_and(|t| t > 1_700_000_000_000)
+        );
     }
     assert_signed(&h, &receiver);
 }
@@ -739,7 +840,10 @@ async fn control_plane_changes_make_no_events_and_keep_the_app_settings() {
         .control(Method::POST, "/__emulator/seed", Some(json!({"seed": 3})))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let snapshot = h.control(Method::GET, "/__emulator/snapshot", None).await.body;
+    let snapshot = h
+        .control(Method::GET, "/__emulator/snapshot", None)
+        .await
+        .body;
     h.control(Method::POST, "/__emulator/reset", None).await;
     let r = h
         .control(Method::PUT, "/__emulator/snapshot", Some(snapshot))
@@ -747,10 +851,15 @@ async fn control_plane_changes_make_no_events_and_keep_the_app_settings() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(h.hs.webhook_stats().queued, 0);
     // Settings and subscriptions survive: the next API write is the first event.
-    assert_eq!(dev(&h, Method::GET, "/settings", None).await.status, StatusCode::OK);
+    assert_eq!(
+        dev(&h, Method::GET, "/settings", None).await.status,
+        StatusCode::OK
+    );
     let r = dev(&h, Method::GET, "/subscriptions", None).await;
     assert_eq!(r.body["results"].as_array().unwrap().len(), 4);
-    let id = h.create("companies", json!({"name": "After the reset"})).await;
+    let id = h
+        .create("companies", json!({"name": "After the reset"}))
+        .await;
     assert!(h.hs.wait_webhooks_idle(WAIT).await);
     let events = receiver.events();
     assert_eq!(events.len(), 1, "{events:?}");
@@ -765,7 +874,8 @@ async fn without_a_target_url_no_events_are_kept() {
     let receiver = Receiver::start().await;
     subscribe(&h, &receiver.url, &[("deal.creation", None, true)]).await;
     dev(&h, Method::DELETE, "/settings", None).await;
-    h.create("deals", json!({"dealname": "Nobody listens"})).await;
+    h.create("deals", json!({"dealname": "Nobody listens"}))
+        .await;
     assert_eq!(h.hs.webhook_stats(), Default::default());
     assert!(h.hs.wait_webhooks_idle(Duration::from_millis(1)).await);
     assert!(receiver.requests().is_empty());

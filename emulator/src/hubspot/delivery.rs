@@ -120,7 +120,11 @@ async fn deliver(shared: Arc<Shared>, client: reqwest::Client, job: Job) {
             .await;
         let error = match outcome {
             Ok(resp) if resp.status().is_success() => None,
-            Ok(resp) => Some(format!("POST {} answered {}", job.target_url, resp.status())),
+            Ok(resp) => Some(format!(
+                "POST {} answered {}",
+                job.target_url,
+                resp.status()
+            )),
             Err(e) => Some(format!("POST {} failed: {e}", job.target_url)),
         };
         let Some(wait) = settle(&shared, &job, count, attempt, error) else {
@@ -264,7 +268,10 @@ pub fn signature_uri(url: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let code = [bytes[i + 1].to_ascii_uppercase(), bytes[i + 2].to_ascii_uppercase()];
+            let code = [
+                bytes[i + 1].to_ascii_uppercase(),
+                bytes[i + 2].to_ascii_uppercase(),
+            ];
             if let Some((_, c)) = DECODED.iter().find(|(k, _)| **k == code) {
                 out.push(*c);
                 i += 3;

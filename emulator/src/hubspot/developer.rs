@@ -144,8 +144,7 @@ fn check_target_url(url: &str) -> Result<(), ApiError> {
             "targetUrl {url:?} is not a valid absolute URL: {e}"
         ))
     })?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty)
-    {
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         return Err(ApiError::validation(format!(
             "targetUrl {url:?} must be an http or https URL with a host"
         )));
@@ -276,9 +275,7 @@ async fn create_subscription(
 }
 
 fn subscription_not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Subscription {id} was not found for app {APP_ID}"
-    ))
+    ApiError::not_found(format!("Subscription {id} was not found for app {APP_ID}"))
 }
 
 fn parse_subscription_id(id: &str) -> Result<u64, ApiError> {

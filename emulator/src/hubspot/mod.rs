@@ -42,8 +42,8 @@ use serde::de::DeserializeOwned;
 use self::error::ApiError;
 use self::ratelimit::{RateLimitSettings, RateLimiter};
 use self::store::Store;
-use self::webhooks::{Actor, Recorder, Webhooks};
 pub use self::webhooks::{APP_ID, DeliveryOptions, PORTAL_ID, WebhookStats};
+use self::webhooks::{Actor, Recorder, Webhooks};
 use crate::Seed;
 use crate::control::{self, Accounting, Faults};
 
@@ -376,7 +376,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 
     /// Who the request's token stands for (set by the auth guard; the app by default).
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Actor>().copied().unwrap_or(Actor::App))
+        Ok(parts
+            .extensions
+            .get::<Actor>()
+            .copied()
+            .unwrap_or(Actor::App))
     }
 }
 

@@ -698,7 +698,12 @@ mod tests {
             2,
         );
         assert!(hooks.recorder(ObjectType::Deals, Actor::App).tap.is_some());
-        assert!(hooks.recorder(ObjectType::Contacts, Actor::App).tap.is_none());
+        assert!(
+            hooks
+                .recorder(ObjectType::Contacts, Actor::App)
+                .tap
+                .is_none()
+        );
     }
 
     #[test]
