@@ -155,7 +155,7 @@ fn check_target_url(url: &str) -> Result<(), ApiError> {
 fn parse_throttling(v: Option<&Value>) -> Result<Throttling, ApiError> {
     let Some(t) = v.and_then(Value::as_object) else {
         return Err(ApiError::validation(
-            "throttling is required: {\"maxConcurrentRequests\": n, \"period\": \"SECONDLY\" | \"ROLLING_MINUTE\"}",
+            "throttling is required: {\"maxConcurrentRequests\": n}",
         ));
     };
     let max = t
@@ -165,9 +165,10 @@ fn parse_throttling(v: Option<&Value>) -> Result<Throttling, ApiError> {
         .ok_or_else(|| {
             ApiError::validation("throttling.maxConcurrentRequests must be a positive integer")
         })?;
-    let period = match t.get("period").and_then(Value::as_str) {
-        Some(p @ ("SECONDLY" | "ROLLING_MINUTE")) => p.to_string(),
-        _ => {
+    let period = match t.get("period") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if p == "SECONDLY" || p == "ROLLING_MINUTE" => Some(p.clone()),
+        Some(_) => {
             return Err(ApiError::validation(
                 "throttling.period must be SECONDLY or ROLLING_MINUTE",
             ));

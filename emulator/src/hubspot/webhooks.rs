@@ -68,12 +68,15 @@ impl Actor {
     }
 }
 
-/// `throttling` of the webhook settings.
+/// `throttling` of the webhook settings. Current HubSpot documents only
+/// `maxConcurrentRequests`; the older `period` (`SECONDLY`, `ROLLING_MINUTE`)
+/// is kept when a client sends it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Throttling {
     pub max_concurrent_requests: u32,
-    pub period: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
 }
 
 /// The app's webhook settings.
@@ -693,7 +696,7 @@ mod tests {
             "http://127.0.0.1:9/hook".into(),
             Throttling {
                 max_concurrent_requests: 10,
-                period: "SECONDLY".into(),
+                period: None,
             },
             2,
         );
