@@ -203,17 +203,18 @@ struct DeliveryChange {
     max_retries: Option<u32>,
     paused: Option<bool>,
     timeout_ms: Option<u64>,
+    max_queued: Option<usize>,
 }
 
-/// `PUT /__emulator/webhooks` `{"retryInitialMs", "maxRetries", "paused", "timeoutMs"}`
+/// `PUT /__emulator/webhooks` `{"retryInitialMs", "maxRetries", "paused", "timeoutMs", "maxQueued"}`
 /// (any subset): answers the resulting delivery settings.
 async fn put_webhooks(State(hs): State<HubSpot>, body: Bytes) -> Response {
     let change: DeliveryChange = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => return control_error(format_args!("invalid webhook delivery settings: {e}")),
     };
-    if change.timeout_ms == Some(0) {
-        return control_error("timeoutMs must be at least 1");
+    if change.timeout_ms == Some(0) || change.max_queued == Some(0) {
+        return control_error("timeoutMs and maxQueued must be at least 1");
     }
     let mut options = hs.webhooks().options();
     if let Some(v) = change.retry_initial_ms {
@@ -227,6 +228,9 @@ async fn put_webhooks(State(hs): State<HubSpot>, body: Bytes) -> Response {
     }
     if let Some(v) = change.timeout_ms {
         options.timeout_ms = v;
+    }
+    if let Some(v) = change.max_queued {
+        options.max_queued = v;
     }
     hs.set_webhook_delivery(options.clone());
     Json(options).into_response()

@@ -3,6 +3,17 @@
 //! behind a private-app Bearer token and HubSpot's rate limits, plus a control
 //! API under `/__emulator/`.
 //!
+//! Webhooks: the private-app token belongs to the app [`APP_ID`] of portal
+//! [`PORTAL_ID`]; a second token, [`HubSpot::user_token`], stands for a person
+//! in HubSpot's UI. The developer Webhooks v3 API (`developer.rs`, key in
+//! `?hapikey=`) sets the app's target URL and subscriptions; every CRM object
+//! write then queues events for the active subscriptions (`webhooks.rs`:
+//! `changeSource` `INTEGRATION` + appId for the app's token, `CRM_UI` +
+//! `userId:<n>` for the user's), which `delivery.rs` POSTs, signed with
+//! `X-HubSpot-Signature-v3`, 100 at most per request, retrying failures.
+//! Control-plane changes (seed, reset, snapshot load) make no events, keep the
+//! settings and subscriptions and discard queued events.
+//!
 //! Response shapes follow HubSpot's documented wire format (the one the
 //! official Python and JavaScript clients deserialize). All state lives in one
 //! [`store::Store`] behind a `RwLock` that no handler holds across an

@@ -36,7 +36,8 @@ pub const UI_USER_ID: u64 = 9_100_001;
 pub const DEVELOPER_API_KEY: &str = "eu1-4b7e-d2c9-4f18-a6e3-58b0c1f27d94";
 /// The app's client secret, the key of the `X-HubSpot-Signature-v3` HMAC.
 pub const CLIENT_SECRET: &str = "6f0d2b8e-93a1-4c57-b7e4-1d9c3a5f8e20";
-/// Most events kept waiting; beyond it the oldest are dropped and counted as failed.
+/// Most events kept waiting by default; beyond it the oldest are dropped and
+/// counted as failed (see [`DeliveryOptions::max_queued`]).
 pub const MAX_QUEUED_EVENTS: usize = 1_000_000;
 /// Most events in one delivery request.
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
@@ -194,6 +195,8 @@ pub struct DeliveryOptions {
     pub paused: bool,
     /// How long one delivery request may take.
     pub timeout_ms: u64,
+    /// Most events kept waiting; beyond it the oldest are dropped as failed.
+    pub max_queued: usize,
 }
 
 impl Default for DeliveryOptions {
@@ -203,6 +206,7 @@ impl Default for DeliveryOptions {
             max_retries: 10,
             paused: false,
             timeout_ms: 5_000,
+            max_queued: MAX_QUEUED_EVENTS,
         }
     }
 }
@@ -494,12 +498,13 @@ impl Webhooks {
         if st.settings.is_none() {
             return;
         }
+        let max_queued = st.options.max_queued.max(1);
         for p in tap.pending {
-            if st.queue.len() >= MAX_QUEUED_EVENTS {
+            if st.queue.len() >= max_queued {
                 st.queue.pop_front();
                 st.stats.failed += 1;
                 st.stats.last_error = Some(format!(
-                    "the webhook queue is full ({MAX_QUEUED_EVENTS} events): the oldest event was dropped"
+                    "the webhook queue is full ({max_queued} events): the oldest event was dropped"
                 ));
             }
             st.next_event_id += 1;
@@ -707,6 +712,39 @@ mod tests {
                 .tap
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_events_as_failed() {
+        let hooks = Webhooks::default();
+        hooks
+            .create_subscription(EventType::parse("deal.deletion").unwrap(), None, true, 1)
+            .unwrap();
+        hooks.put_settings(
+            "http://127.0.0.1:9/hook".into(),
+            Throttling {
+                max_concurrent_requests: 1,
+                period: None,
+            },
+            2,
+        );
+        hooks.set_options(DeliveryOptions {
+            paused: true,
+            max_queued: 3,
+            ..DeliveryOptions::default()
+        });
+        let mut recorder = hooks.recorder(ObjectType::Deals, Actor::App);
+        for id in 1..=5 {
+            recorder.archived(id, 100 + id as i64);
+        }
+        hooks.queue(recorder);
+        let stats = hooks.stats();
+        assert_eq!((stats.queued, stats.failed), (3, 2));
+        let st = hooks.shared.state.lock();
+        let kept: Vec<u64> = st.queue.iter().map(|e| e.object_id).collect();
+        assert_eq!(kept, vec![3, 4, 5]);
+        let ids: Vec<u64> = st.queue.iter().map(|e| e.event_id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     }
 
     #[test]
