@@ -880,3 +880,58 @@ async fn without_a_target_url_no_events_are_kept() {
     assert!(h.hs.wait_webhooks_idle(Duration::from_millis(1)).await);
     assert!(receiver.requests().is_empty());
 }
+
+#[tokio::test]
+async fn upserts_and_batch_updates_make_creation_and_property_change_events() {
+    let h = start(Seed::Empty).await;
+    let receiver = Receiver::start().await;
+    subscribe(
+        &h,
+        &receiver.url,
+        &[
+            ("contact.creation", None, true),
+            ("contact.propertyChange", Some("firstname"), true),
+        ],
+    )
+    .await;
+    let upsert = |first: &str| json!({"inputs": [{"id": "ada@example.com", "idProperty": "email", "properties": {"firstname": first}}]});
+    let r = h
+        .post("/crm/v3/objects/contacts/batch/upsert", upsert("Ada"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let id = r.body["results"][0]["id"].as_str().unwrap().to_string();
+    let r = h
+        .post("/crm/v3/objects/contacts/batch/upsert", upsert("Augusta"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = h
+        .post(
+            "/crm/v3/objects/contacts/batch/update",
+            json!({"inputs": [{"id": id, "properties": {"firstname": "Countess", "lastname": "Lovelace"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(h.hs.wait_webhooks_idle(WAIT).await);
+    let mut events = receiver.events();
+    events.sort_by_key(|e| e["eventId"].as_u64());
+    let seen: Vec<(String, Value)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["objectId"].to_string(), id);
+            (
+                e["subscriptionType"].as_str().unwrap().to_string(),
+                e.get("propertyValue").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("contact.creation".to_string(), Value::Null),
+            ("contact.propertyChange".to_string(), json!("Ada")),
+            ("contact.propertyChange".to_string(), json!("Augusta")),
+            ("contact.propertyChange".to_string(), json!("Countess")),
+        ]
+    );
+    assert_signed(&h, &receiver);
+}
