@@ -140,6 +140,16 @@ pub struct BaseUrls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubSpotCredentials {
     pub private_app_token: String,
+    /// A token for a person in HubSpot's UI (changes attributed `CRM_UI`).
+    pub user_token: String,
+    /// The developer API key of the Webhooks v3 API (`?hapikey=`).
+    pub developer_api_key: String,
+    /// The app's client secret (the key of webhook signatures).
+    pub client_secret: String,
+    /// The id of the app the private-app token belongs to.
+    pub app_id: u64,
+    /// The portal (hub) id.
+    pub portal_id: u64,
 }
 
 /// Both emulators, running until [`RunningEmulators::shutdown`].
@@ -300,6 +310,11 @@ pub async fn start(options: EmulatorOptions) -> Result<RunningEmulators, Emulato
         salesforce_credentials: salesforce.credentials(),
         hubspot_credentials: HubSpotCredentials {
             private_app_token: hubspot.private_app_token(),
+            user_token: hubspot.user_token(),
+            developer_api_key: hubspot.developer_api_key(),
+            client_secret: hubspot.client_secret(),
+            app_id: hubspot.app_id(),
+            portal_id: hubspot.portal_id(),
         },
         ca_cert_path,
         ca_cert_pem: tls.ca_pem,

@@ -193,6 +193,11 @@ fn hubspot_env(emu: &RunningEmulators) -> Vec<(&'static str, String)> {
             "HS_TOKEN",
             emu.hubspot_credentials.private_app_token.clone(),
         ),
+        (
+            "HS_DEVELOPER_API_KEY",
+            emu.hubspot_credentials.developer_api_key.clone(),
+        ),
+        ("HS_APP_ID", emu.hubspot_credentials.app_id.to_string()),
     ]
 }
 

@@ -7,8 +7,9 @@ check required fields and allowed values, so a shape the real API would not
 send fails here.
 
 Environment: HS_BASE_URL (the emulator's https URL), HS_TOKEN (the
-private-app token), HS_CA_CERT (the emulator's CA certificate) and
-HS_CONTROL_URL (the emulator's control API, http). The checks run with
+private-app token), HS_CA_CERT (the emulator's CA certificate),
+HS_CONTROL_URL (the emulator's control API, http), HS_DEVELOPER_API_KEY and
+HS_APP_ID (the developer key and app id of the Webhooks v3 API). The checks run with
 HubSpot's rate limits switched off (through the control API) so that bursts
 of calls never meet a 429 by chance; one check switches a tiny limit on to
 see the 429 itself.
@@ -53,6 +54,17 @@ from hubspot.crm.deals import (
     SimplePublicObjectInputForCreate,
 )
 from hubspot.crm.properties import PropertyCreate
+from hubspot.webhooks import (
+    BatchInputSubscriptionBatchUpdateRequest,
+    SettingsChangeRequest,
+    SettingsResponse,
+    SubscriptionBatchUpdateRequest,
+    SubscriptionCreateRequest,
+    SubscriptionPatchRequest,
+    SubscriptionResponse,
+    ThrottlingSettings,
+)
+from hubspot.webhooks import ApiException as WebhooksApiException
 
 from checks import check, env, expect_raises, run
 
@@ -445,6 +457,57 @@ def rate_limited_calls_are_429_in_hubspots_shape():
         assert limited.headers["X-HubSpot-RateLimit-Max"] == "1", dict(limited.headers)
     finally:
         set_rate_limits(NO_LIMITS)
+
+
+@check
+def webhooks_settings_and_subscriptions_with_the_developer_key():
+    developer = HubSpot(
+        api_key=env("HS_DEVELOPER_API_KEY"),
+        host=env("HS_BASE_URL").rstrip("/"),
+        ssl_ca_cert=env("HS_CA_CERT"),
+    )
+    app_id = int(env("HS_APP_ID"))
+    settings_api = developer.webhooks.settings_api
+    subscriptions_api = developer.webhooks.subscriptions_api
+    settings = settings_api.configure(
+        app_id,
+        SettingsChangeRequest(
+            target_url="https://hooks.example.com/hubspot",
+            throttling=ThrottlingSettings(max_concurrent_requests=10),
+        ),
+    )
+    assert isinstance(settings, SettingsResponse), settings
+    assert settings.target_url == "https://hooks.example.com/hubspot" and settings.created_at, settings
+    assert settings_api.get_all(app_id).throttling.max_concurrent_requests == 10
+    created = subscriptions_api.create(
+        app_id,
+        SubscriptionCreateRequest(event_type="deal.propertyChange", property_name="dealname", active=True),
+    )
+    assert isinstance(created, SubscriptionResponse) and created.id.isdigit(), created
+    assert created.event_type == "deal.propertyChange" and created.property_name == "dealname", created
+    listed = subscriptions_api.get_all(app_id).results
+    assert created.id in [s.id for s in listed], listed
+    paused = subscriptions_api.update(int(created.id), app_id, SubscriptionPatchRequest(active=False))
+    assert paused.active is False, paused
+    batch = subscriptions_api.update_batch(
+        app_id,
+        BatchInputSubscriptionBatchUpdateRequest(
+            inputs=[SubscriptionBatchUpdateRequest(id=int(created.id), active=True)]
+        ),
+    )
+    assert batch.status == "COMPLETE" and batch.results[0].active is True, batch
+    assert subscriptions_api.get_by_id(int(created.id), app_id).active is True
+    exc = expect_raises(
+        WebhooksApiException,
+        subscriptions_api.create,
+        app_id,
+        SubscriptionCreateRequest(event_type="deal.propertyChange", property_name="no_such_property"),
+    )
+    assert exc.status == 400 and error_body(exc)["category"] == "VALIDATION_ERROR", exc.body
+    assert subscriptions_api.archive(int(created.id), app_id) is None
+    assert settings_api.clear(app_id) is None
+    exc = expect_raises(WebhooksApiException, settings_api.get_all, app_id + 1)
+    assert exc.status == 404, exc.status
 
 
 run("hubspot-api-client")

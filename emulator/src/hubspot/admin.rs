@@ -1,6 +1,11 @@
 //! The HubSpot emulator's own control routes under `/__emulator/`: seed,
 //! reset, snapshot export (optionally written to a file) and import, rate-limit
-//! settings and the token. Fault profiles and request accounting come from `control`.
+//! settings, the token, and webhook delivery (`/__emulator/webhooks`: counters,
+//! retry settings, pause). Fault profiles and request accounting come from `control`.
+//!
+//! A reset, seed or snapshot load keeps the app's webhook settings and
+//! subscriptions (they are app settings, not portal data) and discards the
+//! events still queued.
 //!
 //! These routes are never authenticated, counted, delayed or rate limited.
 //! Errors are `{"error": "..."}` with a 400, like the shared control routes.
@@ -65,6 +70,7 @@ pub fn routes(hs: HubSpot) -> Router {
         )
         .route("/__emulator/rate-limits", get(get_limits).put(put_limits))
         .route("/__emulator/token", get(token))
+        .route("/__emulator/webhooks", get(get_webhooks).put(put_webhooks))
         .with_state(hs)
 }
 
@@ -182,4 +188,50 @@ async fn put_limits(State(hs): State<HubSpot>, body: Bytes) -> Response {
 
 async fn token(State(hs): State<HubSpot>) -> Response {
     Json(json!({"token": hs.token()})).into_response()
+}
+
+/// `GET /__emulator/webhooks`: `{"queued","inFlight","delivered","failed","retries","discarded","lastError"}`.
+async fn get_webhooks(State(hs): State<HubSpot>) -> Response {
+    Json(hs.webhook_stats()).into_response()
+}
+
+/// Delivery settings as `PUT /__emulator/webhooks` takes them (each optional).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DeliveryChange {
+    retry_initial_ms: Option<u64>,
+    max_retries: Option<u32>,
+    paused: Option<bool>,
+    timeout_ms: Option<u64>,
+    max_queued: Option<usize>,
+}
+
+/// `PUT /__emulator/webhooks` `{"retryInitialMs", "maxRetries", "paused", "timeoutMs", "maxQueued"}`
+/// (any subset): answers the resulting delivery settings.
+async fn put_webhooks(State(hs): State<HubSpot>, body: Bytes) -> Response {
+    let change: DeliveryChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return control_error(format_args!("invalid webhook delivery settings: {e}")),
+    };
+    if change.timeout_ms == Some(0) || change.max_queued == Some(0) {
+        return control_error("timeoutMs and maxQueued must be at least 1");
+    }
+    let mut options = hs.webhooks().options();
+    if let Some(v) = change.retry_initial_ms {
+        options.retry_initial_ms = v;
+    }
+    if let Some(v) = change.max_retries {
+        options.max_retries = v;
+    }
+    if let Some(v) = change.paused {
+        options.paused = v;
+    }
+    if let Some(v) = change.timeout_ms {
+        options.timeout_ms = v;
+    }
+    if let Some(v) = change.max_queued {
+        options.max_queued = v;
+    }
+    hs.set_webhook_delivery(options.clone());
+    Json(options).into_response()
 }

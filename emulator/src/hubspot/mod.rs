@@ -3,6 +3,17 @@
 //! behind a private-app Bearer token and HubSpot's rate limits, plus a control
 //! API under `/__emulator/`.
 //!
+//! Webhooks: the private-app token belongs to the app [`APP_ID`] of portal
+//! [`PORTAL_ID`]; a second token, [`HubSpot::user_token`], stands for a person
+//! in HubSpot's UI. The developer Webhooks v3 API (`developer.rs`, key in
+//! `?hapikey=`) sets the app's target URL and subscriptions; every CRM object
+//! write then queues events for the active subscriptions (`webhooks.rs`:
+//! `changeSource` `INTEGRATION` + appId for the app's token, `CRM_UI` +
+//! `userId:<n>` for the user's), which `delivery.rs` POSTs, signed with
+//! `X-HubSpot-Signature-v3`, 100 at most per request, retrying failures.
+//! Control-plane changes (seed, reset, snapshot load) make no events, keep the
+//! settings and subscriptions and discard queued events.
+//!
 //! Response shapes follow HubSpot's documented wire format (the one the
 //! official Python and JavaScript clients deserialize). All state lives in one
 //! [`store::Store`] behind a `RwLock` that no handler holds across an
@@ -14,6 +25,8 @@
 
 pub mod admin;
 pub mod assoc;
+pub mod delivery;
+pub mod developer;
 pub mod error;
 pub mod index;
 pub mod meta;
@@ -23,6 +36,7 @@ pub mod schema;
 pub mod search;
 pub mod seed;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -39,6 +53,8 @@ use serde::de::DeserializeOwned;
 use self::error::ApiError;
 use self::ratelimit::{RateLimitSettings, RateLimiter};
 use self::store::Store;
+pub use self::webhooks::{APP_ID, DeliveryOptions, PORTAL_ID, WebhookStats};
+use self::webhooks::{Actor, Recorder, Webhooks};
 use crate::Seed;
 use crate::control::{self, Accounting, Faults};
 
@@ -48,7 +64,9 @@ struct Inner {
     accounting: Accounting,
     limits: RateLimiter,
     token: String,
+    user_token: String,
     seed: Mutex<Seed>,
+    webhooks: Webhooks,
 }
 
 /// One emulated HubSpot portal. Cheap to clone (shared state).
@@ -72,7 +90,12 @@ impl HubSpot {
                 accounting: Accounting::default(),
                 limits: RateLimiter::default(),
                 token: "pat-na1-7e3c2a10-4b5d-4c6e-9f80-d3a1b2c4e5f6".to_string(),
+                user_token: format!(
+                    "ui-user-{}-5f1c2e7a-3b8d-4a6f-9e21-c7d4b0a8f365",
+                    webhooks::UI_USER_ID
+                ),
                 seed: Mutex::new(*seed),
+                webhooks: Webhooks::default(),
             }),
         }
     }
@@ -85,6 +108,72 @@ impl HubSpot {
     /// Same as [`HubSpot::token`] (the name `crate::start` uses).
     pub fn private_app_token(&self) -> String {
         self.token()
+    }
+
+    /// A second token that authenticates every CRM route like [`HubSpot::token`]
+    /// (same rate limits and accounting) but stands for a person editing in
+    /// HubSpot's UI: webhook events of its changes carry
+    /// `changeSource: "CRM_UI"`, `sourceId: "userId:<UI_USER_ID>"`.
+    pub fn user_token(&self) -> String {
+        self.inner.user_token.clone()
+    }
+
+    /// The portal (hub) id: `portalId` of webhook events, `hubId` of token info.
+    pub fn portal_id(&self) -> u64 {
+        PORTAL_ID
+    }
+
+    /// The id of the app the private-app token belongs to ([`APP_ID`]).
+    pub fn app_id(&self) -> u64 {
+        APP_ID
+    }
+
+    /// The developer API key the webhooks API takes as `?hapikey=`.
+    pub fn developer_api_key(&self) -> String {
+        webhooks::DEVELOPER_API_KEY.to_string()
+    }
+
+    /// The app's client secret, the key of `X-HubSpot-Signature-v3`.
+    pub fn client_secret(&self) -> String {
+        webhooks::CLIENT_SECRET.to_string()
+    }
+
+    /// The app's webhook settings, subscriptions and event queue.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
+    }
+
+    /// Webhook delivery counters (also `GET /__emulator/webhooks`).
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.inner.webhooks.stats()
+    }
+
+    /// Waits until no webhook event is queued or in flight; `false` if
+    /// `timeout` passed first (e.g. deliveries are paused or keep failing).
+    pub async fn wait_webhooks_idle(&self, timeout: std::time::Duration) -> bool {
+        self.inner.webhooks.wait_idle(timeout).await
+    }
+
+    /// Replaces the webhook delivery settings (also `PUT /__emulator/webhooks`).
+    pub fn set_webhook_delivery(&self, options: DeliveryOptions) {
+        self.inner.webhooks.set_options(options);
+    }
+
+    /// A CRM write of `object` records by `actor`: `f` runs with the store
+    /// write-locked and a [`Recorder`] for the app's active subscriptions,
+    /// whose events are queued before the lock is released.
+    pub fn write_crm<T>(
+        &self,
+        object: schema::ObjectType,
+        actor: Actor,
+        f: impl FnOnce(&mut Store, &mut Recorder) -> T,
+    ) -> T {
+        let mut recorder = self.inner.webhooks.recorder(object, actor);
+        let mut store = self.inner.store.write();
+        let out = f(&mut store, &mut recorder);
+        self.inner.webhooks.queue(recorder);
+        drop(store);
+        out
     }
 
     /// The fault profile of this portal.
@@ -107,6 +196,7 @@ impl HubSpot {
         let fresh = seed::build(seed);
         *self.inner.store.write() = fresh;
         *self.inner.seed.lock() = *seed;
+        self.inner.webhooks.discard_queued();
     }
 
     /// The whole state as JSON (also `GET /__emulator/snapshot`).
@@ -121,6 +211,7 @@ impl HubSpot {
     pub fn load_snapshot(&self, snapshot: &serde_json::Value) -> Result<(), store::SnapshotError> {
         let loaded = Store::from_snapshot(snapshot)?;
         *self.inner.store.write() = loaded;
+        self.inner.webhooks.discard_queued();
         Ok(())
     }
 
@@ -220,7 +311,13 @@ impl HubSpot {
                 error::injected_error_body,
             ))
             .with_state(self.clone());
-        api.merge(admin::routes(self.clone()))
+        let developer = developer::routes(self.clone()).layer(control::api_layer(
+            self.inner.faults.clone(),
+            self.inner.accounting.clone(),
+            error::injected_error_body,
+        ));
+        api.merge(developer)
+            .merge(admin::routes(self.clone()))
             .merge(control::control_routes(
                 self.inner.faults.clone(),
                 self.inner.accounting.clone(),
@@ -228,13 +325,14 @@ impl HubSpot {
     }
 }
 
-/// Auth and rate limits in front of every API route.
-async fn guard(State(hs): State<HubSpot>, req: Request, next: Next) -> Response {
+/// Auth and rate limits in front of every API route. The token decides the
+/// [`Actor`] handlers attribute changes to.
+async fn guard(State(hs): State<HubSpot>, mut req: Request, next: Next) -> Response {
     let auth = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match auth.and_then(|a| {
+    let actor = match auth.and_then(|a| {
         a.strip_prefix("Bearer ")
             .or_else(|| a.strip_prefix("bearer "))
     }) {
@@ -244,12 +342,14 @@ async fn guard(State(hs): State<HubSpot>, req: Request, next: Next) -> Response 
             )
             .into_response();
         }
-        Some(t) if t.trim() != hs.inner.token => {
+        Some(t) if t.trim() == hs.inner.token => Actor::App,
+        Some(t) if t.trim() == hs.inner.user_token => Actor::User,
+        Some(_) => {
             return ApiError::Unauthorized("Authentication credentials not found: the access token is invalid, expired or revoked.".into())
                 .into_response();
         }
-        Some(_) => {}
-    }
+    };
+    req.extensions_mut().insert(actor);
     let is_search = req.method() == http::Method::POST && req.uri().path().ends_with("/search");
     match hs.inner.limits.check(is_search, &hs.inner.faults) {
         Ok(standing) => {
@@ -279,6 +379,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|e| ApiError::bad_json(&e))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    /// Who the request's token stands for (set by the auth guard; the app by default).
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Actor>()
+            .copied()
+            .unwrap_or(Actor::App))
     }
 }
 

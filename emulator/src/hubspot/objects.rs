@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use super::error::ApiError;
 use super::schema::{ObjectType, PropError, iso};
 use super::store::{Changes, Filter, RecordError, Sort, Store};
+use super::webhooks::Actor;
 use super::{Body, HubSpot, P, Params, now_ms, object_type};
 
 /// Most inputs a batch call takes.
@@ -305,12 +306,13 @@ pub async fn get_one(
 /// `POST /crm/v3/objects/{type}`.
 pub async fn create(
     State(hs): State<HubSpot>,
+    actor: Actor,
     P(object): P<String>,
     Body(input): Body<CreateInput>,
 ) -> Result<Response, ApiError> {
     let ot = object_type(&object)?;
     let faults = hs.faults().clone();
-    let body = hs.write(|s| {
+    let body = hs.write_crm(ot, actor, |s, events| {
         let changes = s
             .validate(ot, None, &input.properties)
             .map_err(|e| ApiError::properties(&e))?;
@@ -318,6 +320,7 @@ pub async fn create(
         let id = s
             .apply(ot, None, changes, now_ms(), &faults)
             .map_err(record_error)?;
+        events.created(s, id);
         for (to, to_id, cat, ty) in assocs {
             s.associate((ot, id), (to, to_id), &cat, ty)
                 .map_err(|e| ApiError::validation(e.to_string()))?;
@@ -330,19 +333,22 @@ pub async fn create(
 /// `PATCH /crm/v3/objects/{type}/{id}`.
 pub async fn update(
     State(hs): State<HubSpot>,
+    actor: Actor,
     P((object, id)): P<(String, String)>,
     params: Params,
     Body(input): Body<UpdateInput>,
 ) -> Result<Response, ApiError> {
     let ot = object_type(&object)?;
     let faults = hs.faults().clone();
-    let body = hs.write(|s| {
+    let body = hs.write_crm(ot, actor, |s, events| {
         let n = locate(s, ot, &id, params.get("idProperty"), false)?;
         let changes = s
             .validate(ot, s.table(ot).records().get(&n), &input.properties)
             .map_err(|e| ApiError::properties(&e))?;
+        let before = events.before(s, n);
         s.apply(ot, Some(n), changes, now_ms(), &faults)
             .map_err(record_error)?;
+        events.updated(s, n, before);
         Ok::<_, ApiError>(s.full_json(ot, &s.table(ot).records()[&n]))
     })?;
     Ok(Json(body).into_response())
@@ -351,11 +357,17 @@ pub async fn update(
 /// `DELETE /crm/v3/objects/{type}/{id}`: archives; 204 even when nothing was there.
 pub async fn archive(
     State(hs): State<HubSpot>,
+    actor: Actor,
     P((object, id)): P<(String, String)>,
 ) -> Result<Response, ApiError> {
     let ot = object_type(&object)?;
     if let Ok(n) = id.parse::<u64>() {
-        hs.write(|s| s.archive(ot, n, now_ms()));
+        hs.write_crm(ot, actor, |s, events| {
+            let now = now_ms();
+            if s.archive(ot, n, now) {
+                events.archived(n, now);
+            }
+        });
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -363,6 +375,7 @@ pub async fn archive(
 /// `POST /crm/v3/objects/{type}/batch/{read|create|update|upsert|archive}`.
 pub async fn batch(
     State(hs): State<HubSpot>,
+    actor: Actor,
     P((object, action)): P<(String, String)>,
     params: Params,
     Body(body): Body<Value>,
@@ -386,7 +399,7 @@ pub async fn batch(
         "read" => batch_read(&hs, ot, &body, inputs, &params, started),
         "create" => {
             let parsed: Vec<CreateInput> = parse_inputs(inputs)?;
-            hs.write(|s| {
+            hs.write_crm(ot, actor, |s, events| {
                 let mut all = Vec::with_capacity(parsed.len());
                 let mut errors: Vec<PropError> = Vec::new();
                 for (i, input) in parsed.iter().enumerate() {
@@ -410,6 +423,7 @@ pub async fn batch(
                 for (changes, assocs) in all.into_iter().zip(assocs) {
                     match s.apply(ot, None, changes, now, &faults) {
                         Ok(id) => {
+                            events.created(s, id);
                             for (to, to_id, cat, ty) in assocs {
                                 let _ = s.associate((ot, id), (to, to_id), &cat, ty);
                             }
@@ -440,7 +454,7 @@ pub async fn batch(
                 })
                 .collect::<Result<_, _>>()?;
             no_duplicates(&ids)?;
-            hs.write(|s| {
+            hs.write_crm(ot, actor, |s, events| {
                 let mut plan: Vec<Result<(u64, Changes), RecordError>> = Vec::new();
                 let mut errors = Vec::new();
                 for (i, (input, id)) in parsed.iter().zip(&ids).enumerate() {
@@ -464,7 +478,13 @@ pub async fn batch(
                 let now = now_ms();
                 let (mut results, mut errs) = (Vec::new(), Vec::new());
                 for (step, id) in plan.into_iter().zip(&ids) {
-                    match step.and_then(|(n, c)| s.apply(ot, Some(n), c, now, &faults)) {
+                    let written = step.and_then(|(n, c)| {
+                        let before = events.before(s, n);
+                        let n = s.apply(ot, Some(n), c, now, &faults)?;
+                        events.updated(s, n, before);
+                        Ok(n)
+                    });
+                    match written {
                         Ok(n) => results.push(s.full_json(ot, &s.table(ot).records()[&n])),
                         Err(e) => errs.push(record_batch_error(&e, Some(id))),
                     }
@@ -491,7 +511,7 @@ pub async fn batch(
                 })
                 .collect::<Result<_, _>>()?;
             no_duplicates(&ids)?;
-            hs.write(|s| {
+            hs.write_crm(ot, actor, |s, events| {
                 let mut plan = Vec::new();
                 for (i, (input, id)) in parsed.iter().zip(&ids).enumerate() {
                     let Some(prop) = input.id_property.as_deref() else {
@@ -525,8 +545,13 @@ pub async fn batch(
                             continue;
                         }
                     };
+                    let before = found.map(|n| events.before(s, n));
                     match s.apply(ot, found, changes, now, &faults) {
                         Ok(n) => {
+                            match before {
+                                Some(before) => events.updated(s, n, before),
+                                None => events.created(s, n),
+                            }
                             let mut v = s.full_json(ot, &s.table(ot).records()[&n]);
                             v["new"] = json!(found.is_none());
                             results.push(v);
@@ -540,10 +565,12 @@ pub async fn batch(
         "archive" => {
             let parsed: Vec<IdOnly> = parse_inputs(inputs)?;
             let now = now_ms();
-            hs.write(|s| {
+            hs.write_crm(ot, actor, |s, events| {
                 for i in &parsed {
-                    if let Some(n) = id_text(&i.id).and_then(|t| t.parse::<u64>().ok()) {
-                        s.archive(ot, n, now);
+                    if let Some(n) = id_text(&i.id).and_then(|t| t.parse::<u64>().ok())
+                        && s.archive(ot, n, now)
+                    {
+                        events.archived(n, now);
                     }
                 }
             });
