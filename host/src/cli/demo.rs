@@ -89,13 +89,15 @@ pub fn demo_env(
     emu: &dealbridge_emulator::RunningEmulators,
 ) -> impl Fn(&str) -> Option<String> + use<> {
     let c = emu.salesforce_credentials.clone();
-    let token = emu.hubspot_credentials.private_app_token.clone();
+    let hs = emu.hubspot_credentials.clone();
     move |k: &str| match k {
         "DEMO_SF_CLIENT_ID" => Some(c.client_id.clone()),
         "DEMO_SF_CLIENT_SECRET" => Some(c.client_secret.clone()),
         "DEMO_SF_USERNAME" => Some(c.username.clone()),
         "DEMO_SF_PASSWORD" => Some(format!("{}{}", c.password, c.security_token)),
-        "DEMO_HS_TOKEN" => Some(token.clone()),
+        "DEMO_HS_TOKEN" => Some(hs.private_app_token.clone()),
+        "DEMO_HS_WEBHOOK_SECRET" => Some(hs.client_secret.clone()),
+        "DEMO_HS_DEVELOPER_KEY" => Some(hs.developer_api_key.clone()),
         _ => None,
     }
 }
