@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::config::{StageMapMode, SyncSection, TenantConfig};
 use super::engine::{Engine, EngineOptions};
 use super::error::SyncError;
-use super::setup::{self, SetupOptions, SetupReport};
+use super::setup::{self, SetupOptions, SetupReport, WebhookSetup};
 use crate::crm::Secret;
 use crate::crm::hubspot::{HubSpotClient, HubSpotConfig};
 use crate::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
@@ -76,6 +76,8 @@ pub struct EngineParts {
     pub holder: String,
     /// Lease time to live.
     pub lease_ttl_ms: i64,
+    /// The HubSpot webhook change feed to set up (`[hubspot.webhooks]`), if any.
+    pub webhooks: Option<WebhookSetup>,
 }
 
 /// Starts an engine. Set-up failures (a missing permission, a missing external-id field)
@@ -88,6 +90,14 @@ pub async fn start(
 ) -> Result<(Engine, SetupReport), SyncError> {
     let salesforce = cfg.salesforce_client_config(env)?;
     let hubspot = cfg.hubspot_client_config(env)?;
+    let webhooks = match (&cfg.hubspot.webhooks, cfg.webhook_credentials(env)?) {
+        (Some(w), Some(credentials)) => Some(WebhookSetup {
+            app_id: w.app_id,
+            public_url: w.public_url(),
+            developer_api_key: credentials.developer_api_key,
+        }),
+        _ => None,
+    };
     let retry = RetrySchedule {
         delays_ms: vec![(cfg.sync.retry_interval_secs as i64).saturating_mul(1000)],
         max_attempts: None,
@@ -128,6 +138,7 @@ pub async fn start(
         dry_run: opts.dry_run,
         holder,
         lease_ttl_ms: opts.lease_ttl_ms,
+        webhooks,
     };
     assemble(parts, None).await
 }
@@ -159,6 +170,7 @@ pub async fn assemble(
         identity_stage_map: parts.identity_stage_map,
         create_missing: !parts.dry_run,
         username,
+        webhooks: parts.webhooks,
     };
     let setup = setup::run(&sf, &hs, &parts.plugin, parts.plugin_config, &setup_opts).await?;
     let failed: Vec<String> = setup

@@ -176,6 +176,8 @@ pub struct Engine {
     progress: Option<ProgressFn>,
     /// Incremental cycles run (the association sweep's clock).
     incremental_cycles: u64,
+    /// Notified when the webhook receiver stored new HubSpot changes (the change feed).
+    hubspot_changes_arrived: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn now_ms() -> i64 {
@@ -396,6 +398,7 @@ impl Engine {
             ocr_since_ms: None,
             progress: None,
             incremental_cycles: 0,
+            hubspot_changes_arrived: None,
         }
     }
 
@@ -419,6 +422,18 @@ impl Engine {
     /// Reports backfill progress to `f(pair, done, total)`.
     pub fn on_progress(&mut self, f: ProgressFn) {
         self.progress = Some(f);
+    }
+
+    /// Wakes on `arrived`, which the HubSpot webhook receiver notifies when it stored new
+    /// changes (see [`crate::sync::webhook_receiver::WebhookReceiver::changes_arrived`]).
+    pub fn on_hubspot_changes(&mut self, arrived: Arc<tokio::sync::Notify>) {
+        self.hubspot_changes_arrived = Some(arrived);
+    }
+
+    /// What the webhook receiver notifies when it stored new HubSpot changes, when a
+    /// receiver runs for this engine.
+    pub fn hubspot_changes_arrived(&self) -> Option<&Arc<tokio::sync::Notify>> {
+        self.hubspot_changes_arrived.as_ref()
     }
 
     /// The set-up it runs with.
