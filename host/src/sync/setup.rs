@@ -1139,4 +1139,297 @@ mod tests {
         assert!(out["stage_map"].get("p2").is_none());
         assert_eq!(out["stage_map"]["Renewal"]["Prospecting"], "s1");
     }
+
+    mod webhooks {
+        use std::sync::Arc;
+
+        use axum::extract::{Path, Query, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::{get, patch, post};
+        use axum::{Json, Router};
+        use parking_lot::Mutex;
+        use serde_json::{Value, json};
+
+        use super::super::*;
+        use crate::crm::hubspot::HubSpotConfig;
+
+        const DEV_KEY: &str = "dev-key";
+        const APP: u64 = 777;
+
+        /// The developer API's documented routes, over one app's settings and subscriptions.
+        #[derive(Default)]
+        struct Portal {
+            target_url: Option<String>,
+            /// (id, eventType, propertyName, active)
+            subscriptions: Vec<(u64, String, Option<String>, bool)>,
+            /// Developer calls that came with a Bearer token or a wrong key.
+            bad_auth: u32,
+            writes: u32,
+        }
+
+        type Shared = Arc<Mutex<Portal>>;
+        type Q = Query<std::collections::HashMap<String, String>>;
+
+        fn authorized(p: &Shared, q: &Q, h: &HeaderMap, app: u64) -> Result<(), StatusCode> {
+            if q.get("hapikey").map(String::as_str) != Some(DEV_KEY)
+                || h.contains_key("authorization")
+                || app != APP
+            {
+                p.lock().bad_auth += 1;
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            Ok(())
+        }
+
+        fn sub_json(s: &(u64, String, Option<String>, bool)) -> Value {
+            let mut v = json!({"id": s.0.to_string(), "eventType": s.1, "active": s.3,
+                               "createdAt": "2026-01-01T00:00:00Z"});
+            if let Some(p) = &s.2 {
+                v["propertyName"] = json!(p);
+            }
+            v
+        }
+
+        fn stub(portal: Shared) -> Router {
+            Router::new()
+                .route(
+                    "/oauth/v2/private-apps/get/access-token-info",
+                    post(|Json(b): Json<Value>| async move {
+                        assert_eq!(b["tokenKey"], "pat-token");
+                        Json(json!({"userId": 5, "hubId": 62515, "appId": APP, "scopes": ["crm.objects.deals.read"]}))
+                    }),
+                )
+                .route(
+                    "/webhooks/v3/{app}/settings",
+                    get(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap| async move {
+                        authorized(&p, &q, &h, app)?;
+                        match p.lock().target_url.clone() {
+                            Some(t) => Ok(Json(json!({"targetUrl": t, "throttling": {"maxConcurrentRequests": 10, "period": "SECONDLY"}}))),
+                            None => Err(StatusCode::NOT_FOUND),
+                        }
+                    })
+                    .put(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap, Json(b): Json<Value>| async move {
+                        authorized(&p, &q, &h, app)?;
+                        assert_eq!(b["throttling"]["maxConcurrentRequests"], WEBHOOK_MAX_CONCURRENT);
+                        let mut g = p.lock();
+                        g.writes += 1;
+                        g.target_url = b["targetUrl"].as_str().map(str::to_string);
+                        Ok::<_, StatusCode>(Json(b))
+                    }),
+                )
+                .route(
+                    "/webhooks/v3/{app}/subscriptions",
+                    get(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap| async move {
+                        authorized(&p, &q, &h, app)?;
+                        let results: Vec<Value> = p.lock().subscriptions.iter().map(sub_json).collect();
+                        Ok::<_, StatusCode>(Json(json!({"results": results})))
+                    })
+                    .post(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap, Json(b): Json<Value>| async move {
+                        authorized(&p, &q, &h, app)?;
+                        let mut g = p.lock();
+                        g.writes += 1;
+                        let id = 100 + g.subscriptions.len() as u64;
+                        let s = (
+                            id,
+                            b["eventType"].as_str().unwrap_or_default().to_string(),
+                            b["propertyName"].as_str().map(str::to_string),
+                            b["active"].as_bool().unwrap_or(false),
+                        );
+                        g.subscriptions.push(s.clone());
+                        Ok::<_, StatusCode>(Json(sub_json(&s)))
+                    }),
+                )
+                .route(
+                    "/webhooks/v3/{app}/subscriptions/{id}",
+                    patch(|State(p): State<Shared>, Path((app, id)): Path<(u64, u64)>, q: Q, h: HeaderMap, Json(b): Json<Value>| async move {
+                        authorized(&p, &q, &h, app)?;
+                        let mut g = p.lock();
+                        g.writes += 1;
+                        let s = g.subscriptions.iter_mut().find(|s| s.0 == id).ok_or(StatusCode::NOT_FOUND)?;
+                        s.3 = b["active"].as_bool().unwrap_or(s.3);
+                        Ok::<_, StatusCode>(Json(sub_json(s)))
+                    }),
+                )
+                .with_state(portal)
+        }
+
+        async fn client(portal: Shared) -> HubSpotClient {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, stub(portal)).await;
+            });
+            HubSpotClient::new(HubSpotConfig::new(base, "pat-token")).unwrap()
+        }
+
+        fn deal_schema(props: &[&str]) -> PairSchema {
+            PairSchema {
+                spec: PairSpec::of(ObjectPair::OpportunityDeal),
+                sf_fields: vec![],
+                sf_kinds: vec![],
+                sf_calculated: vec![],
+                hs_fields: props.iter().map(|p| p.to_string()).collect(),
+                hs_kinds: vec![],
+                sf_writable: HashMap::new(),
+                hs_writable: HashMap::new(),
+            }
+        }
+
+        const PUBLIC: &str = "https://sync.example.test/hooks/hubspot";
+
+        fn opts(app_id: Option<u64>, key: bool) -> WebhookSetup {
+            WebhookSetup {
+                app_id,
+                public_url: PUBLIC.into(),
+                developer_api_key: key.then(|| Secret::new(DEV_KEY)),
+            }
+        }
+
+        #[tokio::test]
+        async fn missing_settings_and_subscriptions_are_made_and_then_confirmed() {
+            let portal = Shared::default();
+            portal
+                .lock()
+                .subscriptions
+                .push((1, "deal.creation".into(), None, true));
+            portal.lock().subscriptions.push((
+                2,
+                "deal.propertyChange".into(),
+                Some("amount".into()),
+                false,
+            ));
+            portal
+                .lock()
+                .subscriptions
+                .push((3, "contact.creation".into(), None, true));
+            let hs = client(portal.clone()).await;
+            let pairs = [deal_schema(&["amount", "dealname"])];
+            let mut report = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &pairs, &opts(None, true), true, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: true
+                }),
+                "{report:?}"
+            );
+            let g = portal.lock();
+            assert_eq!(g.bad_auth, 0);
+            assert_eq!(g.target_url.as_deref(), Some(PUBLIC));
+            let mut active: Vec<String> = g
+                .subscriptions
+                .iter()
+                .filter(|s| s.3 && s.1.starts_with("deal."))
+                .map(|s| {
+                    format!(
+                        "{}{}",
+                        s.1,
+                        s.2.as_deref().map(|p| format!(":{p}")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            active.sort();
+            assert_eq!(
+                active,
+                [
+                    "deal.creation",
+                    "deal.deletion",
+                    "deal.propertyChange:amount",
+                    "deal.propertyChange:dealname"
+                ]
+            );
+            assert_eq!(
+                g.subscriptions.len(),
+                5,
+                "the paused one was switched on, not duplicated"
+            );
+            let writes = g.writes;
+            drop(g);
+            let statuses: Vec<CheckStatus> = report.checks.iter().map(|c| c.status).collect();
+            assert_eq!(
+                statuses,
+                [CheckStatus::Ok, CheckStatus::Created, CheckStatus::Created]
+            );
+
+            // Run again: everything holds, nothing is written.
+            let mut again = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &pairs, &opts(Some(APP), true), true, &mut again).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: true
+                })
+            );
+            assert!(
+                again.checks.iter().all(|c| c.status == CheckStatus::Ok),
+                "{again:?}"
+            );
+            assert_eq!(portal.lock().writes, writes);
+        }
+
+        #[tokio::test]
+        async fn a_dry_run_or_no_developer_key_only_reports() {
+            let portal = Shared::default();
+            let hs = client(portal.clone()).await;
+            let pairs = [deal_schema(&["amount"])];
+            let mut report = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &pairs, &opts(None, true), false, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: false
+                })
+            );
+            assert_eq!(portal.lock().writes, 0);
+            let text = format!("{report:?}");
+            assert!(
+                text.contains("dry run") && text.contains("deal.propertyChange:amount"),
+                "{text}"
+            );
+
+            let mut report = SetupReport::default();
+            let feed =
+                ensure_webhooks(&hs, &pairs, &opts(Some(42), false), true, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: 42,
+                    verified: false
+                })
+            );
+            let last = report.checks.last().unwrap();
+            assert_eq!(last.status, CheckStatus::Warning);
+            assert!(
+                last.message.contains("developer API key"),
+                "{}",
+                last.message
+            );
+            assert_eq!(portal.lock().writes, 0);
+        }
+
+        #[tokio::test]
+        async fn a_wrong_developer_key_is_a_warning_not_a_failure() {
+            let portal = Shared::default();
+            let hs = client(portal.clone()).await;
+            let mut o = opts(Some(APP), true);
+            o.developer_api_key = Some(Secret::new("wrong"));
+            let mut report = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &[deal_schema(&[])], &o, true, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: false
+                })
+            );
+            assert!(report.failures().next().is_none());
+            assert!(
+                !format!("{report:?}").contains("wrong"),
+                "the key never shows"
+            );
+        }
+    }
 }
