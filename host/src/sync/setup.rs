@@ -1314,38 +1314,39 @@ mod tests {
                 }),
                 "{report:?}"
             );
-            let g = portal.lock();
-            assert_eq!(g.bad_auth, 0);
-            assert_eq!(g.target_url.as_deref(), Some(PUBLIC));
-            let mut active: Vec<String> = g
-                .subscriptions
-                .iter()
-                .filter(|s| s.3 && s.1.starts_with("deal."))
-                .map(|s| {
-                    format!(
-                        "{}{}",
-                        s.1,
-                        s.2.as_deref().map(|p| format!(":{p}")).unwrap_or_default()
-                    )
-                })
-                .collect();
-            active.sort();
-            assert_eq!(
-                active,
-                [
-                    "deal.creation",
-                    "deal.deletion",
-                    "deal.propertyChange:amount",
-                    "deal.propertyChange:dealname"
-                ]
-            );
-            assert_eq!(
-                g.subscriptions.len(),
-                5,
-                "the paused one was switched on, not duplicated"
-            );
-            let writes = g.writes;
-            drop(g);
+            let writes = {
+                let g = portal.lock();
+                assert_eq!(g.bad_auth, 0);
+                assert_eq!(g.target_url.as_deref(), Some(PUBLIC));
+                let mut active: Vec<String> = g
+                    .subscriptions
+                    .iter()
+                    .filter(|s| s.3 && s.1.starts_with("deal."))
+                    .map(|s| {
+                        format!(
+                            "{}{}",
+                            s.1,
+                            s.2.as_deref().map(|p| format!(":{p}")).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                active.sort();
+                assert_eq!(
+                    active,
+                    [
+                        "deal.creation",
+                        "deal.deletion",
+                        "deal.propertyChange:amount",
+                        "deal.propertyChange:dealname"
+                    ]
+                );
+                assert_eq!(
+                    g.subscriptions.len(),
+                    5,
+                    "the paused one was switched on, not duplicated"
+                );
+                g.writes
+            };
             let statuses: Vec<CheckStatus> = report.checks.iter().map(|c| c.status).collect();
             assert_eq!(
                 statuses,
