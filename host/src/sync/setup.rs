@@ -1353,6 +1353,15 @@ mod tests {
                 [CheckStatus::Ok, CheckStatus::Created, CheckStatus::Created]
             );
 
+            // Every call went through the client's governor and counters.
+            let m = hs.metrics();
+            assert_eq!(m.calls_with("hs.token.info", "200"), 1);
+            assert_eq!(m.calls_with("hs.webhooks.settings.get", "404"), 1);
+            assert_eq!(m.calls_with("hs.webhooks.settings.put", "200"), 1);
+            assert_eq!(m.calls_with("hs.webhooks.subscriptions.create", "200"), 2);
+            assert_eq!(m.calls_with("hs.webhooks.subscriptions.update", "200"), 1);
+            assert_eq!(hs.daily_calls(), m.total_calls());
+
             // Run again: everything holds, nothing is written.
             let mut again = SetupReport::default();
             let feed = ensure_webhooks(&hs, &pairs, &opts(Some(APP), true), true, &mut again).await;
