@@ -17,7 +17,7 @@ use super::ExitStatus;
 use crate::store::{ObjectPair, Side};
 use crate::sync::engine::{CycleReport, FailureLine, ProgressFn};
 use crate::sync::setup::{CheckStatus, SetupReport};
-use crate::sync::start::{StartOptions, start};
+use crate::sync::start::{StartOptions, bind_webhooks, start};
 use crate::sync::{Resync, SyncError, TenantConfig};
 
 /// Sync one tenant's Salesforce and HubSpot.
@@ -243,6 +243,19 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitStatus> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let env = |k: &str| std::env::var(k).ok();
+        // The webhook receiver's socket first: a port in use stops the command before set-up
+        // points HubSpot at it. A dry run stores nothing, so it receives nothing.
+        let webhooks = if args.dry_run {
+            None
+        } else {
+            match bind_webhooks(&cfg, &env).await {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitStatus::UsageError);
+                }
+            }
+        };
         let (mut engine, setup) = match start(
             &cfg,
             &env,
@@ -264,6 +277,32 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitStatus> {
         } else {
             print_setup(&setup);
             engine.on_progress(progress_bar());
+        }
+        // Served for the command's lifetime (the task ends with the runtime), before the
+        // first cycle, so that changes made while a backfill runs are received.
+        if let Some(listener) = webhooks {
+            let listen = listener.local_addr();
+            let public_url = listener.public_url().to_string();
+            if let Err(e) = listener.serve(&mut engine) {
+                eprintln!("error: {e}");
+                let _ = engine.release().await;
+                return Ok(ExitStatus::UsageError);
+            }
+            let feed = engine.setup().webhook_feed;
+            let listen = listen.map(|a| a.to_string()).unwrap_or_default();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"webhooks": {
+                        "listen": listen,
+                        "public_url": public_url,
+                        "app_id": feed.map(|f| f.app_id),
+                        "verified": feed.is_some_and(|f| f.verified),
+                    }})
+                );
+            } else {
+                println!("HubSpot webhooks: receiving on {listen} (HubSpot calls {public_url})");
+            }
         }
         let mut reports = Vec::new();
         let one = |r: Result<CycleReport, SyncError>,

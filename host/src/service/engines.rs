@@ -212,6 +212,7 @@ pub async fn build(
         dry_run: opts.dry_run,
         holder: opts.holder.clone(),
         lease_ttl_ms: opts.lease_ttl_ms,
+        webhooks: None,
     };
     let (engine, _report) = assemble(parts, Some(lease)).await?;
     Ok((engine, built_from))

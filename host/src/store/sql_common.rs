@@ -560,6 +560,14 @@ fn validate_batch(tenant: &TenantId, batch: &CommitBatch) -> StoreResult<()> {
             )));
         }
     }
+    for settled in &batch.settled_hubspot_changes {
+        if settled.object_type.is_empty() || settled.object_id.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "a settled HubSpot change needs an object type and an object id".into(),
+            ));
+        }
+        event_id_column(settled.up_to_event_id)?;
+    }
     Ok(())
 }
 

@@ -5,9 +5,15 @@
 //! record type with its stages, the owner map by email, and the field tables of each
 //! object pair from the plugin's description intersected with what the CRMs describe.
 //!
+//! When the webhook change feed is configured, set-up also learns the app's id (from the
+//! config or the token's access-token info) and, with a developer API key, points the
+//! app's webhooks at the receiver's public URL and makes sure every subscription the
+//! synced pairs need exists and is active ([`WebhookFeed`]).
+//!
 //! Every finding is a [`Check`] in the [`SetupReport`] so the CLI can show it. Set-up
-//! creates only metadata (a property, a pipeline), never records, and must never silently
-//! drop a mapping: a mapping whose field is missing on one side is reported.
+//! creates only metadata (a property, a pipeline, webhook settings and subscriptions),
+//! never records, and must never silently drop a mapping: a mapping whose field is missing
+//! on one side is reported.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,6 +21,7 @@ use serde::Serialize;
 
 use super::error::SyncError;
 use super::values::{FieldKind, hubspot_kind, salesforce_kind};
+use crate::crm::Secret;
 use crate::crm::hubspot::HubSpotClient;
 use crate::crm::hubspot::types::{NewPipeline, NewProperty, NewStage, PropertyDefinition};
 use crate::crm::salesforce::SalesforceClient;
@@ -177,7 +184,34 @@ pub struct Setup {
     pub report: SetupReport,
     /// Whether the org has multi-currency (`CurrencyIsoCode` on Opportunity).
     pub multi_currency: bool,
+    /// The HubSpot webhook change feed, when configured.
+    pub webhook_feed: Option<WebhookFeed>,
 }
+
+/// What set-up established of the HubSpot webhook change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookFeed {
+    /// The app whose own writes the receiver drops.
+    pub app_id: u64,
+    /// The app's target URL and every subscription the synced pairs need were confirmed
+    /// (false without a developer API key, in a dry run that would have had to change
+    /// them, or when HubSpot's developer API could not be read).
+    pub verified: bool,
+}
+
+/// The webhook change feed's part of the set-up options.
+#[derive(Debug, Clone)]
+pub struct WebhookSetup {
+    /// The app's id, when configured (else learnt from the token's access-token info).
+    pub app_id: Option<u64>,
+    /// The URL HubSpot must call.
+    pub public_url: String,
+    /// The developer account's API key, to read and change the app's webhooks.
+    pub developer_api_key: Option<Secret>,
+}
+
+/// Deliveries HubSpot may have in flight at once to the receiver.
+pub const WEBHOOK_MAX_CONCURRENT: u32 = 10;
 
 impl Setup {
     /// The schema of a pair, when it is synced.
@@ -205,6 +239,8 @@ pub struct SetupOptions {
     pub create_missing: bool,
     /// The integration user's username, when the grant names it (for the permission check).
     pub username: Option<String>,
+    /// The webhook change feed, when configured.
+    pub webhooks: Option<WebhookSetup>,
 }
 
 /// The label of the pipeline for a record type.
@@ -471,6 +507,11 @@ pub async fn run(
         pairs.push(schema);
     }
 
+    let webhook_feed = match &opts.webhooks {
+        Some(w) => ensure_webhooks(hs, &pairs, w, opts.create_missing, &mut report).await,
+        None => None,
+    };
+
     Ok(Setup {
         pairs,
         owners,
@@ -478,7 +519,279 @@ pub async fn run(
         plugin_config,
         report,
         multi_currency,
+        webhook_feed,
     })
+}
+
+/// The webhook subscription's object name of a v3 object type (`deals` → `deal`).
+fn subscription_object(object_type: &str) -> &str {
+    match object_type {
+        "deals" => "deal",
+        "companies" => "company",
+        "contacts" => "contact",
+        other => other,
+    }
+}
+
+/// The subscriptions a pair needs: its object's creations, deletions and the changes of
+/// every HubSpot property the pair reads.
+fn wanted_subscriptions(schema: &PairSchema) -> Vec<(String, Option<String>)> {
+    let object = subscription_object(schema.spec.hs_object);
+    let mut wanted = vec![
+        (format!("{object}.creation"), None),
+        (format!("{object}.deletion"), None),
+    ];
+    wanted.extend(
+        schema
+            .hs_fields
+            .iter()
+            .map(|p| (format!("{object}.propertyChange"), Some(p.clone()))),
+    );
+    wanted
+}
+
+/// The webhook feed's set-up: the app id, then (with a developer key) the app's target
+/// URL and the subscriptions of every synced pair, created or switched on when missing
+/// (unless a dry run). `None` (with a failed check) when the app id cannot be learnt.
+async fn ensure_webhooks(
+    hs: &HubSpotClient,
+    pairs: &[PairSchema],
+    opts: &WebhookSetup,
+    create_missing: bool,
+    report: &mut SetupReport,
+) -> Option<WebhookFeed> {
+    let app_id = match opts.app_id {
+        Some(id) => {
+            report.push(
+                "hubspot.webhooks.app",
+                CheckStatus::Ok,
+                format!("app {id} (from hubspot.webhooks.app_id)"),
+            );
+            id
+        }
+        None => match hs.access_token_info().await {
+            Ok(info) => {
+                report.push(
+                    "hubspot.webhooks.app",
+                    CheckStatus::Ok,
+                    format!(
+                        "app {} of portal {} (from the token's access-token info)",
+                        info.app_id, info.hub_id
+                    ),
+                );
+                info.app_id
+            }
+            Err(e) => {
+                report.push(
+                    "hubspot.webhooks.app",
+                    CheckStatus::Failed,
+                    format!("cannot learn the private app's id from its token ({e}): set hubspot.webhooks.app_id"),
+                );
+                return None;
+            }
+        },
+    };
+    let Some(key) = &opts.developer_api_key else {
+        let events: Vec<String> = pairs
+            .iter()
+            .map(|p| {
+                let o = subscription_object(p.spec.hs_object);
+                format!(
+                    "{o}.creation, {o}.deletion, {o}.propertyChange of {}",
+                    p.hs_fields.join(", ")
+                )
+            })
+            .collect();
+        report.push(
+            "hubspot.webhooks.subscriptions",
+            CheckStatus::Warning,
+            format!(
+                "no developer API key (hubspot.webhooks.developer_api_key_env): cannot verify that app {app_id} delivers to {} and subscribes to {}",
+                opts.public_url,
+                events.join("; ")
+            ),
+        );
+        return Some(WebhookFeed {
+            app_id,
+            verified: false,
+        });
+    };
+    let settings_ok = ensure_webhook_target(hs, app_id, key, opts, create_missing, report).await;
+    let subscriptions_ok =
+        ensure_webhook_subscriptions(hs, app_id, key, pairs, create_missing, report).await;
+    Some(WebhookFeed {
+        app_id,
+        verified: settings_ok && subscriptions_ok,
+    })
+}
+
+/// Points the app's webhooks at the public URL; whether they are (now) pointed there.
+async fn ensure_webhook_target(
+    hs: &HubSpotClient,
+    app_id: u64,
+    key: &Secret,
+    opts: &WebhookSetup,
+    create_missing: bool,
+    report: &mut SetupReport,
+) -> bool {
+    const CHECK: &str = "hubspot.webhooks.target_url";
+    let current = match hs.webhook_settings(app_id, key).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.push(
+                CHECK,
+                CheckStatus::Warning,
+                format!("cannot read app {app_id}'s webhook settings: {e}"),
+            );
+            return false;
+        }
+    };
+    match current {
+        Some(s) if s.target_url == opts.public_url => {
+            report.push(
+                CHECK,
+                CheckStatus::Ok,
+                format!("app {app_id} delivers to {}", opts.public_url),
+            );
+            true
+        }
+        current if !create_missing => {
+            let now = current.map_or("no target URL".to_string(), |s| {
+                format!("delivers to {}", s.target_url)
+            });
+            report.push(
+                CHECK,
+                CheckStatus::Warning,
+                format!(
+                    "app {app_id} {now}, not {} (dry run: not changed)",
+                    opts.public_url
+                ),
+            );
+            false
+        }
+        _ => match hs
+            .put_webhook_settings(app_id, key, &opts.public_url, WEBHOOK_MAX_CONCURRENT)
+            .await
+        {
+            Ok(_) => {
+                report.push(
+                    CHECK,
+                    CheckStatus::Created,
+                    format!("app {app_id} now delivers to {}", opts.public_url),
+                );
+                true
+            }
+            Err(e) => {
+                report.push(
+                    CHECK,
+                    CheckStatus::Warning,
+                    format!(
+                        "cannot point app {app_id}'s webhooks at {}: {e}",
+                        opts.public_url
+                    ),
+                );
+                false
+            }
+        },
+    }
+}
+
+/// Makes sure every subscription of every synced pair exists and is active; whether all
+/// (now) do. One check per object.
+async fn ensure_webhook_subscriptions(
+    hs: &HubSpotClient,
+    app_id: u64,
+    key: &Secret,
+    pairs: &[PairSchema],
+    create_missing: bool,
+    report: &mut SetupReport,
+) -> bool {
+    let existing = match hs.webhook_subscriptions(app_id, key).await {
+        Ok(list) => list,
+        Err(e) => {
+            report.push(
+                "hubspot.webhooks.subscriptions",
+                CheckStatus::Warning,
+                format!("cannot read app {app_id}'s webhook subscriptions: {e}"),
+            );
+            return false;
+        }
+    };
+    let mut all_ok = true;
+    for schema in pairs {
+        let check = format!(
+            "hubspot.webhooks.subscriptions.{}",
+            subscription_object(schema.spec.hs_object)
+        );
+        let wanted = wanted_subscriptions(schema);
+        let (mut created, mut activated, mut missing, mut failed) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (event_type, property) in &wanted {
+            let name = match property {
+                Some(p) => format!("{event_type}:{p}"),
+                None => event_type.clone(),
+            };
+            let found = existing.iter().find(|s| {
+                &s.event_type == event_type && s.property_name.as_deref() == property.as_deref()
+            });
+            match found {
+                Some(s) if s.active => {}
+                _ if !create_missing => missing.push(name),
+                Some(s) => match hs
+                    .set_webhook_subscription_active(app_id, key, &s.id, true)
+                    .await
+                {
+                    Ok(_) => activated.push(name),
+                    Err(e) => failed.push(format!("{name} ({e})")),
+                },
+                None => match hs
+                    .create_webhook_subscription(app_id, key, event_type, property.as_deref())
+                    .await
+                {
+                    Ok(_) => created.push(name),
+                    Err(e) => failed.push(format!("{name} ({e})")),
+                },
+            }
+        }
+        if !failed.is_empty() || !missing.is_empty() {
+            all_ok = false;
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!(
+                    "missing or paused (dry run: not changed): {}",
+                    missing.join(", ")
+                ));
+            }
+            if !failed.is_empty() {
+                parts.push(format!("could not be set up: {}", failed.join(", ")));
+            }
+            report.push(check, CheckStatus::Warning, parts.join("; "));
+        } else if created.is_empty() && activated.is_empty() {
+            report.push(
+                check,
+                CheckStatus::Ok,
+                format!("{} subscriptions active", wanted.len()),
+            );
+        } else {
+            let mut parts = Vec::new();
+            if !created.is_empty() {
+                parts.push(format!("created {}", created.join(", ")));
+            }
+            if !activated.is_empty() {
+                parts.push(format!("switched on {}", activated.join(", ")));
+            }
+            report.push(
+                check,
+                CheckStatus::Created,
+                format!(
+                    "{} subscriptions active ({})",
+                    wanted.len(),
+                    parts.join("; ")
+                ),
+            );
+        }
+    }
+    all_ok
 }
 
 /// "Modify All Data" or "Modify Metadata Through Metadata API Functions" of the
@@ -825,5 +1138,308 @@ mod tests {
         assert_eq!(out["stage_map"]["p1"]["Prospecting"], "Prospecting");
         assert!(out["stage_map"].get("p2").is_none());
         assert_eq!(out["stage_map"]["Renewal"]["Prospecting"], "s1");
+    }
+
+    mod webhooks {
+        use std::sync::Arc;
+
+        use axum::extract::{Path, Query, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::{get, patch, post};
+        use axum::{Json, Router};
+        use parking_lot::Mutex;
+        use serde_json::{Value, json};
+
+        use super::super::*;
+        use crate::crm::hubspot::HubSpotConfig;
+
+        const DEV_KEY: &str = "dev-key";
+        const APP: u64 = 777;
+
+        /// The developer API's documented routes, over one app's settings and subscriptions.
+        #[derive(Default)]
+        struct Portal {
+            target_url: Option<String>,
+            /// (id, eventType, propertyName, active)
+            subscriptions: Vec<(u64, String, Option<String>, bool)>,
+            /// Developer calls that came with a Bearer token or a wrong key.
+            bad_auth: u32,
+            writes: u32,
+        }
+
+        type Shared = Arc<Mutex<Portal>>;
+        type Q = Query<std::collections::HashMap<String, String>>;
+
+        fn authorized(p: &Shared, q: &Q, h: &HeaderMap, app: u64) -> Result<(), StatusCode> {
+            if q.get("hapikey").map(String::as_str) != Some(DEV_KEY)
+                || h.contains_key("authorization")
+                || app != APP
+            {
+                p.lock().bad_auth += 1;
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            Ok(())
+        }
+
+        fn sub_json(s: &(u64, String, Option<String>, bool)) -> Value {
+            let mut v = json!({"id": s.0.to_string(), "eventType": s.1, "active": s.3,
+                               "createdAt": "2026-01-01T00:00:00Z"});
+            if let Some(p) = &s.2 {
+                v["propertyName"] = json!(p);
+            }
+            v
+        }
+
+        fn stub(portal: Shared) -> Router {
+            Router::new()
+                .route(
+                    "/oauth/v2/private-apps/get/access-token-info",
+                    post(|Json(b): Json<Value>| async move {
+                        assert_eq!(b["tokenKey"], "pat-token");
+                        Json(json!({"userId": 5, "hubId": 62515, "appId": APP, "scopes": ["crm.objects.deals.read"]}))
+                    }),
+                )
+                .route(
+                    "/webhooks/v3/{app}/settings",
+                    get(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap| async move {
+                        authorized(&p, &q, &h, app)?;
+                        match p.lock().target_url.clone() {
+                            Some(t) => Ok(Json(json!({"targetUrl": t, "throttling": {"maxConcurrentRequests": 10, "period": "SECONDLY"}}))),
+                            None => Err(StatusCode::NOT_FOUND),
+                        }
+                    })
+                    .put(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap, Json(b): Json<Value>| async move {
+                        authorized(&p, &q, &h, app)?;
+                        assert_eq!(b["throttling"]["maxConcurrentRequests"], WEBHOOK_MAX_CONCURRENT);
+                        let mut g = p.lock();
+                        g.writes += 1;
+                        g.target_url = b["targetUrl"].as_str().map(str::to_string);
+                        Ok::<_, StatusCode>(Json(b))
+                    }),
+                )
+                .route(
+                    "/webhooks/v3/{app}/subscriptions",
+                    get(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap| async move {
+                        authorized(&p, &q, &h, app)?;
+                        let results: Vec<Value> = p.lock().subscriptions.iter().map(sub_json).collect();
+                        Ok::<_, StatusCode>(Json(json!({"results": results})))
+                    })
+                    .post(|State(p): State<Shared>, Path(app): Path<u64>, q: Q, h: HeaderMap, Json(b): Json<Value>| async move {
+                        authorized(&p, &q, &h, app)?;
+                        let mut g = p.lock();
+                        g.writes += 1;
+                        let id = 100 + g.subscriptions.len() as u64;
+                        let s = (
+                            id,
+                            b["eventType"].as_str().unwrap_or_default().to_string(),
+                            b["propertyName"].as_str().map(str::to_string),
+                            b["active"].as_bool().unwrap_or(false),
+                        );
+                        g.subscriptions.push(s.clone());
+                        Ok::<_, StatusCode>(Json(sub_json(&s)))
+                    }),
+                )
+                .route(
+                    "/webhooks/v3/{app}/subscriptions/{id}",
+                    patch(|State(p): State<Shared>, Path((app, id)): Path<(u64, u64)>, q: Q, h: HeaderMap, Json(b): Json<Value>| async move {
+                        authorized(&p, &q, &h, app)?;
+                        let mut g = p.lock();
+                        g.writes += 1;
+                        let s = g.subscriptions.iter_mut().find(|s| s.0 == id).ok_or(StatusCode::NOT_FOUND)?;
+                        s.3 = b["active"].as_bool().unwrap_or(s.3);
+                        Ok::<_, StatusCode>(Json(sub_json(s)))
+                    }),
+                )
+                .with_state(portal)
+        }
+
+        async fn client(portal: Shared) -> HubSpotClient {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, stub(portal)).await;
+            });
+            HubSpotClient::new(HubSpotConfig::new(base, "pat-token")).unwrap()
+        }
+
+        fn deal_schema(props: &[&str]) -> PairSchema {
+            PairSchema {
+                spec: PairSpec::of(ObjectPair::OpportunityDeal),
+                sf_fields: vec![],
+                sf_kinds: vec![],
+                sf_calculated: vec![],
+                hs_fields: props.iter().map(|p| p.to_string()).collect(),
+                hs_kinds: vec![],
+                sf_writable: HashMap::new(),
+                hs_writable: HashMap::new(),
+            }
+        }
+
+        const PUBLIC: &str = "https://sync.example.test/hooks/hubspot";
+
+        fn opts(app_id: Option<u64>, key: bool) -> WebhookSetup {
+            WebhookSetup {
+                app_id,
+                public_url: PUBLIC.into(),
+                developer_api_key: key.then(|| Secret::new(DEV_KEY)),
+            }
+        }
+
+        #[tokio::test]
+        async fn missing_settings_and_subscriptions_are_made_and_then_confirmed() {
+            let portal = Shared::default();
+            portal
+                .lock()
+                .subscriptions
+                .push((1, "deal.creation".into(), None, true));
+            portal.lock().subscriptions.push((
+                2,
+                "deal.propertyChange".into(),
+                Some("amount".into()),
+                false,
+            ));
+            portal
+                .lock()
+                .subscriptions
+                .push((3, "contact.creation".into(), None, true));
+            let hs = client(portal.clone()).await;
+            let pairs = [deal_schema(&["amount", "dealname"])];
+            let mut report = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &pairs, &opts(None, true), true, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: true
+                }),
+                "{report:?}"
+            );
+            let writes = {
+                let g = portal.lock();
+                assert_eq!(g.bad_auth, 0);
+                assert_eq!(g.target_url.as_deref(), Some(PUBLIC));
+                let mut active: Vec<String> = g
+                    .subscriptions
+                    .iter()
+                    .filter(|s| s.3 && s.1.starts_with("deal."))
+                    .map(|s| {
+                        format!(
+                            "{}{}",
+                            s.1,
+                            s.2.as_deref().map(|p| format!(":{p}")).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                active.sort();
+                assert_eq!(
+                    active,
+                    [
+                        "deal.creation",
+                        "deal.deletion",
+                        "deal.propertyChange:amount",
+                        "deal.propertyChange:dealname"
+                    ]
+                );
+                assert_eq!(
+                    g.subscriptions.len(),
+                    5,
+                    "the paused one was switched on, not duplicated"
+                );
+                g.writes
+            };
+            let statuses: Vec<CheckStatus> = report.checks.iter().map(|c| c.status).collect();
+            assert_eq!(
+                statuses,
+                [CheckStatus::Ok, CheckStatus::Created, CheckStatus::Created]
+            );
+
+            // Every call went through the client's governor and counters.
+            let m = hs.metrics();
+            assert_eq!(m.calls_with("hs.token.info", "200"), 1);
+            assert_eq!(m.calls_with("hs.webhooks.settings.get", "404"), 1);
+            assert_eq!(m.calls_with("hs.webhooks.settings.put", "200"), 1);
+            assert_eq!(m.calls_with("hs.webhooks.subscriptions.create", "200"), 2);
+            assert_eq!(m.calls_with("hs.webhooks.subscriptions.update", "200"), 1);
+            assert_eq!(hs.daily_calls(), m.total_calls());
+
+            // Run again: everything holds, nothing is written.
+            let mut again = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &pairs, &opts(Some(APP), true), true, &mut again).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: true
+                })
+            );
+            assert!(
+                again.checks.iter().all(|c| c.status == CheckStatus::Ok),
+                "{again:?}"
+            );
+            assert_eq!(portal.lock().writes, writes);
+        }
+
+        #[tokio::test]
+        async fn a_dry_run_or_no_developer_key_only_reports() {
+            let portal = Shared::default();
+            let hs = client(portal.clone()).await;
+            let pairs = [deal_schema(&["amount"])];
+            let mut report = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &pairs, &opts(None, true), false, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: false
+                })
+            );
+            assert_eq!(portal.lock().writes, 0);
+            let text = format!("{report:?}");
+            assert!(
+                text.contains("dry run") && text.contains("deal.propertyChange:amount"),
+                "{text}"
+            );
+
+            let mut report = SetupReport::default();
+            let feed =
+                ensure_webhooks(&hs, &pairs, &opts(Some(42), false), true, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: 42,
+                    verified: false
+                })
+            );
+            let last = report.checks.last().unwrap();
+            assert_eq!(last.status, CheckStatus::Warning);
+            assert!(
+                last.message.contains("developer API key"),
+                "{}",
+                last.message
+            );
+            assert_eq!(portal.lock().writes, 0);
+        }
+
+        #[tokio::test]
+        async fn a_wrong_developer_key_is_a_warning_not_a_failure() {
+            let portal = Shared::default();
+            let hs = client(portal.clone()).await;
+            let mut o = opts(Some(APP), true);
+            o.developer_api_key = Some(Secret::new("wrong"));
+            let mut report = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &[deal_schema(&[])], &o, true, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: APP,
+                    verified: false
+                })
+            );
+            assert!(report.failures().next().is_none());
+            assert!(
+                !format!("{report:?}").contains("wrong"),
+                "the key never shows"
+            );
+        }
     }
 }

@@ -3,6 +3,10 @@
 //! lease), and [`assemble`], the part shared with the service's scheduler, which builds
 //! its engines from stored connections and the tenant's active plugin version.
 //!
+//! With `[hubspot.webhooks]`, [`bind_webhooks`] binds the webhook receiver's socket before
+//! anything else (a port in use is a config error) and [`WebhookListener::serve`] serves the
+//! receiver for the started engine, which then wakes on the deliveries it stores.
+//!
 //! This is the one place that turns configuration into running parts; [`start`] must never
 //! read a credential other than from the environment variables the config names.
 
@@ -11,7 +15,8 @@ use std::sync::Arc;
 use super::config::{StageMapMode, SyncSection, TenantConfig};
 use super::engine::{Engine, EngineOptions};
 use super::error::SyncError;
-use super::setup::{self, SetupOptions, SetupReport};
+use super::setup::{self, SetupOptions, SetupReport, WebhookSetup};
+use super::webhook_receiver::{WebhookReceiver, WebhookReceiverConfig};
 use crate::crm::Secret;
 use crate::crm::hubspot::{HubSpotClient, HubSpotConfig};
 use crate::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
@@ -76,6 +81,8 @@ pub struct EngineParts {
     pub holder: String,
     /// Lease time to live.
     pub lease_ttl_ms: i64,
+    /// The HubSpot webhook change feed to set up (`[hubspot.webhooks]`), if any.
+    pub webhooks: Option<WebhookSetup>,
 }
 
 /// Starts an engine. Set-up failures (a missing permission, a missing external-id field)
@@ -88,6 +95,14 @@ pub async fn start(
 ) -> Result<(Engine, SetupReport), SyncError> {
     let salesforce = cfg.salesforce_client_config(env)?;
     let hubspot = cfg.hubspot_client_config(env)?;
+    let webhooks = match (&cfg.hubspot.webhooks, cfg.webhook_credentials(env)?) {
+        (Some(w), Some(credentials)) => Some(WebhookSetup {
+            app_id: w.app_id,
+            public_url: w.public_url(),
+            developer_api_key: credentials.developer_api_key,
+        }),
+        _ => None,
+    };
     let retry = RetrySchedule {
         delays_ms: vec![(cfg.sync.retry_interval_secs as i64).saturating_mul(1000)],
         max_attempts: None,
@@ -128,6 +143,7 @@ pub async fn start(
         dry_run: opts.dry_run,
         holder,
         lease_ttl_ms: opts.lease_ttl_ms,
+        webhooks,
     };
     assemble(parts, None).await
 }
@@ -159,6 +175,7 @@ pub async fn assemble(
         identity_stage_map: parts.identity_stage_map,
         create_missing: !parts.dry_run,
         username,
+        webhooks: parts.webhooks,
     };
     let setup = setup::run(&sf, &hs, &parts.plugin, parts.plugin_config, &setup_opts).await?;
     let failed: Vec<String> = setup
@@ -274,5 +291,76 @@ impl CredentialProvider for SyncCredentials {
                 .map_err(|e| GatewayError::Credential(format!("salesforce session: {e}"))),
             CrmTarget::Hubspot => Ok(self.hubspot_token.expose().to_string()),
         }
+    }
+}
+
+/// The webhook receiver's bound socket, before the engine it feeds exists.
+#[derive(Debug)]
+pub struct WebhookListener {
+    listener: tokio::net::TcpListener,
+    public_url: String,
+    client_secret: Secret,
+}
+
+/// Binds the webhook receiver's socket (`[hubspot.webhooks] listen`) and reads the client
+/// secret; `None` when webhooks are not configured. A socket that cannot be bound is a
+/// [`SyncError::Config`] naming the address.
+pub async fn bind_webhooks(
+    cfg: &TenantConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<WebhookListener>, SyncError> {
+    let (Some(w), Some(credentials)) = (&cfg.hubspot.webhooks, cfg.webhook_credentials(env)?)
+    else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(w.listen).await.map_err(|e| {
+        SyncError::Config(format!(
+            "hubspot.webhooks.listen: cannot listen on {}: {e}",
+            w.listen
+        ))
+    })?;
+    Ok(Some(WebhookListener {
+        listener,
+        public_url: w.public_url(),
+        client_secret: credentials.client_secret,
+    }))
+}
+
+impl WebhookListener {
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The URL HubSpot calls.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Serves the receiver for `engine` (its store and tenant, and the app its set-up
+    /// found, whose own writes are dropped) on a task of the current runtime, and makes the
+    /// engine wake on the changes it stores. Fails if the set-up established no webhook
+    /// feed.
+    pub fn serve(self, engine: &mut Engine) -> Result<tokio::task::JoinHandle<()>, SyncError> {
+        let Some(feed) = engine.setup().webhook_feed else {
+            return Err(SyncError::Config(
+                "hubspot.webhooks is set but the set-up established no webhook feed".into(),
+            ));
+        };
+        let receiver = WebhookReceiver::new(WebhookReceiverConfig {
+            store: engine.store().clone(),
+            tenant: engine.lease().tenant.clone(),
+            client_secret: self.client_secret,
+            app_id: feed.app_id,
+            public_url: self.public_url,
+        });
+        engine.on_hubspot_changes(receiver.changes_arrived());
+        let router = receiver.router();
+        let listener = self.listener;
+        Ok(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the HubSpot webhook receiver stopped");
+            }
+        }))
     }
 }

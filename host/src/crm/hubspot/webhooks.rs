@@ -84,7 +84,7 @@ fn signed_uri(uri: &str) -> String {
             && i + 3 <= bytes.len()
             && let Some(c) = DECODED_IN_URI
                 .iter()
-                .find(|(enc, _)| uri[i..i + 3].eq_ignore_ascii_case(enc))
+                .find(|(enc, _)| bytes[i..i + 3].eq_ignore_ascii_case(enc.as_bytes()))
                 .map(|(_, c)| *c)
         {
             out.push(c);
@@ -167,7 +167,7 @@ pub fn verify_signature_v3(
 pub enum ChangeKind {
     /// `*.creation`.
     Created,
-    /// `*.deletion`.
+    /// `*.deletion` (and `contact.privacyDeletion`).
     Deleted,
     /// `*.propertyChange` of one property.
     PropertyChanged {
@@ -287,7 +287,8 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<ChangeEvent>, WebhookRejection> {
         };
         let kind = match action {
             "creation" => ChangeKind::Created,
-            "deletion" => ChangeKind::Deleted,
+            // A GDPR deletion removes the contact like any deletion.
+            "deletion" | "privacyDeletion" => ChangeKind::Deleted,
             "propertyChange" => match r.property_name {
                 Some(p) if !p.is_empty() => ChangeKind::PropertyChanged { property: p },
                 _ => ChangeKind::Other(action.to_string()),
@@ -402,6 +403,9 @@ mod tests {
             signed_uri("https://a.test/h?x=a%3Ab%2fc%2A%20d%3B%7E"),
             "https://a.test/h?x=a:b/c*%20d;%7E"
         );
+        // Never splits a character, whatever follows a `%`.
+        assert_eq!(signed_uri("https://a.test/é%é%3a"), "https://a.test/é%é:");
+        assert_eq!(signed_uri("https://a.test/%"), "https://a.test/%");
         let secret = Secret::new("s");
         let ts = "1000";
         let sig = sign_v3(&secret, "POST", "https://a.test/h?t=a:b", b"[]", ts);
@@ -435,11 +439,12 @@ mod tests {
           {"eventId":104,"subscriptionType":"ticket.creation","objectId":5},
           {"eventId":105,"subscriptionType":"deal.merge","objectId":9,"changeSource":"CRM_UI","mergedObjectIds":[8]},
           {"eventId":106,"subscriptionType":"object.creation","objectTypeId":"0-3","objectId":10},
-          {"eventId":107,"subscriptionType":"something.new","objectId":11}
+          {"eventId":107,"subscriptionType":"something.new","objectId":11},
+          {"eventId":108,"subscriptionType":"contact.privacyDeletion","objectId":12}
         ]"#;
         let events = parse_events(body).unwrap();
         let ids: Vec<u64> = events.iter().map(|e| e.event_id).collect();
-        assert_eq!(ids, [100, 101, 102, 105, 106]);
+        assert_eq!(ids, [100, 101, 102, 105, 106, 108]);
         assert_eq!(
             events[0],
             ChangeEvent {
@@ -465,6 +470,7 @@ mod tests {
         assert_eq!(events[2].source_id, None);
         assert_eq!(events[3].kind, ChangeKind::Other("merge".into()));
         assert_eq!(events[4].object_type, "deals");
+        assert_eq!(events[5].kind, ChangeKind::Deleted);
     }
 
     #[test]

@@ -178,9 +178,10 @@ pub struct Engine {
     progress: Option<ProgressFn>,
     /// Incremental cycles run (the association sweep's clock).
     incremental_cycles: u64,
-    /// Notified when the webhook receiver stored a change someone else made in HubSpot:
-    /// the poll loop then runs its next cycle without waiting out the interval.
-    feed_arrivals: Option<Arc<tokio::sync::Notify>>,
+    /// Notified when the webhook receiver stored a change someone else made in HubSpot
+    /// (the change feed): the poll loop then runs its next cycle without waiting out the
+    /// interval.
+    hubspot_changes_arrived: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn now_ms() -> i64 {
@@ -429,7 +430,7 @@ impl Engine {
             ocr_since_ms: None,
             progress: None,
             incremental_cycles: 0,
-            feed_arrivals: None,
+            hubspot_changes_arrived: None,
         }
     }
 
@@ -455,10 +456,16 @@ impl Engine {
         self.progress = Some(f);
     }
 
-    /// Wakes the poll loop when `arrivals` is notified (the webhook receiver's signal that
-    /// a change made by someone else in HubSpot was stored).
-    pub fn wake_on_feed(&mut self, arrivals: Arc<tokio::sync::Notify>) {
-        self.feed_arrivals = Some(arrivals);
+    /// Wakes on `arrived`, which the HubSpot webhook receiver notifies when it stored new
+    /// changes (see [`crate::sync::webhook_receiver::WebhookReceiver::changes_arrived`]).
+    pub fn on_hubspot_changes(&mut self, arrived: Arc<tokio::sync::Notify>) {
+        self.hubspot_changes_arrived = Some(arrived);
+    }
+
+    /// What the webhook receiver notifies when it stored new HubSpot changes, when a
+    /// receiver runs for this engine.
+    pub fn hubspot_changes_arrived(&self) -> Option<&Arc<tokio::sync::Notify>> {
+        self.hubspot_changes_arrived.as_ref()
     }
 
     /// The set-up it runs with.
@@ -775,7 +782,7 @@ impl Engine {
                 return r.map(|_| ());
             }
             let wait = interval.saturating_sub(started.elapsed());
-            let arrivals = self.feed_arrivals.clone();
+            let arrivals = self.hubspot_changes_arrived.clone();
             let feed_arrival = async {
                 match arrivals {
                     Some(n) => n.notified().await,
