@@ -13,7 +13,7 @@ use dealbridge::crm::salesforce::{SalesforceClient, SalesforceConfig, Salesforce
 use dealbridge::crm::{Secret, TransportOptions};
 use dealbridge::sync::Engine;
 use dealbridge::sync::TenantConfig;
-use dealbridge::sync::start::{StartOptions, start};
+use dealbridge::sync::start::{StartOptions, bind_webhooks, start};
 use dealbridge_emulator::RunningEmulators;
 
 /// One test's world.
@@ -111,6 +111,7 @@ impl World {
                 dry_run: false,
                 holder: Some(name.into()),
                 lease_ttl_ms: 1_000,
+                ..StartOptions::default()
             },
         )
         .await
@@ -345,6 +346,74 @@ impl World {
         HubSpotClient::new(hc).unwrap()
     }
 
+    /// The tenant config with the HubSpot webhook feed on (`[hubspot.webhooks]`: a
+    /// receiver on a free loopback port, the emulated app's client secret and developer
+    /// key, so set-up points the app at the receiver and subscribes), `extra` appended.
+    pub fn config_with_feed(&self, extra: &str) -> TenantConfig {
+        let store = format!("sqlite://{}?mode=rwc", self.store_path().display());
+        let text = demo_config(
+            &self.emu.salesforce_urls.https,
+            &self.emu.hubspot_urls.https,
+            &self.emu.ca_cert_path,
+            &store,
+            1.0,
+        );
+        let feed = "\n[hubspot.webhooks]\nlisten = \"127.0.0.1:0\"\nclient_secret_env = \"DEMO_HS_WEBHOOK_SECRET\"\ndeveloper_api_key_env = \"DEMO_HS_DEVELOPER_KEY\"\n";
+        // The table belongs to [hubspot]: before [plugin].
+        let text = text.replacen("\n[plugin]", &format!("{feed}\n[plugin]"), 1);
+        TenantConfig::parse(&format!("{text}\n{extra}")).expect("test config parses")
+    }
+
+    /// An engine for a config with the webhook feed on: its receiver bound first, then
+    /// set-up (which points HubSpot at it), then served for the engine.
+    pub async fn engine_with_feed(&self, cfg: &TenantConfig, name: &str) -> Engine {
+        let env = demo_env(&self.emu);
+        let listener = bind_webhooks(cfg, &env)
+            .await
+            .expect("the receiver binds")
+            .expect("the config has [hubspot.webhooks]");
+        let (mut e, _) = start(
+            cfg,
+            &env,
+            StartOptions {
+                dry_run: false,
+                holder: Some(name.into()),
+                lease_ttl_ms: 1_000,
+                webhook_public_url: Some(listener.public_url().to_string()),
+            },
+        )
+        .await
+        .expect("engine starts");
+        listener.serve(&mut e).expect("the receiver serves");
+        e
+    }
+
+    /// A HubSpot client that edits as a person in HubSpot's UI (the emulator attributes
+    /// its changes to a user, not to dealbridge's app).
+    pub fn hubspot_person(&self) -> HubSpotClient {
+        let mut hc = HubSpotConfig::new(
+            self.emu.hubspot_urls.https.clone(),
+            Secret::new(self.emu.hubspot_credentials.user_token.clone()),
+        );
+        hc.transport = TransportOptions {
+            ca_cert_pem: Some(self.emu.ca_cert_path.clone()),
+            ..TransportOptions::default()
+        };
+        HubSpotClient::new(hc).unwrap()
+    }
+
+    /// Waits until the HubSpot emulator delivered every webhook event it queued.
+    pub async fn webhooks_delivered(&self) {
+        assert!(
+            self.emu
+                .hubspot
+                .wait_webhooks_idle(std::time::Duration::from_secs(30))
+                .await,
+            "the HubSpot emulator delivered its webhooks within 30 s: {:?}",
+            self.emu.hubspot.webhook_stats()
+        );
+    }
+
     /// An engine and its set-up report.
     pub async fn engine_with_report(
         &self,
@@ -359,6 +428,7 @@ impl World {
                 dry_run: false,
                 holder: Some(name.into()),
                 lease_ttl_ms: 1_000,
+                ..StartOptions::default()
             },
         )
         .await

@@ -261,6 +261,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<ExitStatus> {
             &env,
             StartOptions {
                 dry_run: args.dry_run,
+                webhook_public_url: webhooks.as_ref().map(|l| l.public_url().to_string()),
                 ..StartOptions::default()
             },
         )

@@ -36,6 +36,9 @@ pub struct StartOptions {
     pub holder: Option<String>,
     /// Lease time to live.
     pub lease_ttl_ms: i64,
+    /// The URL HubSpot calls for webhooks when it is not the config's: the bound
+    /// receiver's ([`WebhookListener::public_url`], e.g. for `listen` port 0).
+    pub webhook_public_url: Option<String>,
 }
 
 impl Default for StartOptions {
@@ -44,6 +47,7 @@ impl Default for StartOptions {
             dry_run: false,
             holder: None,
             lease_ttl_ms: 60_000,
+            webhook_public_url: None,
         }
     }
 }
@@ -98,7 +102,10 @@ pub async fn start(
     let webhooks = match (&cfg.hubspot.webhooks, cfg.webhook_credentials(env)?) {
         (Some(w), Some(credentials)) => Some(WebhookSetup {
             app_id: w.app_id,
-            public_url: w.public_url(),
+            public_url: opts
+                .webhook_public_url
+                .clone()
+                .unwrap_or_else(|| w.public_url()),
             developer_api_key: credentials.developer_api_key,
         }),
         _ => None,
@@ -319,9 +326,15 @@ pub async fn bind_webhooks(
             w.listen
         ))
     })?;
+    // Without a public URL of its own, HubSpot calls the receiver where it listens (its
+    // real port when `listen` asked for any free one).
+    let public_url = match (&w.public_url, listener.local_addr()) {
+        (None, Ok(addr)) => format!("http://{addr}{}", super::webhook_receiver::HOOK_PATH),
+        _ => w.public_url(),
+    };
     Ok(Some(WebhookListener {
         listener,
-        public_url: w.public_url(),
+        public_url,
         client_secret: credentials.client_secret,
     }))
 }
