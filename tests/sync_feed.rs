@@ -7,6 +7,8 @@
 //!   person makes in HubSpot while it runs reaches Salesforce in the same cycle.
 //! - dealbridge's own writes never come back through the feed.
 //! - An archive in HubSpot marks the link at once and leaves the Salesforce record.
+//! - Into a portal with records of its own, the backfill reads only what HubSpot held
+//!   before it started.
 //! - Without the feed, the same backfill still reads back what it wrote (the safe path).
 
 use std::sync::Arc;
@@ -165,4 +167,36 @@ async fn without_the_feed_a_backfill_reads_back_what_it_wrote() {
     e.run_cycle().await.unwrap();
     // The three emptiness checks, and at least one read-back page per object type.
     assert!(hubspot_searches(&w).await >= 6, "{}", w.requests(Emu::HubSpot).await);
+}
+
+/// Into a portal with records of its own, the feed's backfill reads only what HubSpot held
+/// before it started (created before it), not what it wrote, and links the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_a_portal_with_records_the_feed_reads_only_what_was_there_before() {
+    let plain = dealbridge_e2e::world(60).await;
+    let mut e = plain.engine(&plain.config(""), "a").await;
+    let without = e.run_cycle().await.unwrap().counters;
+
+    let fed = dealbridge_e2e::world(60).await;
+    let mut e = fed.engine_with_feed(&fed.config_with_feed(""), "a").await;
+    let with = e.run_cycle().await.unwrap().counters;
+
+    assert!(with.created_hubspot > 0, "{with:?}");
+    assert_eq!(
+        (with.created_hubspot, with.created_salesforce, with.failed),
+        (
+            without.created_hubspot,
+            without.created_salesforce,
+            without.failed
+        )
+    );
+    // Without the feed the backfill reads back what it wrote (each an echo of its own
+    // write); with it, only what HubSpot held before, and no echo.
+    assert!(without.echoes_suppressed > 0, "{without:?}");
+    assert_eq!(with.echoes_suppressed, 0, "{with:?}");
+    assert_eq!(
+        with.read_hubspot,
+        without.read_hubspot - without.echoes_suppressed,
+        "with {with:?}\nwithout {without:?}"
+    );
 }
