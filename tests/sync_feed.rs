@@ -101,7 +101,12 @@ async fn a_backfill_with_the_feed_reads_nothing_back_and_misses_no_edit_made_mea
         .clone()
         .expect("the edit was made during the backfill");
     // Only the three searches that found the portal empty: no read-back.
-    assert_eq!(hubspot_searches(&w).await, 3, "{}", w.requests(Emu::HubSpot).await);
+    assert_eq!(
+        hubspot_searches(&w).await,
+        3,
+        "{}",
+        w.requests(Emu::HubSpot).await
+    );
 
     // The deals' HubSpot pass read that deal by id from the feed and brought the edit to
     // Salesforce; the feed is empty (nothing of dealbridge's own writes either).
@@ -115,7 +120,10 @@ async fn a_backfill_with_the_feed_reads_nothing_back_and_misses_no_edit_made_mea
     );
     w.webhooks_delivered().await;
     assert_eq!(
-        e.store().pending_hubspot_change_count(&tenant()).await.unwrap(),
+        e.store()
+            .pending_hubspot_change_count(&tenant())
+            .await
+            .unwrap(),
         0
     );
     assert!(
@@ -125,7 +133,10 @@ async fn a_backfill_with_the_feed_reads_nothing_back_and_misses_no_edit_made_mea
     // A cycle after that writes nothing.
     let quiet = e.run_cycle().await.unwrap();
     assert_eq!(
-        (quiet.counters.updated_hubspot, quiet.counters.updated_salesforce),
+        (
+            quiet.counters.updated_hubspot,
+            quiet.counters.updated_salesforce
+        ),
         (0, 0),
         "{:?}",
         quiet.counters
@@ -149,10 +160,19 @@ async fn an_archive_in_hubspot_marks_the_link_at_once_and_keeps_the_salesforce_r
         .unwrap();
     assert_eq!(links.len(), 1);
     assert_eq!(links[0].state, LinkState::HubSpotArchived);
-    let opp = w.sf.get("Opportunity", &sf_id, Some(&["Name"])).await.unwrap();
-    assert!(opp.str_field("Name").is_some(), "the opportunity is still there");
+    let opp =
+        w.sf.get("Opportunity", &sf_id, Some(&["Name"]))
+            .await
+            .unwrap();
+    assert!(
+        opp.str_field("Name").is_some(),
+        "the opportunity is still there"
+    );
     assert_eq!(
-        e.store().pending_hubspot_change_count(&tenant()).await.unwrap(),
+        e.store()
+            .pending_hubspot_change_count(&tenant())
+            .await
+            .unwrap(),
         0
     );
 }
@@ -166,7 +186,11 @@ async fn without_the_feed_a_backfill_reads_back_what_it_wrote() {
     w.reset_accounting().await;
     e.run_cycle().await.unwrap();
     // The three emptiness checks, and at least one read-back page per object type.
-    assert!(hubspot_searches(&w).await >= 6, "{}", w.requests(Emu::HubSpot).await);
+    assert!(
+        hubspot_searches(&w).await >= 6,
+        "{}",
+        w.requests(Emu::HubSpot).await
+    );
 }
 
 /// Into a portal with records of its own, the feed's backfill reads only what HubSpot held

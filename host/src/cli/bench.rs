@@ -44,7 +44,7 @@ use crate::crm::salesforce::{
 };
 use crate::crm::{Secret, TransportOptions};
 use crate::store::{ObjectPair, RunCounters, TenantId};
-use crate::sync::start::{StartOptions, start};
+use crate::sync::start::{StartOptions, bind_webhooks, start};
 use crate::sync::{Engine, TenantConfig};
 
 /// Benchmarks.
@@ -119,10 +119,34 @@ pub struct SyncBenchArgs {
     /// Seconds to wait for one edit to arrive before counting it as lost.
     #[arg(long, default_value_t = 30.0)]
     pub arrival_timeout: f64,
+    /// How the engine learns of HubSpot changes: `polling` (search windows only) or
+    /// `webhooks` (the emulated app delivers signed events to the engine's receiver, which
+    /// keeps only others' changes; a backfill then reads nothing back).
+    #[arg(long, value_enum, default_value = "polling")]
+    pub feed: Feed,
     /// Print one JSON object with every figure instead of the table.
     #[arg(long)]
     pub json: bool,
 }
+
+/// How the benchmarked engine learns of HubSpot changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feed {
+    /// Search windows since each checkpoint (and a backfill's read-back).
+    Polling,
+    /// The HubSpot webhook feed (`[hubspot.webhooks]`) beside the search windows.
+    Webhooks,
+}
+
+/// The `[hubspot.webhooks]` table of the bench tenant: a receiver on a free loopback port,
+/// the emulated app's secret and developer key.
+const WEBHOOKS_TABLE: &str = r#"
+[hubspot.webhooks]
+listen = "127.0.0.1:0"
+client_secret_env = "DEMO_HS_WEBHOOK_SECRET"
+developer_api_key_env = "DEMO_HS_DEVELOPER_KEY"
+"#;
 
 /// One measured figure, beside its target.
 #[derive(Debug, Clone, Serialize)]
@@ -215,7 +239,13 @@ enum Limits {
 
 /// The bench tenant: emulator URLs, its CA, SQLite, default rules (as the demo's, with the
 /// seeded `Type` values, which are no HubSpot `dealtype` options, not synced).
-fn bench_config(emu: &RunningEmulators, store: &str, limits: Limits, poll: f64) -> String {
+fn bench_config(
+    emu: &RunningEmulators,
+    store: &str,
+    limits: Limits,
+    poll: f64,
+    feed: Feed,
+) -> String {
     let (rate, search) = match limits {
         Limits::Off => (1_000_000u32, 1_000_000u32),
         Limits::Real => (190, 4),
@@ -240,7 +270,7 @@ token_env = "DEMO_HS_TOKEN"
 ca_file = "{ca}"
 requests_per_10s = {rate}
 search_per_second = {search}
-
+{webhooks}
 [plugin]
 stage_map = "identity"
 
@@ -254,6 +284,10 @@ lookback_secs = 2
         sf = emu.salesforce_urls.https,
         hs = emu.hubspot_urls.https,
         ca = emu.ca_cert_path.display(),
+        webhooks = match feed {
+            Feed::Polling => "",
+            Feed::Webhooks => WEBHOOKS_TABLE,
+        },
     )
 }
 
@@ -400,7 +434,13 @@ fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())
 }
 
-async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::Result<Bed> {
+async fn bed(
+    scenario: Scenario,
+    n: u64,
+    limits: Limits,
+    poll: f64,
+    feed: Feed,
+) -> anyhow::Result<Bed> {
     let Seeded {
         emu,
         http,
@@ -408,7 +448,7 @@ async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::R
         reassigned,
     } = seeded(n, limits).await?;
     let dir = scenario_dir(scenario)?;
-    let cfg = TenantConfig::parse(&bench_config(&emu, &sqlite_url(&dir), limits, poll))?;
+    let cfg = TenantConfig::parse(&bench_config(&emu, &sqlite_url(&dir), limits, poll, feed))?;
     let env = demo_env(&emu);
     for base in [&emu.salesforce_urls.http, &emu.hubspot_urls.http] {
         http.delete(format!("{base}/__emulator/requests"))
@@ -417,9 +457,25 @@ async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::R
             .and_then(|r| r.error_for_status())
             .context("resetting the emulator's request accounting")?;
     }
-    let (engine, _setup) = start(&cfg, &env, StartOptions::default())
+    // The receiver is bound before set-up points the app's webhooks at it.
+    let listener = bind_webhooks(&cfg, &env)
         .await
-        .context("starting the engine (set-up)")?;
+        .context("binding the webhook receiver")?;
+    let (mut engine, _setup) = start(
+        &cfg,
+        &env,
+        StartOptions {
+            webhook_public_url: listener.as_ref().map(|l| l.public_url().to_string()),
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .context("starting the engine (set-up)")?;
+    if let Some(listener) = listener {
+        listener
+            .serve(&mut engine)
+            .context("serving the webhook receiver")?;
+    }
     let mut b = Bed {
         emu,
         http,
@@ -440,7 +496,7 @@ async fn bed(scenario: Scenario, n: u64, limits: Limits, poll: f64) -> anyhow::R
 /// missing-owner errors). A benchmark wants every record syncable: their records move to
 /// the first user who is in HubSpot, before any accounting starts. Returns how many moved.
 async fn reassign_unmatched_owners(emu: &RunningEmulators) -> anyhow::Result<u64> {
-    let (sf, _) = observer_clients(emu)?;
+    let (sf, _) = observer_clients(emu, false)?;
     let people = dealbridge_emulator::people::SALES_TEAM;
     let Some(keep) = people.iter().find(|p| p.in_hubspot) else {
         return Ok(0);
@@ -582,8 +638,8 @@ fn base_result(
     }
 }
 
-async fn run_calls(n: u64, progress: bool) -> anyhow::Result<ScenarioResult> {
-    let mut b = bed(Scenario::Calls, n, Limits::Off, 5.0).await?;
+async fn run_calls(n: u64, feed: Feed, progress: bool) -> anyhow::Result<ScenarioResult> {
+    let mut b = bed(Scenario::Calls, n, Limits::Off, 5.0, feed).await?;
     let (secs, c, failures) = backfill(&mut b, progress).await?;
     let sf = b.requests(&b.emu.salesforce_urls.http.clone()).await?;
     let hs = b.requests(&b.emu.hubspot_urls.http.clone()).await?;
@@ -634,12 +690,17 @@ async fn run_calls(n: u64, progress: bool) -> anyhow::Result<ScenarioResult> {
     Ok(r)
 }
 
-async fn run_throughput(n: u64, limits: Limits, progress: bool) -> anyhow::Result<ScenarioResult> {
+async fn run_throughput(
+    n: u64,
+    limits: Limits,
+    feed: Feed,
+    progress: bool,
+) -> anyhow::Result<ScenarioResult> {
     let scenario = match limits {
         Limits::Off => Scenario::Throughput,
         Limits::Real => Scenario::Throttled,
     };
-    let mut b = bed(scenario, n, limits, 5.0).await?;
+    let mut b = bed(scenario, n, limits, 5.0, feed).await?;
     let cpu_before = process_cpu_secs();
     let (secs, c, failures) = backfill(&mut b, progress).await?;
     let cpu = process_cpu_secs().zip(cpu_before).map(|(a, b)| a - b);
@@ -716,7 +777,7 @@ fn vm_kib(pid: u32, key: &str) -> Option<u64> {
 /// emulators of this one, its peak resident set (`VmHWM`) polled from `/proc` every 20 ms
 /// until it exits (the peak is a high-water mark: the last reading holds it, unless the
 /// process grew in its final 20 ms).
-async fn run_memory(n: u64, progress: bool) -> anyhow::Result<ScenarioResult> {
+async fn run_memory(n: u64, feed: Feed, progress: bool) -> anyhow::Result<ScenarioResult> {
     let Seeded {
         emu,
         http: _,
@@ -727,7 +788,7 @@ async fn run_memory(n: u64, progress: bool) -> anyhow::Result<ScenarioResult> {
     let config = dir.join("tenant.toml");
     std::fs::write(
         &config,
-        bench_config(&emu, &sqlite_url(&dir), Limits::Off, 5.0),
+        bench_config(&emu, &sqlite_url(&dir), Limits::Off, 5.0, feed),
     )
     .with_context(|| format!("writing {}", config.display()))?;
     let out_path = dir.join("sync.jsonl");
@@ -748,6 +809,8 @@ async fn run_memory(n: u64, progress: bool) -> anyhow::Result<ScenarioResult> {
         "DEMO_SF_USERNAME",
         "DEMO_SF_PASSWORD",
         "DEMO_HS_TOKEN",
+        "DEMO_HS_WEBHOOK_SECRET",
+        "DEMO_HS_DEVELOPER_KEY",
     ] {
         cmd.env(k, env(k).unwrap_or_default());
     }
@@ -852,7 +915,12 @@ struct Edit {
     arrived: Option<Duration>,
 }
 
-fn observer_clients(emu: &RunningEmulators) -> anyhow::Result<(SalesforceClient, HubSpotClient)> {
+/// Clients that read (and edit) the emulators beside the engine; `as_person`: the HubSpot
+/// client edits as a person in HubSpot's UI, not as dealbridge's app.
+fn observer_clients(
+    emu: &RunningEmulators,
+    as_person: bool,
+) -> anyhow::Result<(SalesforceClient, HubSpotClient)> {
     let env = demo_env(emu);
     let var = |k: &str| env(k).unwrap_or_default();
     let mut c = SalesforceConfig::new(
@@ -866,10 +934,12 @@ fn observer_clients(emu: &RunningEmulators) -> anyhow::Result<(SalesforceClient,
     );
     c.transport = TransportOptions::default();
     let sf = SalesforceClient::new(c)?;
-    let mut h = HubSpotConfig::new(
-        emu.hubspot_urls.http.clone(),
-        Secret::new(var("DEMO_HS_TOKEN")),
-    );
+    let token = if as_person {
+        emu.hubspot_credentials.user_token.clone()
+    } else {
+        var("DEMO_HS_TOKEN")
+    };
+    let mut h = HubSpotConfig::new(emu.hubspot_urls.http.clone(), Secret::new(token));
     h.limits = HubSpotLimits {
         requests_per_interval: 1_000_000,
         interval: Duration::from_secs(10),
@@ -893,6 +963,7 @@ async fn run_latency(
     k: u64,
     poll: f64,
     timeout: f64,
+    feed: Feed,
     progress: bool,
 ) -> anyhow::Result<ScenarioResult> {
     if !(poll > 0.0 && poll <= 3_600.0) {
@@ -901,9 +972,12 @@ async fn run_latency(
     if !(timeout > 0.0 && timeout <= 3_600.0) {
         bail!("--arrival-timeout must be within (0, 3600] seconds, not {timeout}");
     }
-    let mut b = bed(Scenario::Latency, n, Limits::Off, poll).await?;
+    let mut b = bed(Scenario::Latency, n, Limits::Off, poll, feed).await?;
     let (secs, c, failures) = backfill(&mut b, progress).await?;
-    let (sf, hs) = observer_clients(&b.emu)?;
+    let (sf, hs) = observer_clients(&b.emu, false)?;
+    // HubSpot edits are a person's (with the feed, HubSpot delivers them; dealbridge's own
+    // writes never come back through it).
+    let (_, hs_editor) = observer_clients(&b.emu, true)?;
     // Opportunities with a blank Description: a HubSpot description reaches them under
     // the default rule (prefer Salesforce unless blank).
     let rows = sf
@@ -999,15 +1073,18 @@ async fn run_latency(
                     f.insert("Amount".into(), json!(7_000_000 + i));
                     sf.update("Opportunity", &src[i], &f).await?;
                 } else {
-                    hs.batch_update(
-                        "deals",
-                        &[UpdateInput {
-                            id: src[i].clone(),
-                            properties: [("description".to_string(), want)].into_iter().collect(),
-                        }],
-                        None,
-                    )
-                    .await?;
+                    hs_editor
+                        .batch_update(
+                            "deals",
+                            &[UpdateInput {
+                                id: src[i].clone(),
+                                properties: [("description".to_string(), want)]
+                                    .into_iter()
+                                    .collect(),
+                            }],
+                            None,
+                        )
+                        .await?;
                 }
                 if let Ok(mut e) = edits.lock() {
                     e[i].made = Some(t);
@@ -1252,13 +1329,25 @@ fn run_sync(args: SyncBenchArgs) -> anyhow::Result<ExitStatus> {
         let r = rt
             .block_on(async {
                 match s {
-                    Scenario::Calls => run_calls(n, progress).await,
-                    Scenario::Throughput => run_throughput(n, Limits::Off, progress).await,
-                    Scenario::Throttled => run_throughput(n, Limits::Real, progress).await,
-                    Scenario::Latency => {
-                        run_latency(n, args.edits, args.poll, args.arrival_timeout, progress).await
+                    Scenario::Calls => run_calls(n, args.feed, progress).await,
+                    Scenario::Throughput => {
+                        run_throughput(n, Limits::Off, args.feed, progress).await
                     }
-                    Scenario::Memory => run_memory(n, progress).await,
+                    Scenario::Throttled => {
+                        run_throughput(n, Limits::Real, args.feed, progress).await
+                    }
+                    Scenario::Latency => {
+                        run_latency(
+                            n,
+                            args.edits,
+                            args.poll,
+                            args.arrival_timeout,
+                            args.feed,
+                            progress,
+                        )
+                        .await
+                    }
+                    Scenario::Memory => run_memory(n, args.feed, progress).await,
                     Scenario::All => unreachable!("expanded above"),
                 }
             })

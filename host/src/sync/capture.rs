@@ -307,8 +307,11 @@ pub async fn hs_backfill_page(
 ) -> Result<(Vec<HsObject>, Option<u64>), SyncError> {
     let mut req = scan_request(schema, properties, pipelines, until_ms);
     if let Some(t) = created_before_ms {
-        req.extra_filters
-            .push(Filter::new(HS_CREATED_PROPERTY, Operator::Lt, t.to_string()));
+        req.extra_filters.push(Filter::new(
+            HS_CREATED_PROPERTY,
+            Operator::Lt,
+            t.to_string(),
+        ));
     }
     Ok(hs.scan_id_range_page(&req, after_id, through_id).await?)
 }

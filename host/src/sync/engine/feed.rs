@@ -92,8 +92,7 @@ impl Engine {
                     .await?;
                 // A record archived since its event is not found: its deletion event
                 // follows.
-                let records: Vec<HsObject> =
-                    out.items.into_iter().filter_map(Result::ok).collect();
+                let records: Vec<HsObject> = out.items.into_iter().filter_map(Result::ok).collect();
                 cy.report.counters.read_hubspot += records.len() as i64;
                 self.sync_hs_records(cy, schema, records, trigger, None)
                     .await?;
