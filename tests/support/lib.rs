@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use dealbridge::cli::demo::{demo_config, demo_env};
+use dealbridge::cli::demo::{demo_config, demo_env, with_webhook_feed};
 use dealbridge::crm::hubspot::{HubSpotClient, HubSpotConfig};
 use dealbridge::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCredentials};
 use dealbridge::crm::{Secret, TransportOptions};
@@ -351,16 +351,13 @@ impl World {
     /// key, so set-up points the app at the receiver and subscribes), `extra` appended.
     pub fn config_with_feed(&self, extra: &str) -> TenantConfig {
         let store = format!("sqlite://{}?mode=rwc", self.store_path().display());
-        let text = demo_config(
+        let text = with_webhook_feed(&demo_config(
             &self.emu.salesforce_urls.https,
             &self.emu.hubspot_urls.https,
             &self.emu.ca_cert_path,
             &store,
             1.0,
-        );
-        let feed = "\n[hubspot.webhooks]\nlisten = \"127.0.0.1:0\"\nclient_secret_env = \"DEMO_HS_WEBHOOK_SECRET\"\ndeveloper_api_key_env = \"DEMO_HS_DEVELOPER_KEY\"\n";
-        // The table belongs to [hubspot]: before [plugin].
-        let text = text.replacen("\n[plugin]", &format!("{feed}\n[plugin]"), 1);
+        ));
         TenantConfig::parse(&format!("{text}\n{extra}")).expect("test config parses")
     }
 

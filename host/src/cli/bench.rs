@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::ExitStatus;
-use super::demo::demo_env;
+use super::demo::{demo_env, with_webhook_feed};
 use super::sync::progress_bar;
 use crate::crm::governor::HubSpotLimits;
 use crate::crm::hubspot::types::UpdateInput;
@@ -139,15 +139,6 @@ pub enum Feed {
     Webhooks,
 }
 
-/// The `[hubspot.webhooks]` table of the bench tenant: a receiver on a free loopback port,
-/// the emulated app's secret and developer key.
-const WEBHOOKS_TABLE: &str = r#"
-[hubspot.webhooks]
-listen = "127.0.0.1:0"
-client_secret_env = "DEMO_HS_WEBHOOK_SECRET"
-developer_api_key_env = "DEMO_HS_DEVELOPER_KEY"
-"#;
-
 /// One measured figure, beside its target.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
@@ -250,7 +241,7 @@ fn bench_config(
         Limits::Off => (1_000_000u32, 1_000_000u32),
         Limits::Real => (190, 4),
     };
-    format!(
+    let text = format!(
         r#"
 tenant = "bench"
 store = "{store}"
@@ -270,7 +261,7 @@ token_env = "DEMO_HS_TOKEN"
 ca_file = "{ca}"
 requests_per_10s = {rate}
 search_per_second = {search}
-{webhooks}
+
 [plugin]
 stage_map = "identity"
 
@@ -284,11 +275,11 @@ lookback_secs = 2
         sf = emu.salesforce_urls.https,
         hs = emu.hubspot_urls.https,
         ca = emu.ca_cert_path.display(),
-        webhooks = match feed {
-            Feed::Polling => "",
-            Feed::Webhooks => WEBHOOKS_TABLE,
-        },
-    )
+    );
+    match feed {
+        Feed::Polling => text,
+        Feed::Webhooks => with_webhook_feed(&text),
+    }
 }
 
 /// Request accounting of one emulator.

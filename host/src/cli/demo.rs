@@ -21,7 +21,7 @@ use crate::crm::salesforce::{SalesforceClient, SalesforceConfig, SalesforceCrede
 use crate::crm::{Secret, TransportOptions};
 use crate::store::{ObjectPair, Side};
 use crate::sync::TenantConfig;
-use crate::sync::start::{StartOptions, start};
+use crate::sync::start::{StartOptions, bind_webhooks, start};
 
 /// Run the end-to-end demo against in-process emulators.
 #[derive(Debug, Args)]
@@ -84,6 +84,16 @@ lookback_secs = 2
     )
 }
 
+/// `config` (a `tenant.toml` text such as [`demo_config`]'s) with the HubSpot webhook
+/// feed on: a receiver on a free loopback port, the emulated app's client secret and
+/// developer key (from [`demo_env`]), so set-up points the app at the receiver and
+/// subscribes it.
+pub fn with_webhook_feed(config: &str) -> String {
+    const TABLE: &str = "\n[hubspot.webhooks]\nlisten = \"127.0.0.1:0\"\nclient_secret_env = \"DEMO_HS_WEBHOOK_SECRET\"\ndeveloper_api_key_env = \"DEMO_HS_DEVELOPER_KEY\"\n";
+    // The table belongs to [hubspot]: before the next table, [plugin].
+    config.replacen("\n[plugin]", &format!("{TABLE}\n[plugin]"), 1)
+}
+
 /// The environment of the demo config.
 pub fn demo_env(
     emu: &dealbridge_emulator::RunningEmulators,
@@ -128,17 +138,29 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
     let dir = tempfile_dir()?;
     let store_path = args.store.clone().unwrap_or_else(|| dir.join("demo.db"));
     let store_url = format!("sqlite://{}?mode=rwc", store_path.display());
-    let text = demo_config(
+    let text = with_webhook_feed(&demo_config(
         &emu.salesforce_urls.https,
         &emu.hubspot_urls.https,
         &emu.ca_cert_path,
         &store_url,
         args.poll,
-    );
+    ));
     let cfg = TenantConfig::parse(&text)?;
     let env = demo_env(&emu);
 
-    let (mut engine, setup) = match start(&cfg, &env, StartOptions::default()).await {
+    // The webhook receiver first, so set-up points the emulated HubSpot app at it.
+    let listener = match bind_webhooks(&cfg, &env).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitStatus::UsageError);
+        }
+    };
+    let options = StartOptions {
+        webhook_public_url: listener.as_ref().map(|l| l.public_url().to_string()),
+        ..StartOptions::default()
+    };
+    let (mut engine, setup) = match start(&cfg, &env, options).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
@@ -146,6 +168,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
         }
     };
     print_setup(&setup);
+    if let Some(listener) = listener {
+        let url = listener.public_url().to_string();
+        listener
+            .serve(&mut engine)
+            .context("serving the webhook receiver")?;
+        println!("  HubSpot webhooks: delivered to {url} (others' changes only)");
+    }
     println!(
         "\nBackfill (default rules, SQLite store at {}):",
         store_path.display()
@@ -171,10 +200,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
         };
         c
     })?;
+    // HubSpot edits as a person in HubSpot's UI (their changes come through the webhook
+    // feed; dealbridge's own writes never do).
     let hs = HubSpotClient::new({
         let mut c = HubSpotConfig::new(
             emu.hubspot_urls.https.clone(),
-            Secret::new(env("DEMO_HS_TOKEN").unwrap_or_default()),
+            Secret::new(emu.hubspot_credentials.user_token.clone()),
         );
         c.transport = TransportOptions {
             ca_cert_pem: Some(emu.ca_cert_path.clone()),
@@ -228,7 +259,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
         )
         .await?;
         println!(
-            "  HubSpot:    deal {} description := {name:?}",
+            "  HubSpot:    deal {} description := {name:?} (by a person in HubSpot)",
             link.hubspot_id
         );
         checks.push((

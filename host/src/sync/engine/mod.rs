@@ -761,7 +761,8 @@ impl Engine {
 
     // ----- Salesforce → HubSpot -----
 
-    /// Runs cycles every `interval` until `stop` resolves.
+    /// Runs cycles every `interval` until `stop` resolves; sooner (but no sooner than
+    /// half a second after the last one started) when the webhook feed stored a change.
     pub async fn poll(
         &mut self,
         interval: Duration,
@@ -792,11 +793,23 @@ impl Engine {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
-                _ = feed_arrival => {}
+                _ = feed_arrival => {
+                    // A stream of changes runs cycles at most this often (each one also
+                    // searches every pair's window).
+                    let earliest = started + interval.min(FEED_WAKE_MIN_GAP);
+                    tokio::select! {
+                        _ = &mut stop => return Ok(()),
+                        _ = tokio::time::sleep_until(earliest.into()) => {}
+                    }
+                }
             }
         }
     }
 }
+
+/// The shortest time from one cycle's start to the next when the webhook feed wakes the
+/// poll loop early.
+const FEED_WAKE_MIN_GAP: Duration = Duration::from_millis(500);
 
 /// The synced pairs in stages of the dependency order (SYNC-SPEC): accounts and contacts
 /// need nothing of each other; both are linked before the opportunities, whose deals are
