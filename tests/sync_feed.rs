@@ -155,7 +155,11 @@ async fn an_archive_in_hubspot_marks_the_link_at_once_and_keeps_the_salesforce_r
     e.run_cycle().await.unwrap();
     let links = e
         .store()
-        .links_by_hubspot_ids(&tenant(), ObjectPair::OpportunityDeal, &[hs_id.clone()])
+        .links_by_hubspot_ids(
+            &tenant(),
+            ObjectPair::OpportunityDeal,
+            std::slice::from_ref(&hs_id),
+        )
         .await
         .unwrap();
     assert_eq!(links.len(), 1);

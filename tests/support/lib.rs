@@ -103,20 +103,7 @@ impl World {
 
     /// An engine for the config (holder `name`, short lease).
     pub async fn engine(&self, cfg: &TenantConfig, name: &str) -> Engine {
-        let env = demo_env(&self.emu);
-        let (e, _) = start(
-            cfg,
-            &env,
-            StartOptions {
-                dry_run: false,
-                holder: Some(name.into()),
-                lease_ttl_ms: 1_000,
-                ..StartOptions::default()
-            },
-        )
-        .await
-        .expect("engine starts");
-        e
+        self.engine_with_report(cfg, name).await.0
     }
 
     /// Clears the request accounting of both emulators.
@@ -373,10 +360,8 @@ impl World {
             cfg,
             &env,
             StartOptions {
-                dry_run: false,
-                holder: Some(name.into()),
-                lease_ttl_ms: 1_000,
                 webhook_public_url: Some(listener.public_url().to_string()),
+                ..test_start_options(name)
             },
         )
         .await
@@ -418,17 +403,18 @@ impl World {
         name: &str,
     ) -> (Engine, dealbridge::sync::setup::SetupReport) {
         let env = demo_env(&self.emu);
-        start(
-            cfg,
-            &env,
-            StartOptions {
-                dry_run: false,
-                holder: Some(name.into()),
-                lease_ttl_ms: 1_000,
-                ..StartOptions::default()
-            },
-        )
-        .await
-        .expect("engine starts")
+        start(cfg, &env, test_start_options(name))
+            .await
+            .expect("engine starts")
+    }
+}
+
+/// How the tests start an engine: holder `name`, a short lease.
+fn test_start_options(name: &str) -> StartOptions {
+    StartOptions {
+        dry_run: false,
+        holder: Some(name.into()),
+        lease_ttl_ms: 1_000,
+        ..StartOptions::default()
     }
 }

@@ -201,6 +201,10 @@ fn facts(
             "http": emu.hubspot_urls.http,
             "https": emu.hubspot_urls.https,
             "private_app_token": emu.hubspot_credentials.private_app_token,
+            "user_token": emu.hubspot_credentials.user_token,
+            "app_id": emu.hubspot_credentials.app_id,
+            "client_secret": emu.hubspot_credentials.client_secret,
+            "developer_api_key": emu.hubspot_credentials.developer_api_key,
             "control": format!("{}/__emulator/", emu.hubspot_urls.http),
         },
     })
@@ -246,6 +250,9 @@ HubSpot
   http               {hs_http}
   https              {hs_https}
   private-app token  {hs_token}  (Authorization: Bearer <token>)
+  user token         {hs_user}  (edits as a person in HubSpot's UI: webhook events say CRM_UI)
+  webhooks           app {hs_app}, client secret {hs_secret} (signs deliveries),
+                     developer API key {hs_dev} (?hapikey= on /webhooks/v3/{hs_app}/...)
 
 CA certificate for the https URLs: {ca}
 {snapshot_note}
@@ -266,6 +273,10 @@ Control API (no auth): {sf_http}/__emulator/ and {hs_http}/__emulator/
         refresh_token = s(f, &["salesforce", "refresh_token"]),
         hs_https = s(f, &["hubspot", "https"]),
         hs_token = s(f, &["hubspot", "private_app_token"]),
+        hs_user = s(f, &["hubspot", "user_token"]),
+        hs_app = f["hubspot"]["app_id"],
+        hs_secret = s(f, &["hubspot", "client_secret"]),
+        hs_dev = s(f, &["hubspot", "developer_api_key"]),
         ca = s(f, &["ca_cert_path"]),
     )
 }
@@ -360,7 +371,9 @@ mod tests {
                 "security_token": "TOK", "refresh_token": "rt", "control": "http://127.0.0.1:1/__emulator/",
                 "snapshot": "/tmp/snap.json", "loaded_from_snapshot": false},
             "hubspot": {"http": "http://127.0.0.1:3", "https": "https://localhost:4",
-                "private_app_token": "pat-1", "control": "http://127.0.0.1:3/__emulator/"},
+                "private_app_token": "pat-1", "user_token": "user-1", "app_id": 77,
+                "client_secret": "hook-secret", "developer_api_key": "dev-key",
+                "control": "http://127.0.0.1:3/__emulator/"},
         });
         let t = human_text(&f);
         for needle in [
@@ -373,6 +386,11 @@ mod tests {
             "u@x",
             "pwTOK",
             "pat-1",
+            "user-1",
+            "app 77",
+            "hook-secret",
+            "/webhooks/v3/77/",
+            "dev-key",
             "/tmp/x/ca.pem",
             "/tmp/snap.json",
             "curl -s -X POST http://127.0.0.1:1/__emulator/seed",

@@ -290,30 +290,44 @@ pub async fn hs_changes(
 /// The creation time of deals, companies and contacts alike.
 pub const HS_CREATED_PROPERTY: &str = "createdate";
 
-/// A page of a pair's whole HubSpot window (everything modified before `until_ms`) in id
-/// order, after `after_id`: for a backfill, which reads every record once and checkpoints
-/// only at the end (`until_ms`); with `through_id`, only the ids up to it (one of several
-/// id ranges read side by side); with `created_before_ms`, only the records created before
-/// it. Returns the records and where to continue (`None`: done).
+/// What a backfill reads of a pair's HubSpot window: everything modified before `until_ms`
+/// (deals only in `pipelines`, when given), with `created_before_ms` only the records
+/// created before it, with `through_id` only the ids up to it (one of several id ranges
+/// read side by side).
+#[derive(Debug, Clone, Copy)]
+pub struct HsBackfillWindow<'a> {
+    /// The properties to read.
+    pub properties: &'a [String],
+    /// The synced deal pipelines (deals only).
+    pub pipelines: Option<&'a [String]>,
+    /// Only records created before this time (epoch ms).
+    pub created_before_ms: Option<i64>,
+    /// Only ids up to this one (inclusive).
+    pub through_id: Option<u64>,
+    /// The window's end (exclusive), epoch ms.
+    pub until_ms: i64,
+}
+
+/// A page of a pair's whole HubSpot window in id order, after `after_id`: for a backfill,
+/// which reads every record once and checkpoints only at the end (`until_ms`). Returns the
+/// records and where to continue (`None`: done).
 pub async fn hs_backfill_page(
     hs: &HubSpotClient,
     schema: &PairSchema,
-    properties: &[String],
-    pipelines: Option<&[String]>,
-    created_before_ms: Option<i64>,
+    window: &HsBackfillWindow<'_>,
     after_id: u64,
-    through_id: Option<u64>,
-    until_ms: i64,
 ) -> Result<(Vec<HsObject>, Option<u64>), SyncError> {
-    let mut req = scan_request(schema, properties, pipelines, until_ms);
-    if let Some(t) = created_before_ms {
+    let mut req = scan_request(schema, window.properties, window.pipelines, window.until_ms);
+    if let Some(t) = window.created_before_ms {
         req.extra_filters.push(Filter::new(
             HS_CREATED_PROPERTY,
             Operator::Lt,
             t.to_string(),
         ));
     }
-    Ok(hs.scan_id_range_page(&req, after_id, through_id).await?)
+    Ok(hs
+        .scan_id_range_page(&req, after_id, window.through_id)
+        .await?)
 }
 
 fn scan_request(

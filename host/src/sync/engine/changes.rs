@@ -434,18 +434,14 @@ impl Engine {
         r: HsRange<'_>,
         cp: Option<Checkpoint>,
     ) -> Result<(), SyncError> {
-        let read_page = |after: u64| {
-            capture::hs_backfill_page(
-                &self.hs,
-                r.schema,
-                r.props,
-                r.pipelines,
-                r.created_before,
-                after,
-                r.through,
-                r.until,
-            )
+        let window = capture::HsBackfillWindow {
+            properties: r.props,
+            pipelines: r.pipelines,
+            created_before_ms: r.created_before,
+            through_id: r.through,
+            until_ms: r.until,
         };
+        let read_page = |after: u64| capture::hs_backfill_page(&self.hs, r.schema, &window, after);
         let mut page = read_page(r.after).await?;
         let mut cp = cp;
         loop {

@@ -11,7 +11,7 @@
 //! needs no second read.
 
 use super::*;
-use crate::store::SettledHubSpotChange;
+use crate::store::{PendingHubSpotChange, SettledHubSpotChange};
 
 /// Objects taken from the feed per round (a batch read is 100 a call).
 const FEED_ROUND: u32 = 500;
@@ -103,17 +103,7 @@ impl Engine {
             if self.opts.dry_run {
                 break;
             }
-            let settled: Vec<SettledHubSpotChange> = pending
-                .iter()
-                .map(|p| SettledHubSpotChange {
-                    object_type: object_type.to_string(),
-                    object_id: p.object_id.clone(),
-                    up_to_event_id: p.last_event_id,
-                })
-                .collect();
-            self.store
-                .settle_hubspot_changes(&self.lease, &settled)
-                .await?;
+            self.settle_feed(object_type, &pending).await?;
             if !more {
                 break;
             }
@@ -173,6 +163,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Settles `pending` (of `object_type`): each record's events up to the last one read.
+    async fn settle_feed(
+        &self,
+        object_type: &str,
+        pending: &[PendingHubSpotChange],
+    ) -> Result<(), SyncError> {
+        let settled: Vec<SettledHubSpotChange> = pending
+            .iter()
+            .map(|p| SettledHubSpotChange {
+                object_type: object_type.to_string(),
+                object_id: p.object_id.clone(),
+                up_to_event_id: p.last_event_id,
+            })
+            .collect();
+        self.store
+            .settle_hubspot_changes(&self.lease, &settled)
+            .await?;
+        Ok(())
+    }
+
     /// Settles the feed's events of HubSpot objects no synced pair reads (their sync is
     /// off), so they do not pile up.
     pub(super) async fn settle_unsynced_feed(&self) -> Result<(), SyncError> {
@@ -197,17 +207,7 @@ impl Engine {
                     break;
                 }
                 let more = pending.len() >= FEED_ROUND as usize;
-                let settled: Vec<SettledHubSpotChange> = pending
-                    .into_iter()
-                    .map(|p| SettledHubSpotChange {
-                        object_type: object_type.to_string(),
-                        object_id: p.object_id,
-                        up_to_event_id: p.last_event_id,
-                    })
-                    .collect();
-                self.store
-                    .settle_hubspot_changes(&self.lease, &settled)
-                    .await?;
+                self.settle_feed(object_type, &pending).await?;
                 if !more {
                     break;
                 }
