@@ -9,6 +9,8 @@
 //! - An archive in HubSpot marks the link at once and leaves the Salesforce record.
 //! - Into a portal with records of its own, the backfill reads only what HubSpot held
 //!   before it started.
+//! - A feed that refused a delivery while the backfill ran is not trusted: the backfill
+//!   reads back what it wrote.
 //! - Without the feed, the same backfill still reads back what it wrote (the safe path).
 
 use std::sync::Arc;
@@ -100,13 +102,16 @@ async fn a_backfill_with_the_feed_reads_nothing_back_and_misses_no_edit_made_mea
         .unwrap()
         .clone()
         .expect("the edit was made during the backfill");
-    // Only the three searches that found the portal empty: no read-back.
+    // Three searches found the portal empty, and once every create had come back through
+    // the feed one per pair found nothing created before the first of them: nothing read
+    // back. The one HubSpot record read is the deal the person edited.
     assert_eq!(
         hubspot_searches(&w).await,
-        3,
+        6,
         "{}",
         w.requests(Emu::HubSpot).await
     );
+    assert_eq!(r.counters.read_hubspot, 1, "{:?}", r.counters);
 
     // The deals' HubSpot pass read that deal by id from the feed and brought the edit to
     // Salesforce; the feed is empty (nothing of dealbridge's own writes either).
@@ -218,13 +223,60 @@ async fn into_a_portal_with_records_the_feed_reads_only_what_was_there_before() 
             without.failed
         )
     );
-    // Without the feed the backfill reads back what it wrote (each an echo of its own
-    // write); with it, only what HubSpot held before, and no echo.
-    assert!(without.echoes_suppressed > 0, "{without:?}");
-    assert_eq!(with.echoes_suppressed, 0, "{with:?}");
-    assert_eq!(
-        with.read_hubspot,
-        without.read_hubspot - without.echoes_suppressed,
+    // Without the feed the backfill reads back what it wrote, each an echo of its own
+    // write; with it, only what HubSpot held before (among them the records it updated):
+    // every record read fewer is a create not read back.
+    assert!(
+        with.echoes_suppressed < without.echoes_suppressed,
         "with {with:?}\nwithout {without:?}"
     );
+    assert_eq!(
+        without.read_hubspot - with.read_hubspot,
+        without.echoes_suppressed - with.echoes_suppressed,
+        "with {with:?}\nwithout {without:?}"
+    );
+}
+
+/// A delivery the receiver refuses while a backfill runs (here one with no signature) means
+/// the feed may be losing changes: the backfill reads back what it wrote, as without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delivery_during_the_backfill_brings_the_read_back_back() {
+    let w = world_empty_portal(60).await;
+    let cfg = w.config_with_feed("");
+    let mut e = w.engine_with_feed(&cfg, "a").await;
+    let target = w
+        .emu
+        .hubspot
+        .webhooks()
+        .settings()
+        .expect("set-up pointed the app at the receiver")
+        .target_url;
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let done = done.clone();
+        // Once the opportunities' Salesforce pass wrote its deals.
+        e.on_progress(Arc::new(move |pair, _, _| {
+            if pair != ObjectPair::OpportunityDeal.as_str() || done.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let target = target.clone();
+            tokio::task::block_in_place(move || {
+                tokio::runtime::Handle::current().block_on(async move {
+                    let status = reqwest::Client::new()
+                        .post(&target)
+                        .json(&serde_json::json!([]))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    assert_eq!(status.as_u16(), 401);
+                })
+            });
+        }));
+    }
+    let r = e.run_cycle().await.unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    // The deals it created were read back, each an echo of its own write (with a feed that
+    // refused nothing, none is: the first test).
+    assert!(r.counters.echoes_suppressed > 0, "{:?}", r.counters);
 }

@@ -423,6 +423,8 @@ pub enum WebhookOutcome {
     TooLarge,
     /// The store failed; HubSpot retries (503).
     StoreFailed,
+    /// More deliveries at once than the receiver takes; HubSpot retries (429).
+    Busy,
 }
 
 impl WebhookOutcome {
@@ -434,6 +436,7 @@ impl WebhookOutcome {
             WebhookOutcome::BadBody => "bad_body",
             WebhookOutcome::TooLarge => "too_large",
             WebhookOutcome::StoreFailed => "store_failed",
+            WebhookOutcome::Busy => "busy",
         }
     }
 }

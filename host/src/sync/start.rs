@@ -368,6 +368,7 @@ impl WebhookListener {
             public_url: self.public_url,
         });
         engine.on_hubspot_changes(receiver.changes_arrived());
+        engine.on_feed_health(receiver.health());
         let router = receiver.router();
         let listener = self.listener;
         Ok(tokio::spawn(async move {

@@ -6,13 +6,21 @@
 //! and learns of new ones through [`WebhookReceiver::changes_arrived`].
 //!
 //! Answers: 204 stored; 400 not a list of events; 401 missing or wrong signature, or a
-//! timestamp older than five minutes; 413 a body over 4 MiB; 503 the store failed. Every
-//! refusal has a short JSON body `{"error": "..."}`.
+//! timestamp older than five minutes; 413 a body over 4 MiB; 429 more deliveries at once
+//! than it takes (HubSpot retries); 503 the store failed. Every refusal has a short JSON
+//! body `{"error": "..."}`.
+//!
+//! It also keeps the feed's health ([`FeedHealth`]): the app's own creations it verified
+//! (the proof that HubSpot delivers to it, which a backfill needs before it leaves out
+//! what it wrote) and the deliveries it refused.
 //!
 //! This module must never store an event of a delivery that did not verify, never answer
 //! 2xx before the store committed, and never log a delivery's contents or the secret.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -22,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::crm::Secret;
 use crate::crm::hubspot::webhooks::{
@@ -36,6 +44,100 @@ use crate::telemetry::{self, WebhookOutcome};
 pub const HOOK_PATH: &str = "/hooks/hubspot";
 /// The largest delivery accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Deliveries handled at once; more are answered 429 (HubSpot retries them), so that a
+/// flood cannot hold unbounded bodies in memory.
+pub const MAX_CONCURRENT_DELIVERIES: usize = 16;
+
+/// What the receiver verified, for the engine to decide how far to trust the feed: per
+/// HubSpot object type, the app's own creations it received (each write the sync makes
+/// coming back, signed), and the deliveries it refused since it started.
+#[derive(Debug, Default)]
+pub struct FeedHealth {
+    own_creations: std::sync::Mutex<HashMap<String, OwnCreations>>,
+    refused: AtomicU64,
+    changed: Notify,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct OwnCreations {
+    count: u64,
+    /// The earliest `occurredAt` (HubSpot's clock) among those since the last mark.
+    first_since_mark_ms: Option<i64>,
+}
+
+/// Where the feed stood when a backfill of an object type started ([`FeedHealth::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedMark {
+    own_creations: u64,
+    refused: u64,
+}
+
+impl FeedHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnCreations>> {
+        self.own_creations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the start of a backfill of `object_type`: what was received so far, and the
+    /// earliest own creation from here on forgotten.
+    pub fn mark(&self, object_type: &str) -> FeedMark {
+        let mut m = self.lock();
+        let entry = m.entry(object_type.to_string()).or_default();
+        entry.first_since_mark_ms = None;
+        FeedMark {
+            own_creations: entry.count,
+            refused: self.refused.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits (up to `wait`) until at least `created` own creations of `object_type` arrived
+    /// since `mark` with no delivery refused meanwhile; then the earliest one's time on
+    /// HubSpot's clock: every record created from then on by anyone else is in the feed.
+    /// `None`: not proven (nothing created, a refusal, or the creations did not all
+    /// arrive in time).
+    pub async fn proven_since(
+        &self,
+        object_type: &str,
+        mark: FeedMark,
+        created: u64,
+        wait: Duration,
+    ) -> Option<i64> {
+        if created == 0 {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.refused.load(Ordering::SeqCst) != mark.refused {
+                return None;
+            }
+            let now = self.lock().get(object_type).copied().unwrap_or_default();
+            if now.count.saturating_sub(mark.own_creations) >= created {
+                return now.first_since_mark_ms;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn own_created(&self, object_type: &str, occurred_at_ms: i64) {
+        let mut m = self.lock();
+        let entry = m.entry(object_type.to_string()).or_default();
+        entry.count += 1;
+        entry.first_since_mark_ms = Some(
+            entry
+                .first_since_mark_ms
+                .map_or(occurred_at_ms, |t| t.min(occurred_at_ms)),
+        );
+    }
+
+    fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
 
 /// What a receiver is built from.
 #[derive(Debug, Clone)]
@@ -57,6 +159,8 @@ pub struct WebhookReceiverConfig {
 pub struct WebhookReceiver {
     config: Arc<WebhookReceiverConfig>,
     changes_arrived: Arc<Notify>,
+    health: Arc<FeedHealth>,
+    permits: Arc<Semaphore>,
 }
 
 impl WebhookReceiver {
@@ -65,7 +169,14 @@ impl WebhookReceiver {
         WebhookReceiver {
             config: Arc::new(config),
             changes_arrived: Arc::new(Notify::new()),
+            health: Arc::default(),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
         }
+    }
+
+    /// The feed's health as this receiver sees it.
+    pub fn health(&self) -> Arc<FeedHealth> {
+        self.health.clone()
     }
 
     /// Notified (one permit, kept until someone waits) after each delivery that stored at
@@ -171,16 +282,46 @@ async fn deliver(
     body: Body,
 ) -> Response {
     let config = &receiver.config;
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(refusal) => return refusal,
-    };
+    let health = &receiver.health;
+    // Before any body is read: the signature headers, the declared size, a free slot.
     let (signature, timestamp) = match (
         header(&headers, SIGNATURE_V3_HEADER),
         header(&headers, TIMESTAMP_HEADER),
     ) {
         (Ok(s), Ok(t)) => (s, t),
-        (Err(e), _) | (_, Err(e)) => return unauthorized(e),
+        (Err(e), _) | (_, Err(e)) => {
+            health.refused();
+            return unauthorized(e);
+        }
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        health.refused();
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookOutcome::TooLarge,
+            WebhookRejection::TooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+            .to_string(),
+        );
+    }
+    let Ok(_permit) = receiver.permits.clone().try_acquire_owned() else {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            WebhookOutcome::Busy,
+            "too many deliveries at once; retry later".into(),
+        );
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(refusal) => {
+            health.refused();
+            return refusal;
+        }
     };
     let called = match uri.query() {
         Some(q) => format!("{}?{q}", config.public_url),
@@ -196,11 +337,13 @@ async fn deliver(
         signature,
         now_ms,
     ) {
+        health.refused();
         return unauthorized(e);
     }
     let events = match parse_events(&body) {
         Ok(events) => events,
         Err(e) => {
+            health.refused();
             return refuse(
                 StatusCode::BAD_REQUEST,
                 WebhookOutcome::BadBody,
@@ -227,6 +370,15 @@ async fn deliver(
         }
     };
     telemetry::webhook_delivery(WebhookOutcome::Stored, stored, own.len() as u64);
+    // Counted only once stored: a delivery answered 503 comes again.
+    let mut own_creations = false;
+    for e in own.iter().filter(|e| e.kind == ChangeKind::Created) {
+        health.own_created(&e.object_type, e.occurred_at_ms);
+        own_creations = true;
+    }
+    if own_creations {
+        health.changed.notify_waiters();
+    }
     if stored > 0 {
         receiver.changes_arrived.notify_one();
     }

@@ -33,20 +33,13 @@ impl Engine {
             cy.trigger
         };
         if backfill {
-            // Taken before HubSpot is looked at: the feed covers every change from here on.
-            let feed_since = now_ms() - self.opts.lookback_ms;
-            let portal_empty = capture::hs_is_empty(&self.hs, schema.spec.hs_object).await?;
-            if portal_empty {
-                cy.hubspot_empty = Some(pair);
+            // Before anything is written: where the feed stands.
+            if let Some(mark) = self.feed_mark(schema.spec.hs_object) {
+                cy.feed_windows
+                    .insert(pair, FeedWindow { mark, created: 0 });
             }
-            if self.feed_verified() {
-                cy.feed_windows.insert(
-                    pair,
-                    FeedWindow {
-                        since_ms: feed_since,
-                        portal_empty,
-                    },
-                );
+            if capture::hs_is_empty(&self.hs, schema.spec.hs_object).await? {
+                cy.hubspot_empty = Some(pair);
             }
             let roles_wanted = match pair {
                 ObjectPair::OpportunityDeal => true,
@@ -346,16 +339,12 @@ impl Engine {
                 cursor_time_ms: until,
                 cursor_id: String::new(),
             };
-            let feed = cy.feed_windows.get(&pair).copied();
-            if feed.is_some_and(|f| f.portal_empty) {
-                // HubSpot held none of these records when the backfill started, and what
-                // anyone but dealbridge created or changed since is in the webhook feed:
-                // nothing to read back.
-                return self.commit_empty(cy, pair, cpn).await;
-            }
-            // With the feed, only what existed before the backfill: the rest is either
-            // dealbridge's own writes or in the feed.
-            let created_before = feed.map(|f| f.since_ms);
+            // With the feed proven, only what was created before the backfill's first
+            // create: the rest is either its own writes or in the feed.
+            let created_before = match cy.feed_windows.get(&pair).copied() {
+                Some(w) => self.feed_proven_since(schema, w).await,
+                None => None,
+            };
             let range = |after: u64, through: Option<u64>| HsRange {
                 schema,
                 props: &props,
@@ -396,7 +385,7 @@ impl Engine {
         loop {
             cy.report.counters.read_hubspot += page.records.len() as i64;
             if self.feed_on() {
-                cy.note_seen(pair, &page.records);
+                cy.note_seen(schema, &page.records);
             }
             let cpn = Checkpoint {
                 object_pair: pair,
@@ -448,7 +437,7 @@ impl Engine {
             let (records, next) = page;
             cy.report.counters.read_hubspot += records.len() as i64;
             if self.feed_on() {
-                cy.note_seen(r.schema.spec.pair, &records);
+                cy.note_seen(r.schema, &records);
             }
             let cp_here = if next.is_none() { cp.take() } else { None };
             let next_page = async {

@@ -5,13 +5,19 @@
 //! (echo suppression makes a second pass write nothing).
 //!
 //! What the feed buys: a backfill need not read back what it wrote to learn whether a
-//! person edited it meanwhile (`FeedWindow`), and an archive in HubSpot marks its link
-//! at once. The search window of each cycle still runs (a safety net for events HubSpot
+//! person edited it meanwhile, once its own creations came back through the feed
+//! (`FeedWindow`, proven by the receiver's `FeedHealth`), and an archive in HubSpot marks
+//! its link at once (after a read confirms the record is gone). The search window of each cycle still runs (a safety net for events HubSpot
 //! never delivered); an event of a record that window already read at that change or later
 //! needs no second read.
 
 use super::*;
+use crate::crm::hubspot::types::parse_timestamp_ms;
 use crate::store::{PendingHubSpotChange, SettledHubSpotChange};
+
+/// How long a backfill's HubSpot pass waits for its own creations to come back through
+/// the feed before it reads back what it wrote instead.
+const FEED_PROOF_WAIT: Duration = Duration::from_secs(30);
 
 /// Objects taken from the feed per round (a batch read is 100 a call).
 const FEED_ROUND: u32 = 500;
@@ -19,14 +25,16 @@ const FEED_ROUND: u32 = 500;
 const FEED_ROUNDS_PER_PASS: usize = 20;
 
 impl Cycle {
-    /// Notes the records a search window read (id and modification time).
-    pub(super) fn note_seen(&mut self, pair: ObjectPair, records: &[HsObject]) {
+    /// Notes the records a search window read (id and modification time, the pair's
+    /// `modified` property).
+    pub(super) fn note_seen(&mut self, schema: &PairSchema, records: &[HsObject]) {
         if records.is_empty() {
             return;
         }
-        let seen = self.hs_seen.entry(pair).or_default();
+        let modified = schema.spec.hs_modified;
+        let seen = self.hs_seen.entry(schema.spec.pair).or_default();
         for r in records {
-            if let Some(ms) = r.last_modified_ms() {
+            if let Some(ms) = r.prop(modified).and_then(parse_timestamp_ms) {
                 seen.insert(r.id.clone(), ms);
             }
         }
@@ -39,10 +47,39 @@ impl Engine {
         self.setup.webhook_feed.is_some()
     }
 
-    /// Whether the feed is on and set-up verified that HubSpot sends every change of the
-    /// synced objects to it: only then may a backfill skip reading back what it wrote.
-    pub(super) fn feed_verified(&self) -> bool {
-        self.setup.webhook_feed.as_ref().is_some_and(|f| f.verified)
+    /// Where the feed stands for `object_type`, when a backfill may come to trust it: the
+    /// feed is on, set-up verified the app's subscriptions, and a receiver runs for this
+    /// engine (not in a dry run).
+    pub(super) fn feed_mark(&self, object_type: &str) -> Option<FeedMark> {
+        let verified = self.setup.webhook_feed.as_ref().is_some_and(|f| f.verified);
+        match &self.feed_health {
+            Some(h) if verified && !self.opts.dry_run => Some(h.mark(object_type)),
+            _ => None,
+        }
+    }
+
+    /// When the feed proves itself for a pair's backfill (every record it created in
+    /// HubSpot came back through it), the time on HubSpot's clock from which it holds
+    /// everyone else's changes; else `None`, and the backfill reads back what it wrote.
+    pub(super) async fn feed_proven_since(
+        &self,
+        schema: &PairSchema,
+        window: FeedWindow,
+    ) -> Option<i64> {
+        let created = window.created;
+        let health = self.feed_health.as_ref()?;
+        let object_type = schema.spec.hs_object;
+        let since = health
+            .proven_since(object_type, window.mark, created, FEED_PROOF_WAIT)
+            .await;
+        if since.is_none() && created > 0 {
+            tracing::warn!(
+                object_type,
+                created,
+                "the HubSpot webhook feed did not deliver this backfill's own creations (or refused a delivery); reading back what it wrote"
+            );
+        }
+        since
     }
 
     /// The pair's records the feed names, read by id and synced; archived ones mark
@@ -71,34 +108,41 @@ impl Engine {
                 break;
             }
             let more = pending.len() >= FEED_ROUND as usize;
-            let archived: Vec<String> = pending
+            // Read: every record whose latest event is a deletion (to confirm it is gone:
+            // it may have been restored), and every changed one the search window did not
+            // already read at that change or later.
+            let to_read: Vec<(String, bool)> = pending
                 .iter()
-                .filter(|p| p.deleted)
-                .map(|p| p.object_id.clone())
-                .collect();
-            let to_read: Vec<String> = pending
-                .iter()
-                .filter(|p| !p.deleted)
                 .filter(|p| {
-                    seen.get(&p.object_id)
-                        .is_none_or(|&read_at| read_at < p.last_occurred_at_ms)
+                    p.deleted
+                        || seen
+                            .get(&p.object_id)
+                            .is_none_or(|&read_at| read_at < p.last_occurred_at_ms)
                 })
-                .map(|p| p.object_id.clone())
+                .map(|p| (p.object_id.clone(), p.deleted))
                 .collect();
             if !to_read.is_empty() {
+                let ids: Vec<String> = to_read.iter().map(|(id, _)| id.clone()).collect();
                 let out = self
                     .hs
-                    .batch_read(object_type, &to_read, &prop_refs, None)
+                    .batch_read(object_type, &ids, &prop_refs, None)
                     .await?;
-                // A record archived since its event is not found: its deletion event
-                // follows.
-                let records: Vec<HsObject> = out.items.into_iter().filter_map(Result::ok).collect();
+                let mut records = Vec::new();
+                let mut gone = Vec::new();
+                for ((id, deleted), item) in to_read.into_iter().zip(out.items) {
+                    match item {
+                        Ok(r) => records.push(r),
+                        // Archived (its deletion event may still be on its way otherwise).
+                        Err(_) if deleted => gone.push(id),
+                        Err(_) => {}
+                    }
+                }
                 cy.report.counters.read_hubspot += records.len() as i64;
                 self.sync_hs_records(cy, schema, records, trigger, None)
                     .await?;
-            }
-            if !archived.is_empty() {
-                self.mark_hubspot_archived(cy, pair, &archived).await?;
+                if !gone.is_empty() {
+                    self.mark_hubspot_archived(cy, pair, &gone).await?;
+                }
             }
             if self.opts.dry_run {
                 break;

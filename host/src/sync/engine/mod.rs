@@ -42,6 +42,7 @@ use super::error::SyncError;
 use super::plan::{self, Work};
 use super::setup::{PairSchema, PairSpec, Setup, soql_in};
 use super::values;
+use super::webhook_receiver::{FeedHealth, FeedMark};
 use crate::crm::governor::CallUse;
 use crate::crm::hubspot::types::UpdateInput;
 use crate::crm::hubspot::{HsObject, HubSpotClient};
@@ -182,6 +183,8 @@ pub struct Engine {
     /// (the change feed): the poll loop then runs its next cycle without waiting out the
     /// interval.
     hubspot_changes_arrived: Option<Arc<tokio::sync::Notify>>,
+    /// The webhook receiver's view of the feed (none: no receiver runs for this engine).
+    feed_health: Option<Arc<FeedHealth>>,
 }
 
 fn now_ms() -> i64 {
@@ -223,25 +226,27 @@ struct Cycle {
     /// HubSpot read-back can be cut into id ranges read side by side.
     backfill_written: HashMap<ObjectPair, Vec<u64>>,
     /// Pairs whose Salesforce backfill ran this cycle while the HubSpot webhook feed was
-    /// verified: from when the feed covers HubSpot's changes for the pair's HubSpot pass.
+    /// on and verified: where the feed stood when it started.
     feed_windows: HashMap<ObjectPair, FeedWindow>,
+    /// HubSpot records each pair's Salesforce backfill created this cycle.
+    hs_created: HashMap<ObjectPair, u64>,
     /// HubSpot records this cycle's search windows read, with their modification time, by
     /// pair: a webhook event of such a record no newer than what the window read needs no
     /// second read.
     hs_seen: HashMap<ObjectPair, HashMap<String, i64>>,
 }
 
-/// What the webhook feed covers of a pair's backfill: every change someone other than
-/// dealbridge made in HubSpot from `since_ms` on arrives as an event, so the pair's HubSpot
-/// pass need only read what existed before (nothing, when HubSpot held no record of the type
-/// then), not read back what the backfill wrote.
+/// Where the webhook feed stood when a pair's backfill started. Once every record the
+/// backfill created in HubSpot has come back through the feed (signed, no delivery
+/// refused meanwhile), the feed is proven from the earliest of them on: every record
+/// anyone else created or changed since is in it, so the pair's HubSpot pass need only read
+/// what was created before that (on HubSpot's own clock), not read back what the backfill
+/// wrote. Unproven, it reads back as without the feed.
 #[derive(Debug, Clone, Copy)]
 struct FeedWindow {
-    /// Changes from here on are in the feed (the backfill's start, less the look-back for
-    /// clock skew between HubSpot and this host).
-    since_ms: i64,
-    /// HubSpot held no record of the pair's object type when the backfill started.
-    portal_empty: bool,
+    mark: FeedMark,
+    /// The records the backfill created in HubSpot (set once its Salesforce pass is done).
+    created: u64,
 }
 
 impl Cycle {
@@ -263,6 +268,7 @@ impl Cycle {
             role_contacts: Arc::clone(&self.role_contacts),
             backfill_written: HashMap::new(),
             feed_windows: self.feed_windows.clone(),
+            hs_created: HashMap::new(),
             hs_seen: HashMap::new(),
         }
     }
@@ -330,10 +336,14 @@ impl Cycle {
             stage_set_now,
             backfill_written,
             feed_windows,
+            hs_created,
             hs_seen,
             ..
         } = child;
         self.feed_windows.extend(feed_windows);
+        for (pair, n) in hs_created {
+            *self.hs_created.entry(pair).or_default() += n;
+        }
         for (pair, seen) in hs_seen {
             self.hs_seen.entry(pair).or_default().extend(seen);
         }
@@ -344,6 +354,14 @@ impl Cycle {
         self.stage_set_now.extend(stage_set_now);
         for (pair, ids) in backfill_written {
             self.backfill_written.entry(pair).or_default().extend(ids);
+        }
+    }
+
+    /// Gives each pair's feed window the count of records its Salesforce pass created in
+    /// HubSpot, before the HubSpot passes (which run on child cycles) need it.
+    fn seal_feed_windows(&mut self) {
+        for (pair, w) in self.feed_windows.iter_mut() {
+            w.created = self.hs_created.get(pair).copied().unwrap_or(0);
         }
     }
 
@@ -431,6 +449,7 @@ impl Engine {
             progress: None,
             incremental_cycles: 0,
             hubspot_changes_arrived: None,
+            feed_health: None,
         }
     }
 
@@ -460,6 +479,11 @@ impl Engine {
     /// changes (see [`crate::sync::webhook_receiver::WebhookReceiver::changes_arrived`]).
     pub fn on_hubspot_changes(&mut self, arrived: Arc<tokio::sync::Notify>) {
         self.hubspot_changes_arrived = Some(arrived);
+    }
+
+    /// Trusts the webhook feed as far as `health` (its receiver's) proves it.
+    pub fn on_feed_health(&mut self, health: Arc<FeedHealth>) {
+        self.feed_health = Some(health);
     }
 
     /// What the webhook receiver notifies when it stored new HubSpot changes, when a
@@ -568,6 +592,7 @@ impl Engine {
             role_contacts: Arc::default(),
             backfill_written: HashMap::new(),
             feed_windows: HashMap::new(),
+            hs_created: HashMap::new(),
             hs_seen: HashMap::new(),
         };
         let cycle_start = now_ms();
@@ -636,6 +661,7 @@ impl Engine {
             // both.
             let mut hubspot_behind: Vec<&PairSchema> = Vec::new();
             for stage in dependency_stages(&pairs) {
+                cy.seal_feed_windows();
                 // Beside another pass a read-back stays one range: its written ids are not
                 // needed.
                 for behind in &hubspot_behind {
@@ -656,6 +682,7 @@ impl Engine {
             }
             // Alone: nothing else runs beside them, so a backfill's read-back may be read in
             // two id ranges side by side.
+            cy.seal_feed_windows();
             for behind in hubspot_behind {
                 self.capture_hs(cy, behind, true).await?;
             }

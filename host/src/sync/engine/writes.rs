@@ -93,6 +93,7 @@ impl Engine {
         self.commit(cy, pair, commit, cp, now).await?;
         cy.report.counters.add(&counters);
         if collect_written {
+            *cy.hs_created.entry(pair).or_default() += counters.created_hubspot.max(0) as u64;
             cy.backfill_written
                 .entry(pair)
                 .or_default()
