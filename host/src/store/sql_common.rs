@@ -5,6 +5,8 @@
 // `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `RUN_REQUESTED_NOTIFY_SQL`
 // (a statement that tells other replicas a run was asked for, if the database can),
 // `TOKENS_REVOKED_NOTIFY_SQL` (the same for a revoked token or a disabled tenant),
+// `HUBSPOT_CHANGES_WRITE_LOCK_SQL` (a statement, if the database needs one, after which
+// a tenant's received HubSpot changes commit in the order of their `seq`),
 // `ID_CHUNK` (most ids in
 // one `IN (...)` list) and `ROW_CHUNK` (most rows in one multi-row `INSERT`). Every statement
 // here is written once in the SQL both databases accept (`$n` parameters, `ON CONFLICT`,
@@ -1606,6 +1608,14 @@ impl super::Store for This {
             return Ok(0);
         }
         let mut tx = self.begin_write().await?;
+        // The engine settles a record's rows up to the largest `seq` it read: a row with a
+        // smaller `seq` must never become visible after that one.
+        if let Some(lock) = HUBSPOT_CHANGES_WRITE_LOCK_SQL {
+            sqlx::query(lock)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut inserted = 0;
         for chunk in rows.chunks(ROW_CHUNK) {
             let sql = format!(
