@@ -7,7 +7,7 @@ mod hubspot_support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -49,8 +49,10 @@ impl Received {
 #[derive(Default)]
 struct ReceiverState {
     requests: Mutex<Vec<Received>>,
-    /// Requests still to answer with 500.
+    /// Requests still to answer with a failure.
     fail_next: AtomicUsize,
+    /// The failure's status (500 when 0); a 429 comes with `Retry-After: 0`.
+    fail_status: AtomicU16,
 }
 
 /// A local webhook target.
@@ -66,17 +68,27 @@ impl Receiver {
             State(state): State<Arc<ReceiverState>>,
             headers: HeaderMap,
             body: Bytes,
-        ) -> StatusCode {
+        ) -> (StatusCode, HeaderMap) {
             state.requests.lock().push(Received { headers, body });
             let failing = state
                 .fail_next
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-            if failing {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::NO_CONTENT
+            if !failing {
+                return (StatusCode::NO_CONTENT, HeaderMap::new());
             }
+            let status = match state.fail_status.load(Ordering::SeqCst) {
+                0 => StatusCode::INTERNAL_SERVER_ERROR,
+                code => StatusCode::from_u16(code).expect("a valid status"),
+            };
+            let mut headers = HeaderMap::new();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("0"),
+                );
+            }
+            (status, headers)
         }
         let state = Arc::new(ReceiverState::default());
         let router = axum::Router::new()
@@ -781,6 +793,79 @@ async fn failed_deliveries_are_retried_with_the_next_attempt_number() {
     assert_eq!(
         (stats.delivered, stats.failed, stats.retries),
         (1, 1, 3),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn deliveries_refused_with_400_401_403_404_or_405_are_dropped_not_retried() {
+    let h = start(Seed::Empty).await;
+    let receiver = Receiver::start().await;
+    subscribe(&h, &receiver.url, &[("contact.creation", None, true)]).await;
+    let r = h
+        .control(
+            Method::PUT,
+            "/__emulator/webhooks",
+            Some(json!({"retryInitialMs": 20, "maxRetries": 3})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let refused = [400u16, 401, 403, 404, 405];
+    for (i, code) in refused.into_iter().enumerate() {
+        receiver.state.fail_status.store(code, Ordering::SeqCst);
+        receiver.state.fail_next.store(1, Ordering::SeqCst);
+        h.create(
+            "contacts",
+            json!({"email": format!("refused{i}@example.com")}),
+        )
+        .await;
+        assert!(h.hs.wait_webhooks_idle(WAIT).await);
+        assert_eq!(
+            receiver.requests().len(),
+            i + 1,
+            "{code}: sent once, not again"
+        );
+        let stats = h.hs.webhook_stats();
+        assert_eq!(
+            (
+                stats.delivered,
+                stats.failed,
+                stats.retries,
+                stats.in_flight
+            ),
+            (0, i as u64 + 1, 0, 0),
+            "{code}: {stats:?}"
+        );
+        assert!(
+            stats
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(&code.to_string())),
+            "{stats:?}"
+        );
+    }
+
+    // A 429 (after its Retry-After) and a 5xx are retried, and then delivered.
+    for code in [429u16, 503] {
+        receiver.state.fail_status.store(code, Ordering::SeqCst);
+        receiver.state.fail_next.store(1, Ordering::SeqCst);
+        let before = receiver.requests().len();
+        h.create(
+            "contacts",
+            json!({"email": format!("retried{code}@example.com")}),
+        )
+        .await;
+        assert!(h.hs.wait_webhooks_idle(WAIT).await);
+        let attempts: Vec<Value> = receiver.requests()[before..]
+            .iter()
+            .map(|r| r.events()[0]["attemptNumber"].clone())
+            .collect();
+        assert_eq!(attempts, vec![json!(0), json!(1)], "{code}");
+    }
+    let stats = h.hs.webhook_stats();
+    assert_eq!(
+        (stats.delivered, stats.failed, stats.retries),
+        (2, refused.len() as u64, 2),
         "{stats:?}"
     );
 }

@@ -8,7 +8,7 @@
 
 mod pg_schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dealbridge::store::{
@@ -129,7 +129,9 @@ store_suite!(
     revokes_disables_and_deletes_are_announced,
     a_tenant_asking_again_and_again_goes_after_those_due_longer,
     hubspot_changes_are_idempotent_grouped_and_tenant_scoped,
-    hubspot_changes_settle_with_the_batch_up_to_their_event,
+    hubspot_changes_the_store_cannot_keep_are_left_out_not_the_batch,
+    hubspot_changes_that_share_an_event_id_are_all_kept,
+    hubspot_changes_settle_with_the_batch_up_to_their_sequence,
     hubspot_changes_settle_alone_only_under_the_current_lease,
 );
 
@@ -2071,30 +2073,68 @@ fn hs_change(
     }
 }
 
-fn settled(object_type: &str, object_id: &str, up_to_event_id: u64) -> SettledHubSpotChange {
+fn settled(object_type: &str, object_id: &str, up_to_seq: i64) -> SettledHubSpotChange {
     SettledHubSpotChange {
         object_type: object_type.into(),
         object_id: object_id.into(),
-        up_to_event_id,
+        up_to_seq,
     }
+}
+
+/// The pending record `object_id` of `object_type`.
+async fn pending_of(
+    s: &dyn Store,
+    t: &TenantId,
+    object_type: &str,
+    object_id: &str,
+) -> Option<PendingHubSpotChange> {
+    s.pending_hubspot_changes(t, object_type, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.object_id == object_id)
+}
+
+/// A pending record without its store-assigned sequence number: (id, last time, deleted).
+fn pending_shape(p: &PendingHubSpotChange) -> (&str, i64, bool) {
+    (p.object_id.as_str(), p.last_occurred_at_ms, p.deleted)
 }
 
 async fn hubspot_changes_are_idempotent_grouped_and_tenant_scoped(h: &Harness) {
     let s = &*h.store;
     let (t, _) = tenant_with_lease(s, "feed").await;
     let (t2, _) = tenant_with_lease(s, "feed-other").await;
-    let first = [
-        hs_change(30, "deals", "300", "created", 1_000),
+    // Three deliveries: deal 300 arrives first although its event id is the largest.
+    assert_eq!(
+        s.record_hubspot_changes(
+            &t,
+            &[hs_change(30, "deals", "300", "created", 1_000)],
+            5_000
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let second = [
         hs_change(10, "deals", "100", "property", 1_000),
-        hs_change(20, "deals", "200", "property", 1_100),
         hs_change(11, "deals", "100", "property", 1_200),
         hs_change(40, "companies", "100", "property", 1_000),
     ];
     assert_eq!(
-        s.record_hubspot_changes(&t, &first, 5_000).await.unwrap(),
-        5
+        s.record_hubspot_changes(&t, &second, 5_000).await.unwrap(),
+        3
     );
-    // A redelivery (same event ids) inserts nothing; only the new event counts.
+    assert_eq!(
+        s.record_hubspot_changes(
+            &t,
+            &[hs_change(20, "deals", "200", "property", 1_100)],
+            5_000
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    // A redelivery (the same events) inserts nothing; only the new event counts.
     let again = [
         hs_change(11, "deals", "100", "property", 1_200),
         hs_change(12, "deals", "100", "deleted", 1_300),
@@ -2107,47 +2147,38 @@ async fn hubspot_changes_are_idempotent_grouped_and_tenant_scoped(h: &Harness) {
     assert_eq!(s.record_hubspot_changes(&t, &[], 6_000).await.unwrap(), 0);
     assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 6);
 
-    // One row per record, the one with the oldest pending event first.
+    // One row per record, in the order the records' oldest pending rows arrived.
     let deals = s.pending_hubspot_changes(&t, "deals", 100).await.unwrap();
     assert_eq!(
-        deals,
-        vec![
-            PendingHubSpotChange {
-                object_id: "100".into(),
-                last_event_id: 12,
-                last_occurred_at_ms: 1_300,
-                deleted: true,
-            },
-            PendingHubSpotChange {
-                object_id: "200".into(),
-                last_event_id: 20,
-                last_occurred_at_ms: 1_100,
-                deleted: false,
-            },
-            PendingHubSpotChange {
-                object_id: "300".into(),
-                last_event_id: 30,
-                last_occurred_at_ms: 1_000,
-                deleted: false,
-            },
+        deals.iter().map(pending_shape).collect::<Vec<_>>(),
+        [
+            ("300", 1_000, false),
+            ("100", 1_300, true),
+            ("200", 1_100, false)
         ]
     );
+    // A record's last sequence number is that of its latest arrival: deal 100's deletion
+    // arrived last of all.
+    assert!(deals[0].last_seq < deals[2].last_seq, "{deals:?}");
+    assert!(deals[2].last_seq < deals[1].last_seq, "{deals:?}");
     let limited = s.pending_hubspot_changes(&t, "deals", 2).await.unwrap();
-    assert_eq!(limited.len(), 2);
-    assert_eq!(limited[1].object_id, "200");
+    assert_eq!(limited, deals[..2]);
     let companies = s
         .pending_hubspot_changes(&t, "companies", 10)
         .await
         .unwrap();
-    assert_eq!(companies.len(), 1);
-    assert_eq!(companies[0].last_event_id, 40);
+    assert_eq!(
+        companies.iter().map(pending_shape).collect::<Vec<_>>(),
+        [("100", 1_000, false)]
+    );
+    assert!(companies[0].last_seq < deals[2].last_seq);
     assert!(
         s.pending_hubspot_changes(&t, "contacts", 10)
             .await
             .unwrap()
             .is_empty()
     );
-    // Deleted means the latest event is a deletion: a later change clears it.
+    // Deleted means the latest change is a deletion: a later change clears it.
     s.record_hubspot_changes(
         &t,
         &[hs_change(13, "deals", "100", "created", 1_400)],
@@ -2155,15 +2186,17 @@ async fn hubspot_changes_are_idempotent_grouped_and_tenant_scoped(h: &Harness) {
     )
     .await
     .unwrap();
-    let deals = s.pending_hubspot_changes(&t, "deals", 100).await.unwrap();
-    assert_eq!((deals[0].last_event_id, deals[0].deleted), (13, false));
+    let deal = pending_of(s, &t, "deals", "100").await.unwrap();
+    assert_eq!(pending_shape(&deal), ("100", 1_400, false));
+    assert!(deal.last_seq > deals[1].last_seq);
+    // Latest by time, not by arrival: a deletion that happened earlier arrives late.
+    s.record_hubspot_changes(&t, &[hs_change(9, "deals", "100", "deleted", 1_350)], 7_500)
+        .await
+        .unwrap();
+    let deal = pending_of(s, &t, "deals", "100").await.unwrap();
+    assert_eq!(pending_shape(&deal), ("100", 1_400, false));
     assert!(matches!(
         s.pending_hubspot_changes(&t, "deals", 0).await,
-        Err(StoreError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        s.record_hubspot_changes(&t, &[hs_change(1, "deals", "1", "merged", 1)], 1)
-            .await,
         Err(StoreError::InvalidInput(_))
     ));
 
@@ -2184,43 +2217,126 @@ async fn hubspot_changes_are_idempotent_grouped_and_tenant_scoped(h: &Harness) {
     let other = s.pending_hubspot_changes(&t2, "deals", 10).await.unwrap();
     assert_eq!(other.len(), 1);
     assert_eq!(other[0].object_id, "999");
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 8);
+}
+
+async fn hubspot_changes_the_store_cannot_keep_are_left_out_not_the_batch(h: &Harness) {
+    let s = &*h.store;
+    let (t, _) = tenant_with_lease(s, "feed-bad-rows").await;
+    let batch = [
+        hs_change(1, "deals", "1", "merged", 1),
+        hs_change(2, "deals", "2", "property", 1),
+        hs_change(u64::MAX, "deals", "3", "property", 1),
+        hs_change(3, "deals", "", "property", 1),
+        hs_change(4, "", "4", "created", 1),
+        hs_change(i64::MAX as u64, "deals", "5", "deleted", 1),
+    ];
+    assert_eq!(s.record_hubspot_changes(&t, &batch, 10).await.unwrap(), 2);
+    let deals = s.pending_hubspot_changes(&t, "deals", 10).await.unwrap();
+    let ids: BTreeSet<&str> = deals.iter().map(|p| p.object_id.as_str()).collect();
+    assert_eq!(ids, BTreeSet::from(["2", "5"]));
+    // Nothing but bad rows stores nothing, and fails nothing.
+    assert_eq!(
+        s.record_hubspot_changes(&t, &batch[..1], 10).await.unwrap(),
+        0
+    );
+    assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 2);
+}
+
+async fn hubspot_changes_that_share_an_event_id_are_all_kept(h: &Harness) {
+    let s = &*h.store;
+    let (t, _) = tenant_with_lease(s, "feed-shared-ids").await;
+    let base = hs_change(50, "deals", "500", "property", 1_000);
+    let with = |f: &dyn Fn(&mut NewHubSpotChange)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    // HubSpot does not promise unique event ids: each of these is another event.
+    let events = [
+        base.clone(),
+        with(&|c| c.object_id = "501".into()),
+        with(&|c| c.object_type = "companies".into()),
+        with(&|c| c.property = Some("dealname".into())),
+        with(&|c| c.occurred_at_ms = 1_001),
+        with(&|c| {
+            c.kind = "created".into();
+            c.property = None;
+        }),
+    ];
+    assert_eq!(s.record_hubspot_changes(&t, &events, 10).await.unwrap(), 6);
+    // Delivered again, in one request or one by one, none is stored twice, whoever the
+    // source; a missing property and an empty one are the same.
+    assert_eq!(s.record_hubspot_changes(&t, &events, 20).await.unwrap(), 0);
+    for e in &events {
+        let mut again = e.clone();
+        again.change_source = "IMPORT".into();
+        assert_eq!(s.record_hubspot_changes(&t, &[again], 30).await.unwrap(), 0);
+    }
+    let empty_property = with(&|c| {
+        c.kind = "created".into();
+        c.property = Some(String::new());
+    });
+    assert_eq!(
+        s.record_hubspot_changes(&t, &[empty_property], 40)
+            .await
+            .unwrap(),
+        0
+    );
+    // Two copies of a new event in one request are one row.
+    let fresh = with(&|c| c.event_id = 51);
+    assert_eq!(
+        s.record_hubspot_changes(&t, &[fresh.clone(), fresh], 50)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 7);
 }
 
-async fn hubspot_changes_settle_with_the_batch_up_to_their_event(h: &Harness) {
+async fn hubspot_changes_settle_with_the_batch_up_to_their_sequence(h: &Harness) {
     let s = &*h.store;
     let (t, lease) = tenant_with_lease(s, "feed-commit").await;
     let (t2, _) = tenant_with_lease(s, "feed-commit-other").await;
     let changes = [
-        hs_change(1, "deals", "100", "property", 1_000),
-        hs_change(2, "deals", "100", "property", 1_100),
-        hs_change(3, "deals", "200", "property", 1_100),
-        hs_change(4, "companies", "100", "property", 1_100),
+        hs_change(101, "deals", "100", "property", 1_000),
+        hs_change(102, "deals", "100", "property", 1_100),
+        hs_change(103, "deals", "200", "property", 1_100),
+        hs_change(104, "companies", "100", "property", 1_100),
     ];
     s.record_hubspot_changes(&t, &changes, 2_000).await.unwrap();
     s.record_hubspot_changes(&t2, &changes, 2_000)
         .await
         .unwrap();
-    // The batch read deal 100 up to event 2; a newer change (5) arrived meanwhile.
+    // The batch read deals 100 and 200 as they are now.
+    let read = s.pending_hubspot_changes(&t, "deals", 10).await.unwrap();
+    let up_to: Vec<SettledHubSpotChange> = read
+        .iter()
+        .map(|p| settled("deals", &p.object_id, p.last_seq))
+        .collect();
+    // Meanwhile a newer change of deal 100 arrived, with a smaller event id than those
+    // read (HubSpot's ids do not grow with time): it must survive the settle.
     s.record_hubspot_changes(
         &t,
-        &[hs_change(5, "deals", "100", "property", 1_500)],
+        &[hs_change(7, "deals", "100", "property", 1_500)],
         2_500,
     )
     .await
     .unwrap();
     let b = CommitBatch {
-        settled_hubspot_changes: vec![settled("deals", "100", 2), settled("deals", "200", 3)],
+        settled_hubspot_changes: up_to,
         ..batch("feed:0", &lease, vec![record("006A", "100")])
     };
     let out = s.commit_batch(&t, &b).await.unwrap();
     assert_eq!(out.hubspot_changes_settled, 3);
     let deals = s.pending_hubspot_changes(&t, "deals", 10).await.unwrap();
-    assert_eq!(deals.len(), 1, "{deals:?}");
     assert_eq!(
-        (deals[0].object_id.as_str(), deals[0].last_event_id),
-        ("100", 5)
+        deals.iter().map(pending_shape).collect::<Vec<_>>(),
+        [("100", 1_500, false)],
+        "the newer change stays pending"
     );
+    let newer = deals[0].last_seq;
+    assert!(read.iter().all(|p| p.last_seq < newer), "{read:?} {newer}");
     // Another object type with the same id is untouched, and so is another tenant.
     assert_eq!(
         s.pending_hubspot_changes(&t, "companies", 10)
@@ -2242,14 +2358,14 @@ async fn hubspot_changes_settle_with_the_batch_up_to_their_event(h: &Harness) {
         .unwrap()
         .expect("expired lease is taken over");
     let stale = CommitBatch {
-        settled_hubspot_changes: vec![settled("deals", "100", 5)],
+        settled_hubspot_changes: vec![settled("deals", "100", newer)],
         ..batch("feed:1", &lease, vec![record("006B", "101")])
     };
     let err = s.commit_batch(&t, &stale).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 2);
     let fresh = CommitBatch {
-        settled_hubspot_changes: vec![settled("deals", "100", 5)],
+        settled_hubspot_changes: vec![settled("deals", "100", newer)],
         ..batch("feed:1", &taken, vec![record("006B", "101")])
     };
     assert_eq!(
@@ -2272,50 +2388,64 @@ async fn hubspot_changes_settle_alone_only_under_the_current_lease(h: &Harness) 
     let (t, lease) = tenant_with_lease(s, "feed-settle").await;
     s.record_hubspot_changes(
         &t,
+        &[hs_change(1, "contacts", "7", "property", 1_000)],
+        2_000,
+    )
+    .await
+    .unwrap();
+    let first = pending_of(s, &t, "contacts", "7").await.unwrap().last_seq;
+    // The deletion arrives later, with a smaller event id.
+    s.record_hubspot_changes(
+        &t,
         &[
-            hs_change(1, "contacts", "7", "property", 1_000),
-            hs_change(2, "contacts", "7", "deleted", 1_100),
+            hs_change(0, "contacts", "7", "deleted", 1_100),
             hs_change(3, "contacts", "8", "created", 1_100),
         ],
         2_000,
     )
     .await
     .unwrap();
+    let second = pending_of(s, &t, "contacts", "7").await.unwrap();
+    assert!(second.deleted && second.last_seq > first, "{second:?}");
     let taken = s
         .try_acquire_lease(&t, "replica-b", 60_000, 1_000_000)
         .await
         .unwrap()
         .expect("expired lease is taken over");
     let err = s
-        .settle_hubspot_changes(&lease, &[settled("contacts", "7", 2)])
+        .settle_hubspot_changes(&lease, &[settled("contacts", "7", second.last_seq)])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 3);
+    // Settling what was read first leaves the deletion that came after.
     assert_eq!(
-        s.settle_hubspot_changes(&taken, &[settled("contacts", "7", 1)])
+        s.settle_hubspot_changes(&taken, &[settled("contacts", "7", first)])
             .await
             .unwrap(),
         1
     );
-    let pending = s.pending_hubspot_changes(&t, "contacts", 10).await.unwrap();
-    assert_eq!(pending.len(), 2);
-    assert!(pending[0].deleted, "{pending:?}");
+    let seven = pending_of(s, &t, "contacts", "7").await.unwrap();
+    assert_eq!(seven, second);
     // Settling again, or past what is there, is harmless.
     assert_eq!(
         s.settle_hubspot_changes(
             &taken,
-            &[settled("contacts", "7", 2), settled("contacts", "7", 2)]
+            &[
+                settled("contacts", "7", second.last_seq),
+                settled("contacts", "7", second.last_seq)
+            ]
         )
         .await
         .unwrap(),
         1
     );
     assert_eq!(
-        s.settle_hubspot_changes(&taken, &[settled("contacts", "7", 2)])
+        s.settle_hubspot_changes(&taken, &[settled("contacts", "7", i64::MAX)])
             .await
             .unwrap(),
         0
     );
     assert_eq!(s.pending_hubspot_change_count(&t).await.unwrap(), 1);
+    assert!(pending_of(s, &t, "contacts", "8").await.is_some());
 }

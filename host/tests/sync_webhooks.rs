@@ -62,6 +62,8 @@ async fn a_started_sync_receives_deliveries_into_its_store_and_wakes_the_engine(
         engine.setup().webhook_feed,
         Some(WebhookFeed {
             app_id: APP_ID,
+            // Learnt from the token although the app id is configured.
+            hub_id: Some(dealbridge_emulator::hubspot::PORTAL_ID),
             verified: false
         })
     );

@@ -1,6 +1,7 @@
 //! The HubSpot webhook receiver over real HTTP: signed deliveries are stored (the app's
-//! own events are not), refusals store nothing, a redelivery adds nothing, and a store
-//! failure answers 503 so HubSpot retries.
+//! own events are not), one event that cannot be read costs only itself, refusals store
+//! nothing, a redelivery adds nothing, and a store failure answers 503 so HubSpot
+//! retries.
 
 use std::sync::Arc;
 
@@ -148,6 +149,51 @@ async fn a_signed_delivery_is_stored_without_the_apps_own_events() {
     let next = serde_json::to_vec(&json!([event(10, 100, "CRM_UI", "userId:7")])).unwrap();
     assert_eq!(s.post_signed(&next, SECRET, now_ms()).await.0, 204);
     assert!(arrived.notified().now_or_never().is_some());
+}
+
+#[tokio::test]
+async fn one_malformed_event_costs_only_itself() {
+    let s = serve(true).await;
+    let at = 1_700_000_000_000u64;
+    let body = serde_json::to_vec(&json!([
+        event(1, 100, "CRM_UI", "userId:7"),
+        // Events that cannot be read: no eventId, a non-numeric one, one too large for
+        // the store, no objectId, no occurredAt.
+        {"subscriptionType": "deal.creation", "objectId": 150, "occurredAt": at, "changeSource": "CRM_UI"},
+        {"eventId": "x", "subscriptionType": "deal.creation", "objectId": 151, "occurredAt": at},
+        {"eventId": u64::MAX, "subscriptionType": "deal.creation", "objectId": 152, "occurredAt": at},
+        {"eventId": 5, "subscriptionType": "deal.creation", "occurredAt": at},
+        {"eventId": 6, "subscriptionType": "deal.creation", "objectId": 153},
+        event(2, 200, "CRM_UI", "userId:7"),
+        // Another event that shares an id with the first one: kept too.
+        {"eventId": 1, "subscriptionType": "deal.creation", "objectId": 300, "occurredAt": at,
+         "changeSource": "CRM_UI", "sourceId": "userId:7"},
+        // A deal deleted, then restored: it is back, to be read again.
+        {"eventId": 7, "subscriptionType": "deal.deletion", "objectId": 400, "occurredAt": at,
+         "changeSource": "CRM_UI"},
+        {"eventId": 8, "subscriptionType": "deal.restore", "objectId": 400, "occurredAt": at + 1,
+         "changeSource": "CRM_UI"}
+    ]))
+    .unwrap();
+    let (status, err) = s.post_signed(&body, SECRET, now_ms()).await;
+    assert_eq!(status, 204, "{err}");
+    let deals = s
+        .store
+        .pending_hubspot_changes(&s.tenant, "deals", 10)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = deals.iter().map(|d| d.object_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["100", "200", "300", "400"]);
+    assert_eq!(s.pending().await, 5);
+    let restored = deals.iter().find(|d| d.object_id == "400").unwrap();
+    assert!(
+        !restored.deleted,
+        "a restore is not a deletion: {restored:?}"
+    );
+    // Delivered again, nothing is added.
+    assert_eq!(s.post_signed(&body, SECRET, now_ms()).await.0, 204);
+    assert_eq!(s.pending().await, 5);
 }
 
 #[tokio::test]

@@ -2,9 +2,12 @@
 //! it: one tokio task per portal (started on the first queued event, inside
 //! the runtime the handlers run in), requests of at most 100 events as a JSON
 //! array, at most `throttling.maxConcurrentRequests` requests at once, each
-//! signed with `X-HubSpot-Signature-v3`. A non-2xx answer, a connection error
-//! or a timeout sends the same events again after a back-off that doubles,
+//! signed with `X-HubSpot-Signature-v3`. A connection error, a timeout, a 5xx
+//! or another non-2xx answer sends the same events again after a back-off that
+//! doubles (after `Retry-After` seconds instead, for a 429 that gives them),
 //! with `attemptNumber` one higher; after the last retry they count as failed.
+//! An answer of 400, 401, 403, 404 or 405 is never retried, as HubSpot does:
+//! the events count as failed at once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -118,16 +121,18 @@ async fn deliver(shared: Arc<Shared>, client: reqwest::Client, job: Job) {
             .body(body)
             .send()
             .await;
-        let error = match outcome {
-            Ok(resp) if resp.status().is_success() => None,
-            Ok(resp) => Some(format!(
-                "POST {} answered {}",
-                job.target_url,
-                resp.status()
-            )),
-            Err(e) => Some(format!("POST {} failed: {e}", job.target_url)),
+        let result = match outcome {
+            Ok(resp) => attempt_result(
+                resp.status(),
+                resp.headers().get(http::header::RETRY_AFTER),
+                &job.target_url,
+            ),
+            Err(e) => AttemptResult::Retry {
+                error: format!("POST {} failed: {e}", job.target_url),
+                after_ms: None,
+            },
         };
-        let Some(wait) = settle(&shared, &job, count, attempt, error) else {
+        let Some(wait) = settle(&shared, &job, count, attempt, result) else {
             break;
         };
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -137,25 +142,68 @@ async fn deliver(shared: Arc<Shared>, client: reqwest::Client, job: Job) {
     shared.wake.notify_one();
 }
 
+/// What one delivery attempt came to.
+#[derive(Debug, PartialEq)]
+enum AttemptResult {
+    /// A 2xx answer.
+    Delivered,
+    /// A failure HubSpot retries: a connection error, a timeout, a 429 (after its
+    /// `Retry-After`, in milliseconds, when given), a 5xx or another status.
+    Retry {
+        error: String,
+        after_ms: Option<u64>,
+    },
+    /// An answer HubSpot does not retry: 400, 401, 403, 404 or 405.
+    Refused { error: String },
+}
+
+/// The answers after which HubSpot never sends a batch again.
+const NOT_RETRIED: [u16; 5] = [400, 401, 403, 404, 405];
+
+/// The result of an attempt the target answered with `status`.
+fn attempt_result(
+    status: http::StatusCode,
+    retry_after: Option<&http::HeaderValue>,
+    target_url: &str,
+) -> AttemptResult {
+    if status.is_success() {
+        return AttemptResult::Delivered;
+    }
+    let error = format!("POST {target_url} answered {status}");
+    if NOT_RETRIED.contains(&status.as_u16()) {
+        return AttemptResult::Refused { error };
+    }
+    let after_ms = (status == http::StatusCode::TOO_MANY_REQUESTS)
+        .then(|| retry_after?.to_str().ok()?.trim().parse::<u64>().ok())
+        .flatten()
+        .map(|seconds| seconds.saturating_mul(1_000));
+    AttemptResult::Retry { error, after_ms }
+}
+
 /// Books the outcome of one attempt: `None` when the job is done (delivered,
-/// out of retries, or discarded meanwhile), else how long to wait before the
-/// next attempt.
+/// refused, out of retries, or discarded meanwhile), else how long to wait
+/// before the next attempt.
 fn settle(
     shared: &Shared,
     job: &Job,
     count: u64,
     attempt: u32,
-    error: Option<String>,
+    result: AttemptResult,
 ) -> Option<u64> {
     let mut st = shared.state.lock();
-    let Some(error) = error else {
-        st.stats.in_flight -= count;
-        st.stats.delivered += count;
-        return None;
+    let (error, refused, after_ms) = match result {
+        AttemptResult::Delivered => {
+            st.stats.in_flight -= count;
+            st.stats.delivered += count;
+            return None;
+        }
+        AttemptResult::Retry { error, after_ms } => (error, false, after_ms),
+        AttemptResult::Refused { error } => (error, true, None),
     };
     st.stats.last_error = Some(error);
     let stale = st.generation != job.generation;
-    if stale || attempt >= st.options.max_retries || shared.closed.load(Ordering::SeqCst) {
+    if stale || refused || attempt >= st.options.max_retries || shared.closed.load(Ordering::SeqCst)
+    {
         st.stats.in_flight -= count;
         if stale {
             st.stats.discarded += count;
@@ -165,11 +213,11 @@ fn settle(
         return None;
     }
     st.stats.retries += 1;
-    Some(
+    Some(after_ms.unwrap_or_else(|| {
         st.options
             .retry_initial_ms
-            .saturating_mul(1u64 << attempt.min(30)),
-    )
+            .saturating_mul(1u64 << attempt.min(30))
+    }))
 }
 
 /// One event as HubSpot sends it.
@@ -311,6 +359,54 @@ mod tests {
         );
         assert_eq!(signature_uri("http://x/%"), "http://x/%");
         assert_eq!(signature_uri("http://x/%4"), "http://x/%4");
+    }
+
+    #[test]
+    fn only_the_statuses_hubspot_gives_up_on_are_not_retried() {
+        let url = "http://x/hook";
+        for code in [400, 401, 403, 404, 405] {
+            let status = http::StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(
+                    attempt_result(status, None, url),
+                    AttemptResult::Refused { .. }
+                ),
+                "{code}"
+            );
+        }
+        for code in [402, 408, 409, 410, 413, 422, 500, 502, 503, 504] {
+            let status = http::StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(
+                    attempt_result(status, None, url),
+                    AttemptResult::Retry { after_ms: None, .. }
+                ),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            attempt_result(http::StatusCode::NO_CONTENT, None, url),
+            AttemptResult::Delivered
+        );
+        let after = http::HeaderValue::from_static("3");
+        assert!(matches!(
+            attempt_result(http::StatusCode::TOO_MANY_REQUESTS, Some(&after), url),
+            AttemptResult::Retry {
+                after_ms: Some(3_000),
+                ..
+            }
+        ));
+        // A Retry-After that is not a number of seconds falls back to the back-off,
+        // and only a 429's is followed.
+        let date = http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
+        assert!(matches!(
+            attempt_result(http::StatusCode::TOO_MANY_REQUESTS, Some(&date), url),
+            AttemptResult::Retry { after_ms: None, .. }
+        ));
+        assert!(matches!(
+            attempt_result(http::StatusCode::SERVICE_UNAVAILABLE, Some(&after), url),
+            AttemptResult::Retry { after_ms: None, .. }
+        ));
     }
 
     #[test]

@@ -189,7 +189,8 @@ pub struct Event {
 pub struct DeliveryOptions {
     /// Wait before the first retry of a failed request; doubles on each retry.
     pub retry_initial_ms: u64,
-    /// Retries of a failed request before its events are dropped as failed.
+    /// Retries of a failed request before its events are dropped as failed (an
+    /// answer of 400, 401, 403, 404 or 405 is never retried).
     pub max_retries: u32,
     /// Holds deliveries (events keep queuing) while true.
     pub paused: bool,
@@ -221,7 +222,8 @@ pub struct WebhookStats {
     pub in_flight: u64,
     /// Events a 2xx answer acknowledged.
     pub delivered: u64,
-    /// Events dropped after their last retry, or pushed out of a full queue.
+    /// Events dropped after their last retry, or at once when the target answered
+    /// 400, 401, 403, 404 or 405 (never retried), or pushed out of a full queue.
     pub failed: u64,
     /// Requests sent again after a failure.
     pub retries: u64,

@@ -341,9 +341,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // ---- the HubSpot change feed ----
 
-    /// Stores changes that a webhook delivered, in one transaction. Idempotent: an event
-    /// id already stored (a redelivery) inserts nothing. Returns the rows inserted. Not
-    /// fenced: these are input to the sync, not its state.
+    /// Stores changes that a webhook delivered, in one transaction, each with a new store
+    /// sequence number larger than any given before. Idempotent: an event already stored
+    /// (a redelivery: same event id, object, time, kind and property) inserts nothing,
+    /// while a different event that shares an event id is stored. A change this store
+    /// cannot keep (a kind other than `created`, `deleted`, `property`, no object type or
+    /// id, an event id over `i64::MAX`) is left out rather than failing the others.
+    /// Returns the rows inserted. Not fenced: these are input to the sync, not its state.
     async fn record_hubspot_changes(
         &self,
         tenant: &TenantId,
@@ -351,9 +355,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         received_at_ms: TimestampMs,
     ) -> StoreResult<u64>;
     /// The records of one object type with pending changes, one row per record, the
-    /// record whose oldest pending event has the smallest id first, at most `limit` (1 to
-    /// 1,000). A record is `deleted` when its latest pending event (by time, then id) is a
-    /// deletion.
+    /// record whose oldest pending row has the smallest sequence number (arrived first)
+    /// first, at most `limit` (1 to 1,000). A record is `deleted` when its latest pending
+    /// change (by time, then sequence number) is a deletion.
     async fn pending_hubspot_changes(
         &self,
         tenant: &TenantId,
@@ -363,7 +367,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How many changes (events) are pending, of every object type.
     async fn pending_hubspot_change_count(&self, tenant: &TenantId) -> StoreResult<u64>;
     /// Settles changes outside a batch commit (records the engine does not sync): each
-    /// record's events up to its `up_to_event_id` are removed. Fenced by the lease
+    /// record's rows up to its `up_to_seq` are removed. Fenced by the lease
     /// ([`StoreError::LeaseLost`], removing nothing, if it is stale). Returns the rows
     /// removed.
     async fn settle_hubspot_changes(

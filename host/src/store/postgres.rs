@@ -46,6 +46,13 @@ RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 /// on it to wake an idle worker at once ([`crate::service::listen_to_replicas`]).
 pub const RUN_REQUESTED_CHANNEL: &str = "dealbridge_run_requested";
 
+/// Makes one tenant's writers of received HubSpot changes take turns until they commit
+/// (`$1` the tenant), so that their rows become visible in the order of their sequence
+/// numbers: without it, a delivery that drew a smaller `seq` could commit after the
+/// engine read and settled past a larger one, and its unread row would be settled too.
+const HUBSPOT_CHANGES_WRITE_LOCK_SQL: Option<&str> =
+    Some("SELECT pg_advisory_xact_lock(hashtext('dealbridge.hubspot_changes:' || $1))");
+
 /// Announces a run asked for, on [`RUN_REQUESTED_CHANNEL`] (`$1` the tenant).
 const RUN_REQUESTED_NOTIFY_SQL: Option<&str> =
     Some("SELECT pg_notify('dealbridge_run_requested', $1)");

@@ -5,6 +5,8 @@
 // `begin_write()` and `backend_kind()`), `ACQUIRE_NEXT_DUE_SQL`, `RUN_REQUESTED_NOTIFY_SQL`
 // (a statement that tells other replicas a run was asked for, if the database can),
 // `TOKENS_REVOKED_NOTIFY_SQL` (the same for a revoked token or a disabled tenant),
+// `HUBSPOT_CHANGES_WRITE_LOCK_SQL` (a statement, if the database needs one, after which
+// a tenant's received HubSpot changes commit in the order of their `seq`),
 // `ID_CHUNK` (most ids in
 // one `IN (...)` list) and `ROW_CHUNK` (most rows in one multi-row `INSERT`). Every statement
 // here is written once in the SQL both databases accept (`$n` parameters, `ON CONFLICT`,
@@ -566,7 +568,6 @@ fn validate_batch(tenant: &TenantId, batch: &CommitBatch) -> StoreResult<()> {
                 "a settled HubSpot change needs an object type and an object id".into(),
             ));
         }
-        event_id_column(settled.up_to_event_id)?;
     }
     Ok(())
 }
@@ -603,15 +604,22 @@ async fn resolve_for_records(
 /// The kinds a received HubSpot change may have.
 const HUBSPOT_CHANGE_KINDS: [&str; 3] = ["created", "deleted", "property"];
 
-/// An event id as the database stores it (a signed 64-bit integer).
-fn event_id_column(event_id: u64) -> StoreResult<i64> {
-    i64::try_from(event_id).map_err(|_| {
-        StoreError::InvalidInput(format!("HubSpot event id {event_id} is out of range"))
-    })
+/// A received change as the database stores it: its event id as a signed 64-bit integer
+/// and its property as text ('' for none); `None` when the store cannot keep it (an
+/// unknown kind, no object type or id, an event id over `i64::MAX`).
+fn change_row(change: &NewHubSpotChange) -> Option<(i64, &str)> {
+    if !HUBSPOT_CHANGE_KINDS.contains(&change.kind.as_str())
+        || change.object_type.is_empty()
+        || change.object_id.is_empty()
+    {
+        return None;
+    }
+    let event_id = i64::try_from(change.event_id).ok()?;
+    Some((event_id, change.property.as_deref().unwrap_or("")))
 }
 
-/// Removes each record's received changes up to its `up_to_event_id` inside `tx`; returns
-/// the rows removed.
+/// Removes each record's received changes up to its `up_to_seq` inside `tx`; returns the
+/// rows removed.
 async fn settle_changes(
     tx: &mut Tx,
     tenant: &TenantId,
@@ -621,12 +629,12 @@ async fn settle_changes(
     for s in settled {
         removed += sqlx::query(
             "DELETE FROM hubspot_changes WHERE tenant_id = $1 AND object_type = $2 \
-             AND object_id = $3 AND event_id <= $4",
+             AND object_id = $3 AND seq <= $4",
         )
         .bind(tenant.as_str())
         .bind(&s.object_type)
         .bind(&s.object_id)
-        .bind(event_id_column(s.up_to_event_id)?)
+        .bind(s.up_to_seq)
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -1586,41 +1594,46 @@ impl super::Store for This {
         received_at_ms: TimestampMs,
     ) -> StoreResult<u64> {
         const COLS: usize = 10;
-        for c in changes {
-            if !HUBSPOT_CHANGE_KINDS.contains(&c.kind.as_str()) {
-                return Err(StoreError::InvalidInput(format!(
-                    "HubSpot change kind `{}` is not one of created, deleted, property",
-                    c.kind
-                )));
-            }
-            if c.object_type.is_empty() || c.object_id.is_empty() {
-                return Err(StoreError::InvalidInput(
-                    "a HubSpot change needs an object type and an object id".into(),
-                ));
-            }
-            event_id_column(c.event_id)?;
+        let rows: Vec<(&NewHubSpotChange, i64, &str)> = changes
+            .iter()
+            .filter_map(|c| change_row(c).map(|(event_id, property)| (c, event_id, property)))
+            .collect();
+        if rows.len() < changes.len() {
+            tracing::warn!(
+                left_out = changes.len() - rows.len(),
+                "HubSpot changes the store cannot keep were left out"
+            );
         }
-        if changes.is_empty() {
+        if rows.is_empty() {
             return Ok(0);
         }
         let mut tx = self.begin_write().await?;
+        // The engine settles a record's rows up to the largest `seq` it read: a row with a
+        // smaller `seq` must never become visible after that one.
+        if let Some(lock) = HUBSPOT_CHANGES_WRITE_LOCK_SQL {
+            sqlx::query(lock)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut inserted = 0;
-        for chunk in changes.chunks(ROW_CHUNK) {
+        for chunk in rows.chunks(ROW_CHUNK) {
             let sql = format!(
                 "INSERT INTO hubspot_changes (tenant_id, event_id, object_type, object_id, kind, \
                  property, occurred_at_ms, change_source, source_id, received_at_ms) VALUES {} \
-                 ON CONFLICT (tenant_id, event_id) DO NOTHING",
+                 ON CONFLICT (tenant_id, event_id, object_type, object_id, occurred_at_ms, kind, \
+                 property) DO NOTHING",
                 value_rows(1, chunk.len(), COLS)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
-            for c in chunk {
+            for (c, event_id, property) in chunk {
                 q = q
                     .bind(tenant.as_str())
-                    .bind(event_id_column(c.event_id)?)
+                    .bind(*event_id)
                     .bind(&c.object_type)
                     .bind(&c.object_id)
                     .bind(&c.kind)
-                    .bind(c.property.as_deref())
+                    .bind(*property)
                     .bind(c.occurred_at_ms)
                     .bind(&c.change_source)
                     .bind(c.source_id.as_deref())
@@ -1640,14 +1653,14 @@ impl super::Store for This {
     ) -> StoreResult<Vec<PendingHubSpotChange>> {
         let limit = page_limit(Page { after: None, limit })?;
         let rows = sqlx::query(
-            "SELECT g.object_id, g.last_event, g.last_at, \
+            "SELECT g.object_id, g.last_seq, g.last_at, \
              (SELECT c.kind FROM hubspot_changes c WHERE c.tenant_id = $1 \
                AND c.object_type = $2 AND c.object_id = g.object_id \
-               ORDER BY c.occurred_at_ms DESC, c.event_id DESC LIMIT 1) AS last_kind \
-             FROM (SELECT object_id, MIN(event_id) AS first_event, MAX(event_id) AS last_event, \
+               ORDER BY c.occurred_at_ms DESC, c.seq DESC LIMIT 1) AS last_kind \
+             FROM (SELECT object_id, MIN(seq) AS first_seq, MAX(seq) AS last_seq, \
                    MAX(occurred_at_ms) AS last_at FROM hubspot_changes \
                    WHERE tenant_id = $1 AND object_type = $2 GROUP BY object_id) g \
-             ORDER BY g.first_event, g.object_id LIMIT $3",
+             ORDER BY g.first_seq LIMIT $3",
         )
         .bind(tenant.as_str())
         .bind(object_type)
@@ -1656,13 +1669,9 @@ impl super::Store for This {
         .await?;
         rows.iter()
             .map(|r| {
-                let last: i64 = r.try_get("last_event")?;
                 Ok(PendingHubSpotChange {
                     object_id: r.try_get("object_id")?,
-                    last_event_id: u64::try_from(last).map_err(|_| StoreError::Corrupt {
-                        what: "HubSpot event id",
-                        value: last.to_string(),
-                    })?,
+                    last_seq: r.try_get("last_seq")?,
                     last_occurred_at_ms: r.try_get("last_at")?,
                     deleted: r.try_get::<Option<String>, _>("last_kind")?.as_deref()
                         == Some("deleted"),

@@ -56,6 +56,9 @@ RETURNING tenant_id, fencing_token, lease_expires_at_ms";
 const RUN_REQUESTED_NOTIFY_SQL: Option<&str> = None;
 /// Nor when a token is revoked: the one replica forgets it itself.
 const TOKENS_REVOKED_NOTIFY_SQL: Option<&str> = None;
+/// Writers are one at a time already (`BEGIN IMMEDIATE`), so received HubSpot changes
+/// commit in the order of their sequence numbers without a further lock.
+const HUBSPOT_CHANGES_WRITE_LOCK_SQL: Option<&str> = None;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]

@@ -611,9 +611,9 @@ pub struct CommitBatch {
     pub counters: Option<(i64, RunCounters)>,
     /// The commit time.
     pub now_ms: TimestampMs,
-    /// Received HubSpot changes this batch dealt with: each object's events up to
-    /// `up_to_event_id` are removed from the change feed with the links, so a change the
-    /// batch read is settled exactly when what it wrote is committed.
+    /// Received HubSpot changes this batch dealt with: each object's rows up to
+    /// `up_to_seq` are removed from the change feed with the links, so a change the batch
+    /// read is settled exactly when what it wrote is committed.
     #[serde(default)]
     pub settled_hubspot_changes: Vec<SettledHubSpotChange>,
 }
@@ -622,7 +622,9 @@ pub struct CommitBatch {
 /// [`crate::store::Store::record_hubspot_changes`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewHubSpotChange {
-    /// HubSpot's event id (a redelivered event has the same one).
+    /// HubSpot's event id (a redelivered event has the same one; HubSpot does not
+    /// promise that different events have different ids, nor that ids grow with time).
+    /// The store keeps ids up to `i64::MAX`.
     pub event_id: u64,
     /// The v3 object type: `deals`, `companies` or `contacts`.
     pub object_type: String,
@@ -631,7 +633,8 @@ pub struct NewHubSpotChange {
     /// `created`, `deleted` or `property` (a property change, or another change that
     /// calls for reading the record again, then with no property).
     pub kind: String,
-    /// The changed property of a `property` change.
+    /// The changed property of a `property` change (`None` and `Some("")` are the
+    /// same: no property).
     pub property: Option<String>,
     /// When the change happened in HubSpot.
     pub occurred_at_ms: TimestampMs,
@@ -646,24 +649,26 @@ pub struct NewHubSpotChange {
 pub struct PendingHubSpotChange {
     /// The record's id.
     pub object_id: String,
-    /// Its newest pending event (settle up to this one).
-    pub last_event_id: u64,
+    /// The largest store sequence number of its pending rows: settle up to this one
+    /// ([`SettledHubSpotChange::up_to_seq`]); a change received later gets a larger one.
+    pub last_seq: i64,
     /// When its newest pending change happened.
     pub last_occurred_at_ms: TimestampMs,
-    /// Its newest pending event is a deletion.
+    /// Its latest pending change (by when it happened, then by arrival) is a deletion.
     pub deleted: bool,
 }
 
-/// Received changes of one HubSpot record that the engine has dealt with: its events
-/// with an id up to `up_to_event_id` are removed (newer ones stay pending).
+/// Received changes of one HubSpot record that the engine has dealt with: its rows with a
+/// store sequence number up to `up_to_seq` are removed (rows received later stay
+/// pending, whatever HubSpot's event ids say).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettledHubSpotChange {
     /// The v3 object type.
     pub object_type: String,
     /// The record's id.
     pub object_id: String,
-    /// The newest event id dealt with.
-    pub up_to_event_id: u64,
+    /// The largest store sequence number dealt with ([`PendingHubSpotChange::last_seq`]).
+    pub up_to_seq: i64,
 }
 
 /// What a commit changed.

@@ -6,7 +6,8 @@
 //! object pair from the plugin's description intersected with what the CRMs describe.
 //!
 //! When the webhook change feed is configured, set-up also learns the app's id (from the
-//! config or the token's access-token info) and, with a developer API key, points the
+//! config or the token's access-token info) and the portal's hub id (from the
+//! access-token info) and, with a developer API key, points the
 //! app's webhooks at the receiver's public URL and makes sure every subscription the
 //! synced pairs need exists and is active ([`WebhookFeed`]).
 //!
@@ -193,6 +194,9 @@ pub struct Setup {
 pub struct WebhookFeed {
     /// The app whose own writes the receiver drops.
     pub app_id: u64,
+    /// The portal (hub) the token belongs to, from its access-token info; `None` when
+    /// that could not be read.
+    pub hub_id: Option<u64>,
     /// The app's target URL and every subscription the synced pairs need were confirmed
     /// (false without a developer API key, in a dry run that would have had to change
     /// them, or when HubSpot's developer API could not be read).
@@ -533,13 +537,15 @@ fn subscription_object(object_type: &str) -> &str {
     }
 }
 
-/// The subscriptions a pair needs: its object's creations, deletions and the changes of
-/// every HubSpot property the pair reads.
+/// The subscriptions a pair needs: its object's creations, deletions, restores (a
+/// restored record must be read again) and the changes of every HubSpot property the
+/// pair reads.
 fn wanted_subscriptions(schema: &PairSchema) -> Vec<(String, Option<String>)> {
     let object = subscription_object(schema.spec.hs_object);
     let mut wanted = vec![
         (format!("{object}.creation"), None),
         (format!("{object}.deletion"), None),
+        (format!("{object}.restore"), None),
     ];
     wanted.extend(
         schema
@@ -550,9 +556,11 @@ fn wanted_subscriptions(schema: &PairSchema) -> Vec<(String, Option<String>)> {
     wanted
 }
 
-/// The webhook feed's set-up: the app id, then (with a developer key) the app's target
-/// URL and the subscriptions of every synced pair, created or switched on when missing
-/// (unless a dry run). `None` (with a failed check) when the app id cannot be learnt.
+/// The webhook feed's set-up: the app id and the portal's hub id (the token's
+/// access-token info, read even when the app id is configured), then (with a developer
+/// key) the app's target URL and the subscriptions of every synced pair, created or
+/// switched on when missing (unless a dry run). `None` (with a failed check) when the
+/// app id cannot be learnt.
 async fn ensure_webhooks(
     hs: &HubSpotClient,
     pairs: &[PairSchema],
@@ -560,36 +568,49 @@ async fn ensure_webhooks(
     create_missing: bool,
     report: &mut SetupReport,
 ) -> Option<WebhookFeed> {
-    let app_id = match opts.app_id {
-        Some(id) => {
+    const CHECK: &str = "hubspot.webhooks.app";
+    let token_info = hs.access_token_info().await;
+    let (app_id, hub_id) = match (opts.app_id, token_info) {
+        (Some(id), Ok(info)) => {
             report.push(
-                "hubspot.webhooks.app",
+                CHECK,
                 CheckStatus::Ok,
-                format!("app {id} (from hubspot.webhooks.app_id)"),
+                format!(
+                    "app {id} (from hubspot.webhooks.app_id) of portal {}",
+                    info.hub_id
+                ),
             );
-            id
+            (id, Some(info.hub_id))
         }
-        None => match hs.access_token_info().await {
-            Ok(info) => {
-                report.push(
-                    "hubspot.webhooks.app",
-                    CheckStatus::Ok,
-                    format!(
-                        "app {} of portal {} (from the token's access-token info)",
-                        info.app_id, info.hub_id
-                    ),
-                );
-                info.app_id
-            }
-            Err(e) => {
-                report.push(
-                    "hubspot.webhooks.app",
-                    CheckStatus::Failed,
-                    format!("cannot learn the private app's id from its token ({e}): set hubspot.webhooks.app_id"),
-                );
-                return None;
-            }
-        },
+        (Some(id), Err(e)) => {
+            report.push(
+                CHECK,
+                CheckStatus::Warning,
+                format!(
+                    "app {id} (from hubspot.webhooks.app_id); the portal's hub id is unknown: cannot read the token's access-token info ({e})"
+                ),
+            );
+            (id, None)
+        }
+        (None, Ok(info)) => {
+            report.push(
+                CHECK,
+                CheckStatus::Ok,
+                format!(
+                    "app {} of portal {} (from the token's access-token info)",
+                    info.app_id, info.hub_id
+                ),
+            );
+            (info.app_id, Some(info.hub_id))
+        }
+        (None, Err(e)) => {
+            report.push(
+                CHECK,
+                CheckStatus::Failed,
+                format!("cannot learn the private app's id from its token ({e}): set hubspot.webhooks.app_id"),
+            );
+            return None;
+        }
     };
     let Some(key) = &opts.developer_api_key else {
         let events: Vec<String> = pairs
@@ -597,7 +618,7 @@ async fn ensure_webhooks(
             .map(|p| {
                 let o = subscription_object(p.spec.hs_object);
                 format!(
-                    "{o}.creation, {o}.deletion, {o}.propertyChange of {}",
+                    "{o}.creation, {o}.deletion, {o}.restore, {o}.propertyChange of {}",
                     p.hs_fields.join(", ")
                 )
             })
@@ -613,6 +634,7 @@ async fn ensure_webhooks(
         );
         return Some(WebhookFeed {
             app_id,
+            hub_id,
             verified: false,
         });
     };
@@ -621,6 +643,7 @@ async fn ensure_webhooks(
         ensure_webhook_subscriptions(hs, app_id, key, pairs, create_missing, report).await;
     Some(WebhookFeed {
         app_id,
+        hub_id,
         verified: settings_ok && subscriptions_ok,
     })
 }
@@ -1155,6 +1178,7 @@ mod tests {
 
         const DEV_KEY: &str = "dev-key";
         const APP: u64 = 777;
+        const HUB: u64 = 62515;
 
         /// The developer API's documented routes, over one app's settings and subscriptions.
         #[derive(Default)]
@@ -1164,6 +1188,8 @@ mod tests {
             subscriptions: Vec<(u64, String, Option<String>, bool)>,
             /// Developer calls that came with a Bearer token or a wrong key.
             bad_auth: u32,
+            /// The access-token info answers 401.
+            token_info_refused: bool,
             writes: u32,
         }
 
@@ -1194,9 +1220,12 @@ mod tests {
             Router::new()
                 .route(
                     "/oauth/v2/private-apps/get/access-token-info",
-                    post(|Json(b): Json<Value>| async move {
+                    post(|State(p): State<Shared>, Json(b): Json<Value>| async move {
                         assert_eq!(b["tokenKey"], "pat-token");
-                        Json(json!({"userId": 5, "hubId": 62515, "appId": APP, "scopes": ["crm.objects.deals.read"]}))
+                        if p.lock().token_info_refused {
+                            return Err(StatusCode::UNAUTHORIZED);
+                        }
+                        Ok(Json(json!({"userId": 5, "hubId": HUB, "appId": APP, "scopes": ["crm.objects.deals.read"]})))
                     }),
                 )
                 .route(
@@ -1310,6 +1339,7 @@ mod tests {
                 feed,
                 Some(WebhookFeed {
                     app_id: APP,
+                    hub_id: Some(HUB),
                     verified: true
                 }),
                 "{report:?}"
@@ -1337,12 +1367,13 @@ mod tests {
                         "deal.creation",
                         "deal.deletion",
                         "deal.propertyChange:amount",
-                        "deal.propertyChange:dealname"
+                        "deal.propertyChange:dealname",
+                        "deal.restore"
                     ]
                 );
                 assert_eq!(
                     g.subscriptions.len(),
-                    5,
+                    6,
                     "the paused one was switched on, not duplicated"
                 );
                 g.writes
@@ -1358,7 +1389,7 @@ mod tests {
             assert_eq!(m.calls_with("hs.token.info", "200"), 1);
             assert_eq!(m.calls_with("hs.webhooks.settings.get", "404"), 1);
             assert_eq!(m.calls_with("hs.webhooks.settings.put", "200"), 1);
-            assert_eq!(m.calls_with("hs.webhooks.subscriptions.create", "200"), 2);
+            assert_eq!(m.calls_with("hs.webhooks.subscriptions.create", "200"), 3);
             assert_eq!(m.calls_with("hs.webhooks.subscriptions.update", "200"), 1);
             assert_eq!(hs.daily_calls(), m.total_calls());
 
@@ -1369,6 +1400,7 @@ mod tests {
                 feed,
                 Some(WebhookFeed {
                     app_id: APP,
+                    hub_id: Some(HUB),
                     verified: true
                 })
             );
@@ -1390,6 +1422,7 @@ mod tests {
                 feed,
                 Some(WebhookFeed {
                     app_id: APP,
+                    hub_id: Some(HUB),
                     verified: false
                 })
             );
@@ -1407,6 +1440,7 @@ mod tests {
                 feed,
                 Some(WebhookFeed {
                     app_id: 42,
+                    hub_id: Some(HUB),
                     verified: false
                 })
             );
@@ -1421,6 +1455,45 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn the_portal_is_learnt_with_a_configured_app_and_its_absence_only_warns() {
+            let portal = Shared::default();
+            let hs = client(portal.clone()).await;
+            let pairs = [deal_schema(&[])];
+            let mut report = SetupReport::default();
+            let feed =
+                ensure_webhooks(&hs, &pairs, &opts(Some(42), false), true, &mut report).await;
+            assert_eq!(feed.and_then(|f| f.hub_id), Some(HUB));
+            assert_eq!(report.checks[0].status, CheckStatus::Ok);
+            assert!(
+                report.checks[0].message.contains("62515"),
+                "{}",
+                report.checks[0].message
+            );
+
+            portal.lock().token_info_refused = true;
+            let mut report = SetupReport::default();
+            let feed =
+                ensure_webhooks(&hs, &pairs, &opts(Some(42), false), true, &mut report).await;
+            assert_eq!(
+                feed,
+                Some(WebhookFeed {
+                    app_id: 42,
+                    hub_id: None,
+                    verified: false
+                })
+            );
+            assert_eq!(report.checks[0].name, "hubspot.webhooks.app");
+            assert_eq!(report.checks[0].status, CheckStatus::Warning);
+            assert!(report.failures().next().is_none());
+
+            // Without a configured app id, the token must tell it.
+            let mut report = SetupReport::default();
+            let feed = ensure_webhooks(&hs, &pairs, &opts(None, false), true, &mut report).await;
+            assert_eq!(feed, None);
+            assert_eq!(report.checks[0].status, CheckStatus::Failed);
+        }
+
+        #[tokio::test]
         async fn a_wrong_developer_key_is_a_warning_not_a_failure() {
             let portal = Shared::default();
             let hs = client(portal.clone()).await;
@@ -1432,6 +1505,7 @@ mod tests {
                 feed,
                 Some(WebhookFeed {
                     app_id: APP,
+                    hub_id: Some(HUB),
                     verified: false
                 })
             );

@@ -25,5 +25,6 @@ pub use types::{
     WebhookSettings, WebhookSubscription,
 };
 pub use webhooks::{
-    ChangeEvent, ChangeKind, WebhookRejection, parse_events, sign_v3, verify_signature_v3,
+    ChangeEvent, ChangeKind, ParsedDelivery, WebhookRejection, parse_delivery, parse_events,
+    sign_v3, verify_signature_v3,
 };

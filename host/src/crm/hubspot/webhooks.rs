@@ -1,5 +1,5 @@
 //! HubSpot webhook deliveries: checking a delivery's v3 signature
-//! ([`verify_signature_v3`]) and reading its events ([`parse_events`]) into
+//! ([`verify_signature_v3`]) and reading its events ([`parse_delivery`]) into
 //! [`ChangeEvent`]s, the change feed's unit.
 //!
 //! A delivery is a JSON array of events; each says which record changed (`objectId` of a
@@ -10,8 +10,10 @@
 //!
 //! This module must never accept a delivery whose signature does not verify or whose
 //! timestamp is older than five minutes, must compare signatures in constant time, and
-//! must never fail a whole delivery because of an event it does not use (association
-//! events, other object types, subscription types it does not know): those are skipped.
+//! must never fail a whole delivery because of one event: events it does not use
+//! (association events, other object types) and events it cannot read (no usable
+//! `eventId`, `objectId` or `occurredAt`) are left out, the latter counted
+//! ([`ParsedDelivery::skipped`]), because HubSpot does not send a refused delivery again.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -174,7 +176,9 @@ pub enum ChangeKind {
         /// The property's name.
         property: String,
     },
-    /// Another event about the record (`merge`, `restore`...): its suffix.
+    /// Another event about the record (`merge`, `restore`...), which calls for reading it
+    /// again: its suffix. A `restore` brings a deleted record back, so it is never a
+    /// deletion.
     Other(String),
 }
 
@@ -212,8 +216,8 @@ impl ChangeEvent {
     }
 }
 
-/// An event as delivered; every field optional so that one of a kind we do not use never
-/// fails the delivery.
+/// An event as delivered; every field optional and of any JSON type, so that one event
+/// of a kind we do not use, or one malformed event, never fails the delivery.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawEvent {
@@ -221,12 +225,12 @@ struct RawEvent {
     portal_id: Option<Value>,
     app_id: Option<Value>,
     occurred_at: Option<Value>,
-    subscription_type: Option<String>,
+    subscription_type: Option<Value>,
     object_id: Option<Value>,
-    object_type_id: Option<String>,
-    change_source: Option<String>,
+    object_type_id: Option<Value>,
+    change_source: Option<Value>,
     source_id: Option<Value>,
-    property_name: Option<String>,
+    property_name: Option<Value>,
 }
 
 /// A JSON number or a string of digits, as a `u64`.
@@ -236,6 +240,11 @@ fn number(v: &Option<Value>) -> Option<u64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// [`number`] that also fits an `i64` (what the store keeps).
+fn signed_number(v: &Option<Value>) -> Option<i64> {
+    number(v).and_then(|n| i64::try_from(n).ok())
 }
 
 fn text(v: &Option<Value>) -> Option<String> {
@@ -263,53 +272,101 @@ fn object_type(name: &str, object_type_id: Option<&str>) -> Option<&'static str>
     }
 }
 
-/// Reads a delivery: a JSON array of events. Events about other objects than deals,
-/// companies and contacts, and events with no `objectId` (association changes), are
-/// skipped; an event without an `eventId` or a body that is not an array of objects is
-/// [`WebhookRejection::BadBody`].
-pub fn parse_events(body: &[u8]) -> Result<Vec<ChangeEvent>, WebhookRejection> {
-    let raw: Vec<RawEvent> =
+/// A delivery as read by [`parse_delivery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedDelivery {
+    /// The events about deals, companies and contacts, in the delivery's order.
+    pub events: Vec<ChangeEvent>,
+    /// Events left out because they could not be read: no subscription type, or an event
+    /// about a deal, company or contact without a usable `eventId` (a number up to
+    /// `i64::MAX`), `objectId` or `occurredAt`. Events the sync does not use (other
+    /// objects, association changes) are not counted.
+    pub skipped: usize,
+}
+
+/// What became of one event of a delivery.
+enum EventReading {
+    /// An event the sync uses.
+    Read(ChangeEvent),
+    /// An event about something the sync does not use.
+    Unused,
+    /// An event that cannot be read.
+    Malformed,
+}
+
+fn read_event(r: RawEvent) -> EventReading {
+    let Some(Value::String(subscription)) = &r.subscription_type else {
+        return EventReading::Malformed;
+    };
+    let (object, action) = subscription.split_once('.').unwrap_or((subscription, ""));
+    let object_type_id = text(&r.object_type_id);
+    let Some(object_type) = object_type(object, object_type_id.as_deref()) else {
+        return EventReading::Unused;
+    };
+    // Association changes name two records and no `objectId`; the sync does not use them.
+    if action == "associationChange" {
+        return EventReading::Unused;
+    }
+    let (Some(event_id), Some(object_id), Some(occurred_at_ms)) = (
+        number(&r.event_id).filter(|&id| i64::try_from(id).is_ok()),
+        number(&r.object_id),
+        signed_number(&r.occurred_at),
+    ) else {
+        return EventReading::Malformed;
+    };
+    let kind = match action {
+        "creation" => ChangeKind::Created,
+        // A GDPR deletion removes the contact like any deletion.
+        "deletion" | "privacyDeletion" => ChangeKind::Deleted,
+        "propertyChange" => match text(&r.property_name) {
+            Some(p) if !p.is_empty() => ChangeKind::PropertyChanged { property: p },
+            _ => ChangeKind::Other(action.to_string()),
+        },
+        // `restore` (a deleted record is back), `merge`...: read the record again.
+        other => ChangeKind::Other(other.to_string()),
+    };
+    EventReading::Read(ChangeEvent {
+        event_id,
+        portal_id: number(&r.portal_id).unwrap_or(0),
+        app_id: number(&r.app_id).unwrap_or(0),
+        object_type: object_type.to_string(),
+        object_id: object_id.to_string(),
+        kind,
+        occurred_at_ms,
+        change_source: text(&r.change_source).unwrap_or_default(),
+        source_id: text(&r.source_id),
+    })
+}
+
+/// Reads a delivery: a JSON array of event objects. Events about other objects than
+/// deals, companies and contacts, and association changes, are left out; an event that
+/// cannot be read (see [`ParsedDelivery::skipped`]) is left out and counted, so that it
+/// never costs the others (HubSpot does not send a refused delivery again). Only a body
+/// that is not a JSON array of objects is [`WebhookRejection::BadBody`].
+pub fn parse_delivery(body: &[u8]) -> Result<ParsedDelivery, WebhookRejection> {
+    let raw: Vec<serde_json::Map<String, Value>> =
         serde_json::from_slice(body).map_err(|e| WebhookRejection::BadBody(e.to_string()))?;
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, r) in raw.into_iter().enumerate() {
-        let event_id = number(&r.event_id).ok_or_else(|| {
-            WebhookRejection::BadBody(format!("event {i} has no numeric eventId"))
-        })?;
-        let Some(subscription) = r.subscription_type.as_deref() else {
-            continue;
+    let mut out = ParsedDelivery {
+        events: Vec::with_capacity(raw.len()),
+        skipped: 0,
+    };
+    for fields in raw {
+        let reading = match serde_json::from_value::<RawEvent>(Value::Object(fields)) {
+            Ok(r) => read_event(r),
+            Err(_) => EventReading::Malformed,
         };
-        let (object, action) = subscription.split_once('.').unwrap_or((subscription, ""));
-        let Some(object_type) = object_type(object, r.object_type_id.as_deref()) else {
-            continue;
-        };
-        let Some(object_id) = number(&r.object_id) else {
-            continue;
-        };
-        let kind = match action {
-            "creation" => ChangeKind::Created,
-            // A GDPR deletion removes the contact like any deletion.
-            "deletion" | "privacyDeletion" => ChangeKind::Deleted,
-            "propertyChange" => match r.property_name {
-                Some(p) if !p.is_empty() => ChangeKind::PropertyChanged { property: p },
-                _ => ChangeKind::Other(action.to_string()),
-            },
-            other => ChangeKind::Other(other.to_string()),
-        };
-        out.push(ChangeEvent {
-            event_id,
-            portal_id: number(&r.portal_id).unwrap_or(0),
-            app_id: number(&r.app_id).unwrap_or(0),
-            object_type: object_type.to_string(),
-            object_id: object_id.to_string(),
-            kind,
-            occurred_at_ms: number(&r.occurred_at)
-                .and_then(|t| i64::try_from(t).ok())
-                .unwrap_or(0),
-            change_source: r.change_source.unwrap_or_default(),
-            source_id: text(&r.source_id),
-        });
+        match reading {
+            EventReading::Read(e) => out.events.push(e),
+            EventReading::Unused => {}
+            EventReading::Malformed => out.skipped += 1,
+        }
     }
     Ok(out)
+}
+
+/// The events of a delivery ([`parse_delivery`] without the count of events left out).
+pub fn parse_events(body: &[u8]) -> Result<Vec<ChangeEvent>, WebhookRejection> {
+    parse_delivery(body).map(|d| d.events)
 }
 
 #[cfg(test)]
@@ -437,14 +494,20 @@ mod tests {
           {"eventId":103,"subscriptionType":"deal.associationChange","fromObjectId":1,"toObjectId":2,
            "associationType":"DEAL_TO_CONTACT","associationRemoved":false},
           {"eventId":104,"subscriptionType":"ticket.creation","objectId":5},
-          {"eventId":105,"subscriptionType":"deal.merge","objectId":9,"changeSource":"CRM_UI","mergedObjectIds":[8]},
-          {"eventId":106,"subscriptionType":"object.creation","objectTypeId":"0-3","objectId":10},
-          {"eventId":107,"subscriptionType":"something.new","objectId":11},
-          {"eventId":108,"subscriptionType":"contact.privacyDeletion","objectId":12}
+          {"eventId":105,"occurredAt":5,"subscriptionType":"deal.merge","objectId":9,"changeSource":"CRM_UI","mergedObjectIds":[8]},
+          {"eventId":106,"occurredAt":6,"subscriptionType":"object.creation","objectTypeId":"0-3","objectId":10},
+          {"eventId":107,"occurredAt":7,"subscriptionType":"something.new","objectId":11},
+          {"eventId":108,"occurredAt":8,"subscriptionType":"contact.privacyDeletion","objectId":12},
+          {"eventId":109,"occurredAt":9,"subscriptionType":"company.restore","objectId":13},
+          {"eventId":110,"occurredAt":10,"subscriptionType":"object.restore","objectTypeId":"0-3","objectId":14},
+          {"eventId":111,"occurredAt":11,"subscriptionType":"object.creation","objectTypeId":"2-999","objectId":15}
         ]"#;
-        let events = parse_events(body).unwrap();
+        let delivery = parse_delivery(body).unwrap();
+        assert_eq!(delivery.skipped, 0, "unused events are not counted");
+        let events = delivery.events;
         let ids: Vec<u64> = events.iter().map(|e| e.event_id).collect();
-        assert_eq!(ids, [100, 101, 102, 105, 106, 108]);
+        assert_eq!(ids, [100, 101, 102, 105, 106, 108, 109, 110]);
+        assert_eq!(parse_events(body).unwrap(), events);
         assert_eq!(
             events[0],
             ChangeEvent {
@@ -471,17 +534,77 @@ mod tests {
         assert_eq!(events[3].kind, ChangeKind::Other("merge".into()));
         assert_eq!(events[4].object_type, "deals");
         assert_eq!(events[5].kind, ChangeKind::Deleted);
+        // A restored record is back: read again, never taken for a deletion.
+        assert_eq!(
+            (events[6].object_type.as_str(), &events[6].kind),
+            ("companies", &ChangeKind::Other("restore".into()))
+        );
+        assert_eq!(
+            (events[7].object_type.as_str(), &events[7].kind),
+            ("deals", &ChangeKind::Other("restore".into()))
+        );
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_read_is_skipped_and_counted_not_the_delivery() {
+        let good = r#"{"eventId":1,"occurredAt":1000,"subscriptionType":"deal.propertyChange","objectId":5,"propertyName":"amount"}"#;
+        let bad = [
+            // No eventId, or one that is not a number, or too large for the store.
+            r#"{"occurredAt":1000,"subscriptionType":"deal.creation","objectId":6}"#,
+            r#"{"eventId":"x","occurredAt":1000,"subscriptionType":"deal.creation","objectId":6}"#,
+            r#"{"eventId":9223372036854775808,"occurredAt":1000,"subscriptionType":"deal.creation","objectId":6}"#,
+            r#"{"eventId":-4,"occurredAt":1000,"subscriptionType":"deal.creation","objectId":6}"#,
+            // No objectId, or not a number.
+            r#"{"eventId":2,"occurredAt":1000,"subscriptionType":"deal.deletion"}"#,
+            r#"{"eventId":2,"occurredAt":1000,"subscriptionType":"deal.deletion","objectId":{"id":6}}"#,
+            // No occurredAt, or not a number.
+            r#"{"eventId":3,"subscriptionType":"contact.creation","objectId":6}"#,
+            r#"{"eventId":3,"occurredAt":"yesterday","subscriptionType":"contact.creation","objectId":6}"#,
+            // No subscription type, or not text.
+            r#"{"eventId":4,"occurredAt":1000,"objectId":6}"#,
+            r#"{"eventId":4,"occurredAt":1000,"subscriptionType":7,"objectId":6}"#,
+        ];
+        for one in bad {
+            let body = format!("[{good},{one},{good}]");
+            let delivery = parse_delivery(body.as_bytes()).unwrap_or_else(|e| panic!("{one}: {e}"));
+            assert_eq!(delivery.skipped, 1, "{one}");
+            let ids: Vec<u64> = delivery.events.iter().map(|e| e.event_id).collect();
+            assert_eq!(ids, [1, 1], "{one}");
+        }
+        // The largest event id the store keeps is read.
+        let body = br#"[{"eventId":9223372036854775807,"occurredAt":1,"subscriptionType":"deal.creation","objectId":6}]"#;
+        let delivery = parse_delivery(body).unwrap();
+        assert_eq!(
+            (delivery.events[0].event_id, delivery.skipped),
+            (i64::MAX as u64, 0)
+        );
+        // A property value of another JSON type does not spoil the event.
+        let body = br#"[{"eventId":1,"occurredAt":1,"subscriptionType":"deal.propertyChange","objectId":6,"propertyName":"amount","propertyValue":12.5,"changeSource":"CRM_UI"}]"#;
+        assert_eq!(parse_delivery(body).unwrap().events.len(), 1);
     }
 
     #[test]
     fn a_body_that_is_not_a_list_of_events_is_refused_with_the_reason() {
-        for body in [&b"{}"[..], b"not json", b"[1]", b"[{\"objectId\":1}]"] {
+        for body in [
+            &b"{}"[..],
+            b"not json",
+            b"[1]",
+            b"[{\"eventId\":1},[]]",
+            b"null",
+        ] {
             assert!(
-                matches!(parse_events(body), Err(WebhookRejection::BadBody(_))),
+                matches!(parse_delivery(body), Err(WebhookRejection::BadBody(_))),
                 "{}",
                 String::from_utf8_lossy(body)
             );
         }
-        assert_eq!(parse_events(b"[]").unwrap(), []);
+        assert_eq!(parse_delivery(b"[]").unwrap(), ParsedDelivery::default());
+        assert_eq!(
+            parse_delivery(b"[{\"objectId\":1}]").unwrap(),
+            ParsedDelivery {
+                events: vec![],
+                skipped: 1
+            }
+        );
     }
 }

@@ -218,7 +218,7 @@ impl Engine {
             .map(|p| SettledHubSpotChange {
                 object_type: object_type.to_string(),
                 object_id: p.object_id.clone(),
-                up_to_event_id: p.last_event_id,
+                up_to_seq: p.last_seq,
             })
             .collect();
         self.store
