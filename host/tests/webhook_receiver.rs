@@ -44,6 +44,7 @@ async fn serve(tenant_exists: bool) -> Served {
         tenant: tenant.clone(),
         client_secret: Secret::new(SECRET),
         app_id: APP_ID,
+        portal_id: Some(62515),
         public_url: public_url.clone(),
     });
     let router = receiver.clone().router();
@@ -253,4 +254,65 @@ async fn a_store_failure_answers_503_so_hubspot_retries() {
     let (status, _) = s.post_signed(&body, SECRET, now_ms()).await;
     assert_eq!(status, 204);
     assert_eq!(s.pending().await, 1);
+}
+
+/// An app installed in several portals delivers them all to one URL: the tenant keeps its
+/// own portal's events only.
+#[tokio::test]
+async fn events_of_another_portal_are_dropped() {
+    let s = serve(true).await;
+    let mut other = event(1, 100, "CRM_UI", "userId:7");
+    other["portalId"] = json!(99);
+    let body = serde_json::to_vec(&json!([other, event(2, 200, "CRM_UI", "userId:7")])).unwrap();
+    let (status, _) = s.post_signed(&body, SECRET, now_ms()).await;
+    assert_eq!(status, 204);
+    let deals = s
+        .store
+        .pending_hubspot_changes(&s.tenant, "deals", 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = deals.iter().map(|d| d.object_id.as_str()).collect();
+    assert_eq!(ids, ["200"]);
+}
+
+/// The feed proves itself with the app's own creations coming back, and a refused
+/// delivery (here one signed with another secret) withdraws that proof.
+#[tokio::test]
+async fn own_creations_prove_the_feed_until_a_delivery_is_refused() {
+    let s = serve(true).await;
+    let health = s.receiver.health();
+    let creation = |id: u64, at: u64| {
+        json!({"eventId": id, "subscriptionId": 7, "portalId": 62515, "appId": APP_ID,
+            "occurredAt": at, "subscriptionType": "deal.creation", "attemptNumber": 0,
+            "objectId": id, "changeSource": "INTEGRATION", "sourceId": APP_ID.to_string(),
+            "changeFlag": "CREATED"})
+    };
+    let mark = health.mark("deals");
+    let wait = std::time::Duration::from_millis(200);
+    // Nothing created yet: nothing proven.
+    assert_eq!(health.proven_since("deals", mark, 2, wait).await, None);
+    let body = serde_json::to_vec(&json!([
+        creation(5, 1_700_000_000_500),
+        creation(6, 1_700_000_000_100)
+    ]))
+    .unwrap();
+    assert_eq!(s.post_signed(&body, SECRET, now_ms()).await.0, 204);
+    // Both came back: proven from the earlier one; the own events were not stored.
+    assert_eq!(
+        health.proven_since("deals", mark, 2, wait).await,
+        Some(1_700_000_000_100)
+    );
+    assert_eq!(s.pending().await, 0);
+    // Another object type is not proven by deals.
+    let companies = health.mark("companies");
+    assert_eq!(
+        health.proven_since("companies", companies, 1, wait).await,
+        None
+    );
+    // A refused delivery: no longer proven for a window that was open then.
+    assert_eq!(
+        s.post_signed(&body, "another secret", now_ms()).await.0,
+        401
+    );
+    assert_eq!(health.proven_since("deals", mark, 2, wait).await, None);
 }

@@ -365,6 +365,7 @@ impl WebhookListener {
             tenant: engine.lease().tenant.clone(),
             client_secret: self.client_secret,
             app_id: feed.app_id,
+            portal_id: feed.hub_id,
             public_url: self.public_url,
         });
         engine.on_hubspot_changes(receiver.changes_arrived());

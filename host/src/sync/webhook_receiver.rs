@@ -34,8 +34,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::crm::Secret;
 use crate::crm::hubspot::webhooks::{
-    ChangeEvent, ChangeKind, SIGNATURE_V3_HEADER, TIMESTAMP_HEADER, WebhookRejection, parse_events,
-    verify_signature_v3,
+    ChangeEvent, ChangeKind, SIGNATURE_V3_HEADER, TIMESTAMP_HEADER, WebhookRejection,
+    parse_delivery, verify_signature_v3,
 };
 use crate::store::{NewHubSpotChange, Store, TenantId};
 use crate::telemetry::{self, WebhookOutcome};
@@ -150,6 +150,9 @@ pub struct WebhookReceiverConfig {
     pub client_secret: Secret,
     /// The app whose own writes are dropped.
     pub app_id: u64,
+    /// The tenant's HubSpot portal (hub id), when known: events that name another portal
+    /// (an app installed in several delivers them all to one URL) are dropped.
+    pub portal_id: Option<u64>,
     /// The URL HubSpot calls (its target URL, ending in [`HOOK_PATH`]).
     pub public_url: String,
 }
@@ -340,8 +343,16 @@ async fn deliver(
         health.refused();
         return unauthorized(e);
     }
-    let events = match parse_events(&body) {
-        Ok(events) => events,
+    let events = match parse_delivery(&body) {
+        Ok(parsed) => {
+            if parsed.skipped > 0 {
+                tracing::warn!(
+                    skipped = parsed.skipped,
+                    "HubSpot webhook events without a usable id or time were skipped"
+                );
+            }
+            parsed.events
+        }
         Err(e) => {
             health.refused();
             return refuse(
@@ -351,8 +362,20 @@ async fn deliver(
             );
         }
     };
+    let (ours, other_portal): (Vec<&ChangeEvent>, Vec<&ChangeEvent>) =
+        events.iter().partition(|e| {
+            config
+                .portal_id
+                .is_none_or(|p| e.portal_id == p || e.portal_id == 0)
+        });
+    if !other_portal.is_empty() {
+        tracing::warn!(
+            dropped = other_portal.len(),
+            "HubSpot webhook events of another portal were dropped"
+        );
+    }
     let (own, foreign): (Vec<&ChangeEvent>, Vec<&ChangeEvent>) =
-        events.iter().partition(|e| e.is_from_app(config.app_id));
+        ours.into_iter().partition(|e| e.is_from_app(config.app_id));
     let changes: Vec<NewHubSpotChange> = foreign.iter().map(|e| new_change(e)).collect();
     let stored = match config
         .store
