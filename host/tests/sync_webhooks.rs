@@ -76,11 +76,12 @@ async fn a_started_sync_receives_deliveries_into_its_store_and_wakes_the_engine(
     let _server = listener.serve(&mut engine).unwrap();
     let arrived = engine.hubspot_changes_arrived().expect("wired").clone();
 
+    let portal = dealbridge_emulator::hubspot::PORTAL_ID;
     let body = serde_json::to_vec(&json!([
-        {"eventId": 1, "portalId": 1, "appId": APP_ID, "occurredAt": 1_700_000_000_000u64,
+        {"eventId": 1, "portalId": portal, "appId": APP_ID, "occurredAt": 1_700_000_000_000u64,
          "subscriptionType": "deal.propertyChange", "objectId": 42, "changeSource": "CRM_UI",
          "sourceId": "userId:1", "propertyName": "amount", "propertyValue": "5"},
-        {"eventId": 2, "portalId": 1, "appId": APP_ID, "occurredAt": 1_700_000_000_001u64,
+        {"eventId": 2, "portalId": portal, "appId": APP_ID, "occurredAt": 1_700_000_000_001u64,
          "subscriptionType": "deal.propertyChange", "objectId": 43, "changeSource": "INTEGRATION",
          "sourceId": APP_ID.to_string(), "propertyName": "amount", "propertyValue": "6"}
     ]))
