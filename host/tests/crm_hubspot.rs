@@ -597,3 +597,32 @@ async fn hs_https_with_the_emulator_ca() {
     hs.list_page("deals", &[], None, 1).await.unwrap();
     emu.shutdown().await.unwrap();
 }
+
+/// The developer API (webhook settings and subscriptions, `?hapikey=`) is the developer
+/// account's: its calls take no slot of the portal's limits, so set-up cannot eat into a
+/// backfill's 10-second budget.
+#[tokio::test]
+async fn developer_api_calls_take_nothing_of_the_portals_limits() {
+    let emu = emulators(Seed::Empty).await;
+    let mut cfg = config(&emu);
+    cfg.limits = HubSpotLimits {
+        requests_per_interval: 2,
+        interval: Duration::from_secs(3_600),
+        search_per_second: 1,
+        daily_cap: None,
+    };
+    let hs = HubSpotClient::new(cfg).unwrap();
+    let key = dealbridge::crm::Secret::new(emu.hubspot_credentials.developer_api_key.clone());
+    let app = emu.hubspot_credentials.app_id;
+    // Five developer calls, more than the portal's window holds: none waits for it.
+    for _ in 0..5 {
+        tokio::time::timeout(Duration::from_secs(60), hs.webhook_subscriptions(app, &key))
+            .await
+            .expect("a developer call never waits for the portal's window")
+            .unwrap();
+    }
+    assert_eq!(hs.daily_calls(), 0);
+    // A CRM call does take a slot.
+    hs.list_owners().await.unwrap();
+    assert_eq!(hs.daily_calls(), 1);
+}

@@ -298,8 +298,13 @@ impl HubSpotClient {
         let mut transient = 0u32;
         let mut throttled = 0u32;
         let mut attempts = 0u32;
+        // The developer API is the developer account's, not the portal's: its calls take no
+        // slot of the portal's limits, and its rate headers and 429s say nothing of them.
+        let portal_limits = call.bearer;
         loop {
-            self.inner.governor.acquire(call.kind).await?;
+            if portal_limits {
+                self.inner.governor.acquire(call.kind).await?;
+            }
             let mut req = self
                 .inner
                 .http
@@ -344,7 +349,9 @@ impl HubSpotClient {
                 .metrics
                 .record_call(call.endpoint, CallOutcome::Status(status));
             let rate = HubSpotRateHeaders::from_headers(resp.headers());
-            self.inner.governor.observe(&rate, Instant::now());
+            if portal_limits {
+                self.inner.governor.observe(&rate, Instant::now());
+            }
             let retry_after = resp
                 .headers()
                 .get("retry-after")
@@ -410,7 +417,11 @@ impl HubSpotClient {
                 throttled += 1;
                 self.inner.metrics.record_throttle();
                 self.inner.metrics.record_retry();
-                self.inner.governor.pause(kind, Instant::now(), wait);
+                if portal_limits {
+                    self.inner.governor.pause(kind, Instant::now(), wait);
+                } else {
+                    tokio::time::sleep(wait).await;
+                }
                 continue;
             }
             if status >= 500 && call.idempotent && transient < policy.max_transient_retries {
