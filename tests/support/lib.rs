@@ -88,16 +88,21 @@ impl World {
         self.dir.path().join("sync.db")
     }
 
-    /// The tenant config, with `extra` TOML appended.
-    pub fn config(&self, extra: &str) -> TenantConfig {
+    /// The demo config's text for this world (its emulators, its store, a 1 s poll).
+    fn demo_config_text(&self) -> String {
         let store = format!("sqlite://{}?mode=rwc", self.store_path().display());
-        let text = demo_config(
+        demo_config(
             &self.emu.salesforce_urls.https,
             &self.emu.hubspot_urls.https,
             &self.emu.ca_cert_path,
             &store,
             1.0,
-        );
+        )
+    }
+
+    /// The tenant config, with `extra` TOML appended.
+    pub fn config(&self, extra: &str) -> TenantConfig {
+        let text = self.demo_config_text();
         TenantConfig::parse(&format!("{text}\n{extra}")).expect("test config parses")
     }
 
@@ -337,14 +342,7 @@ impl World {
     /// receiver on a free loopback port, the emulated app's client secret and developer
     /// key, so set-up points the app at the receiver and subscribes), `extra` appended.
     pub fn config_with_feed(&self, extra: &str) -> TenantConfig {
-        let store = format!("sqlite://{}?mode=rwc", self.store_path().display());
-        let text = with_webhook_feed(&demo_config(
-            &self.emu.salesforce_urls.https,
-            &self.emu.hubspot_urls.https,
-            &self.emu.ca_cert_path,
-            &store,
-            1.0,
-        ));
+        let text = with_webhook_feed(&self.demo_config_text());
         TenantConfig::parse(&format!("{text}\n{extra}")).expect("test config parses")
     }
 

@@ -100,14 +100,10 @@ impl Engine {
         let seen = cy.hs_seen.remove(&pair).unwrap_or_default();
         let trigger = cy.trigger;
         for _ in 0..FEED_ROUNDS_PER_PASS {
-            let pending = self
-                .store
-                .pending_hubspot_changes(&self.opts.tenant, object_type, FEED_ROUND)
-                .await?;
+            let (pending, more) = self.pending_feed(object_type).await?;
             if pending.is_empty() {
                 break;
             }
-            let more = pending.len() >= FEED_ROUND as usize;
             // Read: every record whose latest event is a deletion (to confirm it is gone:
             // it may have been restored), and every changed one the search window did not
             // already read at that change or later.
@@ -207,6 +203,19 @@ impl Engine {
         Ok(())
     }
 
+    /// The next round of the feed's records of `object_type`, and whether more may follow.
+    async fn pending_feed(
+        &self,
+        object_type: &str,
+    ) -> Result<(Vec<PendingHubSpotChange>, bool), SyncError> {
+        let pending = self
+            .store
+            .pending_hubspot_changes(&self.opts.tenant, object_type, FEED_ROUND)
+            .await?;
+        let more = pending.len() >= FEED_ROUND as usize;
+        Ok((pending, more))
+    }
+
     /// Settles `pending` (of `object_type`): each record's events up to the last one read.
     async fn settle_feed(
         &self,
@@ -243,14 +252,10 @@ impl Engine {
                 continue;
             }
             loop {
-                let pending = self
-                    .store
-                    .pending_hubspot_changes(&self.opts.tenant, object_type, FEED_ROUND)
-                    .await?;
+                let (pending, more) = self.pending_feed(object_type).await?;
                 if pending.is_empty() {
                     break;
                 }
-                let more = pending.len() >= FEED_ROUND as usize;
                 self.settle_feed(object_type, &pending).await?;
                 if !more {
                     break;
