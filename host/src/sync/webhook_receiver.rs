@@ -122,15 +122,33 @@ impl FeedHealth {
         }
     }
 
-    fn own_created(&self, object_type: &str, occurred_at_ms: i64) {
-        let mut m = self.lock();
-        let entry = m.entry(object_type.to_string()).or_default();
-        entry.count += 1;
-        entry.first_since_mark_ms = Some(
-            entry
-                .first_since_mark_ms
-                .map_or(occurred_at_ms, |t| t.min(occurred_at_ms)),
-        );
+    /// Counts the app's own creations among `own` (one delivery's), under one lock, and
+    /// wakes a backfill waiting for them.
+    fn own_created(&self, own: &[&ChangeEvent]) {
+        let mut creations = own
+            .iter()
+            .filter(|e| e.kind == ChangeKind::Created)
+            .peekable();
+        if creations.peek().is_none() {
+            return;
+        }
+        {
+            let mut m = self.lock();
+            for e in creations {
+                // Looked up before an owned key is made: a delivery is mostly one type.
+                let entry = match m.get_mut(&e.object_type) {
+                    Some(entry) => entry,
+                    None => m.entry(e.object_type.clone()).or_default(),
+                };
+                entry.count += 1;
+                entry.first_since_mark_ms = Some(
+                    entry
+                        .first_since_mark_ms
+                        .map_or(e.occurred_at_ms, |t| t.min(e.occurred_at_ms)),
+                );
+            }
+        }
+        self.changed.notify_waiters();
     }
 
     fn refused(&self) {
@@ -394,14 +412,7 @@ async fn deliver(
     };
     telemetry::webhook_delivery(WebhookOutcome::Stored, stored, own.len() as u64);
     // Counted only once stored: a delivery answered 503 comes again.
-    let mut own_creations = false;
-    for e in own.iter().filter(|e| e.kind == ChangeKind::Created) {
-        health.own_created(&e.object_type, e.occurred_at_ms);
-        own_creations = true;
-    }
-    if own_creations {
-        health.changed.notify_waiters();
-    }
+    health.own_created(&own);
     if stored > 0 {
         receiver.changes_arrived.notify_one();
     }
