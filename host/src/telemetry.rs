@@ -238,7 +238,7 @@ pub fn crm_call(endpoint: &'static str, status: String) {
 }
 
 /// The outcome labels of plugin invocations; [`invocation_outcome`] gives an index into it.
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "ok",
     "limit",
     "stack_overflow",
@@ -247,6 +247,7 @@ const OUTCOMES: [&str; 8] = [
     "rule_error",
     "invalid_input",
     "instantiate",
+    "invalid_output",
 ];
 
 /// How an invocation ended: its index in [`OUTCOMES`].
@@ -260,6 +261,7 @@ fn invocation_outcome<T>(result: &Result<T, InvokeError>) -> usize {
         Err(InvokeError::Rule(_)) => 5,
         Err(InvokeError::Input(_)) => 6,
         Err(InvokeError::Instantiate(_)) => 7,
+        Err(InvokeError::InvalidOutput { .. }) => 8,
     }
 }
 

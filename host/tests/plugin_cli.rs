@@ -34,8 +34,8 @@ fn check_prints_the_world_and_the_mappings() {
     let o = dealbridge(&["plugin", "check", dealbridge_guests::DEFAULT_RULES]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
-    assert!(out.contains("dealbridge:rules@0.1.0"), "{out}");
-    assert!(out.contains("dealbridge:rules/rules@0.1.0"), "{out}");
+    assert!(out.contains("dealbridge:rules@0.1.1"), "{out}");
+    assert!(out.contains("dealbridge:rules/rules@0.1.1"), "{out}");
     assert!(out.contains("Amount") && out.contains("amount"), "{out}");
     assert!(out.contains("prefer-salesforce-unless-blank"), "{out}");
 }
@@ -51,7 +51,7 @@ fn check_json_is_machine_readable() {
     assert_eq!(o.status.code(), Some(0));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], true);
-    assert_eq!(v["contract_version"], "0.1.0");
+    assert_eq!(v["contract_version"], "0.1.1");
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     assert!(!v["description"]["mappings"].as_array().unwrap().is_empty());
 }

@@ -11,8 +11,9 @@ use dealbridge::runtime::gateway::{
     CrmGateway, GatewayError, GuestRequest, GuestResponse, SendBudget,
 };
 use dealbridge::runtime::{
-    Batch, DenyAllGateway, Invocation, InvokeError, LimitKind, Limits, LoadError, LoadSource,
-    LoadedPlugin, PairOutcome, Runtime, RuntimeConfig, Skip, TraceOutcome, fixture,
+    Batch, DenyAllGateway, Inclusion, Invocation, InvokeError, LimitKind, Limits, LoadError,
+    LoadSource, LoadedPlugin, PairOutcome, PlanPath, Runtime, RuntimeConfig, Skip, TraceOutcome,
+    fixture,
 };
 use serde_json::json;
 
@@ -101,7 +102,10 @@ async fn assert_good_plugin_still_runs() {
 #[tokio::test]
 async fn default_rules_describe_and_plan() {
     let p = default_rules();
-    assert_eq!(p.world().contract_version, "0.1.0");
+    assert_eq!(
+        p.world().contract_version,
+        dealbridge::runtime::inspect::CONTRACT_VERSION
+    );
     let d = p
         .describe(&Invocation::with_defaults(), &[])
         .await
@@ -714,4 +718,235 @@ async fn a_spinning_guest_without_imports_ends_at_the_deadline_and_leaves_the_th
         "the other task ran only {ticked} times in {elapsed:?}"
     );
     assert_good_plugin_still_runs().await;
+}
+
+#[tokio::test]
+async fn a_component_of_the_0_1_0_contract_loads_and_runs_on_this_host() {
+    // The owner-lookup example is built against the frozen `wit/compat/0.1.0/rules.wit`: its
+    // imports and its `rules` export carry `@0.1.0`, and the host links and finds them through
+    // their semver-compatible `@0.1.1` definitions.
+    let owner = load(dealbridge_guests::OWNER_LOOKUP);
+    let world = owner.world();
+    assert_eq!(world.contract_version, "0.1.0");
+    assert!(!world.flat_rules);
+    assert!(
+        world
+            .exports
+            .contains(&"dealbridge:rules/rules@0.1.0".to_string()),
+        "{:?}",
+        world.exports
+    );
+    assert!(
+        world
+            .imports
+            .iter()
+            .any(|i| i.starts_with("dealbridge:rules/") && i.ends_with("@0.1.0")),
+        "{:?}",
+        world.imports
+    );
+    assert_eq!(owner.plan_paths(), [PlanPath::Nested]);
+    let d = owner
+        .describe(&Invocation::with_defaults(), &[])
+        .await
+        .result
+        .unwrap();
+    assert!(!d.mappings.is_empty());
+    let folder = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules-wasm/examples/owner-lookup/fixtures"
+    );
+    let files = fixture::collect(&[folder.into()]).unwrap();
+    assert!(!files.is_empty());
+    for file in files {
+        let fx = fixture::load(&file).unwrap();
+        let runs = fixture::run_every_path(&owner, &fx, &Limits::default())
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 1, "{}", file.display());
+        assert_eq!(runs[0].run.report.export, "rules.plan");
+        let failures = fixture::check_every_path(&fx, &runs);
+        assert!(failures.is_empty(), "{}: {failures:?}", file.display());
+    }
+    // A 0.1.0 component has no flat path to ask for.
+    let flat = Invocation::with_defaults().on_path(PlanPath::Flat);
+    match owner.plan(&flat, &batch(1)).await.result {
+        Err(InvokeError::Input(m)) => assert!(m.contains("flat-rules"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_hostile_component_plans_on_both_paths_and_the_report_names_the_export() {
+    let p = hostile();
+    assert!(p.world().flat_rules);
+    assert_eq!(p.world().world_name(), "flat-plugin");
+    assert_eq!(p.plan_paths(), [PlanPath::Nested, PlanPath::Flat]);
+    for (path, plan_export, condition_export) in [
+        (None, "flat-rules.plan", "flat-rules.condition"),
+        (
+            Some(PlanPath::Flat),
+            "flat-rules.plan",
+            "flat-rules.condition",
+        ),
+        (Some(PlanPath::Nested), "rules.plan", "rules.condition"),
+    ] {
+        let mut i = Invocation::with_defaults();
+        i.path = path;
+        let r = p.plan(&i, &batch(3)).await;
+        assert_eq!(r.report.export, plan_export);
+        assert_eq!(
+            r.result.unwrap(),
+            vec![PairOutcome::Skip(Skip::UpToDate); 3]
+        );
+        let c = p.condition(&i, &batch(3)).await;
+        assert_eq!(c.report.export, condition_export);
+        assert_eq!(c.result.unwrap(), vec![Inclusion::Include; 3]);
+    }
+}
+
+#[tokio::test]
+async fn limits_measure_the_same_figures_on_both_paths() {
+    let b = batch(4);
+    let run = |path: PlanPath, limits: Limits| {
+        let b = b.clone();
+        async move {
+            hostile()
+                .plan(
+                    &inv(json!({}), limits, Arc::new(DenyAllGateway)).on_path(path),
+                    &b,
+                )
+                .await
+        }
+    };
+    let nested = run(PlanPath::Nested, Limits::default()).await;
+    let flat = run(PlanPath::Flat, Limits::default()).await;
+    assert_eq!(nested.result.unwrap(), flat.result.unwrap());
+    assert_eq!(nested.report.input_bytes, flat.report.input_bytes);
+    assert_eq!(nested.report.output_bytes, flat.report.output_bytes);
+    assert!(nested.report.output_bytes > 0);
+
+    // Just below each figure, both paths stop at the same limit with the same figure.
+    let input = nested.report.input_bytes;
+    let output = nested.report.output_bytes;
+    for path in [PlanPath::Nested, PlanPath::Flat] {
+        let r = run(
+            path,
+            Limits {
+                input_bytes: input - 1,
+                ..Limits::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            limit_reached(&r.result, LimitKind::InputBytes, input - 1),
+            input
+        );
+        let r = run(
+            path,
+            Limits {
+                output_bytes: output - 1,
+                ..Limits::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            limit_reached(&r.result, LimitKind::OutputBytes, output - 1),
+            output
+        );
+    }
+}
+
+/// Runs the hostile `plan` with an attack on the output on `path`.
+async fn output_attack(
+    attack: &str,
+    path: PlanPath,
+) -> dealbridge::runtime::Invoked<Vec<PairOutcome>> {
+    hostile()
+        .plan(
+            &inv(
+                json!({ "attack": attack }),
+                Limits::default(),
+                Arc::new(DenyAllGateway),
+            )
+            .on_path(path),
+            &batch(2),
+        )
+        .await
+}
+
+/// The reason of an `InvalidOutput` of `export`.
+fn invalid_output<T: std::fmt::Debug>(result: &Result<T, InvokeError>, export: &str) -> String {
+    match result {
+        Err(InvokeError::InvalidOutput { export: e, reason }) if *e == export => reason.clone(),
+        other => panic!("expected an invalid output of `{export}`, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_flat_plan_pointing_outside_its_lists_is_refused_with_its_own_error() {
+    // `batch(..)` names one HubSpot field (`dealname`): its HubSpot field table has 1 entry.
+    for (attack, reason) in [
+        (
+            "flat-write-span-out-of-range",
+            "outcome 0: salesforce writes span (start 0, len 2) reaches past the plan's 1 items (`writes`)",
+        ),
+        (
+            "flat-related-span-out-of-range",
+            "outcome 0: hubspot associations span (start 3, len 0) reaches past the plan's 0 items (`related`)",
+        ),
+        (
+            "flat-field-index-out-of-table",
+            "outcome 0: write 0 (hubspot) names field index 8, outside the batch's 1 hubspot fields",
+        ),
+    ] {
+        let r = output_attack(attack, PlanPath::Flat).await;
+        assert_eq!(
+            invalid_output(&r.result, "flat-rules.plan"),
+            reason,
+            "{attack}"
+        );
+        let message = r.result.unwrap_err().to_string();
+        assert!(
+            message.starts_with(
+                "the plugin's `flat-rules.plan` returned an invalid output: outcome 0:"
+            ),
+            "{message}"
+        );
+        assert!(r.report.fuel_used > 0, "{attack}: the plugin ran");
+        // The nested path of the same component behaves.
+        let nested = output_attack(attack, PlanPath::Nested).await;
+        assert_eq!(nested.result.unwrap().len(), 2, "{attack}");
+        assert_good_plugin_still_runs().await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_number_of_outcomes_is_refused_on_both_paths() {
+    for (path, export) in [
+        (PlanPath::Flat, "flat-rules.plan"),
+        (PlanPath::Nested, "rules.plan"),
+    ] {
+        let r = output_attack("wrong-outcome-count", path).await;
+        assert_eq!(
+            invalid_output(&r.result, export),
+            "3 outcomes for a batch of 2 pairs"
+        );
+        let c = hostile()
+            .condition(
+                &inv(
+                    json!({ "attack": "wrong-outcome-count" }),
+                    Limits::default(),
+                    Arc::new(DenyAllGateway),
+                )
+                .on_path(path),
+                &batch(2),
+            )
+            .await;
+        let export = export.replace("plan", "condition");
+        assert_eq!(
+            invalid_output(&c.result, &export),
+            "3 inclusions for a batch of 2 pairs"
+        );
+        assert_good_plugin_still_runs().await;
+    }
 }

@@ -635,9 +635,14 @@ async fn test_version(
         }
         let (failures, run) = match fixture::parse(&doc.to_string()) {
             Err(m) => (vec![m], None),
-            Ok(fx) => match fixture::run(&plugin, &fx, &shared.config.test_limits, None).await {
+            Ok(fx) => match fixture::run_every_path(&plugin, &fx, &shared.config.test_limits).await
+            {
                 Err(e) => (vec![e.to_string()], None),
-                Ok(run) => (fixture::check(&fx, &run), Some(run)),
+                // The output shown is the one of the path the service plans on.
+                Ok(runs) => (
+                    fixture::check_every_path(&fx, &runs),
+                    runs.into_iter().last().map(|r| r.run),
+                ),
             },
         };
         cases.push(TestCase {

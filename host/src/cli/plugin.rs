@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 use super::ExitStatus;
 use crate::runtime::fixture::{self, convert};
 use crate::runtime::{
-    Invocation, Limits, LoadedPlugin, RunReport, Runtime, RuntimeConfig, TraceOutcome,
+    Invocation, Limits, LoadedPlugin, PlanPath, RunReport, Runtime, RuntimeConfig, TraceOutcome,
 };
 
 /// Inspect, run and test a rules component locally.
@@ -27,8 +27,9 @@ pub enum PluginCommand {
     /// Run one invocation from a fixture; print the output, fuel, peak
     /// memory, wall time and the HTTP trace (CRM responses come from the fixture).
     Run(RunArgs),
-    /// Run rule-test fixtures (files or folders of `*.json`); print one line
-    /// per case and `N passed, N failed`.
+    /// Run rule-test fixtures (files or folders of `*.json`) on every path the
+    /// component plans on (`rules`, and `flat-rules` when it exports it);
+    /// print one line per case and `N passed, N failed`.
     Test(TestArgs),
 }
 
@@ -73,8 +74,30 @@ pub struct RunArgs {
     /// A plugin config (JSON object) that replaces the fixture's `config`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Plan on this path: `nested` (`rules`) or `flat` (`flat-rules`, when
+    /// the component exports it). Default: the path the host plans on.
+    #[arg(long, value_enum, value_name = "PATH")]
+    pub path: Option<PathArg>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// The `--path` of `plugin run`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PathArg {
+    /// `rules`: the batch as nested values.
+    Nested,
+    /// `flat-rules`: the batch in the flat form.
+    Flat,
+}
+
+impl From<PathArg> for PlanPath {
+    fn from(p: PathArg) -> Self {
+        match p {
+            PathArg::Nested => PlanPath::Nested,
+            PathArg::Flat => PlanPath::Flat,
+        }
+    }
 }
 
 /// `plugin test`
@@ -206,8 +229,9 @@ async fn check(a: CheckArgs) -> Result<ExitStatus> {
             "ok": described.result.is_ok(),
             "sha256": plugin.digest(),
             "package": "dealbridge:rules",
-            "world": "plugin",
+            "world": world.world_name(),
             "contract_version": world.contract_version,
+            "flat_rules": world.flat_rules,
             "exports": world.exports,
             "imports": world.imports,
             "description": description,
@@ -228,8 +252,17 @@ async fn check(a: CheckArgs) -> Result<ExitStatus> {
         );
         println!("  sha256     {}", plugin.digest());
         println!(
-            "  contract   dealbridge:rules@{} (world `plugin`)",
-            world.contract_version
+            "  contract   dealbridge:rules@{} (world `{}`)",
+            world.contract_version,
+            world.world_name()
+        );
+        println!(
+            "  planning   {}",
+            if world.flat_rules {
+                "flat (`flat-rules`; `rules` too)"
+            } else {
+                "nested (`rules`)"
+            }
         );
         println!("  exports    {}", world.exports.join(", "));
         println!("  imports    {}", world.imports.join(", "));
@@ -283,7 +316,8 @@ async fn run_one(a: RunArgs) -> Result<ExitStatus> {
         Ok(p) => p,
         Err(status) => return Ok(status),
     };
-    let run = fixture::run(&plugin, &fx, &limits, config.as_ref()).await?;
+    let path = a.path.map(PlanPath::from);
+    let run = fixture::run_on(&plugin, &fx, &limits, config.as_ref(), path).await?;
     if a.common.json {
         let out = json!({ "output": run.output, "report": run.report });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -299,6 +333,7 @@ async fn run_one(a: RunArgs) -> Result<ExitStatus> {
 }
 
 fn print_report(r: &RunReport) {
+    println!("export        {}", r.export);
     println!("fuel used     {} of {}", r.fuel_used, r.fuel_limit);
     println!("peak memory   {} bytes", r.peak_memory_bytes);
     println!("wall time     {:.3} ms", r.wall_time_us as f64 / 1000.0);
@@ -381,11 +416,11 @@ async fn test(a: TestArgs) -> Result<ExitStatus> {
     let mut cases = Vec::new();
     for file in &files {
         let name = file.display().to_string();
-        let (failures, run) = match fixture::load(file) {
-            Err(e) => (vec![e.to_string()], None),
-            Ok(fx) => match fixture::run(&plugin, &fx, &limits, None).await {
-                Err(e) => (vec![e.to_string()], None),
-                Ok(run) => (fixture::check(&fx, &run), Some(run)),
+        let (failures, runs) = match fixture::load(file) {
+            Err(e) => (vec![e.to_string()], Vec::new()),
+            Ok(fx) => match fixture::run_every_path(&plugin, &fx, &limits).await {
+                Err(e) => (vec![e.to_string()], Vec::new()),
+                Ok(runs) => (fixture::check_every_path(&fx, &runs), runs),
             },
         };
         let ok = failures.is_empty();
@@ -395,20 +430,37 @@ async fn test(a: TestArgs) -> Result<ExitStatus> {
             failed += 1;
         }
         if a.common.json {
+            // `output` and `fuel_used` are those of the path the host plans on (the last).
+            let last = runs.last().map(|r| &r.run);
             cases.push(json!({
                 "case": name,
                 "passed": ok,
                 "failures": failures,
-                "output": run.as_ref().map(|r| r.output.clone()),
-                "fuel_used": run.as_ref().map(|r| r.report.fuel_used),
+                "paths": runs.iter().map(|r| json!({
+                    "export": r.path.interface(),
+                    "fuel_used": r.run.report.fuel_used,
+                    "wall_time_us": r.run.report.wall_time_us,
+                })).collect::<Vec<_>>(),
+                "output": last.map(|r| r.output.clone()),
+                "fuel_used": last.map(|r| r.report.fuel_used),
             }));
         } else if ok {
-            let r = run.as_ref().map(|r| &r.report);
-            println!(
-                "ok     {name}  (fuel {}, {:.2} ms)",
-                r.map_or(0, |r| r.fuel_used),
-                r.map_or(0.0, |r| r.wall_time_us as f64 / 1000.0)
-            );
+            let per_path: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    let prefix = if runs.len() > 1 {
+                        format!("{}: ", r.path.interface())
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{prefix}fuel {}, {:.2} ms",
+                        r.run.report.fuel_used,
+                        r.run.report.wall_time_us as f64 / 1000.0
+                    )
+                })
+                .collect();
+            println!("ok     {name}  ({})", per_path.join("; "));
         } else {
             println!("FAIL   {name}: {}", failures.join("; "));
         }

@@ -101,6 +101,17 @@ pub enum InvokeError {
     /// The instance could not be created (e.g. the instance pool is full).
     #[error("instantiation failed: {0}")]
     Instantiate(String),
+    /// The plugin returned a value that breaks the contract: a flat plan
+    /// whose span or field index points outside its list, or a number of
+    /// outcomes or inclusions other than the batch's number of pairs. The
+    /// whole output is refused.
+    #[error("the plugin's `{export}` returned an invalid output: {reason}")]
+    InvalidOutput {
+        /// The export that returned it, e.g. `flat-rules.plan`.
+        export: &'static str,
+        /// What is wrong, naming the outcome and the item.
+        reason: String,
+    },
 }
 
 impl InvokeError {

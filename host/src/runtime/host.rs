@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use super::bindings::dealbridge::rules::{config, crm, log, types};
+use super::bindings::dealbridge::rules::{config, crm, flat_types, log, types};
 use super::bindings::{WitLevel, WitMethod, WitRequest, WitRequestError, WitResponse};
 use super::egress;
 use super::gateway::{CrmGateway, CrmTarget, GatewayError, GuestRequest, HttpMethod, SendBudget};
@@ -110,6 +110,8 @@ impl WasiView for State {
 }
 
 impl types::Host for State {}
+
+impl flat_types::Host for State {}
 
 impl config::Host for State {
     fn get(&mut self) -> wasmtime::Result<String> {

@@ -1,6 +1,8 @@
 //! Checks of a component before and after compilation: size, magic, core
 //! module vs component (the header's layer), and the world: the export of
-//! `dealbridge:rules/rules@0.1.x` and no import outside the world.
+//! `dealbridge:rules/rules@0.1.x` (and whether it also exports
+//! `dealbridge:rules/flat-rules`, the world `flat-plugin`) and no import
+//! outside the world.
 //!
 //! Everything here runs before a single guest instruction does; it must
 //! never instantiate anything.
@@ -15,8 +17,10 @@ use super::wasi;
 pub const CONTRACT_PACKAGE: &str = "dealbridge:rules";
 /// The export a plugin must have (any `0.1.x`).
 pub const RULES_EXPORT: &str = "dealbridge:rules/rules";
+/// The export of a plugin that also plans over the flat form of a batch (since 0.1.1).
+pub const FLAT_RULES_EXPORT: &str = "dealbridge:rules/flat-rules";
 /// The contract version of this host.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.1.1";
 
 /// Checks the raw bytes: not empty, not too large, the magic, a component.
 pub fn check_header(bytes: &[u8], max_bytes: u64) -> Result<(), LoadError> {
@@ -64,6 +68,20 @@ pub struct WorldInfo {
     pub imports: Vec<String>,
     /// Every export, by name with version.
     pub exports: Vec<String>,
+    /// Whether it exports `flat-rules` (the world `flat-plugin`): the host
+    /// then plans on the flat form of a batch.
+    pub flat_rules: bool,
+}
+
+impl WorldInfo {
+    /// The world the component targets: `flat-plugin` or `plugin`.
+    pub fn world_name(&self) -> &'static str {
+        if self.flat_rules {
+            "flat-plugin"
+        } else {
+            "plugin"
+        }
+    }
 }
 
 /// Checks the names of a compiled component's imports and exports.
@@ -83,8 +101,8 @@ pub fn check_world(imports: Vec<String>, exports: Vec<String>) -> Result<WorldIn
             found: rules.clone(),
         });
     }
-    // A contract import of another version is a version mismatch, not a stray import.
-    if let Some(other) = imports.iter().find(|i| {
+    // A contract import or export of another version is a version mismatch, not a stray one.
+    if let Some(other) = imports.iter().chain(&exports).find(|i| {
         i.starts_with(CONTRACT_PACKAGE)
             && !i
                 .split_once('@')
@@ -102,10 +120,14 @@ pub fn check_world(imports: Vec<String>, exports: Vec<String>) -> Result<WorldIn
     if !refused.is_empty() {
         return Err(LoadError::ForbiddenImports { imports: refused });
     }
+    let flat_rules = exports
+        .iter()
+        .any(|e| e.split('@').next() == Some(FLAT_RULES_EXPORT));
     Ok(WorldInfo {
         contract_version: version,
         imports,
         exports,
+        flat_rules,
     })
 }
 
@@ -157,6 +179,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.contract_version, "0.1.0");
+        assert!(!ok.flat_rules);
+        assert_eq!(ok.world_name(), "plugin");
+
+        let flat = check_world(
+            names(&["dealbridge:rules/flat-types@0.1.1"]),
+            names(&[
+                "dealbridge:rules/rules@0.1.1",
+                "dealbridge:rules/flat-rules@0.1.1",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(flat.contract_version, CONTRACT_VERSION);
+        assert!(flat.flat_rules);
+        assert_eq!(flat.world_name(), "flat-plugin");
+
+        let err = check_world(
+            vec![],
+            names(&[
+                "dealbridge:rules/rules@0.1.1",
+                "dealbridge:rules/flat-rules@0.2.0",
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, LoadError::WrongVersion { found } if found == "dealbridge:rules/flat-rules@0.2.0"),
+            "{err}"
+        );
 
         let err = check_world(vec![], names(&["wasi:cli/run@0.2.0"])).unwrap_err();
         assert!(matches!(err, LoadError::WrongWorld { .. }));

@@ -6,8 +6,8 @@
 //!   world's imports and a deny-all WASI subset, the on-disk compile cache,
 //!   and a background epoch ticker;
 //! - tenant: [`LoadedPlugin`] — a validated component (digest, world,
-//!   contract version) with its `InstancePre`, so nothing compiles or
-//!   resolves imports on the request path;
+//!   contract version, whether it plans flat) with its `InstancePre`, so
+//!   nothing compiles or resolves imports on the request path;
 //! - invocation: the `Store` data (`host::State`) — limits, counters, the
 //!   run report — created fresh for every call and dropped after it.
 //!
@@ -22,6 +22,7 @@ mod cache;
 pub mod egress;
 mod error;
 pub mod fixture;
+mod flat;
 pub mod gateway;
 mod host;
 pub mod inspect;
@@ -45,9 +46,11 @@ use wasmtime::{
 pub use allowance::{AllowanceRefused, CrmAllowance, CrmAllowances};
 pub use bindings::{
     Batch, Crm, CrmRecord, Date, Decimal, Description, Direction, ErrorKind, ExtraField,
-    FieldIndex, FieldInfo, FieldMapping, FieldValue, FieldWrite, Inclusion, Lookups, ObjectPair,
-    Owner, PairAssociations, PairOutcome, PairWrites, Pipeline, RecordPair, Related, RelatedKind,
-    RuleError, Skip, Snapshot, Stage, SyncRule, Trigger, Value,
+    FieldIndex, FieldInfo, FieldMapping, FieldRef, FieldValue, FieldWrite, FlatBatch, FlatField,
+    FlatOutcome, FlatPair, FlatPlan, FlatRecord, FlatRelated, FlatSnapshot, FlatValue, FlatWrite,
+    FlatWrites, Inclusion, Lookups, ObjectPair, Owner, PairAssociations, PairOutcome, PairWrites,
+    Pipeline, RecordPair, Related, RelatedKind, RuleError, Skip, Snapshot, Span, Stage, SyncRule,
+    Trigger, Value,
 };
 pub use error::{InvokeError, LoadError, error_kind_name};
 pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway, ReadOnlyGateway};
@@ -57,7 +60,8 @@ pub use report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};
 pub use size::WireSize;
 pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
 
-use bindings::{Plugin, PluginIndices};
+use bindings::FlatPlugin;
+use bindings::exports::dealbridge::rules::{flat_rules, rules};
 use host::State;
 use limits::LimitTrap;
 
@@ -140,8 +144,28 @@ pub struct LoadedPlugin {
     source: LoadSource,
 }
 
-/// What one invocation gets: its limits, the tenant's plugin config and the
-/// way out to the tenant's CRMs.
+/// Which export plans a batch (`condition` and `plan`): both must give the same answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanPath {
+    /// `rules`: the batch as nested values (every component exports it).
+    Nested,
+    /// `flat-rules`: the batch in the flat form (components of the world `flat-plugin`).
+    Flat,
+}
+
+impl PlanPath {
+    /// The exported interface of the path: `rules` or `flat-rules`.
+    pub fn interface(self) -> &'static str {
+        match self {
+            PlanPath::Nested => "rules",
+            PlanPath::Flat => "flat-rules",
+        }
+    }
+}
+
+/// What one invocation gets: its limits, the tenant's plugin config, the
+/// way out to the tenant's CRMs, and which export plans.
 #[derive(Clone)]
 pub struct Invocation {
     /// The limits.
@@ -149,6 +173,11 @@ pub struct Invocation {
     config_json: Arc<str>,
     /// The tenant's CRMs.
     pub gateway: Arc<dyn CrmGateway>,
+    /// The export that runs `condition` and `plan`; none for `flat-rules`
+    /// when the component exports it and `rules` otherwise. Asking for
+    /// [`PlanPath::Flat`] of a component without `flat-rules` is an
+    /// [`InvokeError::Input`].
+    pub path: Option<PlanPath>,
 }
 
 impl Invocation {
@@ -167,7 +196,14 @@ impl Invocation {
             limits,
             config_json: config.to_string().into(),
             gateway,
+            path: None,
         })
+    }
+
+    /// The same invocation on the given path.
+    pub fn on_path(mut self, path: PlanPath) -> Self {
+        self.path = Some(path);
+        self
     }
 
     /// Default limits, `{}` config, no CRM.
@@ -176,6 +212,7 @@ impl Invocation {
             limits: Limits::default(),
             config_json: "{}".into(),
             gateway: Arc::new(DenyAllGateway),
+            path: None,
         }
     }
 
@@ -196,6 +233,14 @@ pub struct Invoked<T> {
 }
 
 impl<T> Invoked<T> {
+    /// An invocation refused before it started.
+    fn refused(error: InvokeError) -> Self {
+        Invoked {
+            result: Err(error),
+            report: RunReport::default(),
+        }
+    }
+
     /// Maps the output.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Invoked<U> {
         Invoked {
@@ -217,7 +262,7 @@ impl Runtime {
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+        FlatPlugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir)
@@ -369,6 +414,31 @@ impl LoadedPlugin {
         self.source
     }
 
+    /// The paths it can plan on: [`PlanPath::Nested`], and [`PlanPath::Flat`] when it exports
+    /// `flat-rules`.
+    pub fn plan_paths(&self) -> &'static [PlanPath] {
+        if self.exports.flat.is_some() {
+            &[PlanPath::Nested, PlanPath::Flat]
+        } else {
+            &[PlanPath::Nested]
+        }
+    }
+
+    /// The path an invocation plans on: the one it asks for, else the flat one when the
+    /// component exports it.
+    fn plan_path(&self, inv: &Invocation) -> Result<PlanPath, InvokeError> {
+        let flat = self.exports.flat.is_some();
+        match inv.path {
+            Some(PlanPath::Flat) if !flat => Err(InvokeError::Input(
+                "the component does not export `flat-rules`, so it cannot plan on the flat path"
+                    .into(),
+            )),
+            Some(path) => Ok(path),
+            None if flat => Ok(PlanPath::Flat),
+            None => Ok(PlanPath::Nested),
+        }
+    }
+
     /// Calls `describe`.
     pub async fn describe(&self, inv: &Invocation, schema: &[FieldInfo]) -> Invoked<Description> {
         let input = 8 + schema.iter().map(WireSize::wire_size).sum::<u64>();
@@ -380,9 +450,14 @@ impl LoadedPlugin {
             })
     }
 
-    /// Calls `condition`: one inclusion per pair.
+    /// Calls `condition` (of `flat-rules` or `rules`, see [`Invocation::path`]): one
+    /// inclusion per pair.
     pub async fn condition(&self, inv: &Invocation, batch: &Batch) -> Invoked<Vec<Inclusion>> {
-        self.invoke(inv, batch.wire_size(), Call::Condition(batch))
+        let call = match self.plan_path(inv) {
+            Ok(path) => Call::Condition(path, batch),
+            Err(e) => return Invoked::refused(e),
+        };
+        self.invoke(inv, batch.wire_size(), call)
             .await
             .map(|o| match o {
                 Output::Condition(c) => c,
@@ -390,9 +465,14 @@ impl LoadedPlugin {
             })
     }
 
-    /// Calls `plan`: one outcome per pair.
+    /// Calls `plan` (of `flat-rules` or `rules`, see [`Invocation::path`]): one outcome per
+    /// pair, in the batch's order.
     pub async fn plan(&self, inv: &Invocation, batch: &Batch) -> Invoked<Vec<PairOutcome>> {
-        self.invoke(inv, batch.wire_size(), Call::Plan(batch))
+        let call = match self.plan_path(inv) {
+            Ok(path) => Call::Plan(path, batch),
+            Err(e) => return Invoked::refused(e),
+        };
+        self.invoke(inv, batch.wire_size(), call)
             .await
             .map(|o| match o {
                 Output::Plan(p) => p,
@@ -400,11 +480,11 @@ impl LoadedPlugin {
             })
     }
 
-    /// Runs one invocation and counts it in the process-wide metrics.
+    /// Runs one invocation and counts it in the process-wide metrics (under the function's
+    /// name, whichever path ran it; the report names the export).
     async fn invoke(&self, inv: &Invocation, input_bytes: u64, call: Call<'_>) -> Invoked<Output> {
-        let export = call.export_name();
         let invoked = self.invoke_measured(inv, input_bytes, call).await;
-        crate::telemetry::plugin_invocation(export, &invoked.result, &invoked.report);
+        crate::telemetry::plugin_invocation(call.function(), &invoked.result, &invoked.report);
         invoked
     }
 
@@ -419,6 +499,7 @@ impl LoadedPlugin {
         let deadline_after = Duration::from_millis(limits.deadline_ms);
         let deadline = started + deadline_after;
         let mut report_only = RunReport {
+            export: call.export_name().to_string(),
             fuel_limit: limits.fuel,
             input_bytes,
             ..RunReport::default()
@@ -435,6 +516,21 @@ impl LoadedPlugin {
                 report: report_only,
             };
         }
+        let flat_batch = match call {
+            Call::Condition(PlanPath::Flat, batch) | Call::Plan(PlanPath::Flat, batch) => {
+                if input_bytes > flat::MAX_FLAT_WIRE_SIZE {
+                    return Invoked {
+                        result: Err(InvokeError::Input(format!(
+                            "a batch of {input_bytes} bytes is too large for the flat form (at most {} bytes)",
+                            flat::MAX_FLAT_WIRE_SIZE
+                        ))),
+                        report: report_only,
+                    };
+                }
+                Some(flat::encode(batch))
+            }
+            _ => None,
+        };
 
         let engine = &self.runtime.inner.engine;
         let state = State::new(
@@ -489,7 +585,7 @@ impl LoadedPlugin {
                         .await
                         .map(|(r,)| r.map(Output::Describe))
                 }
-                Call::Condition(batch) => {
+                Call::Condition(PlanPath::Nested, batch) => {
                     // SAFETY: as above.
                     let f: TypedFunc<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)> =
                         unsafe { exports.typed(&mut store, &instance, &exports.condition) }?;
@@ -497,13 +593,35 @@ impl LoadedPlugin {
                         .await
                         .map(|(r,)| r.map(Output::Condition))
                 }
-                Call::Plan(batch) => {
+                Call::Plan(PlanPath::Nested, batch) => {
                     // SAFETY: as above.
                     let f: TypedFunc<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)> =
                         unsafe { exports.typed(&mut store, &instance, &exports.plan) }?;
                     f.call_async(&mut store, (batch,))
                         .await
                         .map(|(r,)| r.map(Output::Plan))
+                }
+                Call::Condition(PlanPath::Flat, _) | Call::Plan(PlanPath::Flat, _) => {
+                    let flat_exports = exports.flat.as_ref().ok_or_else(|| {
+                        Failure::Call(wasmtime::format_err!("`flat-rules` is not exported"))
+                    })?;
+                    let flat_batch = flat_batch.as_ref().expect("encoded above for a flat call");
+                    if matches!(call, Call::Condition(..)) {
+                        // SAFETY: as above (`check_once` checks `flat-rules` too).
+                        let f: TypedFunc<(&FlatBatch,), (Result<Vec<Inclusion>, RuleError>,)> = unsafe {
+                            exports.typed(&mut store, &instance, &flat_exports.condition)
+                        }?;
+                        f.call_async(&mut store, (flat_batch,))
+                            .await
+                            .map(|(r,)| r.map(Output::Condition))
+                    } else {
+                        // SAFETY: as above.
+                        let f: TypedFunc<(&FlatBatch,), (Result<FlatPlan, RuleError>,)> =
+                            unsafe { exports.typed(&mut store, &instance, &flat_exports.plan) }?;
+                        f.call_async(&mut store, (flat_batch,))
+                            .await
+                            .map(|(r,)| r.map(Output::FlatPlan))
+                    }
                 }
             };
             out.map_err(Failure::Call)
@@ -519,24 +637,12 @@ impl LoadedPlugin {
         let state = store.data_mut();
         state.finish_stdio();
         let mut report = std::mem::take(&mut state.report);
+        report.export = call.export_name().to_string();
         report.input_bytes = input_bytes;
         report.fuel_used = limits.fuel.saturating_sub(fuel_left);
         report.peak_memory_bytes = state.limiter.peak_memory;
         let result = match outcome {
-            Ok(value) => {
-                let size = value.wire_size();
-                report.output_bytes = size;
-                if size > limits.output_bytes {
-                    Err(LimitHit {
-                        limit: LimitKind::OutputBytes,
-                        limit_value: limits.output_bytes,
-                        reached: size,
-                    }
-                    .into())
-                } else {
-                    Ok(value)
-                }
-            }
+            Ok(value) => checked_output(call, value, &limits, &mut report),
             Err(Failure::Deadline) => Err(InvokeError::Limit {
                 limit: LimitKind::Deadline,
                 limit_value: limits.deadline_ms,
@@ -565,44 +671,83 @@ impl LoadedPlugin {
     }
 }
 
-/// The `rules` exports of a loaded component. They are found by name once, at load; their
-/// signatures are checked against the contract on the first instantiation (checking needs an
-/// instance, and costs as much as the rest of an invocation for types as large as `batch`) and
-/// trusted for every later instance of the same component.
+/// The `rules` exports of a loaded component, and its `flat-rules` exports if it has them.
+/// They are found by name once, at load; their signatures are checked against the contract on
+/// the first instantiation (checking needs an instance, and costs as much as the rest of an
+/// invocation for types as large as `batch`) and trusted for every later instance of the same
+/// component.
+///
+/// The names carry this host's contract version; wasmtime finds an export of any
+/// semver-compatible version under them (`@0.1.0` and `@0.1.1` are both found as `@0.1`).
 struct RulesExports {
-    indices: PluginIndices,
+    indices: rules::GuestIndices,
     describe: ComponentExportIndex,
     condition: ComponentExportIndex,
     plan: ComponentExportIndex,
+    flat: Option<FlatExports>,
     checked: OnceLock<()>,
+}
+
+/// The `flat-rules` exports of a component of the world `flat-plugin`.
+struct FlatExports {
+    indices: flat_rules::GuestIndices,
+    condition: ComponentExportIndex,
+    plan: ComponentExportIndex,
+}
+
+/// The functions `names` of the exported instance `interface`, by index.
+fn export_functions<const N: usize>(
+    component: &Component,
+    interface: &str,
+    names: [&str; N],
+) -> wasmtime::Result<Option<[ComponentExportIndex; N]>> {
+    let Some(instance) = component.get_export_index(None, interface) else {
+        return Ok(None);
+    };
+    let mut found = Vec::with_capacity(N);
+    for name in names {
+        found.push(
+            component
+                .get_export_index(Some(&instance), name)
+                .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))?,
+        );
+    }
+    Ok(Some(
+        found
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("N names, N indices")),
+    ))
 }
 
 impl RulesExports {
     fn find(pre: &InstancePre<State>) -> wasmtime::Result<Self> {
-        let indices = PluginIndices::new(pre)?;
         let component = pre.component();
-        let iface = component
-            .get_export_index(None, RULES_INTERFACE)
-            .ok_or_else(|| {
-                wasmtime::format_err!("no exported instance named `{RULES_INTERFACE}`")
-            })?;
-        let func = |name: &str| {
-            component
-                .get_export_index(Some(&iface), name)
-                .ok_or_else(|| {
-                    wasmtime::format_err!("`{RULES_INTERFACE}` does not export `{name}`")
-                })
+        let [describe, condition, plan] = export_functions(
+            component,
+            RULES_INTERFACE,
+            ["describe", "condition", "plan"],
+        )?
+        .ok_or_else(|| wasmtime::format_err!("no exported instance named `{RULES_INTERFACE}`"))?;
+        let flat = match export_functions(component, FLAT_RULES_INTERFACE, ["condition", "plan"])? {
+            Some([condition, plan]) => Some(FlatExports {
+                indices: flat_rules::GuestIndices::new(pre)?,
+                condition,
+                plan,
+            }),
+            None => None,
         };
         Ok(Self {
-            describe: func("describe")?,
-            condition: func("condition")?,
-            plan: func("plan")?,
-            indices,
+            indices: rules::GuestIndices::new(pre)?,
+            describe,
+            condition,
+            plan,
+            flat,
             checked: OnceLock::new(),
         })
     }
 
-    /// Checks the three signatures on the first instance of this component.
+    /// Checks the signatures of `rules` (and of `flat-rules`) on the first instance of this
+    /// component.
     fn check_once(
         &self,
         store: &mut Store<State>,
@@ -610,6 +755,9 @@ impl RulesExports {
     ) -> wasmtime::Result<()> {
         if self.checked.get().is_none() {
             self.indices.load(&mut *store, instance)?;
+            if let Some(flat) = &self.flat {
+                flat.indices.load(&mut *store, instance)?;
+            }
             let _ = self.checked.set(());
         }
         Ok(())
@@ -640,22 +788,36 @@ impl RulesExports {
 }
 
 /// The exported interface of every rules component.
-const RULES_INTERFACE: &str = "dealbridge:rules/rules@0.1.0";
+const RULES_INTERFACE: &str = "dealbridge:rules/rules@0.1.1";
+/// The exported interface of the components that also plan over the flat form of a batch.
+const FLAT_RULES_INTERFACE: &str = "dealbridge:rules/flat-rules@0.1.1";
 
 /// Which export to call, with its argument.
+#[derive(Clone, Copy)]
 enum Call<'a> {
     Describe(&'a [FieldInfo]),
-    Condition(&'a Batch),
-    Plan(&'a Batch),
+    Condition(PlanPath, &'a Batch),
+    Plan(PlanPath, &'a Batch),
 }
 
 impl Call<'_> {
-    /// The export's name, as a metrics label.
-    fn export_name(&self) -> &'static str {
+    /// The function's name, as a metrics label: the same on both paths.
+    fn function(&self) -> &'static str {
         match self {
             Call::Describe(_) => "describe",
-            Call::Condition(_) => "condition",
-            Call::Plan(_) => "plan",
+            Call::Condition(..) => "condition",
+            Call::Plan(..) => "plan",
+        }
+    }
+
+    /// The export that runs, as the run report names it, e.g. `flat-rules.plan`.
+    fn export_name(&self) -> &'static str {
+        match self {
+            Call::Describe(_) => "rules.describe",
+            Call::Condition(PlanPath::Nested, _) => "rules.condition",
+            Call::Plan(PlanPath::Nested, _) => "rules.plan",
+            Call::Condition(PlanPath::Flat, _) => "flat-rules.condition",
+            Call::Plan(PlanPath::Flat, _) => "flat-rules.plan",
         }
     }
 }
@@ -665,16 +827,64 @@ enum Output {
     Describe(Description),
     Condition(Vec<Inclusion>),
     Plan(Vec<PairOutcome>),
+    /// A flat plan, before it is checked and decoded into [`Output::Plan`].
+    FlatPlan(FlatPlan),
 }
 
-impl WireSize for Output {
-    fn wire_size(&self) -> u64 {
-        match self {
-            Output::Describe(d) => d.wire_size(),
-            Output::Condition(c) => c.wire_size(),
-            Output::Plan(p) => p.wire_size(),
+/// The output as the caller gets it: checked against the contract (one inclusion or outcome
+/// per pair; a flat plan's spans and field indices), decoded from the flat form, and measured
+/// against the output limit as the nested outcomes on both paths.
+fn checked_output(
+    call: Call<'_>,
+    output: Output,
+    limits: &Limits,
+    report: &mut RunReport,
+) -> Result<Output, InvokeError> {
+    let invalid = |reason: String| InvokeError::InvalidOutput {
+        export: call.export_name(),
+        reason,
+    };
+    let pairs = match call {
+        Call::Describe(_) => 0,
+        Call::Condition(_, batch) | Call::Plan(_, batch) => batch.pairs.len(),
+    };
+    let (size, output) = match output {
+        Output::Describe(d) => (d.wire_size(), Output::Describe(d)),
+        Output::Condition(c) => {
+            flat::check_count("inclusions", c.len(), pairs).map_err(invalid)?;
+            (c.wire_size(), Output::Condition(c))
         }
+        Output::Plan(p) => {
+            flat::check_count("outcomes", p.len(), pairs).map_err(invalid)?;
+            (p.wire_size(), Output::Plan(p))
+        }
+        Output::FlatPlan(plan) => {
+            let Call::Plan(_, batch) = call else {
+                unreachable!("only `flat-rules.plan` returns a flat plan")
+            };
+            let checked = flat::check_plan(plan, batch).map_err(invalid)?;
+            let size = checked.wire_size();
+            report.output_bytes = size;
+            check_output_size(size, limits)?;
+            return Ok(Output::Plan(checked.decode(batch)));
+        }
+    };
+    report.output_bytes = size;
+    check_output_size(size, limits)?;
+    Ok(output)
+}
+
+/// The output limit.
+fn check_output_size(size: u64, limits: &Limits) -> Result<(), InvokeError> {
+    if size > limits.output_bytes {
+        return Err(LimitHit {
+            limit: LimitKind::OutputBytes,
+            limit_value: limits.output_bytes,
+            reached: size,
+        }
+        .into());
     }
+    Ok(())
 }
 
 enum Failure {

@@ -12,6 +12,11 @@ use super::limits::LimitHit;
 /// Everything measured about one invocation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The export that ran: `rules.describe`, `rules.condition`, `rules.plan`,
+    /// `flat-rules.condition` or `flat-rules.plan` (empty in reports stored
+    /// before it was recorded).
+    #[serde(default)]
+    pub export: String,
     /// Fuel consumed (about one unit per instruction).
     pub fuel_used: u64,
     /// The fuel limit of the invocation.

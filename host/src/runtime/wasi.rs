@@ -50,6 +50,7 @@ pub const ALLOWED_WASI: &[&str] = &[
 /// The interfaces of the contract a plugin may import (any `0.1.x` version).
 pub const ALLOWED_CONTRACT: &[&str] = &[
     "dealbridge:rules/types",
+    "dealbridge:rules/flat-types",
     "dealbridge:rules/crm",
     "dealbridge:rules/log",
     "dealbridge:rules/config",
@@ -244,6 +245,8 @@ mod tests {
         assert!(import_allowed("wasi:cli/stderr@0.2.0"));
         assert!(import_allowed("dealbridge:rules/crm@0.1.0"));
         assert!(import_allowed("dealbridge:rules/log@0.1.3"));
+        assert!(import_allowed("dealbridge:rules/flat-types@0.1.1"));
+        assert!(!import_allowed("dealbridge:rules/flat-types@0.2.0"));
         assert!(!import_allowed("dealbridge:rules/log@0.2.0"));
         assert!(!import_allowed("wasi:filesystem/types@0.2.6"));
         assert!(!import_allowed("wasi:filesystem/preopens@0.2.6"));

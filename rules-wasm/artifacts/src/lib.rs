@@ -15,12 +15,15 @@ pub const DEFAULT_RULES: &str = env!("DEALBRIDGE_GUEST_DEFAULT_RULES");
 pub static DEFAULT_RULES_WASM: &[u8] = include_bytes!(env!("DEALBRIDGE_GUEST_DEFAULT_RULES"));
 
 /// The example plugin that resolves deal owners through the `crm` import
-/// (`dealbridge-example-owner-lookup`).
+/// (`dealbridge-example-owner-lookup`), built against the frozen 0.1.0 contract
+/// (`wit/compat/0.1.0`): the component that proves an older 0.1.x plugin keeps running.
 pub const OWNER_LOOKUP: &str = env!("DEALBRIDGE_GUEST_OWNER_LOOKUP");
 
-/// The hostile component (`dealbridge-hostile`): its plugin config chooses the attack, e.g.
-/// `{"attack": "infinite-loop"}` (also `deep-recursion`, `memory-bomb`, `huge-output`,
-/// `huge-log`, `trap`, `panic`, `crm-escape`, `request-flood`; `{}` behaves).
+/// The hostile component (`dealbridge-hostile`, world `flat-plugin`): its plugin config chooses
+/// the attack, e.g. `{"attack": "infinite-loop"}` (also `deep-recursion`, `memory-bomb`,
+/// `huge-output`, `huge-log`, `trap`, `panic`, `crm-escape`, `request-flood`,
+/// `wrong-outcome-count`, and on the flat path `flat-write-span-out-of-range`,
+/// `flat-related-span-out-of-range`, `flat-field-index-out-of-table`; `{}` behaves).
 pub const HOSTILE: &str = env!("DEALBRIDGE_GUEST_HOSTILE");
 
 /// A hostile variant that imports `wasi:filesystem` (Rust `std::fs`): must be refused at load.
@@ -143,8 +146,13 @@ mod tests {
             for forbidden in ["wasi:filesystem/", "wasi:sockets/", "wasi:http/"] {
                 assert!(!mentions(p, forbidden), "{p} mentions {forbidden}");
             }
-            assert!(mentions(p, "dealbridge:rules/rules@0.1.0"), "{p}");
         }
+        for p in [DEFAULT_RULES, HOSTILE] {
+            assert!(mentions(p, "dealbridge:rules/rules@0.1.1"), "{p}");
+        }
+        // The example is built against the frozen 0.1.0 contract (`wit/compat/0.1.0`).
+        assert!(mentions(OWNER_LOOKUP, "dealbridge:rules/rules@0.1.0"));
+        assert!(mentions(HOSTILE, "dealbridge:rules/flat-rules@0.1.1"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! A deliberately hostile rules component, for testing the plugin runtime's isolation, limits
 //! and egress checks. The attack is chosen by the plugin config, e.g. `{"attack": "infinite-loop"}`
-//! (see [`Attack`]); it runs at the start of every export (`describe`, `condition`, `plan`).
+//! (see [`Attack`]); it runs at the start of every export (`describe`, and `condition` and `plan`
+//! of both `rules` and `flat-rules`: the component targets the world `flat-plugin`). The attacks
+//! on the output instead shape what `plan` returns: a flat plan that points outside its lists,
+//! or a number of outcomes other than the batch's number of pairs.
 //!
 //! Built with one of the features `forbidden-fs`, `forbidden-sockets` or `forbidden-http`, the
 //! component instead imports a forbidden interface (wasi:filesystem, wasi:sockets, wasi:http) and
@@ -15,7 +18,7 @@ use serde::Deserialize;
 #[cfg(not(feature = "forbidden-http"))]
 mod bindings {
     wit_bindgen::generate!({
-        world: "plugin",
+        world: "flat-plugin",
         path: "../../wit",
     });
 }
@@ -80,6 +83,18 @@ pub enum Attack {
         #[serde(default)]
         count: Option<u32>,
     },
+    /// `plan` and `condition` (on both paths) return one outcome or inclusion more than the
+    /// batch has pairs.
+    WrongOutcomeCount,
+    /// `flat-rules.plan`: the first outcome's Salesforce writes span reaches one item past the
+    /// plan's `writes`. The nested `plan` behaves.
+    FlatWriteSpanOutOfRange,
+    /// `flat-rules.plan`: the first outcome's HubSpot associations span starts past the plan's
+    /// `related`. The nested `plan` behaves.
+    FlatRelatedSpanOutOfRange,
+    /// `flat-rules.plan`: the first outcome writes a `known` HubSpot field whose index is past
+    /// the batch's HubSpot field table. The nested `plan` behaves.
+    FlatFieldIndexOutOfTable,
 }
 
 /// One escape attempt: a name, the CRM, the path and extra headers.
@@ -261,11 +276,16 @@ fn send(target: Crm, path: &str, headers: &[(&str, &str)]) -> Result<u16, Reques
     crm::send(&req).map(|r| r.status)
 }
 
-/// Runs the configured attack. Returns `Ok(())` only for `none`; the others never return
-/// normally, or return the error they were built to produce.
+/// Runs the configured attack. Returns `Ok(())` for `none` and for the attacks on the output
+/// (which the exports carry out); the others never return normally, or return the error they
+/// were built to produce.
 fn attack(a: &Attack) -> Result<(), RuleError> {
     match a {
-        Attack::None => Ok(()),
+        Attack::None
+        | Attack::WrongOutcomeCount
+        | Attack::FlatWriteSpanOutOfRange
+        | Attack::FlatRelatedSpanOutOfRange
+        | Attack::FlatFieldIndexOutOfTable => Ok(()),
         Attack::InfiniteLoop => {
             let mut x: u64 = 0;
             loop {
@@ -372,20 +392,36 @@ fn forbidden() -> Result<(), RuleError> {
     Ok(())
 }
 
+/// How many outcomes (or inclusions) the exports return for a batch of `pairs` pairs.
+fn outcome_count(a: &Attack, pairs: usize) -> usize {
+    if *a == Attack::WrongOutcomeCount {
+        pairs + 1
+    } else {
+        pairs
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod component {
     use super::bindings::dealbridge::rules::config;
-    use super::bindings::dealbridge::rules::types::{Batch, FieldInfo, ObjectPair};
+    use super::bindings::dealbridge::rules::flat_types::{FlatBatch, Span};
+    use super::bindings::dealbridge::rules::types::{Batch, FieldInfo, ObjectPair, Value};
+    use super::bindings::exports::dealbridge::rules::flat_rules::{
+        self, FieldRef, FlatOutcome, FlatPlan, FlatWrite, FlatWrites,
+    };
     use super::bindings::exports::dealbridge::rules::rules::{
         Description, Guest, Inclusion, PairOutcome, RuleError, Skip,
     };
-    use super::{attack, forbidden, parse_attack};
+    use super::{Attack, attack, forbidden, outcome_count, parse_attack};
 
     struct Hostile;
 
-    fn run() -> Result<(), RuleError> {
+    /// Runs the configured attack; the attack, for the exports that shape their output by it.
+    fn run() -> Result<Attack, RuleError> {
         forbidden()?;
-        attack(&parse_attack(&config::get())?)
+        let a = parse_attack(&config::get())?;
+        attack(&a)?;
+        Ok(a)
     }
 
     impl Guest for Hostile {
@@ -401,17 +437,67 @@ mod component {
         }
 
         fn condition(batch: Batch) -> Result<Vec<Inclusion>, RuleError> {
-            run()?;
-            Ok(batch.pairs.iter().map(|_| Inclusion::Include).collect())
+            let a = run()?;
+            let n = outcome_count(&a, batch.pairs.len());
+            Ok(vec![Inclusion::Include; n])
         }
 
         fn plan(batch: Batch) -> Result<Vec<PairOutcome>, RuleError> {
-            run()?;
-            Ok(batch
-                .pairs
-                .iter()
-                .map(|_| PairOutcome::Skip(Skip::UpToDate))
-                .collect())
+            let a = run()?;
+            let n = outcome_count(&a, batch.pairs.len());
+            Ok(vec![PairOutcome::Skip(Skip::UpToDate); n])
+        }
+    }
+
+    impl flat_rules::Guest for Hostile {
+        fn condition(batch: FlatBatch) -> Result<Vec<Inclusion>, RuleError> {
+            let a = run()?;
+            let n = outcome_count(&a, batch.pairs.len());
+            Ok(vec![Inclusion::Include; n])
+        }
+
+        fn plan(batch: FlatBatch) -> Result<FlatPlan, RuleError> {
+            let a = run()?;
+            let n = outcome_count(&a, batch.pairs.len());
+            let mut outcomes = vec![FlatOutcome::Skip(Skip::UpToDate); n];
+            let mut writes = Vec::new();
+            let nothing = Span { start: 0, len: 0 };
+            let mut first = FlatWrites {
+                salesforce: nothing,
+                hubspot: nothing,
+                salesforce_associations: None,
+                hubspot_associations: None,
+            };
+            match a {
+                Attack::FlatWriteSpanOutOfRange => {
+                    writes.push(FlatWrite {
+                        field: FieldRef::Named("Name".to_string()),
+                        value: Value::Text("hostile".to_string()),
+                    });
+                    first.salesforce = Span { start: 0, len: 2 };
+                }
+                Attack::FlatRelatedSpanOutOfRange => {
+                    first.hubspot_associations = Some(Span { start: 3, len: 0 });
+                }
+                Attack::FlatFieldIndexOutOfTable => {
+                    writes.push(FlatWrite {
+                        field: FieldRef::Known(batch.hubspot_fields.len() as u32 + 7),
+                        value: Value::Null,
+                    });
+                    first.hubspot = Span { start: 0, len: 1 };
+                }
+                _ => {}
+            }
+            if !writes.is_empty() || first.hubspot_associations.is_some() {
+                if let Some(o) = outcomes.first_mut() {
+                    *o = FlatOutcome::Write(first);
+                }
+            }
+            Ok(FlatPlan {
+                writes,
+                related: Vec::new(),
+                outcomes,
+            })
         }
     }
 

@@ -18,7 +18,9 @@ type Cache = HashMap<String, Result<String, RuleError>, BuildHasherDefault<Defau
 mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../../../wit",
+        // Built against the frozen 0.1.0 contract on purpose: the host's tests run it as the
+        // proof that a component of an older 0.1.x release keeps running unchanged.
+        path: "../../../wit/compat/0.1.0",
         additional_derives: [PartialEq],
     });
 }
