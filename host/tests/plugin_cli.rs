@@ -272,3 +272,139 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+#[test]
+fn check_reports_the_contract_version_and_the_planning_path_of_each_component() {
+    let json = |path: &str| -> Value {
+        let o = dealbridge(&["plugin", "check", "--json", path]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // Built against the frozen 0.1.0 contract: it runs, and says so.
+    let v = json(dealbridge_guests::OWNER_LOOKUP);
+    assert_eq!(v["contract_version"], "0.1.0");
+    assert_eq!(v["world"], "plugin");
+    assert_eq!(v["flat_rules"], false);
+    let v = json(dealbridge_guests::HOSTILE);
+    assert_eq!(v["contract_version"], "0.1.1");
+    assert_eq!(v["world"], "flat-plugin");
+    assert_eq!(v["flat_rules"], true);
+
+    let o = dealbridge(&["plugin", "check", dealbridge_guests::OWNER_LOOKUP]);
+    let out = text(&o).0;
+    assert!(
+        out.contains("dealbridge:rules@0.1.0 (world `plugin`)"),
+        "{out}"
+    );
+    assert!(out.contains("planning   nested (`rules`)"), "{out}");
+    let o = dealbridge(&["plugin", "check", dealbridge_guests::HOSTILE]);
+    let out = text(&o).0;
+    assert!(out.contains("(world `flat-plugin`)"), "{out}");
+    assert!(out.contains("planning   flat (`flat-rules`"), "{out}");
+}
+
+#[test]
+fn run_names_the_export_and_takes_a_path() {
+    let fixture = format!(
+        "{}/../rules-wasm/hostile/fixtures/behaves-without-attack.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for (path, export) in [
+        (None, "flat-rules.plan"),
+        (Some("flat"), "flat-rules.plan"),
+        (Some("nested"), "rules.plan"),
+    ] {
+        let mut args = vec![
+            "plugin",
+            "run",
+            dealbridge_guests::HOSTILE,
+            "--fixture",
+            &fixture,
+        ];
+        if let Some(p) = path {
+            args.extend(["--path", p]);
+        }
+        let o = dealbridge(&args);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}{err}");
+        assert!(
+            out.lines().any(|l| l == format!("export        {export}")),
+            "{out}"
+        );
+    }
+    // The flat path of a component without `flat-rules` is an error of the run.
+    let o = dealbridge(&[
+        "plugin",
+        "run",
+        "--json",
+        dealbridge_guests::OWNER_LOOKUP,
+        "--fixture",
+        &format!("{OWNER_FIXTURES}/salesforce-owner-resolved-through-crm.json"),
+        "--path",
+        "flat",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["output"]["trap"].as_str().unwrap().contains("flat-rules"),
+        "{v}"
+    );
+}
+
+#[test]
+fn test_runs_each_case_on_every_path_and_names_the_path_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(format!(
+        "{}/../rules-wasm/hostile/fixtures/behaves-without-attack.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    std::fs::write(dir.path().join("a-good.json"), &good).unwrap();
+    // Only the flat plan of this config points outside its lists.
+    let mut flat_only: Value = serde_json::from_str(&good).unwrap();
+    flat_only["config"] = serde_json::json!({ "attack": "flat-write-span-out-of-range" });
+    std::fs::write(dir.path().join("b-flat-broken.json"), flat_only.to_string()).unwrap();
+    // Wrong on both paths.
+    let mut both: Value = serde_json::from_str(&good).unwrap();
+    both["config"] = serde_json::json!({ "attack": "wrong-outcome-count" });
+    std::fs::write(dir.path().join("c-both-broken.json"), both.to_string()).unwrap();
+    // A case that expects the invalid output passes: both paths return one.
+    let mut expected: Value = serde_json::from_str(&good).unwrap();
+    expected["config"] = serde_json::json!({ "attack": "wrong-outcome-count" });
+    expected["expect"] = serde_json::json!({ "invalid_output": "outcomes for a batch of" });
+    std::fs::write(dir.path().join("d-expected.json"), expected.to_string()).unwrap();
+
+    let o = dealbridge(&[
+        "plugin",
+        "test",
+        dealbridge_guests::HOSTILE,
+        dir.path().to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ok ")
+            && lines[0].contains("rules: fuel")
+            && lines[0].contains("flat-rules: fuel"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("FAIL ")
+            && lines[1].contains("flat-rules: unexpected")
+            && lines[1].contains("writes span")
+            && !lines[1].contains(": rules: "),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("FAIL ")
+            && lines[2].contains(": rules: unexpected")
+            && lines[2].contains("flat-rules: unexpected"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("ok ") && lines[3].contains("d-expected.json"),
+        "{out}"
+    );
+    assert_eq!(lines[4], "2 passed, 2 failed");
+}
