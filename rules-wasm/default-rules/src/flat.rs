@@ -421,17 +421,15 @@ fn nest_writes(
     outcome: usize,
 ) -> Result<Vec<FieldWrite>, RuleError> {
     let len = writes.len();
-    let slots = range(span)
-        .and_then(|r| writes.get_mut(r))
-        .ok_or_else(|| {
-            bad_plan(
-                outcome,
-                format_args!(
-                    "the {side} writes are the span {}+{}, outside the plan's `writes` ({len} entries)",
-                    span.start, span.len
-                ),
-            )
-        })?;
+    let slots = range(span).and_then(|r| writes.get_mut(r)).ok_or_else(|| {
+        bad_plan(
+            outcome,
+            format_args!(
+                "the {side} writes are the span {}+{}, outside the plan's `writes` ({len} entries)",
+                span.start, span.len
+            ),
+        )
+    })?;
     slots
         .iter_mut()
         .map(|slot| {
@@ -531,9 +529,7 @@ pub fn nest(
 /// the value helpers.
 #[cfg(test)]
 pub(crate) fn values_batch(values: &[Value]) -> FlatBatch {
-    use crate::bindings::dealbridge::rules::types::{
-        Direction, Lookups, ObjectPair, Trigger,
-    };
+    use crate::bindings::dealbridge::rules::types::{Direction, Lookups, ObjectPair, Trigger};
     let mut lists = Lists::default();
     for (i, value) in values.iter().enumerate() {
         let value = lists.value(value);

@@ -31,8 +31,8 @@ pub mod bindings {
     });
 }
 
-pub use bindings::dealbridge::rules::types;
 pub use bindings::dealbridge::rules::flat_types;
+pub use bindings::dealbridge::rules::types;
 pub use bindings::exports::dealbridge::rules::flat_rules as flat_exports;
 pub use bindings::exports::dealbridge::rules::rules as exports;
 

@@ -156,9 +156,7 @@ pub fn values_equal(a: Option<ValueRef<'_>>, b: Option<ValueRef<'_>>) -> bool {
             t.div_euclid(86_400_000) == day
         }
         (ValueRef::Multi(x), ValueRef::Multi(y)) => {
-            x.len() == y.len()
-                && x.iter().all(|o| y.contains(o))
-                && y.iter().all(|o| x.contains(o))
+            x.len() == y.len() && x.iter().all(|o| y.contains(o)) && y.iter().all(|o| x.contains(o))
         }
         _ => match (as_dec(a), as_dec(b)) {
             (Some(x), Some(y)) => decimal::cmp(x, y).is_eq(),

@@ -273,7 +273,10 @@ fn load_snapshot_side<'a>(
         view.value(&fv.value).map_err(|e| {
             e.error(
                 pair,
-                format_args!("value {k} (field {}) of the snapshot's {side} values", fv.field),
+                format_args!(
+                    "value {k} (field {}) of the snapshot's {side} values",
+                    fv.field
+                ),
             )
         })?;
     }
@@ -537,13 +540,11 @@ impl<'a> Prepared<'a> {
                     let hubspot = span_from(start, plan.writes.len());
                     let assoc = assoc_side.map(|side| {
                         let start = plan.related.len();
-                        plan.related
-                            .extend(s.assoc.iter().map(|r| r.to_related()));
+                        plan.related.extend(s.assoc.iter().map(|r| r.to_related()));
                         (side, span_from(start, plan.related.len()))
                     });
-                    let of = |want: Crm| {
-                        assoc.and_then(|(side, span)| (side == want).then_some(span))
-                    };
+                    let of =
+                        |want: Crm| assoc.and_then(|(side, span)| (side == want).then_some(span));
                     FlatOutcome::Write(FlatWrites {
                         salesforce,
                         hubspot,
@@ -739,7 +740,6 @@ impl<'a> Prepared<'a> {
     }
 
     /// Owner: always two-way, translated by email through `lookups.owners`.
-    #[allow(clippy::too_many_arguments)]
     fn plan_owner(
         &self,
         snapshot: Option<(&'a [FlatField], &'a [FlatField])>,
@@ -995,7 +995,12 @@ impl<'a> Prepared<'a> {
     ///
     /// Reads the pair's associations from `s`, leaves the complete set that one side should have
     /// in `s.assoc`, and says which side, or none when the associations stay as they are.
-    fn plan_associations(&self, sf_exists: bool, hs_exists: bool, s: &mut Scratch<'a>) -> Option<Crm> {
+    fn plan_associations(
+        &self,
+        sf_exists: bool,
+        hs_exists: bool,
+        s: &mut Scratch<'a>,
+    ) -> Option<Crm> {
         s.assoc.clear();
         match self.batch.direction {
             Direction::SalesforceToHubspot => {
@@ -1029,7 +1034,10 @@ impl<'a> Prepared<'a> {
                     }
                 }
                 if !s.sf_related.iter().any(|x| x.kind == RelatedKind::Company) {
-                    let mut companies = s.hs_related.iter().filter(|h| h.kind == RelatedKind::Company);
+                    let mut companies = s
+                        .hs_related
+                        .iter()
+                        .filter(|h| h.kind == RelatedKind::Company);
                     let company = s
                         .hs_related
                         .iter()

@@ -1030,7 +1030,11 @@ fn salesforce_to_hubspot_associations_are_account_plus_contact_roles() {
         .as_ref()
         .expect("associations");
     assert_eq!(want.len(), 4);
-    assert_eq!(&want[..3], &sf[..], "the account and the contact roles, in order");
+    assert_eq!(
+        &want[..3],
+        &sf[..],
+        "the account and the contact roles, in order"
+    );
     assert_eq!(want[3].hubspot_id.as_deref(), Some("k-hs-only"));
     assert!(writes(&o).salesforce_associations.is_none());
 }
