@@ -150,8 +150,13 @@ impl BadSpan {
                 "pair {pair}: {item} is the span {start}+{len} of the batch's `text`, which does not start and end on a character boundary"
             )
         } else {
+            let unit = if self.list == "text" {
+                "bytes"
+            } else {
+                "entries"
+            };
             format!(
-                "pair {pair}: {item} is the span {start}+{len}, outside the batch's `{}` ({} entries)",
+                "pair {pair}: {item} is the span {start}+{len}, outside the batch's `{}` ({} {unit})",
                 self.list, self.available
             )
         };

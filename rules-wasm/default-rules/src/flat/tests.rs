@@ -643,10 +643,8 @@ fn a_record_id_outside_the_text_is_a_pair_error() {
         let end = f.text.len() as u32;
         sf_record(f).id = Span { start: end, len: 1 };
     });
-    says(
-        &e,
-        &["Salesforce record's id", "outside the batch's `text`"],
-    );
+    let bytes = format!("outside the batch's `text` ({} bytes)", good().text.len());
+    says(&e, &["Salesforce record's id", &bytes]);
 }
 
 #[test]
