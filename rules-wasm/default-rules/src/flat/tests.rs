@@ -885,3 +885,111 @@ fn skips_and_errors_pass_through_nest() {
     let nested = nest(&batch.salesforce_fields, &batch.hubspot_fields, plan).unwrap();
     assert!(matches!(&nested[6], PairOutcome::Skip(Skip::UpToDate)));
 }
+
+// ---- allocation per record ----
+
+/// The system allocator, counting the allocations of the threads that ask it to.
+struct Counting;
+
+thread_local! {
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call goes to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        }
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(block, layout) }
+    }
+
+    unsafe fn realloc(
+        &self,
+        block: *mut u8,
+        layout: std::alloc::Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        }
+        unsafe { std::alloc::System.realloc(block, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING_ALLOCATOR: Counting = Counting;
+
+/// How many allocations (and reallocations) `plan_flat` makes on this thread.
+fn allocations_of_plan(rules: &Rules, flat: &FlatBatch) -> u64 {
+    ALLOCATIONS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    let plan = rules.plan_flat(flat);
+    COUNTING.with(|c| c.set(false));
+    assert!(plan.is_ok());
+    ALLOCATIONS.with(|a| a.get())
+}
+
+/// `n` copies of the first pair of the opportunity batch (text, a decimal, a date, a
+/// multi-select, an owner, a snapshot and associations on both sides), made `up_to_date` or
+/// with a number written each.
+fn copies(n: usize, up_to_date: bool) -> FlatBatch {
+    let mut batch = opp_batch(Direction::SalesforceToHubspot);
+    let mut first = batch.pairs.swap_remove(0);
+    let sf = first.salesforce.as_mut().unwrap();
+    sf.fields.retain(|v| v.field != 6);
+    let same = |i: usize| sf.fields[i].value.clone();
+    let hs = first.hubspot.as_mut().unwrap();
+    hs.fields = vec![
+        fv(0, same(0)),
+        fv(
+            1,
+            if up_to_date {
+                same(1)
+            } else {
+                Value::Integer(1)
+            },
+        ),
+        fv(2, Value::Datetime(1_779_235_200_000)),
+        fv(3, t("appointmentscheduled")),
+        fv(4, t("default")),
+        fv(5, t("101")),
+        fv(6, Value::Multi(names(&["grün", "red"]))),
+    ];
+    first.associations.hubspot = first.associations.salesforce.clone();
+    batch.pairs = vec![first; n];
+    flatten(&batch)
+}
+
+#[test]
+fn planning_allocates_nothing_per_record_for_input_data() {
+    let rules = Rules::from_json(OPP_CONFIG).unwrap();
+    let plan = rules.plan_flat(&copies(1, true)).unwrap();
+    assert!(
+        matches!(plan.outcomes[0], FlatOutcome::Skip(Skip::UpToDate)),
+        "{:?}",
+        plan.outcomes[0]
+    );
+    let small = allocations_of_plan(&rules, &copies(100, true));
+    let large = allocations_of_plan(&rules, &copies(1_000, true));
+    assert!(small > 0, "the per-batch tables are counted");
+    assert_eq!(small, large, "up-to-date pairs allocate nothing");
+
+    let plan = rules.plan_flat(&copies(1, false)).unwrap();
+    let FlatOutcome::Write(w) = &plan.outcomes[0] else {
+        panic!("writes: {:?}", plan.outcomes[0]);
+    };
+    assert_eq!((w.salesforce.len, w.hubspot.len), (0, 1), "{plan:?}");
+    let small = allocations_of_plan(&rules, &copies(100, false));
+    let large = allocations_of_plan(&rules, &copies(1_000, false));
+    // A number written allocates nothing; only the plan's `writes` list grows (by doubling).
+    assert!(
+        large - small <= 4,
+        "{small} allocations for 100 pairs, {large} for 1000"
+    );
+}
