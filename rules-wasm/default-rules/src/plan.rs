@@ -6,7 +6,7 @@
 //! (`flat-types`, read through [`FlatView`]); the nested API flattens its batch first (see
 //! [`crate::flat`]). Per-batch work (the UTF-8 check of the text, field positions, owner and
 //! pipeline tables) is done once in [`Prepared::new`]. Per-record work borrows the batch's
-//! values ([`ValueRef`]), reuses buffers ([`Scratch`]), looks fields up by position (no field
+//! values ([`ValueRef`]), reuses buffers (`Scratch`), looks fields up by position (no field
 //! name is hashed or compared per record), and formats text only for an error, a skip reason or
 //! a written value. The plan names a written field by its position in the field table of the side
 //! written to (`field-ref::known`) when the batch has it, by name otherwise.
