@@ -153,13 +153,7 @@ impl<'a> Slots<'a> {
         self.exists = rec.is_some();
         self.modified_at = rec.map_or(0, |r| r.modified_at);
         let n = self.vals.len();
-        let bad = |i: u32| RuleError {
-            kind: ErrorKind::Other,
-            field: None,
-            message: format!(
-                "pair {pair}: the host sent {side} field index {i}, but the batch's {side} field table has {n} entries"
-            ),
-        };
+        let bad = |i: u32| field_index_error(pair, side, i, "", n);
         if let Some(r) = rec {
             view.text(r.id)
                 .map_err(|e| e.error(pair, format_args!("the {side} record's id")))?;
@@ -259,12 +253,31 @@ fn load_related<'a>(
     Ok(())
 }
 
-/// Checks one side's snapshot values of pair `pair`.
+/// The error for a field position outside its side's field table of `entries` names.
+fn field_index_error(
+    pair: usize,
+    side: &str,
+    index: u32,
+    place: &str,
+    entries: usize,
+) -> RuleError {
+    RuleError {
+        kind: ErrorKind::Other,
+        field: None,
+        message: format!(
+            "pair {pair}: the host sent {side} field index {index}{place}, but the batch's {side} field table has {entries} entries"
+        ),
+    }
+}
+
+/// Checks one side's snapshot values of pair `pair` against the list, the text and the side's
+/// field table of `entries` names.
 fn load_snapshot_side<'a>(
     view: &FlatView<'a>,
     pair: usize,
     span: Span,
     side: &'static str,
+    entries: usize,
 ) -> Result<&'a [FlatField], RuleError> {
     let values = view
         .fields(span)
@@ -279,6 +292,15 @@ fn load_snapshot_side<'a>(
                 ),
             )
         })?;
+        if fv.field as usize >= entries {
+            return Err(field_index_error(
+                pair,
+                side,
+                fv.field,
+                " in the snapshot",
+                entries,
+            ));
+        }
     }
     Ok(values)
 }
@@ -660,8 +682,8 @@ impl<'a> Prepared<'a> {
         )?;
         s.snapshot = match &pair.snapshot {
             Some(snap) => Some((
-                load_snapshot_side(view, p, snap.salesforce, "Salesforce")?,
-                load_snapshot_side(view, p, snap.hubspot, "HubSpot")?,
+                load_snapshot_side(view, p, snap.salesforce, "Salesforce", s.sf.vals.len())?,
+                load_snapshot_side(view, p, snap.hubspot, "HubSpot", s.hs.vals.len())?,
             )),
             None => None,
         };

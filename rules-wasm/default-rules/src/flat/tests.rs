@@ -777,6 +777,21 @@ fn snapshot_values_outside_their_lists_are_a_pair_error() {
 }
 
 #[test]
+fn a_snapshot_value_for_a_field_outside_the_table_is_a_pair_error() {
+    let e = pair_error(|f| {
+        let at = f.pairs[0].snapshot.as_ref().unwrap().hubspot.start as usize;
+        f.fields[at + 1].field = 7;
+    });
+    says(
+        &e,
+        &[
+            "HubSpot field index 7 in the snapshot",
+            "HubSpot field table has 7 entries",
+        ],
+    );
+}
+
+#[test]
 fn associations_outside_their_lists_are_a_pair_error() {
     let e = pair_error(|f| f.pairs[0].hubspot_related.len = f.related.len() as u32 + 1);
     says(
