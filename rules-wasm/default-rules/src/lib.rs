@@ -1,35 +1,44 @@
 //! dealbridge's default sync rules: HubSpot's native Salesforce connector behaviour as a rules
-//! component (`dealbridge:rules/plugin@0.1.0`), configurable by the tenant's plugin config JSON.
+//! component (`dealbridge:rules/flat-plugin@0.1.1`: it exports `rules` and `flat-rules`),
+//! configurable by the tenant's plugin config JSON.
 //!
 //! Built for `wasm32-unknown-unknown` (no WASI; `rules-wasm/artifacts` makes the core module a
 //! component) this crate is the default rules component; built for the host it is
 //! an ordinary library whose [`Rules`] entry points take the config as a parameter (the `config`
 //! import exists only inside the component), so benchmarks can compare native and WASM speed on
 //! the same code. The policy lives in plain functions over the WIT types ([`plan`], [`config`],
-//! [`describe`]). This crate must never perform I/O or call the `crm` import: it plans only.
+//! [`describe`]). There is one planning path, over the flat form of a batch ([`flat`]): the
+//! `flat-rules` exports and [`Rules::plan_flat`] run it directly; the nested `rules` exports and
+//! [`Rules::plan`] flatten the batch, run it, and nest the plan. This crate must never perform
+//! I/O or call the `crm` import: it plans only.
 //!
 //! The config schema is documented in `README.md` beside this crate.
 
 pub mod config;
 pub mod decimal;
 pub mod describe;
+pub mod flat;
 pub mod heap;
 pub mod mappings;
 pub mod plan;
 
-/// The bindings generated from `wit/rules.wit` (world `plugin`).
+/// The bindings generated from `wit/rules.wit` (world `flat-plugin`).
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "plugin",
+        world: "flat-plugin",
         path: "../../wit",
         additional_derives: [PartialEq],
     });
 }
 
+pub use bindings::dealbridge::rules::flat_types;
 pub use bindings::dealbridge::rules::types;
+pub use bindings::exports::dealbridge::rules::flat_rules as flat_exports;
 pub use bindings::exports::dealbridge::rules::rules as exports;
 
+use bindings::dealbridge::rules::flat_types::FlatBatch;
 use bindings::dealbridge::rules::types::{Batch, FieldInfo};
+use bindings::exports::dealbridge::rules::flat_rules::FlatPlan;
 use bindings::exports::dealbridge::rules::rules::{Description, Inclusion, PairOutcome, RuleError};
 
 /// The default rules with a parsed, checked config: the native entry point.
@@ -56,14 +65,26 @@ impl Rules {
         describe::describe(&self.config, schema)
     }
 
-    /// `condition`: one inclusion per pair.
+    /// `rules.condition`: one inclusion per pair (the batch flattened, then [`Self::condition_flat`]).
     pub fn condition(&self, batch: &Batch) -> Result<Vec<Inclusion>, RuleError> {
-        plan::Prepared::new(&self.config, batch).condition()
+        self.condition_flat(&flat::flatten(batch))
     }
 
-    /// `plan`: one outcome per pair.
+    /// `rules.plan`: one outcome per pair (the batch flattened, planned by [`Self::plan_flat`],
+    /// and the plan nested).
     pub fn plan(&self, batch: &Batch) -> Result<Vec<PairOutcome>, RuleError> {
-        Ok(plan::Prepared::new(&self.config, batch).plan())
+        let plan = self.plan_flat(&flat::flatten(batch))?;
+        flat::nest(&batch.salesforce_fields, &batch.hubspot_fields, plan)
+    }
+
+    /// `flat-rules.condition`: one inclusion per pair.
+    pub fn condition_flat(&self, batch: &FlatBatch) -> Result<Vec<Inclusion>, RuleError> {
+        plan::Prepared::new(&self.config, batch)?.condition()
+    }
+
+    /// `flat-rules.plan`: one outcome per pair, writes and associations in the plan's lists.
+    pub fn plan_flat(&self, batch: &FlatBatch) -> Result<FlatPlan, RuleError> {
+        Ok(plan::Prepared::new(&self.config, batch)?.plan())
     }
 }
 
@@ -72,9 +93,11 @@ impl Rules {
 mod component {
     use super::Rules;
     use super::bindings::dealbridge::rules::config;
+    use super::bindings::dealbridge::rules::flat_types::FlatBatch;
     use super::bindings::dealbridge::rules::types::{Batch, FieldInfo};
+    use super::bindings::exports::dealbridge::rules::flat_rules::{self, FlatPlan};
     use super::bindings::exports::dealbridge::rules::rules::{
-        Description, Guest, Inclusion, PairOutcome, RuleError,
+        self, Description, Inclusion, PairOutcome, RuleError,
     };
 
     /// Every invocation runs in a fresh instance: a size-class heap beats a general allocator.
@@ -87,11 +110,11 @@ mod component {
     /// throws the instance away after the call, so the frees would be wasted work (a few hundred
     /// instructions per record). The peak of memory is the same, since the output is built
     /// before the batch would be dropped.
-    fn forget_input(batch: Batch) {
+    fn forget_input<T>(batch: T) {
         std::mem::forget(batch);
     }
 
-    impl Guest for DefaultRules {
+    impl rules::Guest for DefaultRules {
         fn describe(schema: Vec<FieldInfo>) -> Result<Description, RuleError> {
             Rules::from_json(&config::get())?.describe(&schema)
         }
@@ -104,6 +127,20 @@ mod component {
 
         fn plan(batch: Batch) -> Result<Vec<PairOutcome>, RuleError> {
             let out = Rules::from_json(&config::get())?.plan(&batch);
+            forget_input(batch);
+            out
+        }
+    }
+
+    impl flat_rules::Guest for DefaultRules {
+        fn condition(batch: FlatBatch) -> Result<Vec<Inclusion>, RuleError> {
+            let out = Rules::from_json(&config::get())?.condition_flat(&batch);
+            forget_input(batch);
+            out
+        }
+
+        fn plan(batch: FlatBatch) -> Result<FlatPlan, RuleError> {
+            let out = Rules::from_json(&config::get())?.plan_flat(&batch);
             forget_input(batch);
             out
         }

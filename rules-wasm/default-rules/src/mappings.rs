@@ -1,13 +1,15 @@
-//! The standard field mappings of HubSpot's native connector, and value helpers (blank, equal).
+//! The standard field mappings of HubSpot's native connector, and value helpers (blank, equal,
+//! id text) over the borrowed values of a flat batch ([`ValueRef`]).
 //!
 //! This module is data plus pure comparisons: it must never decide who wins (that is `plan`)
 //! and never convert a value's type or amount.
 
 use std::borrow::Cow;
 
-use crate::bindings::dealbridge::rules::types::{ObjectPair, Value};
+use crate::bindings::dealbridge::rules::types::ObjectPair;
 use crate::bindings::exports::dealbridge::rules::rules::SyncRule;
 use crate::decimal::{self, Dec};
+use crate::flat::ValueRef;
 
 /// How a mapping is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,24 +102,25 @@ pub fn standard(pair: ObjectPair, multi_currency: bool) -> Vec<MappingSpec> {
 
 /// True for a blank value: absent, `null`, empty text, or no chosen options.
 #[inline]
-pub fn is_blank(v: Option<&Value>) -> bool {
+pub fn is_blank(v: Option<ValueRef<'_>>) -> bool {
     match v {
-        None | Some(Value::Null) => true,
-        Some(Value::Text(t)) => t.is_empty(),
-        Some(Value::Multi(m)) => m.is_empty(),
+        None | Some(ValueRef::Null) => true,
+        Some(ValueRef::Text(t)) => t.is_empty(),
+        Some(ValueRef::Multi(m)) => m.is_empty(),
         Some(_) => false,
     }
 }
 
+/// The number in a decimal or integer value.
 #[inline]
-fn as_dec(v: &Value) -> Option<Dec> {
+pub fn as_dec(v: ValueRef<'_>) -> Option<Dec> {
     match v {
-        Value::Decimal(d) => Some(Dec {
+        ValueRef::Decimal(d) => Some(Dec {
             digits: d.digits,
             scale: d.scale,
         }),
-        Value::Integer(i) => Some(Dec {
-            digits: *i,
+        ValueRef::Integer(i) => Some(Dec {
+            digits: i,
             scale: 0,
         }),
         _ => None,
@@ -138,22 +141,21 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Whether two values are the same under sync: blanks are equal, decimals and integers compare
 /// by value, a date equals a point in time on that UTC day (Salesforce `CloseDate` is a date,
 /// HubSpot `closedate` a datetime), multi-selects compare as sets, text exactly.
-pub fn values_equal(a: Option<&Value>, b: Option<&Value>) -> bool {
-    let (ba, bb) = (is_blank(a), is_blank(b));
-    if ba || bb {
-        return ba && bb;
-    }
-    let (a, b) = (a.expect("not blank"), b.expect("not blank"));
+pub fn values_equal(a: Option<ValueRef<'_>>, b: Option<ValueRef<'_>>) -> bool {
+    let (a, b) = match (a, b) {
+        (Some(a), Some(b)) if !is_blank(Some(a)) && !is_blank(Some(b)) => (a, b),
+        _ => return is_blank(a) && is_blank(b),
+    };
     match (a, b) {
-        (Value::Text(x), Value::Text(y)) => x == y,
-        (Value::Boolean(x), Value::Boolean(y)) => x == y,
-        (Value::Datetime(x), Value::Datetime(y)) => x == y,
-        (Value::Date(x), Value::Date(y)) => x == y,
-        (Value::Date(d), Value::Datetime(t)) | (Value::Datetime(t), Value::Date(d)) => {
+        (ValueRef::Text(x), ValueRef::Text(y)) => x == y,
+        (ValueRef::Boolean(x), ValueRef::Boolean(y)) => x == y,
+        (ValueRef::Datetime(x), ValueRef::Datetime(y)) => x == y,
+        (ValueRef::Date(x), ValueRef::Date(y)) => x == y,
+        (ValueRef::Date(d), ValueRef::Datetime(t)) | (ValueRef::Datetime(t), ValueRef::Date(d)) => {
             let day = days_from_civil(i64::from(d.year), i64::from(d.month), i64::from(d.day));
             t.div_euclid(86_400_000) == day
         }
-        (Value::Multi(x), Value::Multi(y)) => {
+        (ValueRef::Multi(x), ValueRef::Multi(y)) => {
             x.len() == y.len() && x.iter().all(|o| y.contains(o)) && y.iter().all(|o| x.contains(o))
         }
         _ => match (as_dec(a), as_dec(b)) {
@@ -163,11 +165,57 @@ pub fn values_equal(a: Option<&Value>, b: Option<&Value>) -> bool {
     }
 }
 
-/// The text of an id-like value (text, or an integer as HubSpot ids sometimes are).
-pub fn id_text(v: Option<&Value>) -> Option<std::borrow::Cow<'_, str>> {
+/// The text of an id-like value: borrowed text, or an integer (as HubSpot ids sometimes are)
+/// written into a buffer of its own, so reading an id never allocates.
+#[derive(Debug, Clone, Copy)]
+pub enum IdText<'a> {
+    /// Non-empty text of the batch.
+    Text(&'a str),
+    /// The decimal digits of an integer id (with its sign), right-aligned in the buffer.
+    Integer { buf: [u8; 20], start: u8 },
+}
+
+impl<'a> IdText<'a> {
+    fn integer(i: i64) -> Self {
+        let mut buf = [0u8; 20];
+        let mut n = i.unsigned_abs();
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if i < 0 {
+            start -= 1;
+            buf[start] = b'-';
+        }
+        IdText::Integer {
+            buf,
+            start: start as u8,
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            IdText::Text(t) => t,
+            // The buffer holds ASCII digits and a sign only.
+            IdText::Integer { buf, start } => {
+                std::str::from_utf8(&buf[usize::from(*start)..]).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// The text of an id-like value (non-empty text, or an integer), or none when it is blank or of
+/// another type.
+pub fn id_text(v: Option<ValueRef<'_>>) -> Option<IdText<'_>> {
     match v {
-        Some(Value::Text(t)) if !t.is_empty() => Some(std::borrow::Cow::Borrowed(t.as_str())),
-        Some(Value::Integer(i)) => Some(std::borrow::Cow::Owned(i.to_string())),
+        Some(ValueRef::Text(t)) if !t.is_empty() => Some(IdText::Text(t)),
+        Some(ValueRef::Integer(i)) => Some(IdText::integer(i)),
         _ => None,
     }
 }
@@ -175,69 +223,119 @@ pub fn id_text(v: Option<&Value>) -> Option<std::borrow::Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::dealbridge::rules::types::{Date, Decimal};
+    use crate::bindings::dealbridge::rules::flat_types::FlatBatch;
+    use crate::bindings::dealbridge::rules::types::{Date, Decimal, Value};
+    use crate::flat::{FlatView, values_batch};
 
     fn text(s: &str) -> Value {
         Value::Text(s.to_string())
     }
 
+    /// The values as the planner sees them, from a flat batch that holds them.
+    fn refs(batch: &FlatBatch) -> Vec<ValueRef<'_>> {
+        let view = FlatView::new(batch).unwrap();
+        batch
+            .fields
+            .iter()
+            .map(|f| view.value(&f.value).unwrap())
+            .collect()
+    }
+
     #[test]
     fn blanks() {
+        let b = values_batch(&[
+            Value::Null,
+            text(""),
+            Value::Multi(vec![]),
+            text(" "),
+            Value::Boolean(false),
+            Value::Integer(0),
+        ]);
+        let v = refs(&b);
         assert!(is_blank(None));
-        assert!(is_blank(Some(&Value::Null)));
-        assert!(is_blank(Some(&text(""))));
-        assert!(is_blank(Some(&Value::Multi(vec![]))));
-        assert!(!is_blank(Some(&text(" "))));
-        assert!(!is_blank(Some(&Value::Boolean(false))));
-        assert!(!is_blank(Some(&Value::Integer(0))));
+        for blank in &v[..3] {
+            assert!(is_blank(Some(*blank)), "{blank:?}");
+        }
+        for value in &v[3..] {
+            assert!(!is_blank(Some(*value)), "{value:?}");
+        }
     }
 
     #[test]
     fn equality_is_by_value() {
-        let a = Value::Decimal(Decimal {
-            digits: 100000,
-            scale: 2,
-        });
-        let b = Value::Decimal(Decimal {
-            digits: 1000,
-            scale: 0,
-        });
-        let c = Value::Integer(1000);
-        assert!(values_equal(Some(&a), Some(&b)));
-        assert!(values_equal(Some(&a), Some(&c)));
-        assert!(!values_equal(Some(&a), Some(&Value::Integer(1001))));
-        assert!(values_equal(None, Some(&text(""))));
-        assert!(!values_equal(None, Some(&text("x"))));
-        assert!(!values_equal(Some(&text("1000")), Some(&c)));
-        let m1 = Value::Multi(vec!["a".into(), "b".into()]);
-        let m2 = Value::Multi(vec!["b".into(), "a".into()]);
-        assert!(values_equal(Some(&m1), Some(&m2)));
-        assert!(!values_equal(
-            Some(&m1),
-            Some(&Value::Multi(vec!["a".into()]))
-        ));
+        let b = values_batch(&[
+            Value::Decimal(Decimal {
+                digits: 100000,
+                scale: 2,
+            }),
+            Value::Decimal(Decimal {
+                digits: 1000,
+                scale: 0,
+            }),
+            Value::Integer(1000),
+            Value::Integer(1001),
+            text(""),
+            text("x"),
+            text("1000"),
+            Value::Multi(vec!["a".into(), "b".into()]),
+            Value::Multi(vec!["b".into(), "a".into()]),
+            Value::Multi(vec!["a".into()]),
+            Value::Multi(vec!["a".into(), "a".into()]),
+        ]);
+        let v = refs(&b);
+        let eq = |x: usize, y: usize| values_equal(Some(v[x]), Some(v[y]));
+        assert!(eq(0, 1));
+        assert!(eq(0, 2));
+        assert!(!eq(0, 3));
+        assert!(values_equal(None, Some(v[4])));
+        assert!(!values_equal(None, Some(v[5])));
+        assert!(!eq(6, 2));
+        assert!(eq(7, 8));
+        assert!(!eq(7, 9));
+        assert!(!eq(7, 10));
     }
 
     #[test]
     fn a_date_equals_a_datetime_on_that_utc_day() {
-        let d = Value::Date(Date {
-            year: 2026,
-            month: 5,
-            day: 20,
-        });
-        // 2026-05-20T00:00:00Z and 2026-05-20T20:49:32Z
-        assert!(values_equal(
-            Some(&d),
-            Some(&Value::Datetime(1_779_235_200_000))
-        ));
-        assert!(values_equal(
-            Some(&Value::Datetime(1_779_310_172_000)),
-            Some(&d)
-        ));
-        assert!(!values_equal(
-            Some(&d),
-            Some(&Value::Datetime(1_779_235_200_000 - 1))
-        ));
+        // 2026-05-20, then 2026-05-20T00:00:00Z, 2026-05-20T20:49:32Z and a millisecond before
+        // the day.
+        let b = values_batch(&[
+            Value::Date(Date {
+                year: 2026,
+                month: 5,
+                day: 20,
+            }),
+            Value::Datetime(1_779_235_200_000),
+            Value::Datetime(1_779_310_172_000),
+            Value::Datetime(1_779_235_200_000 - 1),
+        ]);
+        let v = refs(&b);
+        assert!(values_equal(Some(v[0]), Some(v[1])));
+        assert!(values_equal(Some(v[2]), Some(v[0])));
+        assert!(!values_equal(Some(v[0]), Some(v[3])));
+    }
+
+    #[test]
+    fn id_text_borrows_text_and_writes_integers() {
+        let b = values_batch(&[
+            text("101"),
+            text(""),
+            Value::Integer(0),
+            Value::Integer(-42),
+            Value::Integer(i64::MIN),
+            Value::Integer(i64::MAX),
+            Value::Boolean(true),
+        ]);
+        let v = refs(&b);
+        let id = |i: usize| id_text(Some(v[i])).map(|t| t.as_str().to_string());
+        assert_eq!(id(0).as_deref(), Some("101"));
+        assert_eq!(id(1), None);
+        assert_eq!(id(2).as_deref(), Some("0"));
+        assert_eq!(id(3).as_deref(), Some("-42"));
+        assert_eq!(id(4), Some(i64::MIN.to_string()));
+        assert_eq!(id(5), Some(i64::MAX.to_string()));
+        assert_eq!(id(6), None);
+        assert_eq!(id_text(None).map(|t| t.as_str().len()), None);
     }
 
     #[test]

@@ -2,9 +2,19 @@
 //! owner and stage translation, and the desired associations.
 //!
 //! Everything is a plain function of the batch and the checked config, so it runs natively as
-//! well as inside the component. Per-batch work (field positions, owner and pipeline tables) is
-//! done once in [`Prepared::new`]; per-record work reuses buffers. This module must never call
-//! an import (config, log, crm): it only computes.
+//! well as inside the component. There is one planner, over the flat form of a batch
+//! (`flat-types`, read through [`FlatView`]); the nested API flattens its batch first (see
+//! [`crate::flat`]). Per-batch work (the UTF-8 check of the text, field positions, owner and
+//! pipeline tables) is done once in [`Prepared::new`]. Per-record work borrows the batch's
+//! values ([`ValueRef`]), reuses buffers (`Scratch`), looks fields up by position (no field
+//! name is hashed or compared per record), and formats text only for an error, a skip reason or
+//! a written value. The plan names a written field by its position in the field table of the side
+//! written to (`field-ref::known`) when the batch has it, by name otherwise.
+//!
+//! Bad input from the host (a span outside its list, a field position outside its table) is a
+//! `rule-error` of kind `other` naming the pair and the item: for that pair's outcome in a plan,
+//! for the whole call in a condition. This module must never call an import (config, log, crm):
+//! it only computes.
 
 use std::collections::HashMap;
 
@@ -14,16 +24,22 @@ use std::collections::HashMap;
 /// tables and lookups, never from an adversary across tenants.
 type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
+use crate::bindings::dealbridge::rules::flat_types::{
+    FlatBatch, FlatField, FlatPair, FlatRecord, Span,
+};
 use crate::bindings::dealbridge::rules::types::{
-    Batch, CrmRecord, Direction, FieldValue, ObjectPair, Pipeline, RecordPair, Related,
-    RelatedKind, Value,
+    Crm, Direction, ObjectPair, Pipeline, RelatedKind, Value,
+};
+use crate::bindings::exports::dealbridge::rules::flat_rules::{
+    FieldRef, FlatOutcome, FlatPlan, FlatWrite, FlatWrites,
 };
 use crate::bindings::exports::dealbridge::rules::rules::{
-    ErrorKind, FieldWrite, Inclusion, PairOutcome, PairWrites, RuleError, Skip, SyncRule,
+    ErrorKind, Inclusion, RuleError, Skip, SyncRule,
 };
 use crate::config::Config;
-use crate::decimal::{self, Dec};
-use crate::mappings::{MappingKind, MappingSpec, id_text, is_blank, values_equal};
+use crate::decimal;
+use crate::flat::{FlatView, RelatedRef, ValueRef, span_from};
+use crate::mappings::{MappingKind, MappingSpec, as_dec, id_text, is_blank, values_equal};
 
 /// Which side's value wins for one mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +123,7 @@ fn rule_error(kind: ErrorKind, field: &str, message: String) -> RuleError {
 
 /// One side's values of the current record, by field position, reused across records.
 struct Slots<'a> {
-    vals: Vec<Option<&'a Value>>,
+    vals: Vec<Option<ValueRef<'a>>>,
     changed: Vec<bool>,
     exists: bool,
     modified_at: i64,
@@ -123,32 +139,43 @@ impl<'a> Slots<'a> {
         }
     }
 
+    /// Reads one side of pair `pair`: the record's values (each checked) and the changed fields.
     fn load(
         &mut self,
-        rec: Option<&'a CrmRecord>,
-        changed: &[u32],
-        side: &str,
+        view: &FlatView<'a>,
+        pair: usize,
+        rec: Option<&'a FlatRecord>,
+        changed: Span,
+        side: &'static str,
     ) -> Result<(), RuleError> {
         self.vals.fill(None);
         self.changed.fill(false);
         self.exists = rec.is_some();
         self.modified_at = rec.map_or(0, |r| r.modified_at);
         let n = self.vals.len();
-        let bad = |i: u32| RuleError {
-            kind: ErrorKind::Other,
-            field: None,
-            message: format!(
-                "the host sent {side} field index {i}, but the batch's {side} field table has {n} entries"
-            ),
-        };
+        let bad = |i: u32| field_index_error(pair, side, i, "", n);
         if let Some(r) = rec {
-            for fv in &r.fields {
+            view.text(r.id)
+                .map_err(|e| e.error(pair, format_args!("the {side} record's id")))?;
+            let fields = view
+                .fields(r.fields)
+                .map_err(|e| e.error(pair, format_args!("the {side} record's values")))?;
+            for (k, fv) in fields.iter().enumerate() {
+                let value = view.value(&fv.value).map_err(|e| {
+                    e.error(
+                        pair,
+                        format_args!("value {k} (field {}) of the {side} record", fv.field),
+                    )
+                })?;
                 *self
                     .vals
                     .get_mut(fv.field as usize)
-                    .ok_or_else(|| bad(fv.field))? = Some(&fv.value);
+                    .ok_or_else(|| bad(fv.field))? = Some(value);
             }
         }
+        let changed = view
+            .changed(changed)
+            .map_err(|e| e.error(pair, format_args!("the {side} changed fields")))?;
         for &i in changed {
             *self.changed.get_mut(i as usize).ok_or_else(|| bad(i))? = true;
         }
@@ -156,7 +183,7 @@ impl<'a> Slots<'a> {
     }
 
     #[inline]
-    fn get(&self, idx: Option<u32>) -> Option<&'a Value> {
+    fn get(&self, idx: Option<u32>) -> Option<ValueRef<'a>> {
         idx.and_then(|i| self.vals[i as usize])
     }
 
@@ -168,9 +195,122 @@ impl<'a> Slots<'a> {
     #[inline]
     fn text(&self, idx: Option<u32>) -> Option<&'a str> {
         match self.get(idx) {
-            Some(Value::Text(t)) if !t.is_empty() => Some(t.as_str()),
+            Some(ValueRef::Text(t)) if !t.is_empty() => Some(t),
             _ => None,
         }
+    }
+}
+
+/// The writes of the current pair, by side, reused across records.
+#[derive(Default)]
+struct Writes {
+    salesforce: Vec<FlatWrite>,
+    hubspot: Vec<FlatWrite>,
+}
+
+/// What the planner reads and builds for one pair, reused across records so that reading a
+/// record allocates nothing once the buffers have grown.
+struct Scratch<'a> {
+    sf: Slots<'a>,
+    hs: Slots<'a>,
+    /// The snapshot's Salesforce and HubSpot values, checked.
+    snapshot: Option<(&'a [FlatField], &'a [FlatField])>,
+    /// The associations that each side has.
+    sf_related: Vec<RelatedRef<'a>>,
+    hs_related: Vec<RelatedRef<'a>>,
+    /// The associations that the outcome asks for.
+    assoc: Vec<RelatedRef<'a>>,
+    /// Associations to add (HubSpot to Salesforce), before they join `assoc`.
+    added: Vec<RelatedRef<'a>>,
+    writes: Writes,
+}
+
+/// A pair planned: a skip, or writes (in [`Scratch::writes`]) and possibly the complete set of
+/// associations of one side (in [`Scratch::assoc`]).
+enum Planned {
+    Skip(Skip),
+    Write(Option<Crm>),
+}
+
+/// Reads one side's associations of pair `pair` into `out`, each checked.
+fn load_related<'a>(
+    view: &FlatView<'a>,
+    pair: usize,
+    span: Span,
+    side: &'static str,
+    out: &mut Vec<RelatedRef<'a>>,
+) -> Result<(), RuleError> {
+    out.clear();
+    let list = view
+        .related(span)
+        .map_err(|e| e.error(pair, format_args!("the {side} associations")))?;
+    for (k, r) in list.iter().enumerate() {
+        out.push(
+            view.related_ref(r)
+                .map_err(|e| e.error(pair, format_args!("{side} association {k}")))?,
+        );
+    }
+    Ok(())
+}
+
+/// The error for a field position outside its side's field table of `entries` names.
+fn field_index_error(
+    pair: usize,
+    side: &str,
+    index: u32,
+    place: &str,
+    entries: usize,
+) -> RuleError {
+    RuleError {
+        kind: ErrorKind::Other,
+        field: None,
+        message: format!(
+            "pair {pair}: the host sent {side} field index {index}{place}, but the batch's {side} field table has {entries} entries"
+        ),
+    }
+}
+
+/// Checks one side's snapshot values of pair `pair` against the list, the text and the side's
+/// field table of `entries` names.
+fn load_snapshot_side<'a>(
+    view: &FlatView<'a>,
+    pair: usize,
+    span: Span,
+    side: &'static str,
+    entries: usize,
+) -> Result<&'a [FlatField], RuleError> {
+    let values = view
+        .fields(span)
+        .map_err(|e| e.error(pair, format_args!("the snapshot's {side} values")))?;
+    for (k, fv) in values.iter().enumerate() {
+        view.value(&fv.value).map_err(|e| {
+            e.error(
+                pair,
+                format_args!(
+                    "value {k} (field {}) of the snapshot's {side} values",
+                    fv.field
+                ),
+            )
+        })?;
+        if fv.field as usize >= entries {
+            return Err(field_index_error(
+                pair,
+                side,
+                fv.field,
+                " in the snapshot",
+                entries,
+            ));
+        }
+    }
+    Ok(values)
+}
+
+/// The field a write sets: its position in the table of the side written to, else its name.
+#[inline]
+fn field_ref(index: Option<u32>, name: &str) -> FieldRef {
+    match index {
+        Some(i) => FieldRef::Known(i),
+        None => FieldRef::Named(name.to_owned()),
     }
 }
 
@@ -190,7 +330,8 @@ struct PipeInfo<'a> {
     forward: Vec<(&'a str, Result<&'a str, &'a str>)>,
 }
 
-/// Field positions that the stage/pipeline mapping and the condition read.
+/// Field positions that the stage/pipeline mapping and the condition read, and those of the
+/// fields that stage planning writes by name.
 #[derive(Default)]
 struct OppFields {
     stage_name: Option<u32>,
@@ -200,12 +341,19 @@ struct OppFields {
     amount: Option<u32>,
     flag: Option<u32>,
     stage_rule: Option<SyncRule>,
+    /// `pipeline` and `dealstage` in the HubSpot table, `StageName` and `RecordTypeId` in the
+    /// Salesforce table.
+    write_pipeline: Option<u32>,
+    write_dealstage: Option<u32>,
+    write_stage_name: Option<u32>,
+    write_record_type: Option<u32>,
 }
 
 /// A batch prepared for planning: everything that is the same for every pair, computed once.
 pub struct Prepared<'a> {
     cfg: &'a Config,
-    batch: &'a Batch,
+    view: FlatView<'a>,
+    batch: &'a FlatBatch,
     maps: Vec<Bound<'a>>,
     opp: OppFields,
     owner_sf_to_hs: Map<&'a str, &'a str>,
@@ -248,8 +396,9 @@ impl<'a> FieldIndex<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    /// Resolves the config against the batch's field tables and lookups.
-    pub fn new(cfg: &'a Config, batch: &'a Batch) -> Self {
+    /// Checks the batch's text and resolves the config against its field tables and lookups.
+    pub fn new(cfg: &'a Config, batch: &'a FlatBatch) -> Result<Self, RuleError> {
+        let view = FlatView::new(batch)?;
         let sf_index = FieldIndex::new(&batch.salesforce_fields);
         let hs_index = FieldIndex::new(&batch.hubspot_fields);
         let mut opp = OppFields::default();
@@ -286,6 +435,10 @@ impl<'a> Prepared<'a> {
                 .and_then(|f| sf_index.get(f));
             opp.stage_name = opp.stage_name.or_else(|| sf_index.get("StageName"));
             opp.record_type = opp.record_type.or_else(|| sf_index.get("RecordTypeId"));
+            opp.write_pipeline = hs_index.get("pipeline");
+            opp.write_dealstage = hs_index.get("dealstage");
+            opp.write_stage_name = sf_index.get("StageName");
+            opp.write_record_type = sf_index.get("RecordTypeId");
         }
         let mut owner_sf_to_hs =
             Map::with_capacity_and_hasher(batch.lookups.owners.len(), Default::default());
@@ -332,35 +485,51 @@ impl<'a> Prepared<'a> {
                 }
             })
             .collect();
-        Prepared {
+        Ok(Prepared {
             cfg,
+            view,
             batch,
             maps,
             opp,
             owner_sf_to_hs,
             owner_hs_to_sf,
             pipes,
+        })
+    }
+
+    fn scratch(&self) -> Scratch<'a> {
+        Scratch {
+            sf: Slots::new(self.batch.salesforce_fields.len()),
+            hs: Slots::new(self.batch.hubspot_fields.len()),
+            snapshot: None,
+            sf_related: Vec::new(),
+            hs_related: Vec::new(),
+            assoc: Vec::new(),
+            added: Vec::new(),
+            writes: Writes::default(),
         }
     }
 
-    fn slots(&self) -> (Slots<'a>, Slots<'a>) {
-        (
-            Slots::new(self.batch.salesforce_fields.len()),
-            Slots::new(self.batch.hubspot_fields.len()),
-        )
-    }
-
-    /// The sync condition of every pair, in order.
+    /// The sync condition of every pair, in order. Bad input in any pair fails the whole call.
     pub fn condition(&self) -> Result<Vec<Inclusion>, RuleError> {
-        let (mut sf, mut hs) = self.slots();
+        let mut sf = Slots::new(self.batch.salesforce_fields.len());
+        let mut hs = Slots::new(self.batch.hubspot_fields.len());
         let mut out = Vec::with_capacity(self.batch.pairs.len());
-        for pair in &self.batch.pairs {
+        for (p, pair) in self.batch.pairs.iter().enumerate() {
             sf.load(
+                &self.view,
+                p,
                 pair.salesforce.as_ref(),
-                &pair.salesforce_changed,
+                pair.salesforce_changed,
                 "Salesforce",
             )?;
-            hs.load(pair.hubspot.as_ref(), &pair.hubspot_changed, "HubSpot")?;
+            hs.load(
+                &self.view,
+                p,
+                pair.hubspot.as_ref(),
+                pair.hubspot_changed,
+                "HubSpot",
+            )?;
             out.push(match self.exclusion(&sf) {
                 Some(reason) => Inclusion::Exclude(reason),
                 None => Inclusion::Include,
@@ -369,17 +538,46 @@ impl<'a> Prepared<'a> {
         Ok(out)
     }
 
-    /// Plans every pair, in order.
-    pub fn plan(&self) -> Vec<PairOutcome> {
-        let (mut sf, mut hs) = self.slots();
-        let mut out = Vec::with_capacity(self.batch.pairs.len());
-        for pair in &self.batch.pairs {
-            out.push(match self.plan_pair(pair, &mut sf, &mut hs) {
-                Ok(o) => o,
-                Err(e) => PairOutcome::Error(e),
-            });
+    /// Plans every pair, in order: one outcome each, their writes and associations appended to
+    /// the plan's lists.
+    pub fn plan(&self) -> FlatPlan {
+        let mut s = self.scratch();
+        let mut plan = FlatPlan {
+            writes: Vec::new(),
+            related: Vec::new(),
+            outcomes: Vec::with_capacity(self.batch.pairs.len()),
+        };
+        for (p, pair) in self.batch.pairs.iter().enumerate() {
+            s.writes.salesforce.clear();
+            s.writes.hubspot.clear();
+            let outcome = match self.plan_pair(p, pair, &mut s) {
+                Err(e) => FlatOutcome::Error(e),
+                Ok(Planned::Skip(reason)) => FlatOutcome::Skip(reason),
+                Ok(Planned::Write(assoc_side)) => {
+                    let start = plan.writes.len();
+                    plan.writes.append(&mut s.writes.salesforce);
+                    let salesforce = span_from(start, plan.writes.len());
+                    let start = plan.writes.len();
+                    plan.writes.append(&mut s.writes.hubspot);
+                    let hubspot = span_from(start, plan.writes.len());
+                    let assoc = assoc_side.map(|side| {
+                        let start = plan.related.len();
+                        plan.related.extend(s.assoc.iter().map(|r| r.to_related()));
+                        (side, span_from(start, plan.related.len()))
+                    });
+                    let of =
+                        |want: Crm| assoc.and_then(|(side, span)| (side == want).then_some(span));
+                    FlatOutcome::Write(FlatWrites {
+                        salesforce,
+                        hubspot,
+                        salesforce_associations: of(Crm::Salesforce),
+                        hubspot_associations: of(Crm::Hubspot),
+                    })
+                }
+            };
+            plan.outcomes.push(outcome);
         }
-        out
+        plan
     }
 
     fn pipeline_by_record_type(&self, rt: Option<&str>) -> Option<&PipeInfo<'a>> {
@@ -441,17 +639,7 @@ impl<'a> Prepared<'a> {
             }
         }
         if let Some((min, text)) = &c.min_amount {
-            let amount = match sf.get(self.opp.amount) {
-                Some(Value::Decimal(d)) => Some(Dec {
-                    digits: d.digits,
-                    scale: d.scale,
-                }),
-                Some(Value::Integer(i)) => Some(Dec {
-                    digits: *i,
-                    scale: 0,
-                }),
-                _ => None,
-            };
+            let amount = sf.get(self.opp.amount).and_then(as_dec);
             match amount {
                 None => return Some(format!("the amount is blank (the minimum is {text})")),
                 Some(a) if decimal::cmp(a, *min).is_lt() => {
@@ -464,7 +652,7 @@ impl<'a> Prepared<'a> {
             }
         }
         if let Some(flag) = &c.flag_field
-            && !matches!(sf.get(self.opp.flag), Some(Value::Boolean(true)))
+            && !matches!(sf.get(self.opp.flag), Some(ValueRef::Boolean(true)))
         {
             return Some(format!("`{flag}` is not checked"));
         }
@@ -473,16 +661,41 @@ impl<'a> Prepared<'a> {
 
     fn plan_pair(
         &self,
-        pair: &'a RecordPair,
-        sf: &mut Slots<'a>,
-        hs: &mut Slots<'a>,
-    ) -> Result<PairOutcome, RuleError> {
-        sf.load(
+        p: usize,
+        pair: &'a FlatPair,
+        s: &mut Scratch<'a>,
+    ) -> Result<Planned, RuleError> {
+        let view = &self.view;
+        s.sf.load(
+            view,
+            p,
             pair.salesforce.as_ref(),
-            &pair.salesforce_changed,
+            pair.salesforce_changed,
             "Salesforce",
         )?;
-        hs.load(pair.hubspot.as_ref(), &pair.hubspot_changed, "HubSpot")?;
+        s.hs.load(
+            view,
+            p,
+            pair.hubspot.as_ref(),
+            pair.hubspot_changed,
+            "HubSpot",
+        )?;
+        s.snapshot = match &pair.snapshot {
+            Some(snap) => Some((
+                load_snapshot_side(view, p, snap.salesforce, "Salesforce", s.sf.vals.len())?,
+                load_snapshot_side(view, p, snap.hubspot, "HubSpot", s.hs.vals.len())?,
+            )),
+            None => None,
+        };
+        load_related(
+            view,
+            p,
+            pair.salesforce_related,
+            "Salesforce",
+            &mut s.sf_related,
+        )?;
+        load_related(view, p, pair.hubspot_related, "HubSpot", &mut s.hs_related)?;
+        let (sf, hs) = (&s.sf, &s.hs);
         if !sf.exists && !hs.exists {
             return Err(RuleError {
                 kind: ErrorKind::Other,
@@ -496,20 +709,15 @@ impl<'a> Prepared<'a> {
             && let Some(pipe) = hs.text(self.opp.pipeline)
             && !self.pipes.iter().any(|p| p.p.id == pipe)
         {
-            return Ok(PairOutcome::Skip(Skip::UnsyncedPipeline(format!(
+            return Ok(Planned::Skip(Skip::UnsyncedPipeline(format!(
                 "the deal is in pipeline `{pipe}`, which is not synced"
             ))));
         }
         if let Some(reason) = self.exclusion(sf) {
-            return Ok(PairOutcome::Skip(Skip::Excluded(reason)));
+            return Ok(Planned::Skip(Skip::Excluded(reason)));
         }
 
-        let mut w = PairWrites {
-            salesforce: Vec::new(),
-            hubspot: Vec::new(),
-            salesforce_associations: None,
-            hubspot_associations: None,
-        };
+        let w = &mut s.writes;
         let hs_newer = sf.exists && hs.exists && hs.modified_at > sf.modified_at;
         for b in &self.maps {
             match b.spec.kind {
@@ -525,46 +733,53 @@ impl<'a> Prepared<'a> {
                     };
                     match decide(b.spec.rule, f) {
                         Winner::Neither => {}
-                        Winner::Salesforce => push(&mut w.hubspot, hs.exists, &b.spec.hs, sv),
-                        Winner::HubSpot => push(&mut w.salesforce, sf.exists, &b.spec.sf, hv),
+                        Winner::Salesforce => {
+                            push(&mut w.hubspot, hs.exists, b.hs, &b.spec.hs, sv);
+                        }
+                        Winner::HubSpot => {
+                            push(&mut w.salesforce, sf.exists, b.sf, &b.spec.sf, hv);
+                        }
                     }
                 }
-                MappingKind::Owner => self.plan_owner(pair, b, sf, hs, hs_newer, &mut w)?,
-                MappingKind::Stage => self.plan_stage(sf, hs, hs_newer, &mut w)?,
+                MappingKind::Owner => {
+                    self.plan_owner(s.snapshot, b, sf, hs, hs_newer, w)?;
+                }
+                MappingKind::Stage => self.plan_stage(sf, hs, hs_newer, w)?,
                 MappingKind::Pipeline => {}
             }
         }
-        if is_opp {
-            self.plan_associations(pair, sf.exists, hs.exists, &mut w);
-        }
-        if w.salesforce.is_empty()
-            && w.hubspot.is_empty()
-            && w.salesforce_associations.is_none()
-            && w.hubspot_associations.is_none()
-        {
-            Ok(PairOutcome::Skip(Skip::UpToDate))
+        let (sf_exists, hs_exists) = (sf.exists, hs.exists);
+        let assoc_side = if is_opp {
+            self.plan_associations(sf_exists, hs_exists, s)
         } else {
-            Ok(PairOutcome::Write(w))
+            None
+        };
+        if s.writes.salesforce.is_empty() && s.writes.hubspot.is_empty() && assoc_side.is_none() {
+            Ok(Planned::Skip(Skip::UpToDate))
+        } else {
+            Ok(Planned::Write(assoc_side))
         }
     }
 
     /// Owner: always two-way, translated by email through `lookups.owners`.
     fn plan_owner(
         &self,
-        pair: &RecordPair,
+        snapshot: Option<(&'a [FlatField], &'a [FlatField])>,
         b: &Bound<'a>,
         sf: &Slots<'a>,
         hs: &Slots<'a>,
         hs_newer: bool,
-        w: &mut PairWrites,
+        w: &mut Writes,
     ) -> Result<(), RuleError> {
-        let sv = id_text(sf.get(b.sf));
-        let hv = id_text(hs.get(b.hs));
-        let sf_proj = sv.as_deref().map(|s| self.owner_sf_to_hs.get(s).copied());
-        let hs_proj = hv.as_deref().map(|h| self.owner_hs_to_sf.get(h).copied());
+        let sv_id = id_text(sf.get(b.sf));
+        let hv_id = id_text(hs.get(b.hs));
+        let sv = sv_id.as_ref().map(|t| t.as_str());
+        let hv = hv_id.as_ref().map(|t| t.as_str());
+        let sf_proj = sv.map(|s| self.owner_sf_to_hs.get(s).copied());
+        let hs_proj = hv.map(|h| self.owner_hs_to_sf.get(h).copied());
         let equal = (sv.is_none() && hv.is_none())
-            || (sf_proj.flatten().is_some() && sf_proj.flatten() == hv.as_deref())
-            || (hs_proj.flatten().is_some() && hs_proj.flatten() == sv.as_deref());
+            || (sf_proj.flatten().is_some() && sf_proj.flatten() == hv)
+            || (hs_proj.flatten().is_some() && hs_proj.flatten() == sv);
         let f = Facts {
             sf_blank: sv.is_none(),
             hs_blank: hv.is_none(),
@@ -580,15 +795,16 @@ impl<'a> Prepared<'a> {
         }
         match winner {
             Winner::Neither => {}
-            Winner::Salesforce => match (sv.as_deref(), sf_proj.flatten()) {
-                (None, _) => push(&mut w.hubspot, hs.exists, &b.spec.hs, None),
-                (Some(_), Some(h)) => w.hubspot.push(FieldWrite {
-                    field: b.spec.hs.to_string(),
+            Winner::Salesforce => match (sv, sf_proj.flatten()) {
+                (None, _) => push(&mut w.hubspot, hs.exists, b.hs, &b.spec.hs, None),
+                (Some(_), Some(h)) => w.hubspot.push(FlatWrite {
+                    field: field_ref(b.hs, &b.spec.hs),
                     value: Value::Text(h.to_string()),
                 }),
                 // A blank HubSpot owner is not a mismatch: the record went to Salesforce
                 // without an owner and Salesforce gave it its default one.
-                (Some(_), None) if hv.is_none() && salesforce_default_owner(pair, b, sf) => {}
+                (Some(_), None)
+                    if hv.is_none() && salesforce_default_owner(&self.view, snapshot, b, sf) => {}
                 (Some(s), None) => {
                     let email = self
                         .batch
@@ -607,10 +823,10 @@ impl<'a> Prepared<'a> {
                     ));
                 }
             },
-            Winner::HubSpot => match (hv.as_deref(), hs_proj.flatten()) {
+            Winner::HubSpot => match (hv, hs_proj.flatten()) {
                 (None, _) => {}
-                (Some(_), Some(s)) => w.salesforce.push(FieldWrite {
-                    field: b.spec.sf.to_string(),
+                (Some(_), Some(s)) => w.salesforce.push(FlatWrite {
+                    field: field_ref(b.sf, &b.spec.sf),
                     value: Value::Text(s.to_string()),
                 }),
                 (Some(h), None) => {
@@ -729,7 +945,7 @@ impl<'a> Prepared<'a> {
         sf: &Slots<'a>,
         hs: &Slots<'a>,
         hs_newer: bool,
-        w: &mut PairWrites,
+        w: &mut Writes,
     ) -> Result<(), RuleError> {
         let o = &self.opp;
         let rule = o
@@ -762,12 +978,12 @@ impl<'a> Prepared<'a> {
             Winner::Salesforce => {
                 if let Some(proj) = sf_proj {
                     let (pipe, id) = proj?;
-                    w.hubspot.push(FieldWrite {
-                        field: "pipeline".to_string(),
+                    w.hubspot.push(FlatWrite {
+                        field: field_ref(o.write_pipeline, "pipeline"),
                         value: Value::Text(pipe.p.id.clone()),
                     });
-                    w.hubspot.push(FieldWrite {
-                        field: "dealstage".to_string(),
+                    w.hubspot.push(FlatWrite {
+                        field: field_ref(o.write_dealstage, "dealstage"),
                         value: Value::Text(id.to_string()),
                     });
                 }
@@ -775,15 +991,15 @@ impl<'a> Prepared<'a> {
             Winner::HubSpot => {
                 if let Some(proj) = hs_proj {
                     let (pipe, name) = proj?;
-                    w.salesforce.push(FieldWrite {
-                        field: "StageName".to_string(),
+                    w.salesforce.push(FlatWrite {
+                        field: field_ref(o.write_stage_name, "StageName"),
                         value: Value::Text(name.to_string()),
                     });
                     if let Some(rt) = &pipe.p.record_type_id
                         && s_rt != Some(rt.as_str())
                     {
-                        w.salesforce.push(FieldWrite {
-                            field: "RecordTypeId".to_string(),
+                        w.salesforce.push(FlatWrite {
+                            field: field_ref(o.write_record_type, "RecordTypeId"),
                             value: Value::Text(rt.clone()),
                         });
                     }
@@ -798,115 +1014,131 @@ impl<'a> Prepared<'a> {
     /// records that Salesforce has no counterpart for, which it cannot express). HS→SF: every
     /// associated contact becomes a contact role, and the company becomes the account when the
     /// opportunity has none; nothing is removed from Salesforce.
+    ///
+    /// Reads the pair's associations from `s`, leaves the complete set that one side should have
+    /// in `s.assoc`, and says which side, or none when the associations stay as they are.
     fn plan_associations(
         &self,
-        pair: &RecordPair,
         sf_exists: bool,
         hs_exists: bool,
-        w: &mut PairWrites,
-    ) {
-        let a = &pair.associations;
+        s: &mut Scratch<'a>,
+    ) -> Option<Crm> {
+        s.assoc.clear();
         match self.batch.direction {
             Direction::SalesforceToHubspot => {
                 if !sf_exists {
-                    return;
+                    return None;
                 }
-                let mut desired: Vec<Related> = a.salesforce.clone();
-                for h in &a.hubspot {
-                    if h.salesforce_id.is_none() && !desired.iter().any(|d| same(d, h)) {
-                        desired.push(h.clone());
+                s.assoc.extend_from_slice(&s.sf_related);
+                for h in &s.hs_related {
+                    if h.salesforce_id.is_none() && !s.assoc.iter().any(|d| same(d, h)) {
+                        s.assoc.push(*h);
                     }
                 }
                 let unchanged = if hs_exists {
-                    same_set(&desired, &a.hubspot)
+                    same_set(&s.assoc, &s.hs_related)
                 } else {
-                    desired.is_empty()
+                    s.assoc.is_empty()
                 };
-                if !unchanged {
-                    w.hubspot_associations = Some(desired);
-                }
+                (!unchanged).then_some(Crm::Hubspot)
             }
             Direction::HubspotToSalesforce => {
                 if !hs_exists {
-                    return;
+                    return None;
                 }
-                let mut desired: Vec<Related> = Vec::new();
-                for h in &a.hubspot {
+                s.added.clear();
+                for h in &s.hs_related {
                     if h.kind == RelatedKind::Contact
-                        && !a.salesforce.iter().any(|s| same(s, h))
-                        && !desired.iter().any(|d| same(d, h))
+                        && !s.sf_related.iter().any(|x| same(x, h))
+                        && !s.added.iter().any(|d| same(d, h))
                     {
-                        desired.push(h.clone());
+                        s.added.push(*h);
                     }
                 }
-                if !a.salesforce.iter().any(|s| s.kind == RelatedKind::Company) {
-                    let companies = a.hubspot.iter().filter(|h| h.kind == RelatedKind::Company);
-                    let company = a
-                        .hubspot
+                if !s.sf_related.iter().any(|x| x.kind == RelatedKind::Company) {
+                    let mut companies = s
+                        .hs_related
+                        .iter()
+                        .filter(|h| h.kind == RelatedKind::Company);
+                    let company = s
+                        .hs_related
                         .iter()
                         .find(|h| h.kind == RelatedKind::Company && h.primary)
-                        .or_else(|| {
-                            let mut c = companies;
-                            match (c.next(), c.next()) {
-                                (Some(only), None) => Some(only),
-                                _ => None,
-                            }
+                        .or_else(|| match (companies.next(), companies.next()) {
+                            (Some(only), None) => Some(only),
+                            _ => None,
                         });
                     if let Some(c) = company {
-                        desired.push(c.clone());
+                        s.added.push(*c);
                     }
                 }
-                if !desired.is_empty() {
-                    let mut all = a.salesforce.clone();
-                    all.append(&mut desired);
-                    w.salesforce_associations = Some(all);
+                if s.added.is_empty() {
+                    return None;
                 }
+                s.assoc.extend_from_slice(&s.sf_related);
+                s.assoc.extend_from_slice(&s.added);
+                Some(Crm::Salesforce)
             }
         }
     }
 }
 
-/// Adds a write of `value` (a clear when blank) unless it would only clear a record that is
-/// about to be created.
+/// Adds a write of `value` (a clear when blank) to the field at `index` (or named `name` when
+/// the batch does not carry it), unless it would only clear a record that is about to be created.
 #[inline]
-fn push(list: &mut Vec<FieldWrite>, target_exists: bool, field: &str, value: Option<&Value>) {
+fn push(
+    list: &mut Vec<FlatWrite>,
+    target_exists: bool,
+    index: Option<u32>,
+    name: &str,
+    value: Option<ValueRef<'_>>,
+) {
     let blank = is_blank(value);
     if blank && !target_exists {
         return;
     }
-    list.push(FieldWrite {
-        field: field.to_string(),
-        value: if blank {
-            Value::Null
-        } else {
-            value.cloned().unwrap_or(Value::Null)
+    list.push(FlatWrite {
+        field: field_ref(index, name),
+        value: match value {
+            Some(v) if !blank => v.to_value(),
+            _ => Value::Null,
         },
     });
 }
 
 /// Two associations name the same record: same kind and the same id on either side.
-fn same(a: &Related, b: &Related) -> bool {
+fn same(a: &RelatedRef<'_>, b: &RelatedRef<'_>) -> bool {
     a.kind == b.kind
         && ((a.hubspot_id.is_some() && a.hubspot_id == b.hubspot_id)
             || (a.salesforce_id.is_some() && a.salesforce_id == b.salesforce_id))
 }
 
-fn same_set(x: &[Related], y: &[Related]) -> bool {
+fn same_set(x: &[RelatedRef<'_>], y: &[RelatedRef<'_>]) -> bool {
     x.iter().all(|a| y.iter().any(|b| same(a, b))) && y.iter().all(|b| x.iter().any(|a| same(a, b)))
 }
 
 /// Whether a pair's Salesforce owner is the one Salesforce assigned by default to a record
 /// synced to it with a blank HubSpot owner: the last sync left the HubSpot owner blank,
 /// and the Salesforce owner was blank then (the create's echo) or has not changed since.
-fn salesforce_default_owner(pair: &RecordPair, b: &Bound<'_>, sf: &Slots<'_>) -> bool {
-    let Some(snap) = &pair.snapshot else {
+fn salesforce_default_owner(
+    view: &FlatView<'_>,
+    snapshot: Option<(&[FlatField], &[FlatField])>,
+    b: &Bound<'_>,
+    sf: &Slots<'_>,
+) -> bool {
+    let Some((snap_sf, snap_hs)) = snapshot else {
         return false;
     };
-    let blank_in = |vals: &[FieldValue], idx: Option<u32>| {
-        let value = |i: u32| vals.iter().find(|v| v.field == i).map(|v| &v.value);
+    let blank_in = |vals: &[FlatField], idx: Option<u32>| {
+        // The snapshot's values were checked when the pair was read.
+        let value = |i: u32| {
+            vals.iter()
+                .find(|v| v.field == i)
+                .and_then(|v| view.value(&v.value).ok())
+        };
         idx.is_none_or(|i| id_text(value(i)).is_none())
     };
-    blank_in(&snap.hubspot, b.hs) && (blank_in(&snap.salesforce, b.sf) || !sf.changed(b.sf))
+    blank_in(snap_hs, b.hs) && (blank_in(snap_sf, b.sf) || !sf.changed(b.sf))
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 use super::*;
 use crate::Rules;
 use crate::bindings::dealbridge::rules::types::{
-    CrmRecord, Date, Decimal, FieldValue, Lookups, Owner, PairAssociations, Snapshot, Stage,
-    Trigger,
+    Batch, CrmRecord, Date, Decimal, FieldValue, Lookups, Owner, PairAssociations, RecordPair,
+    Related, Snapshot, Stage, Trigger,
 };
+use crate::bindings::exports::dealbridge::rules::rules::{PairOutcome, PairWrites};
 
 const SF_USER: &str = "005000000000001AAA";
 const HS_OWNER: &str = "101";
@@ -1029,7 +1030,11 @@ fn salesforce_to_hubspot_associations_are_account_plus_contact_roles() {
         .as_ref()
         .expect("associations");
     assert_eq!(want.len(), 4);
-    assert!(same_set(&want[..3], &sf));
+    assert_eq!(
+        &want[..3],
+        &sf[..],
+        "the account and the contact roles, in order"
+    );
     assert_eq!(want[3].hubspot_id.as_deref(), Some("k-hs-only"));
     assert!(writes(&o).salesforce_associations.is_none());
 }
