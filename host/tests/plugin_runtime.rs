@@ -950,3 +950,49 @@ async fn a_wrong_number_of_outcomes_is_refused_on_both_paths() {
         assert_good_plugin_still_runs().await;
     }
 }
+
+#[tokio::test]
+async fn every_shipped_fixture_gives_the_same_output_on_both_paths() {
+    let p = default_rules();
+    assert!(
+        p.world().flat_rules,
+        "the default rules export `flat-rules`"
+    );
+    assert_eq!(p.plan_paths(), [PlanPath::Nested, PlanPath::Flat]);
+    let folder = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules-wasm/default-rules/fixtures"
+    );
+    let files = fixture::collect(&[folder.into()]).unwrap();
+    let mut compared = 0;
+    for file in &files {
+        let name = file.display();
+        let fx = fixture::load(file).unwrap();
+        let runs = fixture::run_every_path(p, &fx, &Limits::default())
+            .await
+            .unwrap();
+        let failures = fixture::check_every_path(&fx, &runs);
+        assert!(failures.is_empty(), "{name}: {failures:?}");
+        if fx.call == fixture::CallKind::Describe {
+            assert_eq!(runs.len(), 1, "{name}");
+            continue;
+        }
+        let [nested, flat] = &runs[..] else {
+            panic!("{name}: {} runs", runs.len())
+        };
+        assert_eq!((nested.path, flat.path), (PlanPath::Nested, PlanPath::Flat));
+        assert!(flat.run.report.export.starts_with("flat-rules."), "{name}");
+        assert!(nested.run.report.export.starts_with("rules."), "{name}");
+        assert_eq!(nested.run.output, flat.run.output, "{name}");
+        assert_eq!(
+            nested.run.report.input_bytes, flat.run.report.input_bytes,
+            "{name}"
+        );
+        assert_eq!(
+            nested.run.report.output_bytes, flat.run.report.output_bytes,
+            "{name}"
+        );
+        compared += 1;
+    }
+    assert!(compared >= files.len() / 2, "{compared} of {}", files.len());
+}

@@ -152,7 +152,9 @@ mod tests {
         }
         // The example is built against the frozen 0.1.0 contract (`wit/compat/0.1.0`).
         assert!(mentions(OWNER_LOOKUP, "dealbridge:rules/rules@0.1.0"));
-        assert!(mentions(HOSTILE, "dealbridge:rules/flat-rules@0.1.1"));
+        for p in [DEFAULT_RULES, HOSTILE] {
+            assert!(mentions(p, "dealbridge:rules/flat-rules@0.1.1"), "{p}");
+        }
     }
 
     #[test]
