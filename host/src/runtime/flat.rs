@@ -827,10 +827,7 @@ mod tests {
                 },
             ],
             related: vec![related(RelatedKind::Contact, Some("003A"), None, None)],
-            outcomes: vec![
-                FlatOutcome::Write(writes.clone()),
-                FlatOutcome::Write(writes),
-            ],
+            outcomes: vec![FlatOutcome::Write(writes), FlatOutcome::Write(writes)],
         };
         let pw = PairWrites {
             salesforce: vec![write("Amount", Value::Integer(3)), write("x", text("t"))],
