@@ -468,16 +468,18 @@ mod component {
                 salesforce_associations: None,
                 hubspot_associations: None,
             };
-            match a {
+            let spoils_first = match a {
                 Attack::FlatWriteSpanOutOfRange => {
                     writes.push(FlatWrite {
                         field: FieldRef::Named("Name".to_string()),
                         value: Value::Text("hostile".to_string()),
                     });
                     first.salesforce = Span { start: 0, len: 2 };
+                    true
                 }
                 Attack::FlatRelatedSpanOutOfRange => {
                     first.hubspot_associations = Some(Span { start: 3, len: 0 });
+                    true
                 }
                 Attack::FlatFieldIndexOutOfTable => {
                     writes.push(FlatWrite {
@@ -485,13 +487,12 @@ mod component {
                         value: Value::Null,
                     });
                     first.hubspot = Span { start: 0, len: 1 };
+                    true
                 }
-                _ => {}
-            }
-            if !writes.is_empty() || first.hubspot_associations.is_some() {
-                if let Some(o) = outcomes.first_mut() {
-                    *o = FlatOutcome::Write(first);
-                }
+                _ => false,
+            };
+            if spoils_first && let Some(o) = outcomes.first_mut() {
+                *o = FlatOutcome::Write(first);
             }
             Ok(FlatPlan {
                 writes,
