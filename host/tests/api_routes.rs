@@ -576,6 +576,7 @@ async fn plugin_upload_validates_like_plugin_check() {
             .unwrap()
             .starts_with("0.1.")
     );
+    assert_eq!(r.body["flat_rules"], true);
     let bytes = std::fs::read(dealbridge_guests::DEFAULT_RULES).unwrap();
     let sha = {
         use sha2::Digest;

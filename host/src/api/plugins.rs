@@ -78,6 +78,9 @@ pub struct UploadResult {
     pub created: bool,
     /// The contract version the component targets.
     pub contract_version: String,
+    /// Whether it exports `flat-rules` (the world `flat-plugin`): the service then plans on
+    /// the flat form of a batch.
+    pub flat_rules: bool,
     /// Its imports.
     pub imports: Vec<String>,
     /// Its exports.
@@ -513,6 +516,7 @@ async fn upload_plugin(
             version: v.into(),
             created,
             contract_version: world.contract_version.clone(),
+            flat_rules: world.flat_rules,
             imports: world.imports.clone(),
             exports: world.exports.clone(),
             description: description_to_json(&described),
