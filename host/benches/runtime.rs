@@ -1,7 +1,8 @@
 //! Runtime benchmarks (figures printed, not timed tests):
 //! - instantiate + call of the default rules: p50 / p99 (target p50 <= 10 µs);
-//! - records/s through the component in batches vs the same rules in native
-//!   Rust, in one run (targets >= 1M records/s on one core, ratio <= 3);
+//! - records/s through the component in batches, on each path it plans on (`rules`, and
+//!   `flat-rules` when it exports it), vs the same rules in native Rust, in one run (targets
+//!   >= 1M records/s on one core, ratio <= 3);
 //! - compile time and cached-artefact load time;
 //! - resident memory per live instance.
 //!
@@ -338,24 +339,6 @@ fn throughput(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loa
         let batch = make_batch!(dealbridge::runtime, batch_size);
         let native_batch = make_batch!(dealbridge_default_rules::types, batch_size);
         let rounds = (200_000 / batch_size).max(5);
-        let inv = Invocation::new(
-            large_batch_limits(),
-            &json!({}),
-            Arc::new(dealbridge::runtime::DenyAllGateway),
-        )
-        .unwrap();
-        let mut fuel = 0;
-        let wasm = tokio.block_on(async {
-            let check = plugin.plan(&inv, &batch).await;
-            let outcomes = check.result.unwrap();
-            assert_eq!(outcomes.len(), batch_size);
-            fuel = check.report.fuel_used;
-            let t = Instant::now();
-            for _ in 0..rounds {
-                plugin.plan(&inv, &batch).await.result.unwrap();
-            }
-            t.elapsed()
-        });
         let t = Instant::now();
         for _ in 0..rounds {
             let rules = dealbridge_default_rules::Rules::from_json("{}").unwrap();
@@ -365,14 +348,37 @@ fn throughput(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loa
         }
         let native = t.elapsed();
         let records = (rounds * batch_size) as f64;
-        let wasm_rps = records / wasm.as_secs_f64();
         let native_rps = records / native.as_secs_f64();
-        println!(
-            "batch {batch_size:>6}: wasm {:>10.0} rec/s   native {:>10.0} rec/s   wasm/native time ratio {:>5.2}   fuel/record {:>6}",
-            wasm_rps,
-            native_rps,
-            native_rps / wasm_rps,
-            fuel / batch_size as u64
-        );
+        // Every path the component plans on: `rules`, and `flat-rules` when it exports it.
+        for &path in plugin.plan_paths() {
+            let inv = Invocation::new(
+                large_batch_limits(),
+                &json!({}),
+                Arc::new(dealbridge::runtime::DenyAllGateway),
+            )
+            .unwrap()
+            .on_path(path);
+            let mut fuel = 0;
+            let wasm = tokio.block_on(async {
+                let check = plugin.plan(&inv, &batch).await;
+                let outcomes = check.result.unwrap();
+                assert_eq!(outcomes.len(), batch_size);
+                fuel = check.report.fuel_used;
+                let t = Instant::now();
+                for _ in 0..rounds {
+                    plugin.plan(&inv, &batch).await.result.unwrap();
+                }
+                t.elapsed()
+            });
+            let wasm_rps = records / wasm.as_secs_f64();
+            println!(
+                "batch {batch_size:>6} {:<10}: wasm {:>10.0} rec/s   native {:>10.0} rec/s   wasm/native time ratio {:>5.2}   fuel/record {:>6}",
+                path.interface(),
+                wasm_rps,
+                native_rps,
+                native_rps / wasm_rps,
+                fuel / batch_size as u64
+            );
+        }
     }
 }
