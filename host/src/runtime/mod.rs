@@ -145,8 +145,7 @@ pub struct LoadedPlugin {
 }
 
 /// Which export plans a batch (`condition` and `plan`): both must give the same answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanPath {
     /// `rules`: the batch as nested values (every component exports it).
     Nested,
