@@ -379,6 +379,11 @@ fn engine_config(rc: &RuntimeConfig) -> Config {
         .max_wasm_stack(rc.max_wasm_stack)
         .async_stack_size(rc.max_wasm_stack + (1 << 20))
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // For an operator profiling the guests' own code: `perf` names compiled guest functions
+    // from `/tmp/perf-<pid>.map` (component artefacts loaded from the disk cache are not listed).
+    if std::env::var_os("DEALBRIDGE_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 
