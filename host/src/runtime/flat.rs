@@ -276,7 +276,13 @@ pub struct CheckedPlan {
 }
 
 /// Checks `span` against a list of `len` items; the error names the span.
-fn check_span(span: &Span, len: usize, what: &str) -> Result<std::ops::Range<usize>, String> {
+/// The range of a span of a list of `len` items. `what` names the span (for example
+/// `salesforce writes`) and is only formatted when the span is bad: this runs for every outcome.
+fn check_span(
+    span: &Span,
+    len: usize,
+    what: impl std::fmt::Display,
+) -> Result<std::ops::Range<usize>, String> {
     let start = span.start as u64;
     let end = start + span.len as u64;
     if end > len as u64 {
@@ -317,9 +323,12 @@ pub fn check_plan(plan: FlatPlan, batch: &Batch) -> Result<CheckedPlan, String> 
                         (Side::Salesforce, &w.salesforce),
                         (Side::Hubspot, &w.hubspot),
                     ] {
-                        let what = format!("{} writes", side.name());
-                        let range = check_span(span, plan.writes.len(), &what)
-                            .map_err(|e| format!("outcome {i}: {e} (`writes`)"))?;
+                        let range = check_span(
+                            span,
+                            plan.writes.len(),
+                            format_args!("{} writes", side.name()),
+                        )
+                        .map_err(|e| format!("outcome {i}: {e} (`writes`)"))?;
                         let s = side as usize;
                         if sums.bad[s][range.end] != sums.bad[s][range.start] {
                             let table = tables[s];
@@ -345,9 +354,12 @@ pub fn check_plan(plan: FlatPlan, batch: &Batch) -> Result<CheckedPlan, String> 
                     ] {
                         size += 8;
                         if let Some(span) = span {
-                            let what = format!("{} associations", side.name());
-                            let range = check_span(span, plan.related.len(), &what)
-                                .map_err(|e| format!("outcome {i}: {e} (`related`)"))?;
+                            let range = check_span(
+                                span,
+                                plan.related.len(),
+                                format_args!("{} associations", side.name()),
+                            )
+                            .map_err(|e| format!("outcome {i}: {e} (`related`)"))?;
                             size += 8 + related_sums[range.end] - related_sums[range.start];
                         }
                     }
@@ -426,6 +438,52 @@ impl<T: Clone> Pool<T> {
     }
 }
 
+/// The items of one of the plan's lists, handed out by span.
+enum Items<T> {
+    /// The spans, in outcome order, cover the list in order without overlap (the usual plan:
+    /// each outcome's items appended after the last one's): the items move out in one pass.
+    InOrder {
+        items: std::vec::IntoIter<T>,
+        next: usize,
+    },
+    /// Any other layout of checked spans.
+    Shared(Pool<T>),
+}
+
+impl<T: Clone> Items<T> {
+    fn new<'a>(items: Vec<T>, spans: impl Iterator<Item = &'a Span> + Clone) -> Self {
+        let mut end = 0u64;
+        let in_order = spans.clone().all(|s| {
+            let ok = s.start as u64 >= end;
+            end = s.start as u64 + s.len as u64;
+            ok
+        });
+        if in_order {
+            Items::InOrder {
+                items: items.into_iter(),
+                next: 0,
+            }
+        } else {
+            Items::Shared(Pool::new(items, spans))
+        }
+    }
+
+    /// The items of a checked span, in order, each mapped by `f`.
+    fn span<U>(&mut self, span: &Span, f: impl FnMut(T) -> U) -> Vec<U> {
+        match self {
+            Items::InOrder { items, next } => {
+                let start = span.start as usize;
+                if start > *next {
+                    items.nth(start - *next - 1);
+                }
+                *next = start + span.len as usize;
+                items.by_ref().take(span.len as usize).map(f).collect()
+            }
+            Items::Shared(pool) => pool.span(span).map(f).collect(),
+        }
+    }
+}
+
 impl CheckedPlan {
     /// The wire size of the nested outcomes (what `Vec<PairOutcome>::wire_size` gives for
     /// them), for the output limit.
@@ -441,19 +499,16 @@ impl CheckedPlan {
             related,
             outcomes,
         } = self.plan;
-        let mut writes = Pool::new(writes, outcomes.iter().flat_map(write_spans).flatten());
-        let mut related = Pool::new(related, outcomes.iter().flat_map(related_spans).flatten());
+        let mut writes = Items::new(writes, outcomes.iter().flat_map(write_spans).flatten());
+        let mut related = Items::new(related, outcomes.iter().flat_map(related_spans).flatten());
         let mut field_writes = |span: &Span, table: &[String]| -> Vec<FieldWrite> {
-            writes
-                .span(span)
-                .map(|w| FieldWrite {
-                    field: match w.field {
-                        FieldRef::Known(k) => table[k as usize].clone(),
-                        FieldRef::Named(name) => name,
-                    },
-                    value: w.value,
-                })
-                .collect()
+            writes.span(span, |w| FieldWrite {
+                field: match w.field {
+                    FieldRef::Known(k) => table[k as usize].clone(),
+                    FieldRef::Named(name) => name,
+                },
+                value: w.value,
+            })
         };
         outcomes
             .into_iter()
@@ -465,10 +520,8 @@ impl CheckedPlan {
                     hubspot: field_writes(&w.hubspot, &batch.hubspot_fields),
                     salesforce_associations: w
                         .salesforce_associations
-                        .map(|s| related.span(&s).collect()),
-                    hubspot_associations: w
-                        .hubspot_associations
-                        .map(|s| related.span(&s).collect()),
+                        .map(|s| related.span(&s, |r| r)),
+                    hubspot_associations: w.hubspot_associations.map(|s| related.span(&s, |r| r)),
                 }),
             })
             .collect()
@@ -846,6 +899,55 @@ mod tests {
             )]),
         };
         let want = vec![PairOutcome::Write(pw.clone()), PairOutcome::Write(pw)];
+        let checked = check_plan(plan, &b).unwrap();
+        assert_eq!(checked.wire_size(), want.wire_size());
+        assert_eq!(checked.decode(&b), want);
+    }
+
+    #[test]
+    fn spans_in_order_with_unused_items_between_them_decode_to_their_own_items() {
+        let b = batch();
+        let w = |n: i64| FlatWrite {
+            field: FieldRef::Known(1),
+            value: Value::Integer(n),
+        };
+        // Items 0, 2 and 5 are used by no span; the spans go forwards through the list, one
+        // of them empty.
+        let plan = FlatPlan {
+            writes: (0..7).map(w).collect(),
+            related: vec![],
+            outcomes: vec![
+                FlatOutcome::Write(FlatWrites {
+                    salesforce: Span { start: 1, len: 1 },
+                    hubspot: Span { start: 3, len: 2 },
+                    salesforce_associations: None,
+                    hubspot_associations: None,
+                }),
+                FlatOutcome::Write(FlatWrites {
+                    salesforce: Span { start: 6, len: 0 },
+                    hubspot: Span { start: 6, len: 1 },
+                    salesforce_associations: None,
+                    hubspot_associations: None,
+                }),
+            ],
+        };
+        let writes = |side: &str, ns: &[i64]| -> Vec<FieldWrite> {
+            ns.iter().map(|&n| write(side, Value::Integer(n))).collect()
+        };
+        let want = vec![
+            PairOutcome::Write(PairWrites {
+                salesforce: writes("Amount", &[1]),
+                hubspot: writes("amount", &[3, 4]),
+                salesforce_associations: None,
+                hubspot_associations: None,
+            }),
+            PairOutcome::Write(PairWrites {
+                salesforce: vec![],
+                hubspot: writes("amount", &[6]),
+                salesforce_associations: None,
+                hubspot_associations: None,
+            }),
+        ];
         let checked = check_plan(plan, &b).unwrap();
         assert_eq!(checked.wire_size(), want.wire_size());
         assert_eq!(checked.decode(&b), want);
