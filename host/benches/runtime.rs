@@ -373,6 +373,17 @@ fn throughput(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loa
         );
         // Every path the component plans on: `rules`, and `flat-rules` when it exports it.
         let only = std::env::var("DEALBRIDGE_BENCH_PATH").ok();
+        if let Some(p) = &only {
+            assert!(
+                plugin.plan_paths().iter().any(|path| path.interface() == p),
+                "DEALBRIDGE_BENCH_PATH={p}: the component plans on {:?}",
+                plugin
+                    .plan_paths()
+                    .iter()
+                    .map(|path| path.interface())
+                    .collect::<Vec<_>>()
+            );
+        }
         for &path in plugin.plan_paths() {
             if only.as_deref().is_some_and(|p| p != path.interface()) {
                 continue;

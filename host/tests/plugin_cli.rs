@@ -385,7 +385,7 @@ fn test_runs_each_case_on_every_path_and_names_the_path_that_failed() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(
         lines[0].starts_with("ok ")
-            && lines[0].contains("rules: fuel")
+            && lines[0].contains("(rules: fuel")
             && lines[0].contains("flat-rules: fuel"),
         "{out}"
     );

@@ -275,7 +275,6 @@ pub struct CheckedPlan {
     wire_size: u64,
 }
 
-/// Checks `span` against a list of `len` items; the error names the span.
 /// The range of a span of a list of `len` items. `what` names the span (for example
 /// `salesforce writes`) and is only formatted when the span is bad: this runs for every outcome.
 fn check_span(
@@ -406,7 +405,7 @@ impl<T: Clone> Pool<T> {
         let mut diff = vec![0i64; items.len() + 1];
         for s in spans {
             diff[s.start as usize] += 1;
-            diff[(s.start + s.len) as usize] -= 1;
+            diff[s.start as usize + s.len as usize] -= 1;
         }
         let mut running = 0i64;
         let uses_left = diff[..items.len()]
@@ -424,7 +423,7 @@ impl<T: Clone> Pool<T> {
 
     /// The items of a checked span, in order.
     fn span(&mut self, span: &Span) -> impl Iterator<Item = T> + '_ {
-        let range = span.start as usize..(span.start + span.len) as usize;
+        let range = span.start as usize..span.start as usize + span.len as usize;
         range.map(|j| {
             self.uses_left[j] -= 1;
             let item = &mut self.items[j];

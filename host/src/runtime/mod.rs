@@ -837,7 +837,8 @@ enum Output {
 
 /// The output as the caller gets it: checked against the contract (one inclusion or outcome
 /// per pair; a flat plan's spans and field indices), decoded from the flat form, and measured
-/// against the output limit as the nested outcomes on both paths.
+/// against the output limit as the nested outcomes on both paths (a flat plan: the larger of
+/// that and what the plugin returned, so that items no outcome points at count too).
 fn checked_output(
     call: Call<'_>,
     output: Output,
@@ -866,8 +867,13 @@ fn checked_output(
             let Call::Plan(_, batch) = call else {
                 unreachable!("only `flat-rules.plan` returns a flat plan")
             };
+            // What the plugin returned counts as well as what it decodes to: items that no
+            // outcome points at were lifted too, and must not pass the limit unmeasured.
+            let lifted = plan.wire_size();
+            report.output_bytes = lifted;
+            check_output_size(lifted, limits)?;
             let checked = flat::check_plan(plan, batch).map_err(invalid)?;
-            let size = checked.wire_size();
+            let size = checked.wire_size().max(lifted);
             report.output_bytes = size;
             check_output_size(size, limits)?;
             return Ok(Output::Plan(checked.decode(batch)));
@@ -984,4 +990,88 @@ fn panic_message(stderr: &str) -> Option<String> {
     let rest = &stderr[line_start..];
     let msg: String = rest.lines().take(2).collect::<Vec<_>>().join(" ");
     Some(msg.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of one pair with one HubSpot field.
+    fn one_pair() -> Batch {
+        Batch {
+            object_pair: ObjectPair::OpportunityDeal,
+            direction: Direction::SalesforceToHubspot,
+            trigger: Trigger::Incremental,
+            salesforce_fields: vec!["Name".into()],
+            hubspot_fields: vec!["dealname".into()],
+            pairs: vec![RecordPair {
+                salesforce: None,
+                hubspot: Some(CrmRecord {
+                    id: "1".into(),
+                    modified_at: 0,
+                    fields: vec![],
+                }),
+                snapshot: None,
+                salesforce_changed: vec![],
+                hubspot_changed: vec![],
+                associations: PairAssociations {
+                    salesforce: vec![],
+                    hubspot: vec![],
+                },
+            }],
+            lookups: Lookups {
+                owners: vec![],
+                pipelines: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn items_no_outcome_points_at_count_against_the_output_limit() {
+        let batch = one_pair();
+        // One outcome that writes nothing, and a megabyte of writes that nothing points at.
+        let unused = FlatWrite {
+            field: FieldRef::Known(0),
+            value: Value::Text("x".repeat(1 << 20)),
+        };
+        let plan = FlatPlan {
+            writes: vec![unused],
+            related: vec![],
+            outcomes: vec![FlatOutcome::Skip(Skip::UpToDate)],
+        };
+        let lifted = plan.wire_size();
+        let limits = Limits {
+            output_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let mut report = RunReport::default();
+        let call = Call::Plan(PlanPath::Flat, &batch);
+        match checked_output(call, Output::FlatPlan(plan.clone()), &limits, &mut report) {
+            Err(InvokeError::Limit {
+                limit: LimitKind::OutputBytes,
+                limit_value,
+                reached,
+            }) => {
+                assert_eq!(limit_value, 1 << 20);
+                assert_eq!(reached, lifted);
+            }
+            Err(other) => panic!("the wrong error for a plan of {lifted} bytes: {other:?}"),
+            Ok(_) => panic!("a plan of {lifted} bytes passed a 1 MiB output limit"),
+        }
+        assert_eq!(report.output_bytes, lifted);
+
+        // Under a limit that fits it, the same plan decodes to its one skip.
+        let roomy = Limits {
+            output_bytes: 2 << 20,
+            ..Limits::default()
+        };
+        let call = Call::Plan(PlanPath::Flat, &batch);
+        match checked_output(call, Output::FlatPlan(plan), &roomy, &mut report) {
+            Ok(Output::Plan(outcomes)) => {
+                assert_eq!(outcomes, vec![PairOutcome::Skip(Skip::UpToDate)]);
+            }
+            _ => panic!("a plan inside the limit was refused"),
+        }
+        assert_eq!(report.output_bytes, lifted);
+    }
 }

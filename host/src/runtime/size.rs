@@ -208,6 +208,37 @@ impl WireSize for PairOutcome {
     }
 }
 
+/// A flat plan as the plugin returned it (before it is checked and decoded): what the host
+/// lifted, including items that no outcome points at.
+impl WireSize for FlatPlan {
+    fn wire_size(&self) -> u64 {
+        self.writes.wire_size() + self.related.wire_size() + self.outcomes.wire_size()
+    }
+}
+
+impl WireSize for FlatWrite {
+    fn wire_size(&self) -> u64 {
+        SCALAR
+            + match &self.field {
+                FieldRef::Known(_) => SCALAR,
+                FieldRef::Named(name) => name.wire_size(),
+            }
+            + self.value.wire_size()
+    }
+}
+
+impl WireSize for FlatOutcome {
+    fn wire_size(&self) -> u64 {
+        SCALAR
+            + match self {
+                // Two spans and two optional spans, each a pair of scalars.
+                FlatOutcome::Write(_) => 8 * SCALAR,
+                FlatOutcome::Skip(s) => s.wire_size(),
+                FlatOutcome::Error(e) => e.wire_size(),
+            }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -486,11 +486,13 @@ fn nest_related(
     .transpose()
 }
 
-/// The nested outcomes of a flat plan, with `known` fields named from the batch's field tables
-/// (`salesforce_fields` for Salesforce writes, `hubspot_fields` for HubSpot ones). A span outside
-/// its list, a write used twice or a field position outside its table is an error naming the
-/// outcome.
-pub fn nest(
+/// The nested outcomes of a flat plan of this crate's planner, with `known` fields named from
+/// the batch's field tables (`salesforce_fields` for Salesforce writes, `hubspot_fields` for
+/// HubSpot ones). The planner never points two spans at one write, so each write is moved out,
+/// not copied; a write used twice is an error here, though the contract allows it (the host
+/// copies it). A span outside its list or a field position outside its table is an error
+/// naming the outcome.
+pub(crate) fn nest(
     salesforce_fields: &[String],
     hubspot_fields: &[String],
     plan: FlatPlan,

@@ -495,13 +495,16 @@ fn flatten_puts_text_in_one_list_and_values_in_another() {
     assert_eq!(flat.fields.len(), record_values + snapshot_values);
 }
 
+/// `Rules::plan` is flatten, plan, nest: the case that can tell anything is the flat batch
+/// whose lists carry junk before every item the spans point at.
 #[test]
 fn the_flat_plan_nests_to_the_nested_plan() {
     for (batch, config) in batches() {
         let rules = Rules::from_json(config).unwrap();
         let nested = rules.plan(&batch).unwrap();
         assert_eq!(nested.len(), batch.pairs.len());
-        for flat in [flatten(&batch), shifted(flatten(&batch))] {
+        {
+            let flat = shifted(flatten(&batch));
             let plan = rules.plan_flat(&flat).unwrap();
             assert_eq!(plan.outcomes.len(), batch.pairs.len());
             let back = nest(&batch.salesforce_fields, &batch.hubspot_fields, plan).unwrap();
