@@ -209,21 +209,27 @@ impl WireSize for PairOutcome {
 }
 
 /// A flat plan as the plugin returned it (before it is checked and decoded): what the host
-/// lifted, including items that no outcome points at.
+/// lifted, items that no outcome points at included. Counted so that a plan whose every item
+/// is used never measures more than the nested outcomes it decodes to (a field position counts
+/// as one scalar where the decoded write carries the name; the `writes` and `related` lists
+/// count their items only, as the nested outcomes have no such lists): the output limit then
+/// stops the same plans on both paths, and unused items still count.
 impl WireSize for FlatPlan {
     fn wire_size(&self) -> u64 {
-        self.writes.wire_size() + self.related.wire_size() + self.outcomes.wire_size()
+        let items = |sizes: &mut dyn Iterator<Item = u64>| sizes.sum::<u64>();
+        self.outcomes.wire_size()
+            + items(&mut self.writes.iter().map(WireSize::wire_size))
+            + items(&mut self.related.iter().map(WireSize::wire_size))
     }
 }
 
 impl WireSize for FlatWrite {
     fn wire_size(&self) -> u64 {
-        SCALAR
-            + match &self.field {
-                FieldRef::Known(_) => SCALAR,
-                FieldRef::Named(name) => name.wire_size(),
-            }
-            + self.value.wire_size()
+        let field = match &self.field {
+            FieldRef::Known(_) => SCALAR,
+            FieldRef::Named(name) => name.wire_size(),
+        };
+        field + self.value.wire_size()
     }
 }
 
@@ -231,8 +237,8 @@ impl WireSize for FlatOutcome {
     fn wire_size(&self) -> u64 {
         SCALAR
             + match self {
-                // Two spans and two optional spans, each a pair of scalars.
-                FlatOutcome::Write(_) => 8 * SCALAR,
+                // Four spans, one scalar each: as the four lists of the decoded `pair-writes`.
+                FlatOutcome::Write(_) => 4 * SCALAR,
                 FlatOutcome::Skip(s) => s.wire_size(),
                 FlatOutcome::Error(e) => e.wire_size(),
             }
