@@ -769,10 +769,14 @@ async fn a_component_of_the_0_1_0_contract_loads_and_runs_on_this_host() {
     }
     // A 0.1.0 component has no flat path to ask for.
     let flat = Invocation::with_defaults().on_path(PlanPath::Flat);
-    match owner.plan(&flat, &batch(1)).await.result {
+    assert_eq!(owner.default_path(), PlanPath::Nested);
+    let refused = owner.plan(&flat, &batch(1)).await;
+    match refused.result {
         Err(InvokeError::Input(m)) => assert!(m.contains("flat-rules"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // The report of the refused call still names what was asked for.
+    assert_eq!(refused.report.export, "flat-rules.plan");
 }
 
 #[tokio::test]
@@ -781,6 +785,7 @@ async fn the_hostile_component_plans_on_both_paths_and_the_report_names_the_expo
     assert!(p.world().flat_rules);
     assert_eq!(p.world().world_name(), "flat-plugin");
     assert_eq!(p.plan_paths(), [PlanPath::Nested, PlanPath::Flat]);
+    assert_eq!(p.default_path(), PlanPath::Flat);
     for (path, plan_export, condition_export) in [
         (None, "flat-rules.plan", "flat-rules.condition"),
         (

@@ -643,10 +643,15 @@ async fn test_version(
             {
                 Err(e) => (vec![e.to_string()], None),
                 // The output shown is the one of the path the service plans on.
-                Ok(runs) => (
-                    fixture::check_every_path(&fx, &runs),
-                    runs.into_iter().last().map(|r| r.run),
-                ),
+                Ok(runs) => {
+                    let failures = fixture::check_every_path(&fx, &runs);
+                    let default_path = plugin.default_path();
+                    let shown = match runs.iter().position(|r| r.path == default_path) {
+                        Some(i) => runs.into_iter().nth(i),
+                        None => runs.into_iter().last(),
+                    };
+                    (failures, shown.map(|r| r.run))
+                }
             },
         };
         cases.push(TestCase {

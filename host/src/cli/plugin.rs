@@ -430,14 +430,19 @@ async fn test(a: TestArgs) -> Result<ExitStatus> {
             failed += 1;
         }
         if a.common.json {
-            // `output` and `fuel_used` are those of the path the host plans on (the last).
-            let last = runs.last().map(|r| &r.run);
+            // `output` and `fuel_used` are those of the path the host plans on.
+            let default_path = plugin.default_path();
+            let last = runs
+                .iter()
+                .find(|r| r.path == default_path)
+                .or(runs.last())
+                .map(|r| &r.run);
             cases.push(json!({
                 "case": name,
                 "passed": ok,
                 "failures": failures,
                 "paths": runs.iter().map(|r| json!({
-                    "export": r.path.interface(),
+                    "interface": r.path.interface(),
                     "fuel_used": r.run.report.fuel_used,
                     "wall_time_us": r.run.report.wall_time_us,
                 })).collect::<Vec<_>>(),

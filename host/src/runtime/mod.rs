@@ -232,11 +232,14 @@ pub struct Invoked<T> {
 }
 
 impl<T> Invoked<T> {
-    /// An invocation refused before it started.
-    fn refused(error: InvokeError) -> Self {
+    /// An invocation refused before it started; the report names the export it asked for.
+    fn refused(error: InvokeError, export: &str) -> Self {
         Invoked {
             result: Err(error),
-            report: RunReport::default(),
+            report: RunReport {
+                export: export.to_string(),
+                ..RunReport::default()
+            },
         }
     }
 
@@ -428,6 +431,16 @@ impl LoadedPlugin {
         }
     }
 
+    /// The path the host plans on when an invocation asks for none: [`PlanPath::Flat`] when
+    /// the component exports `flat-rules`, else [`PlanPath::Nested`].
+    pub fn default_path(&self) -> PlanPath {
+        if self.exports.flat.is_some() {
+            PlanPath::Flat
+        } else {
+            PlanPath::Nested
+        }
+    }
+
     /// The path an invocation plans on: the one it asks for, else the flat one when the
     /// component exports it.
     fn plan_path(&self, inv: &Invocation) -> Result<PlanPath, InvokeError> {
@@ -438,8 +451,7 @@ impl LoadedPlugin {
                     .into(),
             )),
             Some(path) => Ok(path),
-            None if flat => Ok(PlanPath::Flat),
-            None => Ok(PlanPath::Nested),
+            None => Ok(self.default_path()),
         }
     }
 
@@ -459,7 +471,7 @@ impl LoadedPlugin {
     pub async fn condition(&self, inv: &Invocation, batch: &Batch) -> Invoked<Vec<Inclusion>> {
         let call = match self.plan_path(inv) {
             Ok(path) => Call::Condition(path, batch),
-            Err(e) => return Invoked::refused(e),
+            Err(e) => return Invoked::refused(e, "flat-rules.condition"),
         };
         self.invoke(inv, batch.wire_size(), call)
             .await
@@ -474,7 +486,7 @@ impl LoadedPlugin {
     pub async fn plan(&self, inv: &Invocation, batch: &Batch) -> Invoked<Vec<PairOutcome>> {
         let call = match self.plan_path(inv) {
             Ok(path) => Call::Plan(path, batch),
-            Err(e) => return Invoked::refused(e),
+            Err(e) => return Invoked::refused(e, "flat-rules.plan"),
         };
         self.invoke(inv, batch.wire_size(), call)
             .await
