@@ -238,7 +238,7 @@ pub fn crm_call(endpoint: &'static str, status: String) {
 }
 
 /// The outcome labels of plugin invocations; [`invocation_outcome`] gives an index into it.
-const OUTCOMES: [&str; 9] = [
+const OUTCOMES: [&str; 10] = [
     "ok",
     "limit",
     "stack_overflow",
@@ -248,6 +248,7 @@ const OUTCOMES: [&str; 9] = [
     "invalid_input",
     "instantiate",
     "invalid_output",
+    "host_call_too_large",
 ];
 
 /// How an invocation ended: its index in [`OUTCOMES`].
@@ -262,6 +263,7 @@ fn invocation_outcome<T>(result: &Result<T, InvokeError>) -> usize {
         Err(InvokeError::Input(_)) => 6,
         Err(InvokeError::Instantiate(_)) => 7,
         Err(InvokeError::InvalidOutput { .. }) => 8,
+        Err(InvokeError::HostCallTooLarge { .. }) => 9,
     }
 }
 

@@ -269,6 +269,117 @@ async fn huge_output_hits_the_output_limit() {
     assert_good_plugin_still_runs().await;
 }
 
+/// 64 strings sharing one MiB of guest memory would take the host 64 MiB to copy: the host
+/// stops at its lift budget (8 × the output limit, plus a small floor), on both paths, and
+/// says so as the output limit.
+#[tokio::test]
+async fn strings_sharing_guest_memory_are_refused_before_the_host_copies_them() {
+    let limits = Limits::default();
+    let budget = limits.lift_budget();
+    assert!(budget < 64 << 20, "the attack must outgrow the budget");
+    for path in [PlanPath::Flat, PlanPath::Nested] {
+        let r = hostile()
+            .plan(
+                &inv(
+                    json!({"attack": "shared-output", "copies": 64, "bytes": 1 << 20}),
+                    limits.clone(),
+                    Arc::new(DenyAllGateway),
+                )
+                .on_path(path),
+                &batch(1),
+            )
+            .await;
+        let reached = limit_reached(&r.result, LimitKind::OutputBytes, limits.output_bytes);
+        // Copying stopped at the budget: had the host copied every string first, the figure
+        // would be the 64 MiB they measure.
+        assert_eq!(reached, budget, "{path:?}");
+    }
+    assert_good_plugin_still_runs().await;
+}
+
+/// The same trick on a host call's arguments: 64 header values sharing one MiB. The request is
+/// never built or sent, and the error names the host call, not the output.
+#[tokio::test]
+async fn a_request_whose_strings_share_guest_memory_is_refused_and_never_sent() {
+    let gateway = Arc::new(AnswerAll::default());
+    let limits = Limits::default();
+    let r = hostile()
+        .plan(
+            &inv(
+                json!({"attack": "shared-request", "copies": 64, "bytes": 1 << 20}),
+                limits.clone(),
+                gateway.clone(),
+            ),
+            &batch(1),
+        )
+        .await;
+    match &r.result {
+        Err(InvokeError::HostCallTooLarge { budget }) => assert_eq!(*budget, limits.lift_budget()),
+        other => panic!("expected HostCallTooLarge, got {other:?}"),
+    }
+    assert_eq!(gateway.seen.load(Ordering::SeqCst), 0, "nothing was sent");
+    assert!(r.report.http.is_empty(), "{:?}", r.report.http);
+    // A few such headers fit the budget: the request is made.
+    let r = hostile()
+        .plan(
+            &inv(
+                json!({"attack": "shared-request", "copies": 2, "bytes": 1024}),
+                limits,
+                gateway.clone(),
+            ),
+            &batch(1),
+        )
+        .await;
+    match &r.result {
+        Err(InvokeError::Rule(e)) => assert!(e.message.contains("Ok(200)"), "{}", e.message),
+        other => panic!("expected the attack's own error, got {other:?}"),
+    }
+    assert_eq!(gateway.seen.load(Ordering::SeqCst), 1);
+    assert_good_plugin_still_runs().await;
+}
+
+/// A well-formed plan exactly at the output limit passes: the lift budget refuses nothing
+/// that the output limit would let through. (The plan is large enough that its budget is set
+/// by the limit, not by the budget's small floor.)
+#[tokio::test]
+async fn a_plan_exactly_at_the_output_limit_still_passes_on_both_paths() {
+    let batch = batch(1000);
+    for path in [PlanPath::Flat, PlanPath::Nested] {
+        let measured = default_rules()
+            .plan(&Invocation::with_defaults().on_path(path), &batch)
+            .await;
+        measured.result.as_ref().expect("the plan runs");
+        let tight = Limits {
+            output_bytes: measured.report.output_bytes,
+            ..Limits::default()
+        };
+        let r = default_rules()
+            .plan(
+                &inv(json!({}), tight.clone(), Arc::new(DenyAllGateway)).on_path(path),
+                &batch,
+            )
+            .await;
+        assert_eq!(r.result.expect("fits").len(), 1000, "{path:?}");
+        // The budget's floor is at most an eighth of it here.
+        assert!(
+            tight.output_bytes > dealbridge::runtime::LIFT_BUDGET_FLOOR,
+            "{}",
+            tight.output_bytes
+        );
+        let over = Limits {
+            output_bytes: measured.report.output_bytes - 1,
+            ..tight
+        };
+        let r = default_rules()
+            .plan(
+                &inv(json!({}), over.clone(), Arc::new(DenyAllGateway)).on_path(path),
+                &batch,
+            )
+            .await;
+        limit_reached(&r.result, LimitKind::OutputBytes, over.output_bytes);
+    }
+}
+
 #[tokio::test]
 async fn huge_log_is_capped_dropped_and_counted() {
     let limits = Limits {

@@ -101,6 +101,18 @@ pub enum InvokeError {
     /// The instance could not be created (e.g. the instance pool is full).
     #[error("instantiation failed: {0}")]
     Instantiate(String),
+    /// The arguments of a host call (a CRM request, a log line) would take more
+    /// host memory than [`Limits::lift_budget`](super::Limits::lift_budget):
+    /// strings or lists that share the plugin's memory count once per
+    /// reference. The host stopped copying them, made no call, and stopped the
+    /// invocation.
+    #[error(
+        "a host call's arguments would take more than {budget} bytes on the host (strings and lists that share the plugin's memory count once per reference); the call was not made"
+    )]
+    HostCallTooLarge {
+        /// The lift budget, in host bytes.
+        budget: u64,
+    },
     /// The plugin returned a value that breaks the contract: a flat plan
     /// whose span or field index points outside its list, or a number of
     /// outcomes or inclusions other than the batch's number of pairs. The

@@ -38,6 +38,11 @@ pub struct Limits {
     /// Default 1 MiB.
     pub input_bytes: u64,
     /// Output bytes: the canonical-ABI size of the returned value. Default 1 MiB.
+    ///
+    /// It also bounds what the host copies out of the guest at all (see
+    /// [`Limits::lift_budget`]): a value whose strings or lists share guest bytes would
+    /// otherwise be copied once per reference and could take far more host memory than the
+    /// guest has.
     pub output_bytes: u64,
     /// Log bytes (messages of the `log` import). Lines past the cap are
     /// dropped and counted, as the contract says. Default 64 KiB.
@@ -71,7 +76,31 @@ impl Default for Limits {
     }
 }
 
+/// How many host bytes one output byte may take once lifted: a `String` or `Vec` is 24 host
+/// bytes for its 8 wire bytes, a variant at most 32 host bytes for its 8 (see `size`); the
+/// factor leaves room for padding. `lift_budget_covers_every_well_formed_output` holds it.
+pub const LIFT_BYTES_PER_OUTPUT_BYTE: u64 = 8;
+
+/// Host bytes every lift may take whatever the output limit: the small fixed parts of a
+/// value (a host call's arguments, an error) must always fit.
+pub const LIFT_BUDGET_FLOOR: u64 = 64 << 10;
+
 impl Limits {
+    /// The most host memory that lifting one value out of the guest may take, in bytes: the
+    /// returned value of an export, or the arguments of one host call (a CRM request, a log
+    /// line). wasmtime counts it as it copies (`Store::set_hostcall_fuel`): every string's
+    /// bytes and every list's elements at their host size, once per reference, so strings
+    /// or lists that share guest bytes count once each and cannot make the host allocate
+    /// more than this.
+    ///
+    /// Any value whose wire size is within `output_bytes` fits, so the budget refuses nothing
+    /// that the output limit would pass; it only refuses earlier, before the host holds it.
+    pub fn lift_budget(&self) -> u64 {
+        self.output_bytes
+            .saturating_mul(LIFT_BYTES_PER_OUTPUT_BYTE)
+            .saturating_add(LIFT_BUDGET_FLOOR)
+    }
+
     /// Applies the keys of a JSON object on top of these limits (a fixture's
     /// `limits`), refusing unknown keys and wrong types.
     pub fn merged_with(&self, overrides: &serde_json::Value) -> Result<Limits, serde_json::Error> {

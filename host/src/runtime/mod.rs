@@ -55,7 +55,7 @@ pub use bindings::{
 pub use error::{InvokeError, LoadError, error_kind_name};
 pub use gateway::{CrmGateway, DenyAllGateway, HttpGateway, MockGateway, ReadOnlyGateway};
 pub use inspect::WorldInfo;
-pub use limits::{LimitHit, LimitKind, Limits};
+pub use limits::{LIFT_BUDGET_FLOOR, LIFT_BYTES_PER_OUTPUT_BYTE, LimitHit, LimitKind, Limits};
 pub use report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};
 pub use size::WireSize;
 pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
@@ -564,6 +564,9 @@ impl LoadedPlugin {
                 report: report_only,
             };
         }
+        // What wasmtime may copy out of the guest in one lift: the returned value, or one host
+        // call's arguments.
+        store.set_hostcall_fuel(usize::try_from(limits.lift_budget()).unwrap_or(usize::MAX));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
             if Instant::now() >= deadline {
@@ -930,6 +933,23 @@ fn classify(
     if let Some(LimitTrap(hit)) = err.downcast_ref::<LimitTrap>() {
         return (*hit).into();
     }
+    if lift_budget_exhausted(&err) {
+        // A host call's arguments are lifted while the guest is on the stack; the returned
+        // value after it has returned.
+        let in_host_call = err
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .is_some_and(|bt| !bt.frames().is_empty());
+        let budget = limits.lift_budget();
+        return if in_host_call {
+            InvokeError::HostCallTooLarge { budget }
+        } else {
+            InvokeError::Limit {
+                limit: LimitKind::OutputBytes,
+                limit_value: limits.output_bytes,
+                reached: budget,
+            }
+        };
+    }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return InvokeError::Exit(exit.0);
     }
@@ -994,6 +1014,16 @@ fn classify(
         return InvokeError::Instantiate(text);
     }
     InvokeError::Trap(text)
+}
+
+/// Whether wasmtime stopped lifting a value because it passed the budget set with
+/// `Store::set_hostcall_fuel` ([`Limits::lift_budget`]). wasmtime's error type for it is
+/// private, so it is known by its message; `hostile_aliased_*` tests hold that.
+fn lift_budget_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain().any(|e| {
+        e.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
 }
 
 /// The panic line a Rust guest writes to stderr before it aborts.

@@ -260,4 +260,55 @@ mod tests {
         let big = Value::Text("x".repeat(1000)).wire_size();
         assert_eq!(big - small, 999);
     }
+
+    /// The lift budget (`Limits::lift_budget`) counts what wasmtime copies: a string's bytes
+    /// and a list's elements at their host size. The smallest value of every type that a
+    /// returned list holds takes at most `LIFT_BYTES_PER_OUTPUT_BYTE` host bytes per wire
+    /// byte (a string's bytes count one for one on both sides), so any output within the
+    /// output limit fits its budget.
+    #[test]
+    fn lift_budget_covers_every_well_formed_output() {
+        use crate::runtime::LIFT_BYTES_PER_OUTPUT_BYTE;
+        fn fits<T: WireSize>(smallest: T) {
+            let host = std::mem::size_of::<T>() as u64;
+            let wire = smallest.wire_size();
+            assert!(
+                host <= LIFT_BYTES_PER_OUTPUT_BYTE * wire,
+                "{}: {host} host bytes for {wire} wire bytes",
+                std::any::type_name::<T>()
+            );
+        }
+        fits(String::new());
+        fits(Value::Null);
+        fits(Inclusion::Include);
+        fits(PairOutcome::Skip(Skip::UpToDate));
+        fits(FieldWrite {
+            field: String::new(),
+            value: Value::Null,
+        });
+        fits(Related {
+            kind: RelatedKind::Company,
+            salesforce_id: None,
+            hubspot_id: None,
+            role: None,
+            primary: false,
+        });
+        fits(FlatWrite {
+            field: FieldRef::Known(0),
+            value: Value::Null,
+        });
+        fits(FlatOutcome::Skip(Skip::UpToDate));
+        fits(ObjectPair::OpportunityDeal);
+        fits(FieldMapping {
+            object_pair: ObjectPair::OpportunityDeal,
+            salesforce_field: String::new(),
+            hubspot_field: String::new(),
+            rule: SyncRule::DontSync,
+        });
+        fits(ExtraField {
+            crm: Crm::Salesforce,
+            object_pair: ObjectPair::OpportunityDeal,
+            name: String::new(),
+        });
+    }
 }

@@ -59,6 +59,28 @@ pub enum Attack {
         #[serde(default)]
         bytes: Option<usize>,
     },
+    /// Returns `copies` strings that all point at the same `bytes` bytes of its memory (on both
+    /// paths: the nested `plan` as skip reasons, the flat `plan` as written text values), so
+    /// that copying them would take the host `copies × bytes`. Deliberately unsound inside the
+    /// guest (the strings share one allocation); the host must refuse them before it holds them.
+    SharedOutput {
+        /// How many strings (default 64).
+        #[serde(default)]
+        copies: Option<usize>,
+        /// The bytes they share (default 1 MiB).
+        #[serde(default)]
+        bytes: Option<usize>,
+    },
+    /// Sends one CRM request with `copies` headers whose values all point at the same `bytes`
+    /// bytes of its memory, as `shared-output` does for the returned value.
+    SharedRequest {
+        /// How many headers (default 64).
+        #[serde(default)]
+        copies: Option<usize>,
+        /// The bytes their values share (default 1 MiB).
+        #[serde(default)]
+        bytes: Option<usize>,
+    },
     /// Writes far more log than the log cap.
     HugeLog {
         /// Total bytes of log (default 16 MiB, in 1 KiB lines).
@@ -285,7 +307,8 @@ fn attack(a: &Attack) -> Result<(), RuleError> {
         | Attack::WrongOutcomeCount
         | Attack::FlatWriteSpanOutOfRange
         | Attack::FlatRelatedSpanOutOfRange
-        | Attack::FlatFieldIndexOutOfTable => Ok(()),
+        | Attack::FlatFieldIndexOutOfTable
+        | Attack::SharedOutput { .. } => Ok(()),
         Attack::InfiniteLoop => {
             let mut x: u64 = 0;
             loop {
@@ -318,6 +341,24 @@ fn attack(a: &Attack) -> Result<(), RuleError> {
                 log::write(Level::Info, &line);
             }
             Err(hostile_error(format!("wrote {lines} log lines")))
+        }
+        Attack::SharedRequest { copies, bytes } => {
+            let values = shared_strings(copies.unwrap_or(64), bytes.unwrap_or(1 << 20));
+            let req = std::mem::ManuallyDrop::new(Request {
+                target: Crm::Hubspot,
+                method: Method::Get,
+                path: "/crm/v3/owners".to_string(),
+                query: Vec::new(),
+                headers: std::mem::ManuallyDrop::into_inner(values)
+                    .into_iter()
+                    .map(|v| ("X-Pad".to_string(), v))
+                    .collect(),
+                body: None,
+            });
+            let sent = crm::send(&req).map(|r| r.status);
+            Err(hostile_error(format!(
+                "a request with shared header values was taken: {sent:?}"
+            )))
         }
         Attack::Trap => trap(),
         Attack::Panic => panic!("hostile component panics on purpose"),
@@ -366,6 +407,22 @@ fn attack(a: &Attack) -> Result<(), RuleError> {
     }
 }
 
+/// `copies` strings that all point at one buffer of `bytes` bytes: what no safe guest can make,
+/// and what the canonical ABI allows (a string is a pointer and a length). They must never be
+/// dropped (they would free one block `copies` times), hence the `ManuallyDrop`; a value built
+/// from them is handed to the host and never comes back.
+fn shared_strings(copies: usize, bytes: usize) -> std::mem::ManuallyDrop<Vec<String>> {
+    let mut text = std::mem::ManuallyDrop::new("z".repeat(bytes));
+    let (ptr, len) = (text.as_mut_ptr(), text.len());
+    std::mem::ManuallyDrop::new(
+        (0..copies)
+            // SAFETY: none. Every string aliases the same leaked block on purpose; the caller
+            // never drops them (see above).
+            .map(|_| unsafe { String::from_raw_parts(ptr, len, len) })
+            .collect(),
+    )
+}
+
 /// The forbidden imports of the feature builds, exercised so the linker keeps them.
 fn forbidden() -> Result<(), RuleError> {
     #[cfg(feature = "forbidden-fs")]
@@ -412,7 +469,7 @@ mod component {
     use super::bindings::exports::dealbridge::rules::rules::{
         Description, Guest, Inclusion, PairOutcome, RuleError, Skip,
     };
-    use super::{Attack, attack, forbidden, outcome_count, parse_attack};
+    use super::{Attack, attack, forbidden, outcome_count, parse_attack, shared_strings};
 
     struct Hostile;
 
@@ -444,6 +501,13 @@ mod component {
 
         fn plan(batch: Batch) -> Result<Vec<PairOutcome>, RuleError> {
             let a = run()?;
+            if let Attack::SharedOutput { copies, bytes } = a {
+                let reasons = shared_strings(copies.unwrap_or(64), bytes.unwrap_or(1 << 20));
+                return Ok(std::mem::ManuallyDrop::into_inner(reasons)
+                    .into_iter()
+                    .map(|r| PairOutcome::Skip(Skip::Excluded(r)))
+                    .collect());
+            }
             let n = outcome_count(&a, batch.pairs.len());
             Ok(vec![PairOutcome::Skip(Skip::UpToDate); n])
         }
@@ -468,29 +532,40 @@ mod component {
                 salesforce_associations: None,
                 hubspot_associations: None,
             };
-            let spoils_first = match a {
-                Attack::FlatWriteSpanOutOfRange => {
-                    writes.push(FlatWrite {
-                        field: FieldRef::Named("Name".to_string()),
-                        value: Value::Text("hostile".to_string()),
-                    });
-                    first.salesforce = Span { start: 0, len: 2 };
-                    true
-                }
-                Attack::FlatRelatedSpanOutOfRange => {
-                    first.hubspot_associations = Some(Span { start: 3, len: 0 });
-                    true
-                }
-                Attack::FlatFieldIndexOutOfTable => {
-                    writes.push(FlatWrite {
-                        field: FieldRef::Known(batch.hubspot_fields.len() as u32 + 7),
-                        value: Value::Null,
-                    });
-                    first.hubspot = Span { start: 0, len: 1 };
-                    true
-                }
-                _ => false,
-            };
+            let spoils_first =
+                match a {
+                    Attack::FlatWriteSpanOutOfRange => {
+                        writes.push(FlatWrite {
+                            field: FieldRef::Named("Name".to_string()),
+                            value: Value::Text("hostile".to_string()),
+                        });
+                        first.salesforce = Span { start: 0, len: 2 };
+                        true
+                    }
+                    Attack::FlatRelatedSpanOutOfRange => {
+                        first.hubspot_associations = Some(Span { start: 3, len: 0 });
+                        true
+                    }
+                    Attack::SharedOutput { copies, bytes } => {
+                        let texts = shared_strings(copies.unwrap_or(64), bytes.unwrap_or(1 << 20));
+                        writes.extend(std::mem::ManuallyDrop::into_inner(texts).into_iter().map(
+                            |t| FlatWrite {
+                                field: FieldRef::Named("Description".to_string()),
+                                value: Value::Text(t),
+                            },
+                        ));
+                        false
+                    }
+                    Attack::FlatFieldIndexOutOfTable => {
+                        writes.push(FlatWrite {
+                            field: FieldRef::Known(batch.hubspot_fields.len() as u32 + 7),
+                            value: Value::Null,
+                        });
+                        first.hubspot = Span { start: 0, len: 1 };
+                        true
+                    }
+                    _ => false,
+                };
             if spoils_first && let Some(o) = outcomes.first_mut() {
                 *o = FlatOutcome::Write(first);
             }
