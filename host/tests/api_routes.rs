@@ -1349,3 +1349,45 @@ async fn the_plugin_cache_drops_the_least_recently_used_and_reloads_it_on_demand
     assert_eq!(s.state.cached_plugin_digests(), [d3, d2]);
     s.shutdown().await;
 }
+
+/// A request refused before its body was read leaves that body on the connection, which the
+/// server then closes: the answer says so (`Connection: close`), so that a client never sends
+/// its next request on a connection that is going away. A request whose body was taken, and a
+/// request without a body, keep their connection.
+#[tokio::test]
+async fn a_refused_upload_says_its_connection_closes() {
+    let s = TestServer::start().await;
+    let token = s.tenant("acme").await;
+    let bytes = std::fs::read(dealbridge_guests::DEFAULT_RULES).unwrap();
+    let refused = s
+        .client
+        .post(s.url("/v1/tenants/acme/plugins"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(refused.headers()["connection"], "close");
+    let accepted = s
+        .client
+        .post(s.url("/v1/tenants/acme/plugins"))
+        .bearer_auth(&token)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::CREATED);
+    assert!(accepted.headers().get("connection").is_none());
+    let listed = s
+        .client
+        .get(s.url("/v1/tenants/acme/plugins"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert!(listed.headers().get("connection").is_none());
+}

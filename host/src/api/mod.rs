@@ -55,8 +55,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use hashlink::LruCache;
 use parking_lot::Mutex;
 use ring::rand::SystemRandom;
@@ -366,6 +368,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::Extension(error::JsonLimit(json_limit)))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .layer(axum::middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
@@ -414,6 +417,43 @@ async fn log_request(req: Request, next: Next) -> Response {
     crate::telemetry::http_request(method.as_str(), &route, status, elapsed);
     let _entered = span.enter();
     tracing::info!(status, duration_ms = elapsed * 1000.0, "request");
+    response
+}
+
+/// Answers `Connection: close` when a request's body was left unread: refused before it was
+/// read (a wrong content type, a bad query), or too large to drain (see `plugins::drain`).
+///
+/// The server closes such a connection after the answer, since the unread body is still on it.
+/// Without the header a client may send its next request on that connection as it closes and
+/// see a broken pipe; with it, the client opens a new one. A body read to its end keeps the
+/// connection, as does a request without a body.
+async fn close_after_refused_body(req: Request, next: Next) -> Response {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|len| len.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return next.run(req).await;
+    }
+    let read_to_end = Arc::new(AtomicBool::new(false));
+    let (parts, body) = req.into_parts();
+    let seen = read_to_end.clone();
+    let mut data = body.into_data_stream();
+    let tracked = futures_util::stream::poll_fn(move |cx| {
+        let polled = data.poll_next_unpin(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            seen.store(true, Ordering::Release);
+        }
+        polled
+    });
+    let req = Request::from_parts(parts, axum::body::Body::from_stream(tracked));
+    let mut response = next.run(req).await;
+    if !read_to_end.load(Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
