@@ -332,7 +332,7 @@ fn run_names_the_export_and_takes_a_path() {
             "{out}"
         );
     }
-    // The flat path of a component without `flat-rules` is an error of the run.
+    // The flat path of a component without `flat-rules` is refused before anything runs.
     let o = dealbridge(&[
         "plugin",
         "run",
@@ -343,11 +343,12 @@ fn run_names_the_export_and_takes_a_path() {
         "--path",
         "flat",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty(), "nothing ran");
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        v["output"]["trap"].as_str().unwrap().contains("flat-rules"),
-        "{v}"
+        err.contains("--path flat: the component does not export `flat-rules` (it plans on rules)"),
+        "{err}"
     );
 }
 

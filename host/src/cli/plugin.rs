@@ -317,6 +317,21 @@ async fn run_one(a: RunArgs) -> Result<ExitStatus> {
         Err(status) => return Ok(status),
     };
     let path = a.path.map(PlanPath::from);
+    if let Some(asked) = path
+        && !plugin.plan_paths().contains(&asked)
+    {
+        anyhow::bail!(
+            "{}: --path {}: the component does not export `{}` (it plans on {})",
+            a.file.display(),
+            if asked == PlanPath::Flat {
+                "flat"
+            } else {
+                "nested"
+            },
+            asked.interface(),
+            plugin.default_path().interface()
+        );
+    }
     let run = fixture::run_on(&plugin, &fx, &limits, config.as_ref(), path).await?;
     if a.common.json {
         let out = json!({ "output": run.output, "report": run.report });
