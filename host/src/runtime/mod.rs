@@ -882,10 +882,11 @@ fn checked_output(
             };
             // What the plugin returned counts as well as what it decodes to: items that no
             // outcome points at were lifted too, and must not pass the limit unmeasured.
-            let lifted = plan.wire_size();
+            let measured = flat::measure(plan, batch);
+            let lifted = measured.lifted_size();
             report.output_bytes = lifted;
             check_output_size(lifted, limits)?;
-            let checked = flat::check_plan(plan, batch).map_err(invalid)?;
+            let checked = measured.check(batch).map_err(invalid)?;
             let size = checked.wire_size().max(lifted);
             report.output_bytes = size;
             check_output_size(size, limits)?;
