@@ -27,6 +27,7 @@ pub mod gateway;
 mod host;
 pub mod inspect;
 mod limits;
+mod lower;
 mod report;
 mod size;
 mod wasi;
@@ -64,6 +65,7 @@ use bindings::FlatPlugin;
 use bindings::exports::dealbridge::rules::{flat_rules, rules};
 use host::State;
 use limits::LimitTrap;
+use lower::LoweredBatch;
 
 /// Process-wide settings of the runtime.
 #[derive(Debug, Clone)]
@@ -624,18 +626,22 @@ impl LoadedPlugin {
                     })?;
                     let flat_batch = flat_batch.as_ref().expect("encoded above for a flat call");
                     if matches!(call, Call::Condition(..)) {
-                        // SAFETY: as above (`check_once` checks `flat-rules` too).
-                        let f: TypedFunc<(&FlatBatch,), (Result<Vec<Inclusion>, RuleError>,)> = unsafe {
+                        // SAFETY: as above (`check_once` checks `flat-rules` too); a
+                        // `LoweredBatch` has the type of `flat-batch` (see `lower.rs`).
+                        let f: TypedFunc<
+                            (LoweredBatch<'_>,),
+                            (Result<Vec<Inclusion>, RuleError>,),
+                        > = unsafe {
                             exports.typed(&mut store, &instance, &flat_exports.condition)
                         }?;
-                        f.call_async(&mut store, (flat_batch,))
+                        f.call_async(&mut store, (LoweredBatch::new(flat_batch),))
                             .await
                             .map(|(r,)| r.map(Output::Condition))
                     } else {
                         // SAFETY: as above.
-                        let f: TypedFunc<(&FlatBatch,), (Result<FlatPlan, RuleError>,)> =
+                        let f: TypedFunc<(LoweredBatch<'_>,), (Result<FlatPlan, RuleError>,)> =
                             unsafe { exports.typed(&mut store, &instance, &flat_exports.plan) }?;
-                        f.call_async(&mut store, (flat_batch,))
+                        f.call_async(&mut store, (LoweredBatch::new(flat_batch),))
                             .await
                             .map(|(r,)| r.map(Output::FlatPlan))
                     }
