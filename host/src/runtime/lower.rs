@@ -533,7 +533,8 @@ mod tests {
     }
 
     #[test]
-    fn a_lowered_batch_has_the_type_of_flat_batch_in_the_default_rules() {
+    fn a_lowered_batch_and_a_lifted_plan_have_the_contract_types_in_the_default_rules() {
+        use super::super::lift::LiftedPlan;
         use wasmtime::component::{Component, Linker};
         use wasmtime::{Config, Engine, Store};
         let mut config = Config::new();
@@ -555,10 +556,10 @@ mod tests {
             .get_export_index(&mut store, Some(&iface), "condition")
             .unwrap();
         instance
-            .get_typed_func::<(LoweredBatch<'_>,), (Result<FlatPlan, RuleError>,)>(
+            .get_typed_func::<(LoweredBatch<'_>,), (Result<LiftedPlan, RuleError>,)>(
                 &mut store, &plan,
             )
-            .expect("`flat-rules.plan` takes a `LoweredBatch`");
+            .expect("`flat-rules.plan` takes a `LoweredBatch` and returns a `LiftedPlan`");
         instance
             .get_typed_func::<(LoweredBatch<'_>,), (Result<Vec<Inclusion>, RuleError>,)>(
                 &mut store, &condition,
@@ -567,6 +568,11 @@ mod tests {
         // The check is wasmtime's own and does refuse another type.
         let wrong = instance
             .get_typed_func::<(Images<'_, FlatField>,), (Result<FlatPlan, RuleError>,)>(
+                &mut store, &plan,
+            );
+        assert!(wrong.is_err());
+        let wrong = instance
+            .get_typed_func::<(LoweredBatch<'_>,), (Result<Vec<Inclusion>, RuleError>,)>(
                 &mut store, &plan,
             );
         assert!(wrong.is_err());

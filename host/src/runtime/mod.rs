@@ -26,6 +26,7 @@ mod flat;
 pub mod gateway;
 mod host;
 pub mod inspect;
+mod lift;
 mod limits;
 mod lower;
 mod report;
@@ -64,6 +65,7 @@ pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
 use bindings::FlatPlugin;
 use bindings::exports::dealbridge::rules::{flat_rules, rules};
 use host::State;
+use lift::LiftedPlan;
 use limits::LimitTrap;
 use lower::LoweredBatch;
 
@@ -638,12 +640,13 @@ impl LoadedPlugin {
                             .await
                             .map(|(r,)| r.map(Output::Condition))
                     } else {
-                        // SAFETY: as above.
-                        let f: TypedFunc<(LoweredBatch<'_>,), (Result<FlatPlan, RuleError>,)> =
+                        // SAFETY: as above; a `LiftedPlan` has the type of `flat-plan` (see
+                        // `lift.rs`).
+                        let f: TypedFunc<(LoweredBatch<'_>,), (Result<LiftedPlan, RuleError>,)> =
                             unsafe { exports.typed(&mut store, &instance, &flat_exports.plan) }?;
                         f.call_async(&mut store, (LoweredBatch::new(flat_batch),))
                             .await
-                            .map(|(r,)| r.map(Output::FlatPlan))
+                            .map(|(r,)| r.map(|plan| Output::FlatPlan(plan.into())))
                     }
                 }
             };
