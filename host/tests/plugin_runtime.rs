@@ -1112,3 +1112,78 @@ async fn every_shipped_fixture_gives_the_same_output_on_both_paths() {
     }
     assert!(compared >= files.len() / 2, "{compared} of {}", files.len());
 }
+
+/// Every kind of value, an empty and a missing record, a snapshot and associations cross the
+/// flat path (its lowering of the batch's lists as images and its lifting of the plan's
+/// writes) and plan exactly as on the nested path, where wasmtime lowers and lifts every
+/// element itself; each value written to HubSpot is the Salesforce one.
+#[tokio::test]
+async fn every_kind_of_value_plans_the_same_on_both_paths() {
+    let kinds = [
+        ("Text__c", "text_x", json!("Grüße – ünïcode")),
+        ("Dec__c", "dec_x", json!({ "decimal": "-12.50" })),
+        ("Int__c", "int_x", json!(-9_000_000_000_i64)),
+        ("Flag__c", "flag_x", json!(true)),
+        ("Off__c", "off_x", json!(false)),
+        ("Day__c", "day_x", json!({ "date": "1969-12-31" })),
+        (
+            "At__c",
+            "at_x",
+            json!({ "datetime": "2026-05-20T20:49:32.123Z" }),
+        ),
+        ("Tags__c", "tags_x", json!({ "multi": ["a", "", "ccc"] })),
+        ("None__c", "none_x", json!({ "multi": [] })),
+    ];
+    let config = json!({
+        "custom_mappings": kinds.iter().map(|(sf, hs, _)| json!({
+            "salesforce_field": sf, "hubspot_field": hs, "rule": "two-way"
+        })).collect::<Vec<_>>()
+    });
+    let sf_fields: serde_json::Map<String, serde_json::Value> = kinds
+        .iter()
+        .map(|(sf, _, v)| (sf.to_string(), v.clone()))
+        .collect();
+    let changed: Vec<&str> = kinds.iter().map(|(sf, _, _)| *sf).collect();
+    let related = json!([
+        { "kind": "company", "salesforce_id": "001000000000001AAA", "hubspot_id": "5001", "role": null, "primary": true },
+        { "kind": "contact", "salesforce_id": "003000000000001AAA", "hubspot_id": null, "role": "Evaluator", "primary": false }
+    ]);
+    let pair = json!({
+        "salesforce": { "id": "006000000000001AAA", "modified_at": "2026-05-20T20:49:32.000Z", "fields": sf_fields },
+        "hubspot": { "id": "9001", "modified_at": "2026-05-19T10:00:00Z", "fields": { "text_x": "old", "int_x": 7 } },
+        "snapshot": { "synced_at": "2026-05-17T00:00:00Z", "salesforce": { "Int__c": 1 }, "hubspot": { "int_x": 1 } },
+        "salesforce_changed": changed,
+        "associations": { "salesforce": related, "hubspot": [] }
+    });
+    let missing = json!({
+        "salesforce": null,
+        "hubspot": { "id": "9002", "modified_at": "2026-05-19T10:00:00Z", "fields": {} },
+        "hubspot_changed": []
+    });
+    let b = batch_from_fixture(json!({ "pairs": [pair, missing] }));
+    let p = default_rules();
+    let mut outputs = Vec::new();
+    for path in [PlanPath::Nested, PlanPath::Flat] {
+        let inv = inv(config.clone(), Limits::default(), Arc::new(DenyAllGateway)).on_path(path);
+        let r = p.plan(&inv, &b).await;
+        let report = r.report.clone();
+        outputs.push((r.result.unwrap(), report.input_bytes, report.output_bytes));
+    }
+    assert_eq!(outputs[0], outputs[1], "both paths plan the same");
+    let PairOutcome::Write(w) = &outputs[1].0[0] else {
+        panic!("the first pair writes: {:?}", outputs[1].0[0])
+    };
+    let sf = &b.pairs[0].salesforce.as_ref().unwrap().fields;
+    for (k, (_, hs, _)) in kinds.iter().enumerate() {
+        let written = w.hubspot.iter().find(|f| f.field == *hs);
+        let want = sf
+            .iter()
+            .find(|f| b.salesforce_fields[f.field as usize] == kinds[k].0)
+            .map(|f| &f.value);
+        match written {
+            Some(f) => assert_eq!(Some(&f.value), want, "{hs}"),
+            // A blank Salesforce value is only written to clear a HubSpot one.
+            None => assert_eq!(*hs, "none_x", "{hs} was written"),
+        }
+    }
+}

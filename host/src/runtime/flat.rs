@@ -233,14 +233,17 @@ impl Side {
 
 /// Running sums over the plan's `writes`, per side of the batch's field tables: the wire size
 /// that items `..j` decode to, and how many of them name a field index outside the side's
-/// table (index `j` of each list is the sum over the items before item `j`).
+/// table (index `j` of each list is the sum over the items before item `j`). Built in the
+/// same pass that measures the writes as lifted.
 struct WriteSums {
     size: [Vec<u64>; 2],
     bad: [Vec<u32>; 2],
 }
 
 impl WriteSums {
-    fn new(writes: &[FlatWrite], tables: [&[String]; 2]) -> Self {
+    /// The sums, and the lifted size of the writes (what `FlatWrite::wire_size` gives summed
+    /// over them).
+    fn new(writes: &[FlatWrite], tables: [&[String]; 2]) -> (Self, u64) {
         let n = writes.len() + 1;
         let mut size = [Vec::with_capacity(n), Vec::with_capacity(n)];
         let mut bad = [Vec::with_capacity(n), Vec::with_capacity(n)];
@@ -248,23 +251,66 @@ impl WriteSums {
             size[side].push(0u64);
             bad[side].push(0u32);
         }
+        let mut lifted = 0u64;
+        let (mut last_size, mut last_bad) = ([0u64; 2], [0u32; 2]);
         for w in writes {
             let value = w.value.wire_size();
+            let named = match &w.field {
+                FieldRef::Named(name) => Some(text_size(name)),
+                FieldRef::Known(_) => None,
+            };
+            // As lifted, a field position counts one scalar (see `FlatWrite::wire_size`).
+            lifted += named.unwrap_or(8) + value;
             for (side, table) in tables.iter().enumerate() {
-                let (field, out_of_table) = match &w.field {
-                    FieldRef::Named(name) => (text_size(name), 0),
-                    FieldRef::Known(i) => match table.get(*i as usize) {
+                let (field, out_of_table) = match (&w.field, named) {
+                    (_, Some(named)) => (named, 0),
+                    (FieldRef::Known(i), None) => match table.get(*i as usize) {
                         Some(name) => (text_size(name), 0),
                         None => (0, 1),
                     },
+                    (FieldRef::Named(_), None) => unreachable!("a named field is measured"),
                 };
-                let last_size = *size[side].last().expect("starts with 0");
-                let last_bad = *bad[side].last().expect("starts with 0");
-                size[side].push(last_size + field + value);
-                bad[side].push(last_bad + out_of_table);
+                last_size[side] += field + value;
+                last_bad[side] += out_of_table;
+                size[side].push(last_size[side]);
+                bad[side].push(last_bad[side]);
             }
         }
-        Self { size, bad }
+        (Self { size, bad }, lifted)
+    }
+}
+
+/// A plan as lifted, measured in one pass over its lists: its lifted size (what
+/// `FlatPlan::wire_size` gives) and the running sums that [`MeasuredPlan::check`] uses to
+/// measure the nested outcomes without building them.
+pub struct MeasuredPlan {
+    plan: FlatPlan,
+    sums: WriteSums,
+    related_sums: Vec<u64>,
+    lifted: u64,
+}
+
+/// Measures a flat plan against the batch it plans (nothing is checked yet).
+pub fn measure(plan: FlatPlan, batch: &Batch) -> MeasuredPlan {
+    let tables = [
+        batch.salesforce_fields.as_slice(),
+        batch.hubspot_fields.as_slice(),
+    ];
+    let (sums, writes_lifted) = WriteSums::new(&plan.writes, tables);
+    let mut related_sums = Vec::with_capacity(plan.related.len() + 1);
+    related_sums.push(0u64);
+    let mut last = 0u64;
+    for r in &plan.related {
+        last += r.wire_size();
+        related_sums.push(last);
+    }
+    // `FlatPlan::wire_size`: the outcomes as a list, the items of `writes` and `related`.
+    let lifted = plan.outcomes.wire_size() + writes_lifted + last;
+    MeasuredPlan {
+        plan,
+        sums,
+        related_sums,
+        lifted,
     }
 }
 
@@ -293,83 +339,104 @@ fn check_span(
     Ok(start as usize..end as usize)
 }
 
-/// Checks a flat plan against the batch it plans: one outcome per pair, every span inside its
-/// list, every `known` field index inside the field table of the side written to. The error
-/// names the outcome and the item.
-pub fn check_plan(plan: FlatPlan, batch: &Batch) -> Result<CheckedPlan, String> {
-    check_count("outcomes", plan.outcomes.len(), batch.pairs.len())?;
-    let tables = [
-        batch.salesforce_fields.as_slice(),
-        batch.hubspot_fields.as_slice(),
-    ];
-    let sums = WriteSums::new(&plan.writes, tables);
-    let mut related_sums = Vec::with_capacity(plan.related.len() + 1);
-    related_sums.push(0u64);
-    for r in &plan.related {
-        let last = *related_sums.last().expect("starts with 0");
-        related_sums.push(last + r.wire_size());
+/// [`measure`], then [`MeasuredPlan::check`].
+#[cfg(test)]
+fn check_plan(plan: FlatPlan, batch: &Batch) -> Result<CheckedPlan, String> {
+    let lifted = plan.wire_size();
+    let measured = measure(plan, batch);
+    assert_eq!(
+        measured.lifted_size(),
+        lifted,
+        "one pass measures as `wire_size`"
+    );
+    measured.check(batch)
+}
+
+impl MeasuredPlan {
+    /// The size of the plan as lifted, items that no outcome points at included.
+    pub fn lifted_size(&self) -> u64 {
+        self.lifted
     }
-    // `Vec<PairOutcome>`: the list header, then each outcome's case header and payload.
-    let mut total = 8u64;
-    for (i, outcome) in plan.outcomes.iter().enumerate() {
-        total += 8
-            + match outcome {
-                FlatOutcome::Skip(s) => s.wire_size(),
-                FlatOutcome::Error(e) => e.wire_size(),
-                FlatOutcome::Write(w) => {
-                    let mut size = 0;
-                    for (side, span) in [
-                        (Side::Salesforce, &w.salesforce),
-                        (Side::Hubspot, &w.hubspot),
-                    ] {
-                        let range = check_span(
-                            span,
-                            plan.writes.len(),
-                            format_args!("{} writes", side.name()),
-                        )
-                        .map_err(|e| format!("outcome {i}: {e} (`writes`)"))?;
-                        let s = side as usize;
-                        if sums.bad[s][range.end] != sums.bad[s][range.start] {
-                            let table = tables[s];
-                            let (j, index) = range
-                                .clone()
-                                .find_map(|j| match plan.writes[j].field {
-                                    FieldRef::Known(k) if k as usize >= table.len() => Some((j, k)),
-                                    _ => None,
-                                })
-                                .expect("the sums counted one");
-                            return Err(format!(
-                                "outcome {i}: write {j} ({}) names field index {index}, outside the batch's {} {} fields",
-                                side.name(),
-                                table.len(),
-                                side.name()
-                            ));
-                        }
-                        size += 8 + sums.size[s][range.end] - sums.size[s][range.start];
-                    }
-                    for (side, span) in [
-                        (Side::Salesforce, &w.salesforce_associations),
-                        (Side::Hubspot, &w.hubspot_associations),
-                    ] {
-                        size += 8;
-                        if let Some(span) = span {
+
+    /// Checks a flat plan against the batch it plans (the one it was measured against): one
+    /// outcome per pair, every span inside its list, every `known` field index inside the field
+    /// table of the side written to. The error names the outcome and the item.
+    pub fn check(self, batch: &Batch) -> Result<CheckedPlan, String> {
+        let MeasuredPlan {
+            plan,
+            sums,
+            related_sums,
+            lifted: _,
+        } = self;
+        check_count("outcomes", plan.outcomes.len(), batch.pairs.len())?;
+        let tables = [
+            batch.salesforce_fields.as_slice(),
+            batch.hubspot_fields.as_slice(),
+        ];
+        // `Vec<PairOutcome>`: the list header, then each outcome's case header and payload.
+        let mut total = 8u64;
+        for (i, outcome) in plan.outcomes.iter().enumerate() {
+            total += 8
+                + match outcome {
+                    FlatOutcome::Skip(s) => s.wire_size(),
+                    FlatOutcome::Error(e) => e.wire_size(),
+                    FlatOutcome::Write(w) => {
+                        let mut size = 0;
+                        for (side, span) in [
+                            (Side::Salesforce, &w.salesforce),
+                            (Side::Hubspot, &w.hubspot),
+                        ] {
                             let range = check_span(
                                 span,
-                                plan.related.len(),
-                                format_args!("{} associations", side.name()),
+                                plan.writes.len(),
+                                format_args!("{} writes", side.name()),
                             )
-                            .map_err(|e| format!("outcome {i}: {e} (`related`)"))?;
-                            size += 8 + related_sums[range.end] - related_sums[range.start];
+                            .map_err(|e| format!("outcome {i}: {e} (`writes`)"))?;
+                            let s = side as usize;
+                            if sums.bad[s][range.end] != sums.bad[s][range.start] {
+                                let table = tables[s];
+                                let (j, index) = range
+                                    .clone()
+                                    .find_map(|j| match plan.writes[j].field {
+                                        FieldRef::Known(k) if k as usize >= table.len() => {
+                                            Some((j, k))
+                                        }
+                                        _ => None,
+                                    })
+                                    .expect("the sums counted one");
+                                return Err(format!(
+                                    "outcome {i}: write {j} ({}) names field index {index}, outside the batch's {} {} fields",
+                                    side.name(),
+                                    table.len(),
+                                    side.name()
+                                ));
+                            }
+                            size += 8 + sums.size[s][range.end] - sums.size[s][range.start];
                         }
+                        for (side, span) in [
+                            (Side::Salesforce, &w.salesforce_associations),
+                            (Side::Hubspot, &w.hubspot_associations),
+                        ] {
+                            size += 8;
+                            if let Some(span) = span {
+                                let range = check_span(
+                                    span,
+                                    plan.related.len(),
+                                    format_args!("{} associations", side.name()),
+                                )
+                                .map_err(|e| format!("outcome {i}: {e} (`related`)"))?;
+                                size += 8 + related_sums[range.end] - related_sums[range.start];
+                            }
+                        }
+                        size
                     }
-                    size
-                }
-            };
+                };
+        }
+        Ok(CheckedPlan {
+            plan,
+            wire_size: total,
+        })
     }
-    Ok(CheckedPlan {
-        plan,
-        wire_size: total,
-    })
 }
 
 /// The spans of `writes` that an outcome points at.

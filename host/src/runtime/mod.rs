@@ -26,7 +26,9 @@ mod flat;
 pub mod gateway;
 mod host;
 pub mod inspect;
+mod lift;
 mod limits;
+mod lower;
 mod report;
 mod size;
 mod wasi;
@@ -63,7 +65,9 @@ pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
 use bindings::FlatPlugin;
 use bindings::exports::dealbridge::rules::{flat_rules, rules};
 use host::State;
+use lift::LiftedPlan;
 use limits::LimitTrap;
+use lower::LoweredBatch;
 
 /// Process-wide settings of the runtime.
 #[derive(Debug, Clone)]
@@ -627,20 +631,25 @@ impl LoadedPlugin {
                     })?;
                     let flat_batch = flat_batch.as_ref().expect("encoded above for a flat call");
                     if matches!(call, Call::Condition(..)) {
-                        // SAFETY: as above (`check_once` checks `flat-rules` too).
-                        let f: TypedFunc<(&FlatBatch,), (Result<Vec<Inclusion>, RuleError>,)> = unsafe {
+                        // SAFETY: as above (`check_once` checks `flat-rules` too); a
+                        // `LoweredBatch` has the type of `flat-batch` (see `lower.rs`).
+                        let f: TypedFunc<
+                            (LoweredBatch<'_>,),
+                            (Result<Vec<Inclusion>, RuleError>,),
+                        > = unsafe {
                             exports.typed(&mut store, &instance, &flat_exports.condition)
                         }?;
-                        f.call_async(&mut store, (flat_batch,))
+                        f.call_async(&mut store, (LoweredBatch::new(flat_batch),))
                             .await
                             .map(|(r,)| r.map(Output::Condition))
                     } else {
-                        // SAFETY: as above.
-                        let f: TypedFunc<(&FlatBatch,), (Result<FlatPlan, RuleError>,)> =
+                        // SAFETY: as above; a `LiftedPlan` has the type of `flat-plan` (see
+                        // `lift.rs`).
+                        let f: TypedFunc<(LoweredBatch<'_>,), (Result<LiftedPlan, RuleError>,)> =
                             unsafe { exports.typed(&mut store, &instance, &flat_exports.plan) }?;
-                        f.call_async(&mut store, (flat_batch,))
+                        f.call_async(&mut store, (LoweredBatch::new(flat_batch),))
                             .await
-                            .map(|(r,)| r.map(Output::FlatPlan))
+                            .map(|(r,)| r.map(|plan| Output::FlatPlan(plan.into())))
                     }
                 }
             };
@@ -885,10 +894,11 @@ fn checked_output(
             };
             // What the plugin returned counts as well as what it decodes to: items that no
             // outcome points at were lifted too, and must not pass the limit unmeasured.
-            let lifted = plan.wire_size();
+            let measured = flat::measure(plan, batch);
+            let lifted = measured.lifted_size();
             report.output_bytes = lifted;
             check_output_size(lifted, limits)?;
-            let checked = flat::check_plan(plan, batch).map_err(invalid)?;
+            let checked = measured.check(batch).map_err(invalid)?;
             let size = checked.wire_size().max(lifted);
             report.output_bytes = size;
             check_output_size(size, limits)?;

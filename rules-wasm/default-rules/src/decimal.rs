@@ -28,6 +28,28 @@ const POW10: [i64; 19] = {
     t
 };
 
+/// `FITS[n]`: the largest magnitude whose product with `10^n` still fits in an `i64`.
+const FITS: [u64; 19] = {
+    let mut t = [0u64; 19];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = i64::MAX as u64 / POW10[i] as u64;
+        i += 1;
+    }
+    t
+};
+
+/// `digits × 10^n` when it fits in an `i64`: what `checked_mul` gives, which WebAssembly
+/// computes with a 128-bit multiplication (a library call); here it is one comparison. (For
+/// `n >= 1` no product reaches `i64::MIN` exactly, since `2^63` is no multiple of 5.)
+#[inline]
+fn scaled(digits: i64, n: usize) -> Option<i64> {
+    if n == 0 {
+        return Some(digits);
+    }
+    (digits.unsigned_abs() <= FITS[n]).then(|| digits * POW10[n])
+}
+
 /// Compares two decimals by value (`1.50 == 1.5`). Scales above 18 are clamped for the
 /// comparison only; the contract never sends them.
 ///
@@ -40,10 +62,11 @@ pub fn cmp(a: Dec, b: Dec) -> Ordering {
         return a.digits.cmp(&b.digits);
     }
     let s = sa.max(sb);
-    let (fa, fb) = (POW10[usize::from(s - sa)], POW10[usize::from(s - sb)]);
-    if let (Some(x), Some(y)) = (a.digits.checked_mul(fa), b.digits.checked_mul(fb)) {
+    let (na, nb) = (usize::from(s - sa), usize::from(s - sb));
+    if let (Some(x), Some(y)) = (scaled(a.digits, na), scaled(b.digits, nb)) {
         return x.cmp(&y);
     }
+    let (fa, fb) = (POW10[na], POW10[nb]);
     // |digits| < 2^63 and 10^18 < 2^60, so the product fits in an i128.
     let x = i128::from(a.digits) * i128::from(fa);
     let y = i128::from(b.digits) * i128::from(fb);
@@ -132,6 +155,31 @@ mod tests {
         );
         // Scales above the contract's 18 are clamped.
         assert_eq!(cmp(d(5, 30), d(5, 18)), Ordering::Equal);
+    }
+
+    #[test]
+    fn scaling_is_exact_and_stops_where_an_i64_would_overflow() {
+        for (n, &f) in POW10.iter().enumerate() {
+            let edge = (i64::MAX / f) as u64;
+            for digits in [
+                0,
+                1,
+                -1,
+                edge as i64,
+                -(edge as i64),
+                (edge as i64).saturating_add(1),
+                -(edge as i64).saturating_add(1),
+                i64::MAX,
+                i64::MIN,
+                i64::MIN + 1,
+            ] {
+                assert_eq!(
+                    scaled(digits, n),
+                    digits.checked_mul(f),
+                    "{digits} × 10^{n}"
+                );
+            }
+        }
     }
 
     #[test]
