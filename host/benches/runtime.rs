@@ -14,6 +14,9 @@
 //! `DEALBRIDGE_BENCH_PATH=rules|flat-rules` runs the throughput section on that path only (for a
 //! profiler). `DEALBRIDGE_BENCH_SAMPLES=N` measures N calls per latency figure instead of 20,000 (after
 //! N / 10 unmeasured ones), for runs under a profiler.
+//!
+//! The bench allocates with mimalloc, as the `dealbridge` binary does, so that the host's
+//! allocations (the nested outcomes, above all) cost what they cost in the service.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +30,9 @@ use serde_json::json;
 
 #[macro_use]
 mod common;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
