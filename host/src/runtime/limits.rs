@@ -76,9 +76,11 @@ impl Default for Limits {
     }
 }
 
-/// How many host bytes one output byte may take once lifted: a `String` or `Vec` is 24 host
-/// bytes for its 8 wire bytes, a variant at most 32 host bytes for its 8 (see `size`); the
-/// factor leaves room for padding. `lift_budget_covers_every_well_formed_output` holds it.
+/// How many host bytes one output byte may take once lifted. wasmtime counts a list's elements
+/// at their host size, and the wire size (`size`) counts at least 8 bytes per field, case and
+/// header: a `String` in a list is 24 host bytes for its 8, and the largest ratio, a
+/// `PairOutcome` that skips (about 100 host bytes for its 16), is under 7. `size`'s `lift_budget_covers_every_well_formed_output` holds it for
+/// every type a returned list holds.
 pub const LIFT_BYTES_PER_OUTPUT_BYTE: u64 = 8;
 
 /// Host bytes every lift may take whatever the output limit: the small fixed parts of a

@@ -1028,7 +1028,8 @@ fn classify(
 
 /// Whether wasmtime stopped lifting a value because it passed the budget set with
 /// `Store::set_hostcall_fuel` ([`Limits::lift_budget`]). wasmtime's error type for it is
-/// private, so it is known by its message; `hostile_aliased_*` tests hold that.
+/// private, so it is known by its message; the hostile `shared-output` and `shared-request`
+/// tests (`plugin_runtime.rs`) fail if it changes.
 fn lift_budget_exhausted(err: &wasmtime::Error) -> bool {
     err.chain().any(|e| {
         e.to_string()
