@@ -255,20 +255,16 @@ impl WriteSums {
         let (mut last_size, mut last_bad) = ([0u64; 2], [0u32; 2]);
         for w in writes {
             let value = w.value.wire_size();
-            let named = match &w.field {
-                FieldRef::Named(name) => Some(text_size(name)),
-                FieldRef::Known(_) => None,
-            };
-            // As lifted, a field position counts one scalar (see `FlatWrite::wire_size`).
-            lifted += named.unwrap_or(8) + value;
+            // As lifted: a name, or one scalar for a position (`FieldRef::wire_size`).
+            let field_lifted = w.field.wire_size();
+            lifted += field_lifted + value;
             for (side, table) in tables.iter().enumerate() {
-                let (field, out_of_table) = match (&w.field, named) {
-                    (_, Some(named)) => (named, 0),
-                    (FieldRef::Known(i), None) => match table.get(*i as usize) {
+                let (field, out_of_table) = match &w.field {
+                    FieldRef::Named(_) => (field_lifted, 0),
+                    FieldRef::Known(i) => match table.get(*i as usize) {
                         Some(name) => (text_size(name), 0),
                         None => (0, 1),
                     },
-                    (FieldRef::Named(_), None) => unreachable!("a named field is measured"),
                 };
                 last_size[side] += field + value;
                 last_bad[side] += out_of_table;

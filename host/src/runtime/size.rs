@@ -223,15 +223,17 @@ impl WireSize for FlatPlan {
     }
 }
 
-impl WireSize for FlatWrite {
+/// A field position counts one scalar; a name, its text.
+impl WireSize for FieldRef {
     fn wire_size(&self) -> u64 {
-        let field = match &self.field {
+        match self {
             FieldRef::Known(_) => SCALAR,
             FieldRef::Named(name) => name.wire_size(),
-        };
-        field + self.value.wire_size()
+        }
     }
 }
+
+record!(FlatWrite { field, value });
 
 impl WireSize for FlatOutcome {
     fn wire_size(&self) -> u64 {
