@@ -160,8 +160,19 @@ impl Encoder {
 /// batch holds more items (or text bytes) than the batch's wire size.
 pub const MAX_FLAT_WIRE_SIZE: u64 = u32::MAX as u64;
 
-/// The flat form of a batch. The caller makes sure that `batch.wire_size()` is at most
-/// [`MAX_FLAT_WIRE_SIZE`] (the input limit is checked first, and is far below it).
+/// Refuses a batch of `input_bytes` (its wire size) that the flat form cannot carry: its spans
+/// would not fit in `u32`. The input limit is checked first and is far below this.
+pub fn check_fits(input_bytes: u64) -> Result<(), String> {
+    if input_bytes > MAX_FLAT_WIRE_SIZE {
+        return Err(format!(
+            "a batch of {input_bytes} bytes is too large for the flat form (at most {MAX_FLAT_WIRE_SIZE} bytes)"
+        ));
+    }
+    Ok(())
+}
+
+/// The flat form of a batch. The caller makes sure that `batch.wire_size()` fits
+/// ([`check_fits`]).
 pub fn encode(batch: &Batch) -> FlatBatch {
     let capacity = Capacity::of(batch);
     let mut e = Encoder {
@@ -811,6 +822,34 @@ mod tests {
             ..batch()
         };
         assert_eq!(unflatten(&encode(&empty)), empty);
+    }
+
+    #[test]
+    fn a_batch_whose_spans_could_overflow_u32_is_refused_naming_its_size() {
+        assert_eq!(check_fits(0), Ok(()));
+        assert_eq!(check_fits(MAX_FLAT_WIRE_SIZE), Ok(()));
+        let over = MAX_FLAT_WIRE_SIZE + 1;
+        let refused = check_fits(over).unwrap_err();
+        assert!(
+            refused.contains(&over.to_string())
+                && refused.contains(&MAX_FLAT_WIRE_SIZE.to_string()),
+            "{refused}"
+        );
+        // What the bound rests on: no list of the flat form holds more items, and the text no
+        // more bytes, than the batch's wire size, so a batch that fits has spans that fit.
+        let b = batch();
+        let f = encode(&b);
+        let wire = b.wire_size() as usize;
+        for (list, len) in [
+            ("text", f.text.len()),
+            ("options", f.options.len()),
+            ("fields", f.fields.len()),
+            ("changed", f.changed.len()),
+            ("related", f.related.len()),
+            ("pairs", f.pairs.len()),
+        ] {
+            assert!(len <= wire, "{list}: {len} items, wire size {wire}");
+        }
     }
 
     /// The flat plan of nested outcomes, as a guest would build it: fields of the side's table

@@ -538,13 +538,10 @@ impl LoadedPlugin {
         }
         let flat_batch = match call {
             Call::Condition(PlanPath::Flat, batch) | Call::Plan(PlanPath::Flat, batch) => {
-                if input_bytes > flat::MAX_FLAT_WIRE_SIZE {
+                if let Err(refused) = flat::check_fits(input_bytes) {
                     report_only.wall_time_us = started.elapsed().as_micros() as u64;
                     return Invoked {
-                        result: Err(InvokeError::Input(format!(
-                            "a batch of {input_bytes} bytes is too large for the flat form (at most {} bytes)",
-                            flat::MAX_FLAT_WIRE_SIZE
-                        ))),
+                        result: Err(InvokeError::Input(refused)),
                         report: report_only,
                     };
                 }
