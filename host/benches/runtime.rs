@@ -378,7 +378,7 @@ fn throughput(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loa
         let native_nested_rps = records / native_nested.as_secs_f64();
         println!(
             "batch {batch_size:>6} native    : nested API {:>10.0} rec/s   flat planner {:>10.0} rec/s",
-            records / native_nested.as_secs_f64(),
+            native_nested_rps,
             records / native_flat.as_secs_f64(),
         );
         // Every path the component plans on: `rules`, and `flat-rules` when it exports it.
