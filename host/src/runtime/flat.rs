@@ -14,11 +14,6 @@
 use super::bindings::*;
 use super::size::WireSize;
 
-/// The wire size of a string (as in `size.rs`: 8 bytes of header and its bytes).
-fn text_size(s: &str) -> u64 {
-    8 + s.len() as u64
-}
-
 /// The lengths of a flat batch's lists, counted before it is built.
 #[derive(Default)]
 struct Capacity {
@@ -273,7 +268,7 @@ impl WriteSums {
                 let (field, out_of_table) = match &w.field {
                     FieldRef::Named(_) => (field_lifted, 0),
                     FieldRef::Known(i) => match table.get(*i as usize) {
-                        Some(name) => (text_size(name), 0),
+                        Some(name) => (name.wire_size(), 0),
                         None => (0, 1),
                     },
                 };
@@ -369,80 +364,78 @@ impl MeasuredPlan {
     /// outcome per pair, every span inside its list, every `known` field index inside the field
     /// table of the side written to. The error names the outcome and the item.
     pub fn check(self, batch: &Batch) -> Result<CheckedPlan, String> {
-        let MeasuredPlan {
-            plan,
-            sums,
-            related_sums,
-            lifted: _,
-        } = self;
-        check_count("outcomes", plan.outcomes.len(), batch.pairs.len())?;
+        check_count("outcomes", self.plan.outcomes.len(), batch.pairs.len())?;
         let tables = [
             batch.salesforce_fields.as_slice(),
             batch.hubspot_fields.as_slice(),
         ];
         // `Vec<PairOutcome>`: the list header, then each outcome's case header and payload.
         let mut total = 8u64;
-        for (i, outcome) in plan.outcomes.iter().enumerate() {
-            total += 8
-                + match outcome {
-                    FlatOutcome::Skip(s) => s.wire_size(),
-                    FlatOutcome::Error(e) => e.wire_size(),
-                    FlatOutcome::Write(w) => {
-                        let mut size = 0;
-                        for (side, span) in [
-                            (Side::Salesforce, &w.salesforce),
-                            (Side::Hubspot, &w.hubspot),
-                        ] {
-                            let range = check_span(
-                                span,
-                                plan.writes.len(),
-                                format_args!("{} writes", side.name()),
-                            )
-                            .map_err(|e| format!("outcome {i}: {e} (`writes`)"))?;
-                            let s = side as usize;
-                            if sums.bad[s][range.end] != sums.bad[s][range.start] {
-                                let table = tables[s];
-                                let (j, index) = range
-                                    .clone()
-                                    .find_map(|j| match plan.writes[j].field {
-                                        FieldRef::Known(k) if k as usize >= table.len() => {
-                                            Some((j, k))
-                                        }
-                                        _ => None,
-                                    })
-                                    .expect("the sums counted one");
-                                return Err(format!(
-                                    "outcome {i}: write {j} ({}) names field index {index}, outside the batch's {} {} fields",
-                                    side.name(),
-                                    table.len(),
-                                    side.name()
-                                ));
-                            }
-                            size += 8 + sums.size[s][range.end] - sums.size[s][range.start];
-                        }
-                        for (side, span) in [
-                            (Side::Salesforce, &w.salesforce_associations),
-                            (Side::Hubspot, &w.hubspot_associations),
-                        ] {
-                            size += 8;
-                            if let Some(span) = span {
-                                let range = check_span(
-                                    span,
-                                    plan.related.len(),
-                                    format_args!("{} associations", side.name()),
-                                )
-                                .map_err(|e| format!("outcome {i}: {e} (`related`)"))?;
-                                size += 8 + related_sums[range.end] - related_sums[range.start];
-                            }
-                        }
-                        size
-                    }
-                };
+        for (i, outcome) in self.plan.outcomes.iter().enumerate() {
+            total += 8 + match outcome {
+                FlatOutcome::Skip(s) => s.wire_size(),
+                FlatOutcome::Error(e) => e.wire_size(),
+                FlatOutcome::Write(w) => self
+                    .writes_size(w, tables)
+                    .map_err(|e| format!("outcome {i}: {e}"))?,
+            };
         }
         Ok(CheckedPlan {
-            plan,
+            plan: self.plan,
             wire_size: total,
         })
+    }
+
+    /// Checks the spans and field indices of one outcome's writes and associations: the wire
+    /// size of its nested `PairWrites`.
+    fn writes_size(&self, w: &FlatWrites, tables: [&[String]; 2]) -> Result<u64, String> {
+        let (plan, sums) = (&self.plan, &self.sums);
+        let mut size = 0;
+        for (side, span) in [
+            (Side::Salesforce, &w.salesforce),
+            (Side::Hubspot, &w.hubspot),
+        ] {
+            let range = check_span(
+                span,
+                plan.writes.len(),
+                format_args!("{} writes", side.name()),
+            )
+            .map_err(|e| format!("{e} (`writes`)"))?;
+            let s = side as usize;
+            if sums.bad[s][range.end] != sums.bad[s][range.start] {
+                let table = tables[s];
+                let (j, index) = range
+                    .clone()
+                    .find_map(|j| match plan.writes[j].field {
+                        FieldRef::Known(k) if k as usize >= table.len() => Some((j, k)),
+                        _ => None,
+                    })
+                    .expect("the sums counted one");
+                return Err(format!(
+                    "write {j} ({}) names field index {index}, outside the batch's {} {} fields",
+                    side.name(),
+                    table.len(),
+                    side.name()
+                ));
+            }
+            size += 8 + sums.size[s][range.end] - sums.size[s][range.start];
+        }
+        for (side, span) in [
+            (Side::Salesforce, &w.salesforce_associations),
+            (Side::Hubspot, &w.hubspot_associations),
+        ] {
+            size += 8;
+            if let Some(span) = span {
+                let range = check_span(
+                    span,
+                    plan.related.len(),
+                    format_args!("{} associations", side.name()),
+                )
+                .map_err(|e| format!("{e} (`related`)"))?;
+                size += 8 + self.related_sums[range.end] - self.related_sums[range.start];
+            }
+        }
+        Ok(size)
     }
 }
 

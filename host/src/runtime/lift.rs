@@ -93,6 +93,21 @@ impl Strings for Guest<'_, '_> {
     }
 }
 
+/// The type of a `multi` value in `ty`, a `list<flat-write>`: the list's element, a
+/// `flat-write`; its second field, the `value` variant; that variant's case 7, `multi`.
+fn multi_type(cx: &LiftContext<'_>, ty: InterfaceType) -> Option<InterfaceType> {
+    let InterfaceType::List(list) = ty else {
+        return None;
+    };
+    let InterfaceType::Record(write) = cx.types[list].element else {
+        return None;
+    };
+    let InterfaceType::Variant(value) = cx.types[write].fields.get(1)?.ty else {
+        return None;
+    };
+    *cx.types[value].cases.get_index(7)?.1
+}
+
 /// The `writes` of a flat plan (`list<flat-write>`).
 pub struct Writes(pub Vec<FlatWrite>);
 
@@ -116,20 +131,7 @@ impl Writes {
         if !ptr.is_multiple_of(WRITE_ALIGN) {
             wasmtime::bail!("list pointer is not aligned")
         }
-        // `list<flat-write>` → `flat-write` → its `value` → the case `multi`.
-        let multi = match ty {
-            InterfaceType::List(l) => match cx.types[l].element {
-                InterfaceType::Record(r) => match cx.types[r].fields.get(1).map(|f| f.ty) {
-                    Some(InterfaceType::Variant(v)) => match cx.types[v].cases.get_index(7) {
-                        Some((_, Some(multi))) => *multi,
-                        _ => bad_type_info(),
-                    },
-                    _ => bad_type_info(),
-                },
-                _ => bad_type_info(),
-            },
-            _ => bad_type_info(),
-        };
+        let multi = multi_type(cx, ty).unwrap_or_else(bad_type_info);
         let memory = cx.memory();
         let block = &memory[ptr..ptr + len * WRITE_SIZE];
         let mut strings = Guest { cx, multi };
