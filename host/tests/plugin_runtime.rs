@@ -831,6 +831,24 @@ async fn a_spinning_guest_without_imports_ends_at_the_deadline_and_leaves_the_th
     assert_good_plugin_still_runs().await;
 }
 
+/// A memory-copy bomb: a loop of 8 MiB `memory.copy`s, a handful of instructions each. Bulk
+/// memory work is charged fuel per byte, so the fuel limit stops it (after about 60 copies),
+/// long before the deadline; were a copy charged as one instruction, it would run until the
+/// deadline instead.
+#[tokio::test]
+async fn a_memory_copy_bomb_runs_out_of_fuel_counted_per_byte() {
+    let bomb = load(dealbridge_guests::INPUT_COPY_LOOP_AT_START);
+    let limits = Limits {
+        deadline_ms: 30_000,
+        ..Limits::default()
+    };
+    let invocation = inv(json!({}), limits.clone(), Arc::new(DenyAllGateway));
+    let r = bomb.plan(&invocation, &batch(1)).await;
+    limit_reached(&r.result, LimitKind::Fuel, limits.fuel);
+    assert_eq!(r.report.fuel_used, limits.fuel);
+    assert_good_plugin_still_runs().await;
+}
+
 #[tokio::test]
 async fn a_component_of_the_0_1_0_contract_loads_and_runs_on_this_host() {
     // The owner-lookup example is built against the frozen `wit/compat/0.1.0/rules.wit`: its

@@ -58,6 +58,7 @@ const WAT_INPUTS: &[(&str, &str)] = &[
     ("wrong-version", "DEALBRIDGE_INPUT_WRONG_VERSION"),
     ("wrong-world", "DEALBRIDGE_INPUT_WRONG_WORLD"),
     ("spin-at-start", "DEALBRIDGE_INPUT_SPIN_AT_START"),
+    ("copy-loop-at-start", "DEALBRIDGE_INPUT_COPY_LOOP_AT_START"),
 ];
 
 fn main() {

@@ -50,6 +50,11 @@ pub const INPUT_WRONG_WORLD: &str = env!("DEALBRIDGE_INPUT_WRONG_WORLD");
 /// loads, and every invocation of it must end at the deadline.
 pub const INPUT_SPIN_AT_START: &str = env!("DEALBRIDGE_INPUT_SPIN_AT_START");
 
+/// A component of the rules world that imports nothing and, in its start function, copies
+/// 8 MiB of its memory in a loop: a handful of instructions per 8 MiB, so only fuel charged
+/// per byte copied makes the fuel limit stop it.
+pub const INPUT_COPY_LOOP_AT_START: &str = env!("DEALBRIDGE_INPUT_COPY_LOOP_AT_START");
+
 /// An empty file.
 pub const INPUT_EMPTY: &str = env!("DEALBRIDGE_INPUT_EMPTY");
 
@@ -117,6 +122,7 @@ mod tests {
             INPUT_WRONG_VERSION,
             INPUT_WRONG_WORLD,
             INPUT_SPIN_AT_START,
+            INPUT_COPY_LOOP_AT_START,
         ] {
             assert!(bytes(p).starts_with(COMPONENT_HEADER), "{p}");
         }
