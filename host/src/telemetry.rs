@@ -238,7 +238,7 @@ pub fn crm_call(endpoint: &'static str, status: String) {
 }
 
 /// The outcome labels of plugin invocations; [`invocation_outcome`] gives an index into it.
-const OUTCOMES: [&str; 10] = [
+const OUTCOMES: [&str; 11] = [
     "ok",
     "limit",
     "stack_overflow",
@@ -249,6 +249,7 @@ const OUTCOMES: [&str; 10] = [
     "instantiate",
     "invalid_output",
     "host_call_too_large",
+    "contract",
 ];
 
 /// How an invocation ended: its index in [`OUTCOMES`].
@@ -264,6 +265,7 @@ fn invocation_outcome<T>(result: &Result<T, InvokeError>) -> usize {
         Err(InvokeError::Instantiate(_)) => 7,
         Err(InvokeError::InvalidOutput { .. }) => 8,
         Err(InvokeError::HostCallTooLarge { .. }) => 9,
+        Err(InvokeError::Contract(_)) => 10,
     }
 }
 

@@ -617,6 +617,17 @@ async fn plugin_upload_validates_like_plugin_check() {
         };
         assert!(m.contains(needle), "{name}: {m}");
     }
+    // One that loads but whose exports lack the contract's types: refused too, and stored not.
+    let r = s
+        .upload("acme", &token, dealbridge_guests::INPUT_WRONG_SIGNATURES)
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_component");
+    assert!(
+        r.message()
+            .contains("exports `describe` with a type other than the contract's"),
+        "{}",
+        r.message()
+    );
     let r = s
         .call(Method::GET, "/v1/tenants/acme/plugins", Some(&token), None)
         .await;

@@ -76,6 +76,10 @@ fn check_refuses_each_bad_component_with_a_clear_message() {
         (g::HOSTILE_FILESYSTEM, "wasi:filesystem/"),
         (g::HOSTILE_SOCKETS, "wasi:sockets/"),
         (g::HOSTILE_HTTP, "wasi:http/"),
+        (
+            g::INPUT_WRONG_SIGNATURES,
+            "the component does not fit the contract: `dealbridge:rules/rules` exports `describe` with a type other than the contract's",
+        ),
     ];
     for (path, message) in cases {
         let o = dealbridge(&["plugin", "check", path]);
@@ -87,6 +91,15 @@ fn check_refuses_each_bad_component_with_a_clear_message() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
+    // The summary's first line says why, not just that `describe` failed.
+    let o = dealbridge(&["plugin", "check", g::INPUT_WRONG_SIGNATURES]);
+    let (out, _) = text(&o);
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.ends_with(": does not fit the contract")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -849,6 +849,28 @@ async fn a_memory_copy_bomb_runs_out_of_fuel_counted_per_byte() {
     assert_good_plugin_still_runs().await;
 }
 
+/// An impostor: the contract's interface and function names, none of its types. Loading sees
+/// only names, so it loads; its first instance is refused, naming the first export whose type
+/// is wrong, for every export called, and none of its functions runs.
+#[tokio::test]
+async fn exports_with_the_right_names_but_the_wrong_types_are_refused_by_name() {
+    let impostor = load(dealbridge_guests::INPUT_WRONG_SIGNATURES);
+    let invocation = inv(json!({}), Limits::default(), Arc::new(DenyAllGateway));
+    let described = impostor.describe(&invocation, &[]).await;
+    let planned = impostor.plan(&invocation, &batch(1)).await;
+    for result in [described.result.map(drop), planned.result.map(drop)] {
+        match result {
+            Err(InvokeError::Contract(m)) => assert!(
+                m.starts_with("`dealbridge:rules/rules` exports `describe` with a type other"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(planned.report.fuel_used, 0, "nothing of the impostor ran");
+    assert_good_plugin_still_runs().await;
+}
+
 #[tokio::test]
 async fn a_component_of_the_0_1_0_contract_loads_and_runs_on_this_host() {
     // The owner-lookup example is built against the frozen `wit/compat/0.1.0/rules.wit`: its

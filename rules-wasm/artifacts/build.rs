@@ -64,6 +64,7 @@ const WAT_INPUTS: &[(&str, &str)] = &[
     ("wrong-world", "DEALBRIDGE_INPUT_WRONG_WORLD"),
     ("spin-at-start", "DEALBRIDGE_INPUT_SPIN_AT_START"),
     ("copy-loop-at-start", "DEALBRIDGE_INPUT_COPY_LOOP_AT_START"),
+    ("wrong-signatures", "DEALBRIDGE_INPUT_WRONG_SIGNATURES"),
 ];
 
 fn main() {
@@ -259,7 +260,10 @@ fn cargo_build(workspace: &Path, target_dir: &Path, target: &str, args: &[&str])
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         .env("CARGO_PROFILE_RELEASE_INCREMENTAL", "false");
     if target == BARE {
-        cmd.env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", BARE_RUSTFLAGS);
+        cmd.env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+            BARE_RUSTFLAGS,
+        );
     }
     let status = cmd
         .status()

@@ -15,7 +15,8 @@ use serde_json::{Value as Json, json};
 use super::ExitStatus;
 use crate::runtime::fixture::{self, convert};
 use crate::runtime::{
-    Invocation, Limits, LoadedPlugin, PlanPath, RunReport, Runtime, RuntimeConfig, TraceOutcome,
+    Invocation, InvokeError, Limits, LoadedPlugin, PlanPath, RunReport, Runtime, RuntimeConfig,
+    TraceOutcome,
 };
 
 /// Inspect, run and test a rules component locally.
@@ -244,10 +245,10 @@ async fn check(a: CheckArgs) -> Result<ExitStatus> {
         println!(
             "{}: {}",
             a.file.display(),
-            if described.result.is_ok() {
-                "ok"
-            } else {
-                "describe failed"
+            match &described.result {
+                Ok(_) => "ok",
+                Err(InvokeError::Contract(_)) => "does not fit the contract",
+                Err(_) => "describe failed",
             }
         );
         println!("  sha256     {}", plugin.digest());

@@ -101,6 +101,11 @@ pub enum InvokeError {
     /// The instance could not be created (e.g. the instance pool is full).
     #[error("instantiation failed: {0}")]
     Instantiate(String),
+    /// An export of the contract's interfaces has another type than the contract's (the
+    /// names fit, the signature does not). Found on the component's first instantiation;
+    /// the message names the export.
+    #[error("the component does not fit the contract: {0}")]
+    Contract(String),
     /// The arguments of a host call (a CRM request, a log line) would take more
     /// host memory than [`Limits::lift_budget`](super::Limits::lift_budget):
     /// strings or lists that share the plugin's memory count once per

@@ -63,7 +63,6 @@ pub use size::WireSize;
 pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
 
 use bindings::FlatPlugin;
-use bindings::exports::dealbridge::rules::{flat_rules, rules};
 use host::State;
 use lift::LiftedPlan;
 use limits::LimitTrap;
@@ -594,9 +593,7 @@ impl LoadedPlugin {
                 .instantiate_async(&mut store)
                 .await
                 .map_err(Failure::Instantiate)?;
-            exports
-                .check_once(&mut store, &instance)
-                .map_err(Failure::Instantiate)?;
+            exports.check_once(&mut store, &instance)?;
             let out = match call {
                 Call::Describe(schema) => {
                     // SAFETY: `check_once` checked this signature on this component.
@@ -675,6 +672,7 @@ impl LoadedPlugin {
                 reached: started.elapsed().as_millis() as u64,
             }),
             Err(Failure::Instantiate(e)) => Err(classify(e, &limits, &report, true)),
+            Err(Failure::Contract(mismatch)) => Err(InvokeError::Contract(mismatch)),
             Err(Failure::Call(e)) => Err(classify(e, &limits, &report, false)),
             Err(Failure::Rule(r)) => {
                 let size = r.wire_size();
@@ -706,7 +704,6 @@ impl LoadedPlugin {
 /// The names carry this host's contract version; wasmtime finds an export of any
 /// semver-compatible version under them (`@0.1.0` and `@0.1.1` are both found as `@0.1`).
 struct RulesExports {
-    indices: rules::GuestIndices,
     describe: ComponentExportIndex,
     condition: ComponentExportIndex,
     plan: ComponentExportIndex,
@@ -716,7 +713,6 @@ struct RulesExports {
 
 /// The `flat-rules` exports of a component of the world `flat-plugin`.
 struct FlatExports {
-    indices: flat_rules::GuestIndices,
     condition: ComponentExportIndex,
     plan: ComponentExportIndex,
 }
@@ -754,16 +750,9 @@ impl RulesExports {
             ["describe", "condition", "plan"],
         )?
         .ok_or_else(|| wasmtime::format_err!("no exported instance named `{RULES_INTERFACE}`"))?;
-        let flat = match export_functions(component, FLAT_RULES_INTERFACE, ["condition", "plan"])? {
-            Some([condition, plan]) => Some(FlatExports {
-                indices: flat_rules::GuestIndices::new(pre)?,
-                condition,
-                plan,
-            }),
-            None => None,
-        };
+        let flat = export_functions(component, FLAT_RULES_INTERFACE, ["condition", "plan"])?
+            .map(|[condition, plan]| FlatExports { condition, plan });
         Ok(Self {
-            indices: rules::GuestIndices::new(pre)?,
             describe,
             condition,
             plan,
@@ -773,19 +762,43 @@ impl RulesExports {
     }
 
     /// Checks the signatures of `rules` (and of `flat-rules`) on the first instance of this
-    /// component.
+    /// component; the error names the first export whose type is not the contract's.
     fn check_once(
         &self,
         store: &mut Store<State>,
         instance: &wasmtime::component::Instance,
-    ) -> wasmtime::Result<()> {
-        if self.checked.get().is_none() {
-            self.indices.load(&mut *store, instance)?;
-            if let Some(flat) = &self.flat {
-                flat.indices.load(&mut *store, instance)?;
-            }
-            let _ = self.checked.set(());
+    ) -> Result<(), Failure> {
+        if self.checked.get().is_some() {
+            return Ok(());
         }
+        check_type::<(&[FieldInfo],), (Result<Description, RuleError>,)>(
+            store,
+            instance,
+            (RULES_INTERFACE, "describe", &self.describe),
+        )?;
+        check_type::<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)>(
+            store,
+            instance,
+            (RULES_INTERFACE, "condition", &self.condition),
+        )?;
+        check_type::<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)>(
+            store,
+            instance,
+            (RULES_INTERFACE, "plan", &self.plan),
+        )?;
+        if let Some(flat) = &self.flat {
+            check_type::<(&FlatBatch,), (Result<Vec<Inclusion>, RuleError>,)>(
+                store,
+                instance,
+                (FLAT_RULES_INTERFACE, "condition", &flat.condition),
+            )?;
+            check_type::<(&FlatBatch,), (Result<FlatPlan, RuleError>,)>(
+                store,
+                instance,
+                (FLAT_RULES_INTERFACE, "plan", &flat.plan),
+            )?;
+        }
+        let _ = self.checked.set(());
         Ok(())
     }
 
@@ -811,6 +824,27 @@ impl RulesExports {
         // SAFETY: the caller's contract.
         Ok(unsafe { TypedFunc::new_unchecked(func) })
     }
+}
+
+/// Checks that the export `(interface, name, index)` has the contract's signature `P -> R`.
+fn check_type<P, R>(
+    store: &mut Store<State>,
+    instance: &wasmtime::component::Instance,
+    (interface, name, index): (&str, &str, &ComponentExportIndex),
+) -> Result<(), Failure>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    instance
+        .get_typed_func::<P, R>(&mut *store, index)
+        .map(drop)
+        .map_err(|e| {
+            let unversioned = interface.split('@').next().unwrap_or(interface);
+            Failure::Contract(format!(
+                "`{unversioned}` exports `{name}` with a type other than the contract's ({e:#})"
+            ))
+        })
 }
 
 /// The exported interface of every rules component.
@@ -922,6 +956,8 @@ fn check_output_size(size: u64, limits: &Limits) -> Result<(), InvokeError> {
 
 enum Failure {
     Instantiate(wasmtime::Error),
+    /// An export's type is not the contract's.
+    Contract(String),
     Call(wasmtime::Error),
     Rule(RuleError),
     Deadline,

@@ -55,6 +55,10 @@ pub const INPUT_SPIN_AT_START: &str = env!("DEALBRIDGE_INPUT_SPIN_AT_START");
 /// per byte copied makes the fuel limit stop it.
 pub const INPUT_COPY_LOOP_AT_START: &str = env!("DEALBRIDGE_INPUT_COPY_LOOP_AT_START");
 
+/// A component exporting `dealbridge:rules/rules@0.1.0` with the right function names but none
+/// of the contract's types: it loads, and its first instance is refused.
+pub const INPUT_WRONG_SIGNATURES: &str = env!("DEALBRIDGE_INPUT_WRONG_SIGNATURES");
+
 /// An empty file.
 pub const INPUT_EMPTY: &str = env!("DEALBRIDGE_INPUT_EMPTY");
 
@@ -123,6 +127,7 @@ mod tests {
             INPUT_WRONG_WORLD,
             INPUT_SPIN_AT_START,
             INPUT_COPY_LOOP_AT_START,
+            INPUT_WRONG_SIGNATURES,
         ] {
             assert!(bytes(p).starts_with(COMPONENT_HEADER), "{p}");
         }
