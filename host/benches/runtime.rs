@@ -1,5 +1,7 @@
 //! Runtime benchmarks (figures printed, not timed tests):
-//! - instantiate + call of the default rules: p50 / p99 (target p50 <= 10 µs);
+//! - instantiate + call of the default rules: p50 / p99 (target p50 <= 10 µs), and the host's
+//!   floor for the same component without its planning (`floor`), which splits that figure
+//!   between the host and the rules;
 //! - records/s through the component in batches, on each path it plans on (`rules`, and
 //!   `flat-rules` when it exports it), vs the same rules in native Rust, in one run (targets
 //!   >= 1M records/s on one core, ratio <= 3);
@@ -154,7 +156,19 @@ fn main() {
         latency(&tokio, &plugin);
     }
     if wanted("floor") {
-        host_floor(&tokio, &hostile);
+        let floor = rt
+            .load(&std::fs::read(dealbridge_guests::DEFAULT_RULES_FLOOR).unwrap())
+            .unwrap();
+        host_floor(
+            &tokio,
+            &floor,
+            "host floor (default rules, no planning, 1 pair)",
+        );
+        host_floor(
+            &tokio,
+            &hostile,
+            "host floor (trivial wasip2 guest, 1 pair)",
+        );
     }
     if wanted("throughput") {
         throughput(&tokio, &plugin);
@@ -323,9 +337,15 @@ fn latency(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loaded
     }
 }
 
-/// The host's own floor: the hostile component with `{}` (behaves: one skip per pair, almost
-/// no guest work).
-fn host_floor(tokio: &tokio::runtime::Runtime, floor: &dealbridge::runtime::LoadedPlugin) {
+/// The host's own floor: a component that answers one skip per pair with almost no guest work.
+/// Two of them: the default rules built with `bench-floor` (the same component as the default
+/// rules, minus the config and the planning: what the host costs this very component), and the
+/// hostile component with `{}` (a `wasm32-wasip2` guest, so it also instantiates WASI imports).
+fn host_floor(
+    tokio: &tokio::runtime::Runtime,
+    floor: &dealbridge::runtime::LoadedPlugin,
+    label: &str,
+) {
     let batch = make_batch!(dealbridge::runtime, 1);
     let inv = Invocation::with_defaults();
     let fuel = tokio.block_on(floor.plan(&inv, &batch)).report.fuel_used;
@@ -333,11 +353,7 @@ fn host_floor(tokio: &tokio::runtime::Runtime, floor: &dealbridge::runtime::Load
         let r = floor.plan(&inv, &batch).await;
         assert!(r.result.is_ok(), "{:?}", r.result);
     });
-    print_latency(
-        "host floor (trivial guest, 1 pair)",
-        &samples,
-        &format!("   fuel {fuel}"),
-    );
+    print_latency(label, &samples, &format!("   fuel {fuel}"));
 }
 
 /// Records/s: component vs native, same rules, same batches, same config.

@@ -140,7 +140,20 @@ fn main() {
     }
     let (pkg, stem, var) = DEFAULT_RULES;
     cargo_build(&workspace, &guests_dir, BARE, &["-p", pkg]);
-    export(var, &componentize(&guests_dir, stem, &out));
+    export(var, &componentize(&guests_dir, stem, &out, stem));
+    // The bench's floor variant, in its own target directory so that the two feature sets do
+    // not overwrite each other's module.
+    let floor_dir = guests_dir.join("bench-floor");
+    cargo_build(
+        &workspace,
+        &floor_dir,
+        BARE,
+        &["-p", pkg, "--features", "bench-floor"],
+    );
+    export(
+        "DEALBRIDGE_GUEST_DEFAULT_RULES_FLOOR",
+        &componentize(&floor_dir, stem, &out, &format!("{stem}_floor")),
+    );
 
     let inputs = workspace.join("rules-wasm/hostile/inputs");
     for (stem, var) in WAT_INPUTS {
@@ -286,15 +299,15 @@ fn copy_artifact(guests_dir: &Path, stem: &str, out: &Path, name: &str) -> PathB
 }
 
 /// Makes the freshly built `wasm32-unknown-unknown` core module `stem` a component, from the
-/// world `wit-bindgen` embedded in it, into the artefact folder as `<stem>.wasm`.
-fn componentize(guests_dir: &Path, stem: &str, out: &Path) -> PathBuf {
+/// world `wit-bindgen` embedded in it, into the artefact folder as `<name>.wasm`.
+fn componentize(guests_dir: &Path, stem: &str, out: &Path, name: &str) -> PathBuf {
     let built = built_path(guests_dir, BARE, stem);
     let module = fs::read(&built).unwrap_or_else(|e| panic!("missing {}: {e}", built.display()));
     let component = wit_component::ComponentEncoder::default()
         .module(&module)
         .and_then(|encoder| encoder.validate(true).encode())
         .unwrap_or_else(|e| panic!("cannot make {} a component: {e:#}", built.display()));
-    write_if_changed(&out.join(format!("{stem}.wasm")), &component)
+    write_if_changed(&out.join(format!("{name}.wasm")), &component)
 }
 
 fn built_path(guests_dir: &Path, target: &str, stem: &str) -> PathBuf {

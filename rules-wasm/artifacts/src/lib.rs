@@ -4,8 +4,9 @@
 //! `wasm32-wasip2`), and of hand-made inputs that the plugin runtime must refuse or stop.
 //! Hosts and tests read the files at these paths.
 //!
-//! Every component here except [`DEFAULT_RULES`] and [`OWNER_LOOKUP`] is hostile on purpose:
-//! this crate must never be used to pick a component to run for a real tenant.
+//! Every component here except [`DEFAULT_RULES`] and [`OWNER_LOOKUP`] is hostile on purpose or,
+//! [`DEFAULT_RULES_FLOOR`], a bench's stand-in that plans nothing: this crate must never be used
+//! to pick a component to run for a real tenant.
 
 /// The default rules component (`dealbridge-default-rules`): HubSpot's native connector
 /// behaviour, configured by the tenant's plugin config JSON.
@@ -13,6 +14,11 @@ pub const DEFAULT_RULES: &str = env!("DEALBRIDGE_GUEST_DEFAULT_RULES");
 
 /// The bytes of [`DEFAULT_RULES`], embedded so that a binary runs the default rules anywhere.
 pub static DEFAULT_RULES_WASM: &[u8] = include_bytes!(env!("DEALBRIDGE_GUEST_DEFAULT_RULES"));
+
+/// The default rules built with the feature `bench-floor`: the same component, whose
+/// `flat-rules.plan` answers one skip per pair without planning. The runtime bench's measure of
+/// the host's own cost for this component; it plans nothing and must never serve a tenant.
+pub const DEFAULT_RULES_FLOOR: &str = env!("DEALBRIDGE_GUEST_DEFAULT_RULES_FLOOR");
 
 /// The example plugin that resolves deal owners through the `crm` import
 /// (`dealbridge-example-owner-lookup`), built against the frozen 0.1.0 contract
@@ -118,6 +124,7 @@ mod tests {
     fn components_are_components_and_inputs_are_what_they_claim() {
         for p in [
             DEFAULT_RULES,
+            DEFAULT_RULES_FLOOR,
             OWNER_LOOKUP,
             HOSTILE,
             HOSTILE_FILESYSTEM,

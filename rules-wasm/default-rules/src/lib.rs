@@ -139,10 +139,27 @@ mod component {
             out
         }
 
+        #[cfg(not(feature = "bench-floor"))]
         fn plan(batch: FlatBatch) -> Result<FlatPlan, RuleError> {
             let out = Rules::from_json(&config::get())?.plan_flat(&batch);
             forget_input(batch);
             out
+        }
+
+        /// The bench's floor: no config, no planning, one `up-to-date` per pair.
+        #[cfg(feature = "bench-floor")]
+        fn plan(batch: FlatBatch) -> Result<FlatPlan, RuleError> {
+            use super::bindings::exports::dealbridge::rules::flat_rules::FlatOutcome;
+            use super::bindings::exports::dealbridge::rules::rules::Skip;
+            let out = FlatPlan {
+                writes: Vec::new(),
+                related: Vec::new(),
+                outcomes: (batch.pairs.iter())
+                    .map(|_| FlatOutcome::Skip(Skip::UpToDate))
+                    .collect(),
+            };
+            forget_input(batch);
+            Ok(out)
         }
     }
 
