@@ -597,7 +597,7 @@ impl LoadedPlugin {
             let out = match call {
                 Call::Describe(schema) => {
                     // SAFETY: `check_once` checked this signature on this component.
-                    let f: TypedFunc<(&[FieldInfo],), (Result<Description, RuleError>,)> =
+                    let f: TypedFunc<DescribeArgs<'_>, DescribeResult> =
                         unsafe { exports.typed(&mut store, &instance, &exports.describe) }?;
                     f.call_async(&mut store, (schema,))
                         .await
@@ -605,7 +605,7 @@ impl LoadedPlugin {
                 }
                 Call::Condition(PlanPath::Nested, batch) => {
                     // SAFETY: as above.
-                    let f: TypedFunc<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)> =
+                    let f: TypedFunc<BatchArgs<'_>, ConditionResult> =
                         unsafe { exports.typed(&mut store, &instance, &exports.condition) }?;
                     f.call_async(&mut store, (batch,))
                         .await
@@ -613,7 +613,7 @@ impl LoadedPlugin {
                 }
                 Call::Plan(PlanPath::Nested, batch) => {
                     // SAFETY: as above.
-                    let f: TypedFunc<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)> =
+                    let f: TypedFunc<BatchArgs<'_>, PlanResult> =
                         unsafe { exports.typed(&mut store, &instance, &exports.plan) }?;
                     f.call_async(&mut store, (batch,))
                         .await
@@ -627,10 +627,7 @@ impl LoadedPlugin {
                     if matches!(call, Call::Condition(..)) {
                         // SAFETY: as above (`check_once` checks `flat-rules` too); a
                         // `LoweredBatch` has the type of `flat-batch` (see `lower.rs`).
-                        let f: TypedFunc<
-                            (LoweredBatch<'_>,),
-                            (Result<Vec<Inclusion>, RuleError>,),
-                        > = unsafe {
+                        let f: TypedFunc<(LoweredBatch<'_>,), ConditionResult> = unsafe {
                             exports.typed(&mut store, &instance, &flat_exports.condition)
                         }?;
                         f.call_async(&mut store, (LoweredBatch::new(flat_batch),))
@@ -771,23 +768,23 @@ impl RulesExports {
         if self.checked.get().is_some() {
             return Ok(());
         }
-        check_type::<(&[FieldInfo],), (Result<Description, RuleError>,)>(
+        check_type::<DescribeArgs<'_>, DescribeResult>(
             store,
             instance,
             (RULES_INTERFACE, "describe", &self.describe),
         )?;
-        check_type::<(&Batch,), (Result<Vec<Inclusion>, RuleError>,)>(
+        check_type::<BatchArgs<'_>, ConditionResult>(
             store,
             instance,
             (RULES_INTERFACE, "condition", &self.condition),
         )?;
-        check_type::<(&Batch,), (Result<Vec<PairOutcome>, RuleError>,)>(
+        check_type::<BatchArgs<'_>, PlanResult>(
             store,
             instance,
             (RULES_INTERFACE, "plan", &self.plan),
         )?;
         if let Some(flat) = &self.flat {
-            check_type::<(&FlatBatch,), (Result<Vec<Inclusion>, RuleError>,)>(
+            check_type::<(&FlatBatch,), ConditionResult>(
                 store,
                 instance,
                 (FLAT_RULES_INTERFACE, "condition", &flat.condition),
@@ -825,6 +822,15 @@ impl RulesExports {
         Ok(unsafe { TypedFunc::new_unchecked(func) })
     }
 }
+
+// The contract's signatures of the exports, shared by `check_once` and the calls. The flat
+// calls pass a `LoweredBatch` and take a `LiftedPlan`, which have the types of `flat-batch` and
+// `flat-plan`; their check uses the bindings' `FlatBatch` and `FlatPlan`.
+type DescribeArgs<'a> = (&'a [FieldInfo],);
+type DescribeResult = (Result<Description, RuleError>,);
+type BatchArgs<'a> = (&'a Batch,);
+type ConditionResult = (Result<Vec<Inclusion>, RuleError>,);
+type PlanResult = (Result<Vec<PairOutcome>, RuleError>,);
 
 /// Checks that the export `(interface, name, index)` has the contract's signature `P -> R`.
 fn check_type<P, R>(

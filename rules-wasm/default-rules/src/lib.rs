@@ -154,9 +154,7 @@ mod component {
             let out = FlatPlan {
                 writes: Vec::new(),
                 related: Vec::new(),
-                outcomes: (batch.pairs.iter())
-                    .map(|_| FlatOutcome::Skip(Skip::UpToDate))
-                    .collect(),
+                outcomes: vec![FlatOutcome::Skip(Skip::UpToDate); batch.pairs.len()],
             };
             forget_input(batch);
             Ok(out)
