@@ -80,6 +80,10 @@ fn check_refuses_each_bad_component_with_a_clear_message() {
             g::INPUT_WRONG_SIGNATURES,
             "the component does not fit the contract: `dealbridge:rules/rules` exports `describe` with a type other than the contract's",
         ),
+        (
+            g::INPUT_WRONG_FLAT_SIGNATURE,
+            "the component does not fit the contract: `dealbridge:rules/flat-rules` exports `plan` with a type other than the contract's",
+        ),
     ];
     for (path, message) in cases {
         let o = dealbridge(&["plugin", "check", path]);

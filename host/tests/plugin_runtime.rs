@@ -849,25 +849,49 @@ async fn a_memory_copy_bomb_runs_out_of_fuel_counted_per_byte() {
     assert_good_plugin_still_runs().await;
 }
 
-/// An impostor: the contract's interface and function names, none of its types. Loading sees
-/// only names, so it loads; its first instance is refused, naming the first export whose type
-/// is wrong, for every export called, and none of its functions runs.
+/// Impostors: the contract's interface and function names, not all of its types. Loading sees
+/// only names, so they load; the first instance is refused, naming the first export whose type
+/// is wrong, for every export called, and none of their exports runs. One has no right type
+/// at all (its `describe` is named; it has no code but that export, so it spends no fuel); the
+/// other fits the contract in every export but `flat-rules.plan`, so it passes every export
+/// check before that one. The second one's exports all trap, so that an export that ran would
+/// end the call with a trap, not with the contract error; its empty initializer, which
+/// instantiation runs, is all the fuel it spends.
 #[tokio::test]
 async fn exports_with_the_right_names_but_the_wrong_types_are_refused_by_name() {
-    let impostor = load(dealbridge_guests::INPUT_WRONG_SIGNATURES);
-    let invocation = inv(json!({}), Limits::default(), Arc::new(DenyAllGateway));
-    let described = impostor.describe(&invocation, &[]).await;
-    let planned = impostor.plan(&invocation, &batch(1)).await;
-    for result in [described.result.map(drop), planned.result.map(drop)] {
-        match result {
-            Err(InvokeError::Contract(m)) => assert!(
-                m.starts_with("`dealbridge:rules/rules` exports `describe` with a type other"),
-                "{m}"
-            ),
-            other => panic!("{other:?}"),
+    let cases = [
+        (
+            dealbridge_guests::INPUT_WRONG_SIGNATURES,
+            "`dealbridge:rules/rules` exports `describe` with a type other than the contract's",
+            true,
+        ),
+        (
+            dealbridge_guests::INPUT_WRONG_FLAT_SIGNATURE,
+            "`dealbridge:rules/flat-rules` exports `plan` with a type other than the contract's",
+            false,
+        ),
+    ];
+    for (path, expected, has_no_initializer) in cases {
+        let impostor = load(path);
+        let invocation = inv(json!({}), Limits::default(), Arc::new(DenyAllGateway));
+        let described = impostor.describe(&invocation, &[]).await;
+        let planned = impostor.plan(&invocation, &batch(1)).await;
+        for result in [described.result.map(drop), planned.result.map(drop)] {
+            match result {
+                Err(InvokeError::Contract(m)) => assert!(m.starts_with(expected), "{path}: {m}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        if has_no_initializer {
+            assert_eq!(planned.report.fuel_used, 0, "{path}: nothing of it ran");
         }
     }
-    assert_eq!(planned.report.fuel_used, 0, "nothing of the impostor ran");
+    assert!(
+        load(dealbridge_guests::INPUT_WRONG_FLAT_SIGNATURE)
+            .world()
+            .flat_rules,
+        "the stub exports `flat-rules`, so its plan goes the flat path"
+    );
     assert_good_plugin_still_runs().await;
 }
 

@@ -166,6 +166,13 @@ fn main() {
         );
     }
     export(
+        "DEALBRIDGE_INPUT_WRONG_FLAT_SIGNATURE",
+        &write_if_changed(
+            &out.join("wrong-flat-signature.wasm"),
+            &wrong_flat_signature(&workspace.join("wit")),
+        ),
+    );
+    export(
         "DEALBRIDGE_INPUT_EMPTY",
         &write_if_changed(&out.join("empty.wasm"), &[]),
     );
@@ -190,6 +197,47 @@ fn main() {
             b"#!/bin/sh\necho this is not WebAssembly\n",
         ),
     );
+}
+
+/// A component of the `flat-plugin` world whose exports all have the contract's types but one:
+/// `flat-rules.plan` returns a `u32`. Its functions are stubs that trap (nothing must ever call
+/// them). It is made from the contract itself, so the `rules` exports and the imports stay
+/// right whenever the contract changes.
+fn wrong_flat_signature(wit: &Path) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(wit)
+        .unwrap_or_else(|e| panic!("cannot parse {}: {e:#}", wit.display()));
+    let world = resolve
+        .select_world(&[package], Some("flat-plugin"))
+        .unwrap_or_else(|e| panic!("the contract has no `flat-plugin` world: {e:#}"));
+    let flat_rules = resolve
+        .interfaces
+        .iter()
+        .find(|(_, i)| i.package == Some(package) && i.name.as_deref() == Some("flat-rules"))
+        .map(|(id, _)| id)
+        .expect("the contract has a `flat-rules` interface");
+    resolve.interfaces[flat_rules]
+        .functions
+        .get_mut("plan")
+        .expect("`flat-rules` has a `plan` function")
+        .result = Some(wit_parser::Type::U32);
+    let mut module = wit_component::dummy_module(
+        &resolve,
+        world,
+        wit_parser::ManglingAndAbi::Legacy(wit_parser::LiftLowerAbi::Sync),
+    );
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("the stub module takes the world's metadata");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|e| panic!("cannot make the wrong-flat-signature stub a component: {e:#}"))
 }
 
 fn export(var: &str, path: &Path) {

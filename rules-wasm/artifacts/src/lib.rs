@@ -65,6 +65,11 @@ pub const INPUT_COPY_LOOP_AT_START: &str = env!("DEALBRIDGE_INPUT_COPY_LOOP_AT_S
 /// of the contract's types: it loads, and its first instance is refused.
 pub const INPUT_WRONG_SIGNATURES: &str = env!("DEALBRIDGE_INPUT_WRONG_SIGNATURES");
 
+/// A component of the `flat-plugin` world whose exports all have the contract's types except
+/// `flat-rules.plan`, which returns a `u32`; its functions are stubs that trap. It loads, and
+/// its first instance is refused, naming `flat-rules` and `plan`.
+pub const INPUT_WRONG_FLAT_SIGNATURE: &str = env!("DEALBRIDGE_INPUT_WRONG_FLAT_SIGNATURE");
+
 /// An empty file.
 pub const INPUT_EMPTY: &str = env!("DEALBRIDGE_INPUT_EMPTY");
 
@@ -135,6 +140,7 @@ mod tests {
             INPUT_SPIN_AT_START,
             INPUT_COPY_LOOP_AT_START,
             INPUT_WRONG_SIGNATURES,
+            INPUT_WRONG_FLAT_SIGNATURE,
         ] {
             assert!(bytes(p).starts_with(COMPONENT_HEADER), "{p}");
         }
