@@ -563,6 +563,71 @@ mod tests {
         );
     }
 
+    /// Each way an invocation can end is counted under its own outcome label, and every label
+    /// of [`OUTCOMES`] is some ending's.
+    #[test]
+    fn every_invocation_ending_counts_under_its_own_outcome() {
+        use crate::runtime::{ErrorKind, LimitKind, RuleError};
+        let endings: [(InvokeError, &str); OUTCOMES.len() - 1] = [
+            (
+                InvokeError::Limit {
+                    limit: LimitKind::Fuel,
+                    limit_value: 10,
+                    reached: 10,
+                },
+                "limit",
+            ),
+            (InvokeError::StackOverflow, "stack_overflow"),
+            (InvokeError::Trap("unreachable".into()), "trap"),
+            (InvokeError::Exit(2), "exit"),
+            (
+                InvokeError::Rule(RuleError {
+                    kind: ErrorKind::Config,
+                    field: None,
+                    message: "bad".into(),
+                }),
+                "rule_error",
+            ),
+            (InvokeError::Input("too big".into()), "invalid_input"),
+            (InvokeError::Instantiate("no memory".into()), "instantiate"),
+            (
+                InvokeError::InvalidOutput {
+                    export: "plan",
+                    reason: "too few outcomes".into(),
+                },
+                "invalid_output",
+            ),
+            (
+                InvokeError::HostCallTooLarge { budget: 1 },
+                "host_call_too_large",
+            ),
+            (
+                InvokeError::Contract("`describe` has another type".into()),
+                "contract",
+            ),
+        ];
+        let report = RunReport::default();
+        let series = |outcome: &str| {
+            format!(
+                "dealbridge_plugin_invocations_total{{export=\"describe\",outcome=\"{outcome}\"}}"
+            )
+        };
+        let count = |outcome: &str| line_value(&render(), &series(outcome)).unwrap_or(0.0);
+        let mut labels = vec!["ok"];
+        plugin_invocation("describe", &Ok::<(), InvokeError>(()), &report);
+        for (error, label) in endings {
+            let before = count(label);
+            plugin_invocation("describe", &Err::<(), _>(error), &report);
+            assert!(count(label) > before, "{label}");
+            labels.push(label);
+        }
+        assert!(count("ok") >= 1.0);
+        labels.sort_unstable();
+        let mut all = OUTCOMES.to_vec();
+        all.sort_unstable();
+        assert_eq!(labels, all);
+    }
+
     #[test]
     fn webhook_deliveries_count_by_outcome() {
         webhook_delivery(WebhookOutcome::Stored, 3, 2);
