@@ -617,17 +617,26 @@ async fn plugin_upload_validates_like_plugin_check() {
         };
         assert!(m.contains(needle), "{name}: {m}");
     }
-    // One that loads but whose exports lack the contract's types: refused too, and stored not.
-    let r = s
-        .upload("acme", &token, dealbridge_guests::INPUT_WRONG_SIGNATURES)
-        .await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_component");
-    assert!(
-        r.message()
-            .contains("exports `describe` with a type other than the contract's"),
-        "{}",
-        r.message()
-    );
+    // Ones that load but whose exports lack the contract's types: refused too, and stored not.
+    for (path, wrong) in [
+        (
+            dealbridge_guests::INPUT_WRONG_SIGNATURES,
+            "rules/rules` exports `describe`",
+        ),
+        (
+            dealbridge_guests::INPUT_WRONG_FLAT_SIGNATURE,
+            "rules/flat-rules` exports `plan`",
+        ),
+    ] {
+        let r = s.upload("acme", &token, path).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_component");
+        assert!(
+            r.message()
+                .contains(&format!("{wrong} with a type other than the contract's")),
+            "{path}: {}",
+            r.message()
+        );
+    }
     let r = s
         .call(Method::GET, "/v1/tenants/acme/plugins", Some(&token), None)
         .await;
