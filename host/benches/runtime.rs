@@ -15,7 +15,8 @@
 //! at least 251). `DEALBRIDGE_BENCH_RULES=path.wasm` benches another build of the default rules.
 //! `DEALBRIDGE_BENCH_PATH=rules|flat-rules` runs the throughput section on that path only (for a
 //! profiler). `DEALBRIDGE_BENCH_SAMPLES=N` measures N calls per latency figure instead of 20,000 (after
-//! N / 10 unmeasured ones), for runs under a profiler.
+//! N / 10 unmeasured ones), for runs under a profiler. `DEALBRIDGE_BENCH_KEEP_RESIDENT=BYTES`
+//! sets how much dirtied memory a pool slot keeps resident (`RuntimeConfig::keep_resident_bytes`).
 //!
 //! The bench allocates with mimalloc, as the `dealbridge` binary does, so that the host's
 //! allocations (the nested outcomes, above all) cost what they cost in the service.
@@ -139,8 +140,17 @@ fn main() {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(defaults.max_concurrent_instances),
+        keep_resident_bytes: std::env::var("DEALBRIDGE_BENCH_KEEP_RESIDENT")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(defaults.keep_resident_bytes),
         ..defaults
     };
+    println!(
+        "pool slots {}, kept resident per slot {} KiB",
+        config.max_concurrent_instances,
+        config.keep_resident_bytes >> 10
+    );
     if wanted("compile") {
         compile_and_load(&config, &bytes);
     }

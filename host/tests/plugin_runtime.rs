@@ -794,6 +794,72 @@ async fn default_rules_plan_a_small_batch_without_growing_memory() {
     }
 }
 
+/// This thread's minor page faults so far (`minflt`, field 10 of `/proc/thread-self/stat`).
+fn thread_minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("Linux's procfs");
+    // The fields after the command name, which ends at the last `)`, start at field 3.
+    let fields = &stat[stat.rfind(')').expect("a command name") + 2..];
+    fields
+        .split(' ')
+        .nth(10 - 3)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("no minflt in {stat}"))
+}
+
+/// A freed pool slot keeps the pages its instance dirtied resident up to
+/// `keep_resident_bytes` and resets them in place, so that the slot's next instance does not
+/// fault them in again; with nothing kept, the next instance faults in every page it writes,
+/// the pages the host lowers the batch into among them. The instances run on this thread (a
+/// current-thread runtime and one pool slot), so the thread's fault count sees them. The
+/// default setting keeps all of the default rules' pages for the sync engine's largest batch,
+/// 2,000 pairs.
+#[tokio::test(flavor = "current_thread")]
+async fn a_freed_slot_keeps_its_dirtied_pages_resident_up_to_the_setting() {
+    let pairs = batch(2_000);
+    let component = std::fs::read(dealbridge_guests::DEFAULT_RULES).unwrap();
+    let mut second_call_faults = Vec::new();
+    let (mut peak, mut input_bytes) = (0, 0);
+    for keep_resident_bytes in [
+        0,
+        64 << 20,
+        dealbridge::runtime::DEFAULT_KEEP_RESIDENT_BYTES,
+    ] {
+        let rt = Runtime::new(RuntimeConfig {
+            max_concurrent_instances: 1,
+            keep_resident_bytes,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let plugin = rt.load(&component).unwrap();
+        let invocation = Invocation::with_defaults();
+        let first = plugin.plan(&invocation, &pairs).await;
+        assert_eq!(first.result.unwrap().len(), 2_000);
+        (peak, input_bytes) = (first.report.peak_memory_bytes, first.report.input_bytes);
+        let before = thread_minor_faults();
+        let second = plugin.plan(&invocation, &pairs).await;
+        let after = thread_minor_faults();
+        assert_eq!(second.result.unwrap().len(), 2_000);
+        assert_eq!(second.report.peak_memory_bytes, peak);
+        second_call_faults.push(after - before);
+    }
+    let [none_kept, all_kept, default_kept] = second_call_faults[..] else {
+        unreachable!()
+    };
+    let input_pages = input_bytes / 4096;
+    assert!(input_pages > 100, "{input_bytes}");
+    for (kept, faults) in [("all", all_kept), ("the default", default_kept)] {
+        assert!(
+            none_kept >= faults + input_pages,
+            "second call's page faults: {none_kept} with nothing kept resident, {faults} with \
+             {kept} kept; the batch alone takes {input_pages} pages"
+        );
+    }
+    assert!(
+        peak <= dealbridge::runtime::DEFAULT_KEEP_RESIDENT_BYTES as u64,
+        "the default rules peak at {peak} bytes for 2,000 pairs, above the default kept resident"
+    );
+}
+
 /// A guest that imports nothing (so never yields in a host call) and spins while it is
 /// instantiated: the deadline stops it, and other tasks of the same thread run meanwhile.
 #[tokio::test(flavor = "current_thread")]

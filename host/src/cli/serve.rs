@@ -47,6 +47,11 @@ pub struct ServeArgs {
     /// The largest JSON request body, in bytes.
     #[arg(long, default_value_t = 2 << 20, value_name = "BYTES")]
     pub max_json_bytes: usize,
+    /// How much of the memory a plugin invocation dirtied its instance slot keeps resident for
+    /// the next one, in bytes: more spares large batches page faults, and costs resident memory
+    /// per idle slot.
+    #[arg(long, default_value_t = crate::runtime::DEFAULT_KEEP_RESIDENT_BYTES, value_name = "BYTES")]
+    pub plugin_keep_resident_bytes: usize,
     /// Tenant syncs run at the same time by this replica (0: serve the API only).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub workers: usize,
@@ -164,6 +169,7 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: args.cache_dir.clone(),
         max_component_bytes: args.max_component_bytes as u64,
+        keep_resident_bytes: args.plugin_keep_resident_bytes,
         ..RuntimeConfig::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))?;

@@ -87,7 +87,23 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: usize,
     /// The epoch tick: how often a running guest checks its deadline. Default 1 ms.
     pub epoch_tick: Duration,
+    /// How much of the linear memory (and of the tables) that an instance dirtied its pool slot
+    /// keeps resident once the instance is freed: those pages are reset in place, so the slot's
+    /// next instance takes no page faults on them; pages past this are given back to the kernel.
+    /// Default [`DEFAULT_KEEP_RESIDENT_BYTES`], which covers the default rules' peak for the
+    /// sync engine's largest batch (2,000 pairs).
+    ///
+    /// It trades resident memory for speed: an idle slot holds up to this much, and a
+    /// long-running service keeps about the largest number of instances alive at once plus
+    /// wasmtime's 100 unused warm slots (slots kept for the components last run in them).
+    pub keep_resident_bytes: usize,
 }
+
+/// [`RuntimeConfig::keep_resident_bytes`]' default, 4 MiB: the default rules peak at about
+/// 2.8 MB of linear memory for a batch of 2,000 pairs (1.2 MB of it fixed); with 2 MiB, every
+/// such batch took its pages past 2 MiB as fresh page faults, and one of 10,000 lost a fifth
+/// of its speed to them (see BENCHMARKS.md).
+pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 4 << 20;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -98,6 +114,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 256 << 20,
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(1),
+            keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
         }
     }
 }
@@ -352,10 +369,6 @@ impl Runtime {
     }
 }
 
-/// The dirty bytes of a freed linear memory or table that are reset in place and stay resident
-/// for the slot's next instance; the rest is given back to the kernel.
-const KEEP_RESIDENT_BYTES: usize = 2 << 20;
-
 fn engine_config(rc: &RuntimeConfig) -> Config {
     let n = rc.max_concurrent_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
@@ -373,8 +386,8 @@ fn engine_config(rc: &RuntimeConfig) -> Config {
         // PAGEMAP_SCAN ioctl, Linux 6.7+) instead of unmapping them, so the next instance in
         // the slot takes no page faults on the stack, data and heap pages it touches again.
         .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-        .table_keep_resident(KEEP_RESIDENT_BYTES);
+        .linear_memory_keep_resident(rc.keep_resident_bytes)
+        .table_keep_resident(rc.keep_resident_bytes);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
