@@ -99,10 +99,11 @@ pub struct RuntimeConfig {
     pub keep_resident_bytes: usize,
 }
 
-/// [`RuntimeConfig::keep_resident_bytes`]' default, 4 MiB: the default rules peak at about
-/// 2.8 MB of linear memory for a batch of 2,000 pairs (1.2 MB of it fixed); with 2 MiB, every
-/// such batch took its pages past 2 MiB as fresh page faults, and one of 10,000 lost a fifth
-/// of its speed to them (see BENCHMARKS.md).
+/// [`RuntimeConfig::keep_resident_bytes`]' default, 4 MiB: the default rules peak at 1.8 MB of
+/// linear memory for a batch of 2,000 small pairs (the sync engine's largest batch; the runtime
+/// test's records), so this leaves room for records about twice that size. Past it, every call
+/// takes the pages it writes as fresh page faults: with 2 MiB, a batch of 10,000 lost a fifth of
+/// its speed to them (see BENCHMARKS.md).
 pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 4 << 20;
 
 impl Default for RuntimeConfig {
