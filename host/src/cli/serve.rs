@@ -47,9 +47,9 @@ pub struct ServeArgs {
     /// The largest JSON request body, in bytes.
     #[arg(long, default_value_t = 2 << 20, value_name = "BYTES")]
     pub max_json_bytes: usize,
-    /// How much of the memory a plugin invocation dirtied its instance slot keeps resident for
-    /// the next one, in bytes: more spares large batches page faults, and costs resident memory
-    /// per idle slot.
+    /// Bytes of the memory a plugin invocation wrote that stay resident in its instance slot for
+    /// the next invocation: more spares large batches page faults; each idle slot holds up to
+    /// this much.
     #[arg(long, default_value_t = crate::runtime::DEFAULT_KEEP_RESIDENT_BYTES, value_name = "BYTES")]
     pub plugin_keep_resident_bytes: usize,
     /// Tenant syncs run at the same time by this replica (0: serve the API only).

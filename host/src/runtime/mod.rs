@@ -87,9 +87,10 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: usize,
     /// The epoch tick: how often a running guest checks its deadline. Default 1 ms.
     pub epoch_tick: Duration,
-    /// How much of the linear memory (and of the tables) that an instance dirtied its pool slot
-    /// keeps resident once the instance is freed: those pages are reset in place, so the slot's
-    /// next instance takes no page faults on them; pages past this are given back to the kernel.
+    /// Bytes of the linear memory (and of the tables) an instance wrote that stay resident in
+    /// its pool slot once the instance is freed: those pages are reset in place, so the slot's
+    /// next instance takes no page faults on them; the pages past this are given back to the
+    /// kernel.
     /// Default [`DEFAULT_KEEP_RESIDENT_BYTES`], which covers the default rules' peak for the
     /// sync engine's largest batch (2,000 pairs).
     ///
