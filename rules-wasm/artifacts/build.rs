@@ -241,10 +241,15 @@ fn wrong_flat_signature(wit: &Path) -> Vec<u8> {
         wit_component::StringEncoding::UTF8,
     )
     .expect("the stub module takes the world's metadata");
+    encode_component(&module, "the wrong-flat-signature stub")
+}
+
+/// Makes a core module that carries its world's metadata a component (validated).
+fn encode_component(module: &[u8], what: &str) -> Vec<u8> {
     wit_component::ComponentEncoder::default()
-        .module(&module)
+        .module(module)
         .and_then(|encoder| encoder.validate(true).encode())
-        .unwrap_or_else(|e| panic!("cannot make the wrong-flat-signature stub a component: {e:#}"))
+        .unwrap_or_else(|e| panic!("cannot make {what} a component: {e:#}"))
 }
 
 fn export(var: &str, path: &Path) {
@@ -358,10 +363,7 @@ fn copy_artifact(guests_dir: &Path, stem: &str, out: &Path, name: &str) -> PathB
 fn componentize(guests_dir: &Path, stem: &str, out: &Path, name: &str) -> PathBuf {
     let built = built_path(guests_dir, BARE, stem);
     let module = fs::read(&built).unwrap_or_else(|e| panic!("missing {}: {e}", built.display()));
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)
-        .and_then(|encoder| encoder.validate(true).encode())
-        .unwrap_or_else(|e| panic!("cannot make {} a component: {e:#}", built.display()));
+    let component = encode_component(&module, &built.display().to_string());
     write_if_changed(&out.join(format!("{name}.wasm")), &component)
 }
 
