@@ -13,7 +13,8 @@
 //! `DEALBRIDGE_BENCH_POOL=N` shrinks the instance pool to N slots, so that the process fits in
 //! the address space of a profiler such as `valgrind --tool=callgrind` (the memory section needs
 //! at least 251). `DEALBRIDGE_BENCH_RULES=path.wasm` benches another build of the default rules.
-//! `DEALBRIDGE_BENCH_PATH=rules|flat-rules` runs the throughput section on that path only (for a
+//! `DEALBRIDGE_BENCH_FIGURE=TEXT` runs only the latency and floor figures whose label contains
+//! TEXT. `DEALBRIDGE_BENCH_PATH=rules|flat-rules` runs the throughput section on that path only (for a
 //! profiler). `DEALBRIDGE_BENCH_SAMPLES=N` measures N calls per latency figure instead of 20,000 (after
 //! N / 10 unmeasured ones), for runs under a profiler. `DEALBRIDGE_BENCH_KEEP_RESIDENT=BYTES`
 //! sets how much dirtied memory a pool slot keeps resident (`RuntimeConfig::keep_resident_bytes`).
@@ -83,6 +84,12 @@ fn wanted(section: &str) -> bool {
         .filter(|a| !a.starts_with('-'))
         .collect();
     named.is_empty() || named.iter().any(|n| n == section)
+}
+
+/// Whether a latency figure was asked for: `DEALBRIDGE_BENCH_FIGURE=TEXT` runs only the latency
+/// and floor figures whose label contains TEXT (so that a profiler sees one kind of call).
+fn figure_wanted(label: &str) -> bool {
+    std::env::var("DEALBRIDGE_BENCH_FIGURE").map_or(true, |only| label.contains(only.as_str()))
 }
 
 /// A tenant config of the size real tenants have (the README's example): rules, a stage table,
@@ -332,17 +339,17 @@ fn latency(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loaded
     for (config_label, config) in [("{}", json!({})), ("tenant config", tenant_config())] {
         let inv = Invocation::new(Limits::default(), &config, gateway.clone()).unwrap();
         for (label, pairs) in [("1 pair", 1usize), ("empty batch", 0)] {
+            let figure = format!("instantiate + plan({label}), {config_label}");
+            if !figure_wanted(&figure) {
+                continue;
+            }
             let batch = make_batch!(dealbridge::runtime, pairs);
             let fuel = tokio.block_on(plugin.plan(&inv, &batch)).report.fuel_used;
             let samples = sample(tokio, samples() / 10, samples(), || async {
                 let r = plugin.plan(&inv, &batch).await;
                 assert!(r.result.is_ok(), "{:?}", r.result);
             });
-            print_latency(
-                &format!("instantiate + plan({label}), {config_label}"),
-                &samples,
-                &format!("   fuel {fuel}"),
-            );
+            print_latency(&figure, &samples, &format!("   fuel {fuel}"));
         }
     }
 }
@@ -356,6 +363,9 @@ fn host_floor(
     floor: &dealbridge::runtime::LoadedPlugin,
     label: &str,
 ) {
+    if !figure_wanted(label) {
+        return;
+    }
     let batch = make_batch!(dealbridge::runtime, 1);
     let inv = Invocation::with_defaults();
     let fuel = tokio.block_on(floor.plan(&inv, &batch)).report.fuel_used;
