@@ -178,12 +178,13 @@ pub struct StageTable {
 pub struct Config {
     /// Whether `CurrencyIsoCode` ↔ `deal_currency_code` is mapped.
     pub multi_currency: bool,
-    /// Mappings of each object pair, standard ones first, then custom ones.
-    pub opportunity_deal: Vec<MappingSpec>,
+    /// Mappings of each object pair, standard ones first, then custom ones (the static standard
+    /// table itself while the config changes nothing in it).
+    pub opportunity_deal: Cow<'static, [MappingSpec]>,
     /// Account ↔ company mappings.
-    pub account_company: Vec<MappingSpec>,
+    pub account_company: Cow<'static, [MappingSpec]>,
     /// Contact ↔ contact mappings.
-    pub contact_contact: Vec<MappingSpec>,
+    pub contact_contact: Cow<'static, [MappingSpec]>,
     /// The stage tables, one per pipeline key.
     pub stage_map: Vec<StageTable>,
     /// The opportunity sync condition.
@@ -191,6 +192,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// The config of `{}`: the standard mappings with their default rules, no stage tables, no
+    /// condition. What `build` makes of an empty config, without the work.
+    fn defaults() -> Self {
+        Config {
+            multi_currency: false,
+            opportunity_deal: Cow::Borrowed(mappings::standard(ObjectPair::OpportunityDeal, false)),
+            account_company: Cow::Borrowed(mappings::standard(ObjectPair::AccountCompany, false)),
+            contact_contact: Cow::Borrowed(mappings::standard(ObjectPair::ContactContact, false)),
+            stage_map: Vec::new(),
+            condition: Condition::default(),
+        }
+    }
+
     /// The mappings of one object pair.
     pub fn mappings(&self, pair: ObjectPair) -> &[MappingSpec] {
         match pair {
@@ -212,8 +226,8 @@ pub fn config_error(field: impl Into<String>, message: impl Into<String>) -> Rul
 
 /// Parses and checks the tenant's config JSON (`{}` or empty text gives the defaults).
 pub fn parse(json: &str) -> Result<Config, RuleError> {
-    let raw: RawConfig = if json.trim().is_empty() {
-        RawConfig::default()
+    let raw: RawConfig = if is_empty_object(json) || json.trim().is_empty() {
+        return Ok(Config::defaults());
     } else if !json.trim_start().starts_with('{') {
         return Err(config_error(
             ".",
@@ -225,6 +239,19 @@ pub fn parse(json: &str) -> Result<Config, RuleError> {
         serde_json::from_str(json).map_err(|_| explain(json))?
     };
     build(raw)
+}
+
+/// True for blank text and for `{}` with any JSON whitespace around or inside: the defaults,
+/// which most tenants run, so they skip the parser.
+fn is_empty_object(json: &str) -> bool {
+    let mut rest = json
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match rest.next() {
+        None => true,
+        Some(b'{') => rest.next() == Some(b'}') && rest.next().is_none(),
+        Some(_) => false,
+    }
 }
 
 /// The error of a config that does not parse, naming the offending key as a dotted path.
@@ -251,9 +278,12 @@ fn explain(json: &str) -> RuleError {
 }
 
 fn build(raw: RawConfig) -> Result<Config, RuleError> {
-    let mut opp = mappings::standard(ObjectPair::OpportunityDeal, raw.multi_currency);
-    let mut acc = mappings::standard(ObjectPair::AccountCompany, false);
-    let mut con = mappings::standard(ObjectPair::ContactContact, false);
+    let mut opp = Cow::Borrowed(mappings::standard(
+        ObjectPair::OpportunityDeal,
+        raw.multi_currency,
+    ));
+    let mut acc = Cow::Borrowed(mappings::standard(ObjectPair::AccountCompany, false));
+    let mut con = Cow::Borrowed(mappings::standard(ObjectPair::ContactContact, false));
 
     apply_rules(
         &mut opp,
@@ -313,7 +343,7 @@ fn build(raw: RawConfig) -> Result<Config, RuleError> {
                 ),
             ));
         }
-        list.push(MappingSpec {
+        list.to_mut().push(MappingSpec {
             sf: Cow::Owned(sf.to_string()),
             hs: Cow::Owned(hs.to_string()),
             rule: c
@@ -388,27 +418,27 @@ fn build(raw: RawConfig) -> Result<Config, RuleError> {
 }
 
 fn apply_rules(
-    list: &mut [MappingSpec],
+    list: &mut Cow<'static, [MappingSpec]>,
     rules: &BTreeMap<String, RuleName>,
     pair: &str,
     multi_currency: bool,
 ) -> Result<(), RuleError> {
+    let at = |field: &str| format!("rules.{pair}.{field}");
     let mut stage_rule = None;
     for (field, rule) in rules {
-        let at = format!("rules.{pair}.{field}");
         if field == "RecordTypeId" {
             return Err(config_error(
-                at,
+                at(field),
                 "`RecordTypeId` follows the rule of `StageName` (stage and pipeline sync together): set the rule on `StageName`",
             ));
         }
         if field == "CurrencyIsoCode" && !multi_currency {
             return Err(config_error(
-                at,
+                at(field),
                 "`CurrencyIsoCode` is mapped only in multi-currency orgs: set `multi_currency: true` first",
             ));
         }
-        match list.iter_mut().find(|m| m.sf == *field) {
+        match list.to_mut().iter_mut().find(|m| m.sf == *field) {
             Some(m) => {
                 m.rule = (*rule).into();
                 if m.kind == MappingKind::Stage {
@@ -422,6 +452,7 @@ fn apply_rules(
                     .filter(|m| m.kind != MappingKind::Pipeline)
                     .map(|m| &*m.sf)
                     .collect();
+                let at = at(field);
                 return Err(config_error(
                     at.clone(),
                     format!(
@@ -433,7 +464,11 @@ fn apply_rules(
         }
     }
     if let Some(rule) = stage_rule {
-        for m in list.iter_mut().filter(|m| m.kind == MappingKind::Pipeline) {
+        for m in list
+            .to_mut()
+            .iter_mut()
+            .filter(|m| m.kind == MappingKind::Pipeline)
+        {
             m.rule = rule;
         }
     }
@@ -450,7 +485,7 @@ mod tests {
 
     #[test]
     fn empty_and_blank_config_give_the_defaults() {
-        for json in ["{}", "", "  "] {
+        for json in ["{}", "", "  ", "{ }", "\n\t{\r\n}\n"] {
             let c = parse(json).unwrap();
             assert!(!c.multi_currency);
             assert!(c.condition.is_open());
@@ -460,6 +495,11 @@ mod tests {
                     .all(|m| m.rule == SyncRule::PreferSalesforceUnlessBlank)
             );
             assert!(!c.opportunity_deal.iter().any(|m| m.sf == "CurrencyIsoCode"));
+        }
+        // The fast path for `{}` takes nothing but an empty object.
+        for json in ["{}}", "{{}", "{} x", "}{", "{"] {
+            let e = err(json);
+            assert_eq!(e.kind, ErrorKind::Config, "{json}");
         }
     }
 
@@ -605,5 +645,69 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Config);
         assert_eq!(err("[]").kind, ErrorKind::Config);
         assert!(err("{} {}").message.contains("after the JSON"));
+    }
+
+    #[test]
+    fn a_configs_mappings_start_with_the_standard_rows_in_order() {
+        let configs = [
+            "{}",
+            r#"{"multi_currency": true}"#,
+            r#"{"rules": {"opportunity-deal": {"StageName": "two-way", "Amount": "dont-sync"},
+                          "contact-contact": {"Email": "always-salesforce"}},
+                "custom_mappings": [
+                    {"salesforce_field": "Priority__c", "hubspot_field": "deal_priority"},
+                    {"object_pair": "account-company", "salesforce_field": "Tier__c",
+                     "hubspot_field": "tier"}]}"#,
+        ];
+        for json in configs {
+            let c = parse(json).unwrap();
+            for pair in [
+                ObjectPair::OpportunityDeal,
+                ObjectPair::AccountCompany,
+                ObjectPair::ContactContact,
+            ] {
+                let standard = mappings::standard(pair, c.multi_currency);
+                let list = c.mappings(pair);
+                assert!(list.len() >= standard.len(), "{json}");
+                for (m, s) in list.iter().zip(standard) {
+                    assert_eq!(
+                        (&m.sf, &m.hs, m.kind, m.custom),
+                        (&s.sf, &s.hs, s.kind, false)
+                    );
+                }
+                assert!(list[standard.len()..].iter().all(|m| m.custom), "{json}");
+            }
+        }
+        // The tenant's rules land in the config's copy, never in the static tables.
+        let c = parse(configs[2]).unwrap();
+        let rule = |sf: &str| {
+            c.opportunity_deal
+                .iter()
+                .find(|m| m.sf == sf)
+                .map(|m| m.rule)
+        };
+        assert_eq!(rule("Amount"), Some(SyncRule::DontSync));
+        assert_eq!(rule("RecordTypeId"), Some(SyncRule::TwoWay));
+        assert!(
+            mappings::standard(ObjectPair::OpportunityDeal, false)
+                .iter()
+                .all(|m| m.rule == SyncRule::PreferSalesforceUnlessBlank)
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_what_an_empty_config_builds() {
+        let built = build(RawConfig::default()).unwrap();
+        let defaults = Config::defaults();
+        assert_eq!(built.multi_currency, defaults.multi_currency);
+        assert_eq!(built.stage_map, defaults.stage_map);
+        assert_eq!(built.condition, defaults.condition);
+        for pair in [
+            ObjectPair::OpportunityDeal,
+            ObjectPair::AccountCompany,
+            ObjectPair::ContactContact,
+        ] {
+            assert_eq!(built.mappings(pair), defaults.mappings(pair));
+        }
     }
 }

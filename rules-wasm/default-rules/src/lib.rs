@@ -79,19 +79,37 @@ impl Rules {
 
     /// `flat-rules.condition`: one inclusion per pair.
     pub fn condition_flat(&self, batch: &FlatBatch) -> Result<Vec<Inclusion>, RuleError> {
-        plan::Prepared::new(&self.config, batch)?.condition()
+        let prepared = plan::Prepared::new(&self.config, batch)?;
+        let out = prepared.condition();
+        discard(prepared);
+        out
     }
 
     /// `flat-rules.plan`: one outcome per pair, writes and associations in the plan's lists.
     pub fn plan_flat(&self, batch: &FlatBatch) -> Result<FlatPlan, RuleError> {
-        Ok(plan::Prepared::new(&self.config, batch)?.plan())
+        let prepared = plan::Prepared::new(&self.config, batch)?;
+        let plan = prepared.plan();
+        discard(prepared);
+        Ok(plan)
     }
+}
+
+/// Drops a value natively. Inside the component it leaves the value in linear memory instead:
+/// the host throws the instance away after the call, so freeing it piece by piece would be
+/// wasted work (a few hundred instructions per record for a batch, about a thousand per call
+/// for the config and the planner's tables). The peak of memory is the same, since the output
+/// is built before these would be dropped.
+#[inline]
+fn discard<T>(value: T) {
+    #[cfg(target_arch = "wasm32")]
+    std::mem::forget(value);
+    #[cfg(not(target_arch = "wasm32"))]
+    drop(value);
 }
 
 /// The component's exports: read the config through the import, then run the plain functions.
 #[cfg(target_arch = "wasm32")]
 mod component {
-    use super::Rules;
     use super::bindings::dealbridge::rules::config;
     use super::bindings::dealbridge::rules::flat_types::FlatBatch;
     use super::bindings::dealbridge::rules::types::{Batch, FieldInfo};
@@ -99,50 +117,91 @@ mod component {
     use super::bindings::exports::dealbridge::rules::rules::{
         self, Description, Inclusion, PairOutcome, RuleError,
     };
+    use super::{Rules, discard};
 
     /// Every invocation runs in a fresh instance: a size-class heap beats a general allocator.
     #[global_allocator]
     static HEAP: super::heap::SizeClassHeap = super::heap::SizeClassHeap::new();
 
+    /// The canonical ABI's allocator, which the host calls for every list and string it puts
+    /// into linear memory (a batch of one pair takes about 16 calls). It goes straight to the
+    /// heap: wit-bindgen's own `cabi_realloc` (a weak symbol, so this one replaces it) reaches
+    /// the heap through two more calls, each with its own fuel and epoch checks. Same
+    /// contract as wit-bindgen's: `(0, 0, align, 0)` is the dangling `align`, a non-zero old
+    /// size reallocates, and running out of memory traps.
+    #[unsafe(export_name = "cabi_realloc")]
+    unsafe extern "C" fn cabi_realloc(
+        old_ptr: *mut u8,
+        old_len: usize,
+        align: usize,
+        new_len: usize,
+    ) -> *mut u8 {
+        use std::alloc::{GlobalAlloc, Layout};
+        // SAFETY: the canonical ABI passes a power-of-two alignment and sizes that fit it, and
+        // a non-zero `old_len` only with a block this heap gave out with that size and alignment.
+        let block = unsafe {
+            if old_len == 0 {
+                if new_len == 0 {
+                    return align as *mut u8;
+                }
+                HEAP.alloc(Layout::from_size_align_unchecked(new_len, align))
+            } else {
+                HEAP.realloc(
+                    old_ptr,
+                    Layout::from_size_align_unchecked(old_len, align),
+                    new_len,
+                )
+            }
+        };
+        if block.is_null() {
+            core::arch::wasm32::unreachable();
+        }
+        block
+    }
+
     struct DefaultRules;
 
-    /// Leaves the batch in linear memory instead of freeing it string by string: the host
-    /// throws the instance away after the call, so the frees would be wasted work (a few hundred
-    /// instructions per record). The peak of memory is the same, since the output is built
-    /// before the batch would be dropped.
-    fn forget_input<T>(batch: T) {
-        std::mem::forget(batch);
+    /// The config import, parsed and checked; its text is left in linear memory.
+    fn rules() -> Result<Rules, RuleError> {
+        let json = config::get();
+        let rules = Rules::from_json(&json);
+        discard(json);
+        rules
     }
 
     impl rules::Guest for DefaultRules {
         fn describe(schema: Vec<FieldInfo>) -> Result<Description, RuleError> {
-            Rules::from_json(&config::get())?.describe(&schema)
+            rules()?.describe(&schema)
         }
 
         fn condition(batch: Batch) -> Result<Vec<Inclusion>, RuleError> {
-            let out = Rules::from_json(&config::get())?.condition(&batch);
-            forget_input(batch);
+            let rules = rules()?;
+            let out = rules.condition(&batch);
+            discard((rules, batch));
             out
         }
 
         fn plan(batch: Batch) -> Result<Vec<PairOutcome>, RuleError> {
-            let out = Rules::from_json(&config::get())?.plan(&batch);
-            forget_input(batch);
+            let rules = rules()?;
+            let out = rules.plan(&batch);
+            discard((rules, batch));
             out
         }
     }
 
     impl flat_rules::Guest for DefaultRules {
         fn condition(batch: FlatBatch) -> Result<Vec<Inclusion>, RuleError> {
-            let out = Rules::from_json(&config::get())?.condition_flat(&batch);
-            forget_input(batch);
+            let rules = rules()?;
+            let out = rules.condition_flat(&batch);
+            discard((rules, batch));
             out
         }
 
         #[cfg(not(feature = "bench-floor"))]
         fn plan(batch: FlatBatch) -> Result<FlatPlan, RuleError> {
-            let out = Rules::from_json(&config::get())?.plan_flat(&batch);
-            forget_input(batch);
+            let rules = rules()?;
+            let out = rules.plan_flat(&batch);
+            discard((rules, batch));
             out
         }
 
@@ -156,7 +215,7 @@ mod component {
                 related: Vec::new(),
                 outcomes: vec![FlatOutcome::Skip(Skip::UpToDate); batch.pairs.len()],
             };
-            forget_input(batch);
+            discard(batch);
             Ok(out)
         }
     }

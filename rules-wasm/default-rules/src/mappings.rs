@@ -40,7 +40,7 @@ pub struct MappingSpec {
     pub custom: bool,
 }
 
-fn spec(sf: &'static str, hs: &'static str, kind: MappingKind) -> MappingSpec {
+const fn spec(sf: &'static str, hs: &'static str, kind: MappingKind) -> MappingSpec {
     MappingSpec {
         sf: Cow::Borrowed(sf),
         hs: Cow::Borrowed(hs),
@@ -50,54 +50,164 @@ fn spec(sf: &'static str, hs: &'static str, kind: MappingKind) -> MappingSpec {
     }
 }
 
-/// The standard mappings of an object pair, all with the default rule.
-pub fn standard(pair: ObjectPair, multi_currency: bool) -> Vec<MappingSpec> {
-    use MappingKind::*;
-    let mut v = match pair {
-        ObjectPair::OpportunityDeal => vec![
-            spec("Name", "dealname", Plain),
-            spec("Amount", "amount", Plain),
-            spec("CloseDate", "closedate", Plain),
-            spec("StageName", "dealstage", Stage),
-            spec("RecordTypeId", "pipeline", Pipeline),
-            spec("Type", "dealtype", Plain),
-            spec("Description", "description", Plain),
-            spec("OwnerId", "hubspot_owner_id", Owner),
-        ],
-        ObjectPair::AccountCompany => vec![
-            spec("Name", "name", Plain),
-            spec("Website", "domain", Plain),
-            spec("Phone", "phone", Plain),
-            spec("BillingStreet", "address", Plain),
-            spec("BillingCity", "city", Plain),
-            spec("BillingState", "state", Plain),
-            spec("BillingPostalCode", "zip", Plain),
-            spec("BillingCountry", "country", Plain),
-            spec("Industry", "industry", Plain),
-            spec("NumberOfEmployees", "numberofemployees", Plain),
-            spec("AnnualRevenue", "annualrevenue", Plain),
-            spec("Description", "description", Plain),
-            spec("OwnerId", "hubspot_owner_id", Owner),
-        ],
-        ObjectPair::ContactContact => vec![
-            spec("FirstName", "firstname", Plain),
-            spec("LastName", "lastname", Plain),
-            spec("Email", "email", Plain),
-            spec("Phone", "phone", Plain),
-            spec("MobilePhone", "mobilephone", Plain),
-            spec("Title", "jobtitle", Plain),
-            spec("MailingStreet", "address", Plain),
-            spec("MailingCity", "city", Plain),
-            spec("MailingState", "state", Plain),
-            spec("MailingPostalCode", "zip", Plain),
-            spec("MailingCountry", "country", Plain),
-            spec("OwnerId", "hubspot_owner_id", Owner),
-        ],
-    };
-    if multi_currency && pair == ObjectPair::OpportunityDeal {
-        v.push(spec("CurrencyIsoCode", "deal_currency_code", Plain));
+/// A side of a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The Salesforce field.
+    Salesforce,
+    /// The HubSpot property.
+    Hubspot,
+}
+
+/// Byte equality that a constant can use.
+const fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
     }
-    v
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The row of `name` on `side` of a standard table, computed when compiling (a name that is not
+/// in the table does not compile).
+const fn row_of(table: &[MappingSpec], side: Side, name: &str) -> usize {
+    let mut i = 0;
+    while i < table.len() {
+        let field = match side {
+            Side::Salesforce => &table[i].sf,
+            Side::Hubspot => &table[i].hs,
+        };
+        if let Cow::Borrowed(field) = field
+            && same_text(field, name)
+        {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("the name is not in the standard table");
+}
+
+/// Declares one pair's standard table and, for each side, the function from a field name to
+/// its row. The functions are `match`es on the names, which compile to a switch on the length
+/// and integer compares: resolving a batch's fields calls no `memcmp`.
+macro_rules! standard_table {
+    ($(#[$doc:meta])* $table:ident, $sf_row:ident, $hs_row:ident:
+     $(($sf:literal, $hs:literal, $kind:ident)),* $(,)?) => {
+        $(#[$doc])*
+        static $table: [MappingSpec; [$($sf),*].len()] = [$(spec($sf, $hs, $kind)),*];
+
+        fn $sf_row(name: &str) -> Option<usize> {
+            match name {
+                $($sf => Some(const { row_of(&$table, Side::Salesforce, $sf) }),)*
+                _ => None,
+            }
+        }
+
+        fn $hs_row(name: &str) -> Option<usize> {
+            match name {
+                $($hs => Some(const { row_of(&$table, Side::Hubspot, $hs) }),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+use MappingKind::{Owner, Pipeline, Plain, Stage};
+
+standard_table! {
+    /// The opportunity ↔ deal mappings of a multi-currency org; other orgs' end before the last.
+    OPPORTUNITY_DEAL, opportunity_sf_row, opportunity_hs_row:
+    ("Name", "dealname", Plain),
+    ("Amount", "amount", Plain),
+    ("CloseDate", "closedate", Plain),
+    ("StageName", "dealstage", Stage),
+    ("RecordTypeId", "pipeline", Pipeline),
+    ("Type", "dealtype", Plain),
+    ("Description", "description", Plain),
+    ("OwnerId", "hubspot_owner_id", Owner),
+    ("CurrencyIsoCode", "deal_currency_code", Plain),
+}
+
+standard_table! {
+    /// The account ↔ company mappings.
+    ACCOUNT_COMPANY, account_sf_row, account_hs_row:
+    ("Name", "name", Plain),
+    ("Website", "domain", Plain),
+    ("Phone", "phone", Plain),
+    ("BillingStreet", "address", Plain),
+    ("BillingCity", "city", Plain),
+    ("BillingState", "state", Plain),
+    ("BillingPostalCode", "zip", Plain),
+    ("BillingCountry", "country", Plain),
+    ("Industry", "industry", Plain),
+    ("NumberOfEmployees", "numberofemployees", Plain),
+    ("AnnualRevenue", "annualrevenue", Plain),
+    ("Description", "description", Plain),
+    ("OwnerId", "hubspot_owner_id", Owner),
+}
+
+standard_table! {
+    /// The contact ↔ contact mappings.
+    CONTACT_CONTACT, contact_sf_row, contact_hs_row:
+    ("FirstName", "firstname", Plain),
+    ("LastName", "lastname", Plain),
+    ("Email", "email", Plain),
+    ("Phone", "phone", Plain),
+    ("MobilePhone", "mobilephone", Plain),
+    ("Title", "jobtitle", Plain),
+    ("MailingStreet", "address", Plain),
+    ("MailingCity", "city", Plain),
+    ("MailingState", "state", Plain),
+    ("MailingPostalCode", "zip", Plain),
+    ("MailingCountry", "country", Plain),
+    ("OwnerId", "hubspot_owner_id", Owner),
+}
+
+/// The most rows a standard table has.
+pub const MAX_STANDARD_ROWS: usize = 13;
+
+const _: () = assert!(
+    OPPORTUNITY_DEAL.len() <= MAX_STANDARD_ROWS
+        && ACCOUNT_COMPANY.len() <= MAX_STANDARD_ROWS
+        && CONTACT_CONTACT.len() <= MAX_STANDARD_ROWS
+);
+
+/// The standard mappings of an object pair, all with the default rule: static tables, so that a
+/// config that keeps them as they are builds nothing on each invocation. A config's mappings of
+/// a pair start with these rows, in this order; custom mappings follow.
+pub fn standard(pair: ObjectPair, multi_currency: bool) -> &'static [MappingSpec] {
+    match pair {
+        ObjectPair::OpportunityDeal if multi_currency => &OPPORTUNITY_DEAL,
+        ObjectPair::OpportunityDeal => &OPPORTUNITY_DEAL[..OPPORTUNITY_DEAL.len() - 1],
+        ObjectPair::AccountCompany => &ACCOUNT_COMPANY,
+        ObjectPair::ContactContact => &CONTACT_CONTACT,
+    }
+}
+
+/// The row of a field name in the pair's standard table (of a multi-currency org), if it has one.
+#[inline]
+pub fn standard_row(pair: ObjectPair, side: Side, name: &str) -> Option<usize> {
+    match (pair, side) {
+        (ObjectPair::OpportunityDeal, Side::Salesforce) => opportunity_sf_row(name),
+        (ObjectPair::OpportunityDeal, Side::Hubspot) => opportunity_hs_row(name),
+        (ObjectPair::AccountCompany, Side::Salesforce) => account_sf_row(name),
+        (ObjectPair::AccountCompany, Side::Hubspot) => account_hs_row(name),
+        (ObjectPair::ContactContact, Side::Salesforce) => contact_sf_row(name),
+        (ObjectPair::ContactContact, Side::Hubspot) => contact_hs_row(name),
+    }
+}
+
+/// The row of an opportunity ↔ deal field, for the planner's own uses of a standard field
+/// (computed when compiling).
+pub const fn opportunity_row(side: Side, name: &str) -> usize {
+    row_of(&OPPORTUNITY_DEAL, side, name)
 }
 
 /// True for a blank value: absent, `null`, empty text, or no chosen options.
@@ -336,6 +446,47 @@ mod tests {
         assert_eq!(id(5), Some(i64::MAX.to_string()));
         assert_eq!(id(6), None);
         assert_eq!(id_text(None).map(|t| t.as_str().len()), None);
+    }
+
+    #[test]
+    fn every_standard_name_resolves_to_its_own_row_and_nothing_else_does() {
+        for pair in [
+            ObjectPair::OpportunityDeal,
+            ObjectPair::AccountCompany,
+            ObjectPair::ContactContact,
+        ] {
+            let table = standard(pair, true);
+            for (row, m) in table.iter().enumerate() {
+                assert_eq!(
+                    standard_row(pair, Side::Salesforce, &m.sf),
+                    Some(row),
+                    "{}",
+                    m.sf
+                );
+                assert_eq!(
+                    standard_row(pair, Side::Hubspot, &m.hs),
+                    Some(row),
+                    "{}",
+                    m.hs
+                );
+            }
+            for other in ["", "name ", "NAME", "Amount__c", "dealname2", "Owner"] {
+                let on_sf = standard_row(pair, Side::Salesforce, other);
+                let on_hs = standard_row(pair, Side::Hubspot, other);
+                assert!(
+                    on_sf.is_none_or(|r| table[r].sf == other)
+                        && on_hs.is_none_or(|r| table[r].hs == other),
+                    "{other:?}"
+                );
+            }
+            // The sides do not mix: a HubSpot name is not a Salesforce field.
+            assert_eq!(
+                standard_row(pair, Side::Salesforce, "hubspot_owner_id"),
+                None
+            );
+        }
+        assert_eq!(opportunity_row(Side::Salesforce, "Amount"), 1);
+        assert_eq!(opportunity_row(Side::Hubspot, "pipeline"), 4);
     }
 
     #[test]

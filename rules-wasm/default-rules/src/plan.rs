@@ -39,7 +39,10 @@ use crate::bindings::exports::dealbridge::rules::rules::{
 use crate::config::Config;
 use crate::decimal;
 use crate::flat::{FlatView, RelatedRef, ValueRef, span_from};
-use crate::mappings::{MappingKind, MappingSpec, as_dec, id_text, is_blank, values_equal};
+use crate::mappings::{
+    MAX_STANDARD_ROWS, MappingKind, MappingSpec, Side, as_dec, id_text, is_blank, opportunity_row,
+    standard_row, values_equal,
+};
 
 /// Which side's value wins for one mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,6 +368,28 @@ fn position(table: &[String], name: &str) -> Option<u32> {
     table.iter().position(|f| f == name).map(|i| i as u32)
 }
 
+/// Where each row of the batch's standard table sits in one side's field table: found in one
+/// pass over the field names, each matched by `mappings::standard_row` (the first position,
+/// should a name repeat).
+struct StandardPositions([Option<u32>; MAX_STANDARD_ROWS]);
+
+impl StandardPositions {
+    fn new(pair: ObjectPair, side: Side, table: &[String]) -> Self {
+        let mut at = [None; MAX_STANDARD_ROWS];
+        for (i, name) in table.iter().enumerate() {
+            if let Some(row) = standard_row(pair, side, name) {
+                at[row].get_or_insert(i as u32);
+            }
+        }
+        StandardPositions(at)
+    }
+
+    #[inline]
+    fn get(&self, row: usize) -> Option<u32> {
+        self.0[row]
+    }
+}
+
 /// Field tables up to this long are searched linearly: building a hash table costs more than
 /// the few lookups a batch makes in a table this small.
 const LINEAR_FIELD_TABLE_MAX: usize = 32;
@@ -399,17 +424,38 @@ impl<'a> Prepared<'a> {
     /// Checks the batch's text and resolves the config against its field tables and lookups.
     pub fn new(cfg: &'a Config, batch: &'a FlatBatch) -> Result<Self, RuleError> {
         let view = FlatView::new(batch)?;
-        let sf_index = FieldIndex::new(&batch.salesforce_fields);
-        let hs_index = FieldIndex::new(&batch.hubspot_fields);
+        let pair = batch.object_pair;
+        let sf_std = StandardPositions::new(pair, Side::Salesforce, &batch.salesforce_fields);
+        let hs_std = StandardPositions::new(pair, Side::Hubspot, &batch.hubspot_fields);
+        // Custom mappings and the condition's flag field may name any field: they are searched
+        // by name, in indexes built only when a config has them.
+        let mut sf_index = None;
+        let mut hs_index = None;
         let mut opp = OppFields::default();
         let maps: Vec<Bound<'a>> = cfg
-            .mappings(batch.object_pair)
+            .mappings(pair)
             .iter()
-            .map(|spec| {
-                let b = Bound {
-                    spec,
-                    sf: sf_index.get(&spec.sf),
-                    hs: hs_index.get(&spec.hs),
+            .enumerate()
+            .map(|(row, spec)| {
+                let b = if spec.custom {
+                    Bound {
+                        spec,
+                        sf: sf_index
+                            .get_or_insert_with(|| FieldIndex::new(&batch.salesforce_fields))
+                            .get(&spec.sf),
+                        hs: hs_index
+                            .get_or_insert_with(|| FieldIndex::new(&batch.hubspot_fields))
+                            .get(&spec.hs),
+                    }
+                } else {
+                    // A config's standard mappings are the rows of the pair's standard table,
+                    // in order (`mappings::standard`).
+                    debug_assert_eq!(standard_row(pair, Side::Salesforce, &spec.sf), Some(row));
+                    Bound {
+                        spec,
+                        sf: sf_std.get(row),
+                        hs: hs_std.get(row),
+                    }
                 };
                 match spec.kind {
                     MappingKind::Stage => {
@@ -426,19 +472,24 @@ impl<'a> Prepared<'a> {
                 b
             })
             .collect();
-        if batch.object_pair == ObjectPair::OpportunityDeal {
-            opp.amount = sf_index.get("Amount");
-            opp.flag = cfg
-                .condition
-                .flag_field
-                .as_deref()
-                .and_then(|f| sf_index.get(f));
-            opp.stage_name = opp.stage_name.or_else(|| sf_index.get("StageName"));
-            opp.record_type = opp.record_type.or_else(|| sf_index.get("RecordTypeId"));
-            opp.write_pipeline = hs_index.get("pipeline");
-            opp.write_dealstage = hs_index.get("dealstage");
-            opp.write_stage_name = sf_index.get("StageName");
-            opp.write_record_type = sf_index.get("RecordTypeId");
+        if pair == ObjectPair::OpportunityDeal {
+            const AMOUNT: usize = opportunity_row(Side::Salesforce, "Amount");
+            const STAGE_NAME: usize = opportunity_row(Side::Salesforce, "StageName");
+            const RECORD_TYPE: usize = opportunity_row(Side::Salesforce, "RecordTypeId");
+            const PIPELINE: usize = opportunity_row(Side::Hubspot, "pipeline");
+            const DEALSTAGE: usize = opportunity_row(Side::Hubspot, "dealstage");
+            opp.amount = sf_std.get(AMOUNT);
+            opp.flag = cfg.condition.flag_field.as_deref().and_then(|f| {
+                sf_index
+                    .get_or_insert_with(|| FieldIndex::new(&batch.salesforce_fields))
+                    .get(f)
+            });
+            opp.stage_name = opp.stage_name.or(sf_std.get(STAGE_NAME));
+            opp.record_type = opp.record_type.or(sf_std.get(RECORD_TYPE));
+            opp.write_pipeline = hs_std.get(PIPELINE);
+            opp.write_dealstage = hs_std.get(DEALSTAGE);
+            opp.write_stage_name = sf_std.get(STAGE_NAME);
+            opp.write_record_type = sf_std.get(RECORD_TYPE);
         }
         let mut owner_sf_to_hs =
             Map::with_capacity_and_hasher(batch.lookups.owners.len(), Default::default());
