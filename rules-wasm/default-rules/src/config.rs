@@ -423,7 +423,12 @@ fn apply_rules(
     pair: &str,
     multi_currency: bool,
 ) -> Result<(), RuleError> {
+    if rules.is_empty() {
+        return Ok(());
+    }
     let at = |field: &str| format!("rules.{pair}.{field}");
+    // The tenant changes rules: the config gets its own copy of the standard table.
+    let list = list.to_mut();
     let mut stage_rule = None;
     for (field, rule) in rules {
         if field == "RecordTypeId" {
@@ -438,7 +443,7 @@ fn apply_rules(
                 "`CurrencyIsoCode` is mapped only in multi-currency orgs: set `multi_currency: true` first",
             ));
         }
-        match list.to_mut().iter_mut().find(|m| m.sf == *field) {
+        match list.iter_mut().find(|m| m.sf == *field) {
             Some(m) => {
                 m.rule = (*rule).into();
                 if m.kind == MappingKind::Stage {
@@ -464,11 +469,7 @@ fn apply_rules(
         }
     }
     if let Some(rule) = stage_rule {
-        for m in list
-            .to_mut()
-            .iter_mut()
-            .filter(|m| m.kind == MappingKind::Pipeline)
-        {
+        for m in list.iter_mut().filter(|m| m.kind == MappingKind::Pipeline) {
             m.rule = rule;
         }
     }

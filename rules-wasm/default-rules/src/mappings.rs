@@ -25,10 +25,10 @@ pub enum MappingKind {
 }
 
 /// One mapping of the checked config.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct MappingSpec {
-    /// The Salesforce field's API name (borrowed for the standard mappings, so building the
-    /// tables on every invocation allocates nothing).
+    /// The Salesforce field's API name (borrowed for the standard mappings, so a config that
+    /// copies a standard table to change its rules allocates no names).
     pub sf: Cow<'static, str>,
     /// The HubSpot property's internal name.
     pub hs: Cow<'static, str>,
@@ -38,6 +38,25 @@ pub struct MappingSpec {
     pub kind: MappingKind,
     /// True for a custom mapping from the config (type-checked by `describe`).
     pub custom: bool,
+}
+
+impl Clone for MappingSpec {
+    /// Copies a standard mapping's borrowed names without a call per name: a tenant's rules
+    /// copy a whole standard table on every invocation.
+    #[inline]
+    fn clone(&self) -> Self {
+        let name = |n: &Cow<'static, str>| match n {
+            Cow::Borrowed(s) => Cow::Borrowed(*s),
+            Cow::Owned(s) => Cow::Owned(s.clone()),
+        };
+        MappingSpec {
+            sf: name(&self.sf),
+            hs: name(&self.hs),
+            rule: self.rule,
+            kind: self.kind,
+            custom: self.custom,
+        }
+    }
 }
 
 const fn spec(sf: &'static str, hs: &'static str, kind: MappingKind) -> MappingSpec {
