@@ -98,6 +98,16 @@ pub enum LogFormat {
 
 impl ServeArgs {
     /// The scheduler's settings, checked.
+    /// The plugin runtime's settings from the flags; the rest are the runtime's defaults.
+    fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            cache_dir: self.cache_dir.clone(),
+            max_component_bytes: self.max_component_bytes as u64,
+            keep_resident_bytes: self.plugin_keep_resident_bytes,
+            ..RuntimeConfig::default()
+        }
+    }
+
     fn service_config(&self) -> Result<ServiceConfig> {
         anyhow::ensure!(
             self.lease_ttl_secs >= 1 && self.run_budget_secs >= 1 && self.idle_poll_ms >= 1,
@@ -166,13 +176,8 @@ async fn serve(args: ServeArgs) -> Result<ExitStatus> {
     let store = crate::store::open(&args.store.database_url)
         .await
         .context("opening the store")?;
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: args.cache_dir.clone(),
-        max_component_bytes: args.max_component_bytes as u64,
-        keep_resident_bytes: args.plugin_keep_resident_bytes,
-        ..RuntimeConfig::default()
-    })
-    .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))?;
+    let runtime = Runtime::new(args.runtime_config())
+        .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e}"))?;
     let config = ApiConfig {
         max_component_bytes: args.max_component_bytes,
         max_json_bytes: args.max_json_bytes,
@@ -253,5 +258,53 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(argv: &[&str]) -> ServeArgs {
+        Wrap::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn the_plugin_flags_reach_the_runtime_config() {
+        let defaults = parse(&[]).runtime_config();
+        assert_eq!(
+            defaults.keep_resident_bytes,
+            crate::runtime::DEFAULT_KEEP_RESIDENT_BYTES
+        );
+        assert_eq!(defaults.max_component_bytes, 16 << 20);
+        let set = parse(&[
+            "--plugin-keep-resident-bytes",
+            "65536",
+            "--max-component-bytes",
+            "1000",
+            "--cache-dir",
+            "/var/cache/dealbridge",
+        ])
+        .runtime_config();
+        assert_eq!(set.keep_resident_bytes, 65536);
+        assert_eq!(set.max_component_bytes, 1000);
+        assert_eq!(
+            set.cache_dir.as_deref(),
+            Some(std::path::Path::new("/var/cache/dealbridge"))
+        );
+        let runtime_defaults = RuntimeConfig::default();
+        assert_eq!(
+            set.max_concurrent_instances,
+            runtime_defaults.max_concurrent_instances
+        );
     }
 }
