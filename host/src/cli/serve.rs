@@ -97,7 +97,6 @@ pub enum LogFormat {
 }
 
 impl ServeArgs {
-    /// The scheduler's settings, checked.
     /// The plugin runtime's settings from the flags; the rest are the runtime's defaults.
     fn runtime_config(&self) -> RuntimeConfig {
         RuntimeConfig {
@@ -108,6 +107,7 @@ impl ServeArgs {
         }
     }
 
+    /// The scheduler's settings, checked.
     fn service_config(&self) -> Result<ServiceConfig> {
         anyhow::ensure!(
             self.lease_ttl_secs >= 1 && self.run_budget_secs >= 1 && self.idle_poll_ms >= 1,

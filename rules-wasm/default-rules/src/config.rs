@@ -226,18 +226,18 @@ pub fn config_error(field: impl Into<String>, message: impl Into<String>) -> Rul
 
 /// Parses and checks the tenant's config JSON (`{}` or empty text gives the defaults).
 pub fn parse(json: &str) -> Result<Config, RuleError> {
-    let raw: RawConfig = if is_empty_object(json) || json.trim().is_empty() {
+    if is_empty_object(json) || json.trim().is_empty() {
         return Ok(Config::defaults());
-    } else if !json.trim_start().starts_with('{') {
+    }
+    if !json.trim_start().starts_with('{') {
         return Err(config_error(
             ".",
             "invalid plugin config: it must be a JSON object, like `{}`",
         ));
-    } else {
-        // The plain parse is the common case and cheap; only a refused config is parsed again
-        // to name the offending key.
-        serde_json::from_str(json).map_err(|_| explain(json))?
-    };
+    }
+    // The plain parse is the common case and cheap; only a refused config is parsed again to
+    // name the offending key.
+    let raw: RawConfig = serde_json::from_str(json).map_err(|_| explain(json))?;
     build(raw)
 }
 

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::bindings::dealbridge::rules::types::ObjectPair;
+use crate::bindings::dealbridge::rules::types::{Crm, ObjectPair};
 use crate::bindings::exports::dealbridge::rules::rules::SyncRule;
 use crate::decimal::{self, Dec};
 use crate::flat::ValueRef;
@@ -69,15 +69,6 @@ const fn spec(sf: &'static str, hs: &'static str, kind: MappingKind) -> MappingS
     }
 }
 
-/// A side of a mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The Salesforce field.
-    Salesforce,
-    /// The HubSpot property.
-    Hubspot,
-}
-
 /// Byte equality that a constant can use.
 const fn same_text(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -96,12 +87,12 @@ const fn same_text(a: &str, b: &str) -> bool {
 
 /// The row of `name` on `side` of a standard table, computed when compiling (a name that is not
 /// in the table does not compile).
-const fn row_of(table: &[MappingSpec], side: Side, name: &str) -> usize {
+const fn row_of(table: &[MappingSpec], side: Crm, name: &str) -> usize {
     let mut i = 0;
     while i < table.len() {
         let field = match side {
-            Side::Salesforce => &table[i].sf,
-            Side::Hubspot => &table[i].hs,
+            Crm::Salesforce => &table[i].sf,
+            Crm::Hubspot => &table[i].hs,
         };
         if let Cow::Borrowed(field) = field
             && same_text(field, name)
@@ -124,14 +115,14 @@ macro_rules! standard_table {
 
         fn $sf_row(name: &str) -> Option<usize> {
             match name {
-                $($sf => Some(const { row_of(&$table, Side::Salesforce, $sf) }),)*
+                $($sf => Some(const { row_of(&$table, Crm::Salesforce, $sf) }),)*
                 _ => None,
             }
         }
 
         fn $hs_row(name: &str) -> Option<usize> {
             match name {
-                $($hs => Some(const { row_of(&$table, Side::Hubspot, $hs) }),)*
+                $($hs => Some(const { row_of(&$table, Crm::Hubspot, $hs) }),)*
                 _ => None,
             }
         }
@@ -190,13 +181,15 @@ standard_table! {
 }
 
 /// The most rows a standard table has.
-pub const MAX_STANDARD_ROWS: usize = 13;
-
-const _: () = assert!(
-    OPPORTUNITY_DEAL.len() <= MAX_STANDARD_ROWS
-        && ACCOUNT_COMPANY.len() <= MAX_STANDARD_ROWS
-        && CONTACT_CONTACT.len() <= MAX_STANDARD_ROWS
-);
+pub const MAX_STANDARD_ROWS: usize = {
+    let (a, b, c) = (
+        OPPORTUNITY_DEAL.len(),
+        ACCOUNT_COMPANY.len(),
+        CONTACT_CONTACT.len(),
+    );
+    let ab = if a > b { a } else { b };
+    if ab > c { ab } else { c }
+};
 
 /// The standard mappings of an object pair, all with the default rule: static tables, so that a
 /// config that keeps them as they are builds nothing on each invocation. A config's mappings of
@@ -212,20 +205,20 @@ pub fn standard(pair: ObjectPair, multi_currency: bool) -> &'static [MappingSpec
 
 /// The row of a field name in the pair's standard table (of a multi-currency org), if it has one.
 #[inline]
-pub fn standard_row(pair: ObjectPair, side: Side, name: &str) -> Option<usize> {
+pub fn standard_row(pair: ObjectPair, side: Crm, name: &str) -> Option<usize> {
     match (pair, side) {
-        (ObjectPair::OpportunityDeal, Side::Salesforce) => opportunity_sf_row(name),
-        (ObjectPair::OpportunityDeal, Side::Hubspot) => opportunity_hs_row(name),
-        (ObjectPair::AccountCompany, Side::Salesforce) => account_sf_row(name),
-        (ObjectPair::AccountCompany, Side::Hubspot) => account_hs_row(name),
-        (ObjectPair::ContactContact, Side::Salesforce) => contact_sf_row(name),
-        (ObjectPair::ContactContact, Side::Hubspot) => contact_hs_row(name),
+        (ObjectPair::OpportunityDeal, Crm::Salesforce) => opportunity_sf_row(name),
+        (ObjectPair::OpportunityDeal, Crm::Hubspot) => opportunity_hs_row(name),
+        (ObjectPair::AccountCompany, Crm::Salesforce) => account_sf_row(name),
+        (ObjectPair::AccountCompany, Crm::Hubspot) => account_hs_row(name),
+        (ObjectPair::ContactContact, Crm::Salesforce) => contact_sf_row(name),
+        (ObjectPair::ContactContact, Crm::Hubspot) => contact_hs_row(name),
     }
 }
 
 /// The row of an opportunity ↔ deal field, for the planner's own uses of a standard field
 /// (computed when compiling).
-pub const fn opportunity_row(side: Side, name: &str) -> usize {
+pub const fn opportunity_row(side: Crm, name: &str) -> usize {
     row_of(&OPPORTUNITY_DEAL, side, name)
 }
 
@@ -477,21 +470,21 @@ mod tests {
             let table = standard(pair, true);
             for (row, m) in table.iter().enumerate() {
                 assert_eq!(
-                    standard_row(pair, Side::Salesforce, &m.sf),
+                    standard_row(pair, Crm::Salesforce, &m.sf),
                     Some(row),
                     "{}",
                     m.sf
                 );
                 assert_eq!(
-                    standard_row(pair, Side::Hubspot, &m.hs),
+                    standard_row(pair, Crm::Hubspot, &m.hs),
                     Some(row),
                     "{}",
                     m.hs
                 );
             }
             for other in ["", "name ", "NAME", "Amount__c", "dealname2", "Owner"] {
-                let on_sf = standard_row(pair, Side::Salesforce, other);
-                let on_hs = standard_row(pair, Side::Hubspot, other);
+                let on_sf = standard_row(pair, Crm::Salesforce, other);
+                let on_hs = standard_row(pair, Crm::Hubspot, other);
                 assert!(
                     on_sf.is_none_or(|r| table[r].sf == other)
                         && on_hs.is_none_or(|r| table[r].hs == other),
@@ -500,12 +493,12 @@ mod tests {
             }
             // The sides do not mix: a HubSpot name is not a Salesforce field.
             assert_eq!(
-                standard_row(pair, Side::Salesforce, "hubspot_owner_id"),
+                standard_row(pair, Crm::Salesforce, "hubspot_owner_id"),
                 None
             );
         }
-        assert_eq!(opportunity_row(Side::Salesforce, "Amount"), 1);
-        assert_eq!(opportunity_row(Side::Hubspot, "pipeline"), 4);
+        assert_eq!(opportunity_row(Crm::Salesforce, "Amount"), 1);
+        assert_eq!(opportunity_row(Crm::Hubspot, "pipeline"), 4);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::config::Config;
 use crate::decimal;
 use crate::flat::{FlatView, RelatedRef, ValueRef, span_from};
 use crate::mappings::{
-    MAX_STANDARD_ROWS, MappingKind, MappingSpec, Side, as_dec, id_text, is_blank, opportunity_row,
+    MAX_STANDARD_ROWS, MappingKind, MappingSpec, as_dec, id_text, is_blank, opportunity_row,
     standard_row, values_equal,
 };
 
@@ -368,25 +368,44 @@ fn position(table: &[String], name: &str) -> Option<u32> {
     table.iter().position(|f| f == name).map(|i| i as u32)
 }
 
-/// Where each row of the batch's standard table sits in one side's field table: found in one
-/// pass over the field names, each matched by `mappings::standard_row` (the first position,
-/// should a name repeat).
-struct StandardPositions([Option<u32>; MAX_STANDARD_ROWS]);
+/// One side's field table of the batch, resolved for the planner: where each row of the pair's
+/// standard table sits, found in one pass over the field names, each matched by
+/// `mappings::standard_row`; and, for the custom mappings and the condition's flag field, which
+/// may name any field, a search by name whose index is built only when a config asks.
+/// Both give the first position, should a name repeat.
+struct SideFields<'a> {
+    table: &'a [String],
+    standard: [Option<u32>; MAX_STANDARD_ROWS],
+    by_name: Option<FieldIndex<'a>>,
+}
 
-impl StandardPositions {
-    fn new(pair: ObjectPair, side: Side, table: &[String]) -> Self {
-        let mut at = [None; MAX_STANDARD_ROWS];
+impl<'a> SideFields<'a> {
+    fn new(pair: ObjectPair, side: Crm, table: &'a [String]) -> Self {
+        let mut standard = [None; MAX_STANDARD_ROWS];
         for (i, name) in table.iter().enumerate() {
             if let Some(row) = standard_row(pair, side, name) {
-                at[row].get_or_insert(i as u32);
+                standard[row].get_or_insert(i as u32);
             }
         }
-        StandardPositions(at)
+        SideFields {
+            table,
+            standard,
+            by_name: None,
+        }
     }
 
+    /// The position of the standard table's row `row`.
     #[inline]
-    fn get(&self, row: usize) -> Option<u32> {
-        self.0[row]
+    fn standard(&self, row: usize) -> Option<u32> {
+        self.standard[row]
+    }
+
+    /// The position of any field, searched by name.
+    fn named(&mut self, name: &str) -> Option<u32> {
+        let table = self.table;
+        self.by_name
+            .get_or_insert_with(|| FieldIndex::new(table))
+            .get(name)
     }
 }
 
@@ -425,12 +444,8 @@ impl<'a> Prepared<'a> {
     pub fn new(cfg: &'a Config, batch: &'a FlatBatch) -> Result<Self, RuleError> {
         let view = FlatView::new(batch)?;
         let pair = batch.object_pair;
-        let sf_std = StandardPositions::new(pair, Side::Salesforce, &batch.salesforce_fields);
-        let hs_std = StandardPositions::new(pair, Side::Hubspot, &batch.hubspot_fields);
-        // Custom mappings and the condition's flag field may name any field: they are searched
-        // by name, in indexes built only when a config has them.
-        let mut sf_index = None;
-        let mut hs_index = None;
+        let mut sf = SideFields::new(pair, Crm::Salesforce, &batch.salesforce_fields);
+        let mut hs = SideFields::new(pair, Crm::Hubspot, &batch.hubspot_fields);
         let mut opp = OppFields::default();
         let maps: Vec<Bound<'a>> = cfg
             .mappings(pair)
@@ -440,21 +455,17 @@ impl<'a> Prepared<'a> {
                 let b = if spec.custom {
                     Bound {
                         spec,
-                        sf: sf_index
-                            .get_or_insert_with(|| FieldIndex::new(&batch.salesforce_fields))
-                            .get(&spec.sf),
-                        hs: hs_index
-                            .get_or_insert_with(|| FieldIndex::new(&batch.hubspot_fields))
-                            .get(&spec.hs),
+                        sf: sf.named(&spec.sf),
+                        hs: hs.named(&spec.hs),
                     }
                 } else {
                     // A config's standard mappings are the rows of the pair's standard table,
                     // in order (`mappings::standard`).
-                    debug_assert_eq!(standard_row(pair, Side::Salesforce, &spec.sf), Some(row));
+                    debug_assert_eq!(standard_row(pair, Crm::Salesforce, &spec.sf), Some(row));
                     Bound {
                         spec,
-                        sf: sf_std.get(row),
-                        hs: hs_std.get(row),
+                        sf: sf.standard(row),
+                        hs: hs.standard(row),
                     }
                 };
                 match spec.kind {
@@ -473,23 +484,23 @@ impl<'a> Prepared<'a> {
             })
             .collect();
         if pair == ObjectPair::OpportunityDeal {
-            const AMOUNT: usize = opportunity_row(Side::Salesforce, "Amount");
-            const STAGE_NAME: usize = opportunity_row(Side::Salesforce, "StageName");
-            const RECORD_TYPE: usize = opportunity_row(Side::Salesforce, "RecordTypeId");
-            const PIPELINE: usize = opportunity_row(Side::Hubspot, "pipeline");
-            const DEALSTAGE: usize = opportunity_row(Side::Hubspot, "dealstage");
-            opp.amount = sf_std.get(AMOUNT);
-            opp.flag = cfg.condition.flag_field.as_deref().and_then(|f| {
-                sf_index
-                    .get_or_insert_with(|| FieldIndex::new(&batch.salesforce_fields))
-                    .get(f)
-            });
-            opp.stage_name = opp.stage_name.or(sf_std.get(STAGE_NAME));
-            opp.record_type = opp.record_type.or(sf_std.get(RECORD_TYPE));
-            opp.write_pipeline = hs_std.get(PIPELINE);
-            opp.write_dealstage = hs_std.get(DEALSTAGE);
-            opp.write_stage_name = sf_std.get(STAGE_NAME);
-            opp.write_record_type = sf_std.get(RECORD_TYPE);
+            const AMOUNT: usize = opportunity_row(Crm::Salesforce, "Amount");
+            const STAGE_NAME: usize = opportunity_row(Crm::Salesforce, "StageName");
+            const RECORD_TYPE: usize = opportunity_row(Crm::Salesforce, "RecordTypeId");
+            const PIPELINE: usize = opportunity_row(Crm::Hubspot, "pipeline");
+            const DEALSTAGE: usize = opportunity_row(Crm::Hubspot, "dealstage");
+            opp.amount = sf.standard(AMOUNT);
+            opp.flag = cfg
+                .condition
+                .flag_field
+                .as_deref()
+                .and_then(|f| sf.named(f));
+            opp.stage_name = opp.stage_name.or(sf.standard(STAGE_NAME));
+            opp.record_type = opp.record_type.or(sf.standard(RECORD_TYPE));
+            opp.write_pipeline = hs.standard(PIPELINE);
+            opp.write_dealstage = hs.standard(DEALSTAGE);
+            opp.write_stage_name = sf.standard(STAGE_NAME);
+            opp.write_record_type = sf.standard(RECORD_TYPE);
         }
         let mut owner_sf_to_hs =
             Map::with_capacity_and_hasher(batch.lookups.owners.len(), Default::default());
