@@ -97,6 +97,7 @@ pub struct RuntimeConfig {
     /// It trades resident memory for speed: an idle slot holds up to this much, and a
     /// long-running service keeps about the largest number of instances alive at once plus
     /// wasmtime's 100 unused warm slots (slots kept for the components last run in them).
+    /// [`Runtime::new`] refuses more than [`RuntimeConfig::max_memory_bytes`].
     pub keep_resident_bytes: usize,
 }
 
@@ -282,6 +283,13 @@ impl<T> Invoked<T> {
 impl Runtime {
     /// Builds the engine, the linker and the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, LoadError> {
+        if config.keep_resident_bytes as u64 > config.max_memory_bytes {
+            return Err(LoadError::Engine(format!(
+                "{} bytes kept resident per slot is more than a slot's largest linear memory \
+                 ({} bytes): a slot can keep at most what it holds",
+                config.keep_resident_bytes, config.max_memory_bytes
+            )));
+        }
         let engine = Engine::new(&engine_config(&config))
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let mut linker: Linker<State> = Linker::new(&engine);
@@ -1181,5 +1189,28 @@ mod tests {
             _ => panic!("a plan inside the limit was refused"),
         }
         assert_eq!(report.output_bytes, lifted);
+    }
+
+    #[test]
+    fn a_slot_cannot_keep_more_resident_than_its_largest_memory() {
+        let too_much = RuntimeConfig {
+            max_memory_bytes: 1 << 20,
+            keep_resident_bytes: (1 << 20) + 4096,
+            ..RuntimeConfig::default()
+        };
+        match Runtime::new(too_much) {
+            Err(LoadError::Engine(message)) => {
+                assert!(message.contains("1052672 bytes kept resident"), "{message}");
+                assert!(message.contains("(1048576 bytes)"), "{message}");
+            }
+            Err(other) => panic!("the wrong error: {other}"),
+            Ok(_) => panic!("a keep-resident size past the slot's memory was taken"),
+        }
+        let all_of_it = RuntimeConfig {
+            max_memory_bytes: 1 << 20,
+            keep_resident_bytes: 1 << 20,
+            ..RuntimeConfig::default()
+        };
+        assert!(Runtime::new(all_of_it).is_ok());
     }
 }
