@@ -11,9 +11,9 @@ use dealbridge::runtime::gateway::{
     CrmGateway, GatewayError, GuestRequest, GuestResponse, SendBudget,
 };
 use dealbridge::runtime::{
-    Batch, DenyAllGateway, Inclusion, Invocation, InvokeError, LimitKind, Limits, LoadError,
-    LoadSource, LoadedPlugin, PairOutcome, PlanPath, Runtime, RuntimeConfig, Skip, TraceOutcome,
-    fixture,
+    Batch, DenyAllGateway, FieldRef, Inclusion, Invocation, InvokeError, LimitKind, Limits,
+    LoadError, LoadSource, LoadedPlugin, PairOutcome, PlanPath, Runtime, RuntimeConfig, Skip,
+    TraceOutcome, fixture, flatten, lowered_size,
 };
 use serde_json::json;
 
@@ -1178,6 +1178,93 @@ async fn a_flat_plan_pointing_outside_its_lists_is_refused_with_its_own_error() 
         assert_eq!(nested.result.unwrap().len(), 2, "{attack}");
         assert_good_plugin_still_runs().await;
     }
+}
+
+#[tokio::test]
+async fn a_flat_batch_plans_to_a_checked_flat_plan_that_decodes_to_the_flat_paths_outcomes() {
+    let b = batch(3);
+    let flat_batch = flatten(&b).unwrap();
+    let i = inv(json!({}), Limits::default(), Arc::new(DenyAllGateway));
+    let nested = default_rules()
+        .plan(&i.clone().on_path(PlanPath::Flat), &b)
+        .await;
+    let r = default_rules().plan_flat(&i, &flat_batch).await;
+    assert_eq!(r.report.export, "flat-rules.plan");
+    assert_eq!(r.report.input_bytes, lowered_size(&flat_batch));
+    assert_eq!(r.report.fuel_used, nested.report.fuel_used);
+    assert_eq!(
+        r.report.output_bytes, nested.report.output_bytes,
+        "the output limit counts the same on both"
+    );
+    let checked = r.result.unwrap();
+    let plan = checked.flat();
+    assert_eq!(plan.outcomes.len(), 3);
+    assert!(
+        plan.writes
+            .iter()
+            .any(|w| matches!(w.field, FieldRef::Known(0))),
+        "the plan writes `dealname` by its position: {:?}",
+        plan.writes
+    );
+    assert_eq!(checked.decode(&b), nested.result.unwrap());
+}
+
+#[tokio::test]
+async fn a_flat_batch_is_refused_over_the_input_limit_and_by_a_component_without_flat_rules() {
+    let flat_batch = flatten(&batch(3)).unwrap();
+    let size = lowered_size(&flat_batch);
+    let tight = inv(
+        json!({}),
+        Limits {
+            input_bytes: size - 1,
+            ..Limits::default()
+        },
+        Arc::new(DenyAllGateway),
+    );
+    let r = default_rules().plan_flat(&tight, &flat_batch).await;
+    assert_eq!(
+        limit_reached(&r.result, LimitKind::InputBytes, size - 1),
+        size
+    );
+    assert_eq!(r.report.fuel_used, 0, "nothing ran");
+
+    let owner = load(dealbridge_guests::OWNER_LOOKUP);
+    let r = owner
+        .plan_flat(&Invocation::with_defaults(), &flat_batch)
+        .await;
+    match &r.result {
+        Err(InvokeError::Input(message)) => assert!(
+            message.contains("does not export `flat-rules`"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.report.export, "flat-rules.plan");
+}
+
+#[tokio::test]
+async fn a_flat_plan_of_a_flat_batch_is_checked_as_on_the_flat_path() {
+    let flat_batch = flatten(&batch(2)).unwrap();
+    for (attack, reason) in [
+        ("wrong-outcome-count", "3 outcomes for a batch of 2 pairs"),
+        (
+            "flat-field-index-out-of-table",
+            "outcome 0: write 0 (hubspot) names field index 8, outside the batch's 1 hubspot fields",
+        ),
+    ] {
+        let i = inv(
+            json!({ "attack": attack }),
+            Limits::default(),
+            Arc::new(DenyAllGateway),
+        );
+        let r = hostile().plan_flat(&i, &flat_batch).await;
+        assert_eq!(
+            invalid_output(&r.result, "flat-rules.plan"),
+            reason,
+            "{attack}"
+        );
+    }
+    assert_good_plugin_still_runs().await;
 }
 
 #[tokio::test]

@@ -212,6 +212,13 @@ pub fn encode(batch: &Batch) -> FlatBatch {
     }
 }
 
+/// The flat form of a batch, for [`super::LoadedPlugin::plan_flat`]: [`encode`] after
+/// [`check_fits`], whose message it returns for a batch too large for the flat form.
+pub fn flatten(batch: &Batch) -> Result<FlatBatch, String> {
+    check_fits(batch.wire_size())?;
+    Ok(encode(batch))
+}
+
 /// Checks that a list of per-pair results has one entry per pair of the batch.
 pub fn check_count(what: &str, got: usize, pairs: usize) -> Result<(), String> {
     if got == pairs {
@@ -292,13 +299,35 @@ pub struct MeasuredPlan {
     lifted: u64,
 }
 
+/// What a plan is checked against: the field tables of the batch it plans (Salesforce, then
+/// HubSpot) and its number of pairs. The same for a batch and for its flat form.
+#[derive(Clone, Copy)]
+pub struct PlanShape<'a> {
+    tables: [&'a [String]; 2],
+    pairs: usize,
+}
+
+impl<'a> PlanShape<'a> {
+    /// The shape of a nested batch.
+    pub fn of(batch: &'a Batch) -> Self {
+        Self {
+            tables: [&batch.salesforce_fields, &batch.hubspot_fields],
+            pairs: batch.pairs.len(),
+        }
+    }
+
+    /// The shape of a flat batch.
+    pub fn of_flat(batch: &'a FlatBatch) -> Self {
+        Self {
+            tables: [&batch.salesforce_fields, &batch.hubspot_fields],
+            pairs: batch.pairs.len(),
+        }
+    }
+}
+
 /// Measures a flat plan against the batch it plans (nothing is checked yet).
-pub fn measure(plan: FlatPlan, batch: &Batch) -> MeasuredPlan {
-    let tables = [
-        batch.salesforce_fields.as_slice(),
-        batch.hubspot_fields.as_slice(),
-    ];
-    let (sums, writes_lifted) = WriteSums::new(&plan.writes, tables);
+pub fn measure(plan: FlatPlan, shape: PlanShape<'_>) -> MeasuredPlan {
+    let (sums, writes_lifted) = WriteSums::new(&plan.writes, shape.tables);
     let mut related_sums = Vec::with_capacity(plan.related.len() + 1);
     related_sums.push(0u64);
     let mut last = 0u64;
@@ -318,6 +347,7 @@ pub fn measure(plan: FlatPlan, batch: &Batch) -> MeasuredPlan {
 
 /// A plan whose spans and field indices are all checked, with the wire size of the nested
 /// outcomes it decodes to.
+#[derive(Debug)]
 pub struct CheckedPlan {
     plan: FlatPlan,
     wire_size: u64,
@@ -345,13 +375,13 @@ fn check_span(
 #[cfg(test)]
 fn check_plan(plan: FlatPlan, batch: &Batch) -> Result<CheckedPlan, String> {
     let lifted = plan.wire_size();
-    let measured = measure(plan, batch);
+    let measured = measure(plan, PlanShape::of(batch));
     assert_eq!(
         measured.lifted_size(),
         lifted,
         "one pass measures as `wire_size`"
     );
-    measured.check(batch)
+    measured.check(PlanShape::of(batch))
 }
 
 impl MeasuredPlan {
@@ -363,12 +393,9 @@ impl MeasuredPlan {
     /// Checks a flat plan against the batch it plans (the one it was measured against): one
     /// outcome per pair, every span inside its list, every `known` field index inside the field
     /// table of the side written to. The error names the outcome and the item.
-    pub fn check(self, batch: &Batch) -> Result<CheckedPlan, String> {
-        check_count("outcomes", self.plan.outcomes.len(), batch.pairs.len())?;
-        let tables = [
-            batch.salesforce_fields.as_slice(),
-            batch.hubspot_fields.as_slice(),
-        ];
+    pub fn check(self, shape: PlanShape<'_>) -> Result<CheckedPlan, String> {
+        check_count("outcomes", self.plan.outcomes.len(), shape.pairs)?;
+        let tables = shape.tables;
         // `Vec<PairOutcome>`: the list header, then each outcome's case header and payload.
         let mut total = 8u64;
         for (i, outcome) in self.plan.outcomes.iter().enumerate() {
@@ -555,6 +582,12 @@ impl CheckedPlan {
     /// them), for the output limit.
     pub fn wire_size(&self) -> u64 {
         self.wire_size
+    }
+
+    /// The plan as the plugin returned it, now checked: every span lies inside its list and
+    /// every `known` index inside the field table of the side written to.
+    pub fn flat(&self) -> &FlatPlan {
+        &self.plan
     }
 
     /// The nested outcomes: a `known` index becomes the name at that position of the field

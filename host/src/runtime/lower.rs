@@ -293,6 +293,24 @@ impl<'a> LoweredBatch<'a> {
     }
 }
 
+/// The bytes that lowering a flat batch copies into the guest: every list's elements at their
+/// canonical-ABI size, every string's bytes and its pointer pair, and the lookups (small, and
+/// not written as images) by their wire-size estimate. It reads only lengths. The input limit
+/// counts this for a batch that arrives in the flat form.
+pub fn lowered_size(b: &FlatBatch) -> u64 {
+    let names = |t: &[String]| t.iter().map(|n| 8 + n.len() as u64).sum::<u64>();
+    let list = |len: usize, size: usize| len as u64 * size as u64;
+    names(&b.salesforce_fields)
+        + names(&b.hubspot_fields)
+        + b.text.len() as u64
+        + list(b.options.len(), <Span as Image>::SIZE)
+        + list(b.fields.len(), <FlatField as Image>::SIZE)
+        + list(b.changed.len(), std::mem::size_of::<FieldIndex>())
+        + list(b.related.len(), <FlatRelated as Image>::SIZE)
+        + list(b.pairs.len(), <FlatPair as Image>::SIZE)
+        + super::size::WireSize::wire_size(&b.lookups)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,5 +594,53 @@ mod tests {
                 &mut store, &plan,
             );
         assert!(wrong.is_err());
+    }
+
+    #[test]
+    fn the_lowered_size_counts_each_list_at_its_element_size_and_each_name_with_its_pointer_pair() {
+        let span = Span { start: 0, len: 1 };
+        let batch = FlatBatch {
+            object_pair: ObjectPair::OpportunityDeal,
+            direction: Direction::SalesforceToHubspot,
+            trigger: Trigger::Incremental,
+            salesforce_fields: vec!["Name".into()],
+            hubspot_fields: vec!["dealname".into()],
+            text: b"abc".to_vec(),
+            options: vec![span],
+            fields: vec![
+                FlatField {
+                    field: 0,
+                    value: FlatValue::Text(span),
+                };
+                2
+            ],
+            changed: vec![0],
+            related: vec![FlatRelated {
+                kind: RelatedKind::Company,
+                salesforce_id: Some(span),
+                hubspot_id: None,
+                role: None,
+                primary: true,
+            }],
+            pairs: vec![FlatPair {
+                salesforce: None,
+                hubspot: None,
+                snapshot: None,
+                salesforce_changed: span,
+                hubspot_changed: span,
+                salesforce_related: span,
+                hubspot_related: span,
+            }],
+            lookups: Lookups {
+                owners: vec![],
+                pipelines: vec![],
+            },
+        };
+        // Names: 8 + 4 and 8 + 8; text 3; one span 8; two fields 2 × 32; one index 4; one
+        // association 44; one pair 128; the empty lookups two list headers of 8.
+        assert_eq!(
+            lowered_size(&batch),
+            12 + 16 + 3 + 8 + 64 + 4 + 44 + 128 + 16
+        );
     }
 }

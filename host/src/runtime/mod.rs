@@ -62,7 +62,11 @@ pub use report::{HttpTraceEntry, LogLevel, LogLine, RunReport, TraceOutcome};
 pub use size::WireSize;
 pub use wasi::{ALLOWED_CONTRACT, ALLOWED_WASI};
 
+pub use flat::{CheckedPlan, flatten};
+pub use lower::lowered_size;
+
 use bindings::FlatPlugin;
+use flat::PlanShape;
 use host::State;
 use lift::LiftedPlan;
 use limits::LimitTrap;
@@ -522,6 +526,30 @@ impl LoadedPlugin {
             })
     }
 
+    /// Calls `flat-rules.plan` with a batch already in the flat form, and returns the plan
+    /// checked (one outcome per pair, every span and `known` index inside its list or table)
+    /// but not nested: for a caller that reads the flat plan itself, as the benchmark's
+    /// flat-in, flat-out figure does. The input limit counts the bytes lowered
+    /// ([`lowered_size`]); the output limit, as on the other paths, the nested outcomes the plan
+    /// stands for. A component without `flat-rules` is refused.
+    pub async fn plan_flat(&self, inv: &Invocation, batch: &FlatBatch) -> Invoked<CheckedPlan> {
+        if self.exports.flat.is_none() {
+            return Invoked::refused(
+                InvokeError::Input(
+                    "the component does not export `flat-rules`, so it cannot plan a flat batch"
+                        .into(),
+                ),
+                "flat-rules.plan",
+            );
+        }
+        self.invoke(inv, lowered_size(batch), Call::PlanFlat(batch))
+            .await
+            .map(|o| match o {
+                Output::CheckedFlat(plan) => plan,
+                _ => unreachable!("a flat batch's plan comes back checked and flat"),
+            })
+    }
+
     /// Runs one invocation and counts it in the process-wide metrics (under the function's
     /// name, whichever path ran it; the report names the export).
     async fn invoke(&self, inv: &Invocation, input_bytes: u64, call: Call<'_>) -> Invoked<Output> {
@@ -558,6 +586,7 @@ impl LoadedPlugin {
                 report: report_only,
             };
         }
+        let encoded;
         let flat_batch = match call {
             Call::Condition(PlanPath::Flat, batch) | Call::Plan(PlanPath::Flat, batch) => {
                 if let Err(refused) = flat::check_fits(input_bytes) {
@@ -567,8 +596,10 @@ impl LoadedPlugin {
                         report: report_only,
                     };
                 }
-                Some(flat::encode(batch))
+                encoded = flat::encode(batch);
+                Some(&encoded)
             }
+            Call::PlanFlat(batch) => Some(batch),
             _ => None,
         };
 
@@ -642,11 +673,13 @@ impl LoadedPlugin {
                         .await
                         .map(|(r,)| r.map(Output::Plan))
                 }
-                Call::Condition(PlanPath::Flat, _) | Call::Plan(PlanPath::Flat, _) => {
+                Call::Condition(PlanPath::Flat, _)
+                | Call::Plan(PlanPath::Flat, _)
+                | Call::PlanFlat(_) => {
                     let flat_exports = exports.flat.as_ref().ok_or_else(|| {
                         Failure::Call(wasmtime::format_err!("`flat-rules` is not exported"))
                     })?;
-                    let flat_batch = flat_batch.as_ref().expect("encoded above for a flat call");
+                    let flat_batch = flat_batch.expect("encoded or given above for a flat call");
                     if matches!(call, Call::Condition(..)) {
                         // SAFETY: as above (`check_once` checks `flat-rules` too); a
                         // `LoweredBatch` has the type of `flat-batch` (see `lower.rs`).
@@ -887,6 +920,9 @@ enum Call<'a> {
     Describe(&'a [FieldInfo]),
     Condition(PlanPath, &'a Batch),
     Plan(PlanPath, &'a Batch),
+    /// `flat-rules.plan` with a batch the caller flattened; the plan comes back checked, not
+    /// nested.
+    PlanFlat(&'a FlatBatch),
 }
 
 impl Call<'_> {
@@ -895,7 +931,7 @@ impl Call<'_> {
         match self {
             Call::Describe(_) => "describe",
             Call::Condition(..) => "condition",
-            Call::Plan(..) => "plan",
+            Call::Plan(..) | Call::PlanFlat(_) => "plan",
         }
     }
 
@@ -906,7 +942,7 @@ impl Call<'_> {
             Call::Condition(PlanPath::Nested, _) => "rules.condition",
             Call::Plan(PlanPath::Nested, _) => "rules.plan",
             Call::Condition(PlanPath::Flat, _) => "flat-rules.condition",
-            Call::Plan(PlanPath::Flat, _) => "flat-rules.plan",
+            Call::Plan(PlanPath::Flat, _) | Call::PlanFlat(_) => "flat-rules.plan",
         }
     }
 }
@@ -916,8 +952,11 @@ enum Output {
     Describe(Description),
     Condition(Vec<Inclusion>),
     Plan(Vec<PairOutcome>),
-    /// A flat plan, before it is checked and decoded into [`Output::Plan`].
+    /// A flat plan, before it is checked (and, for a nested batch, decoded into
+    /// [`Output::Plan`]).
     FlatPlan(FlatPlan),
+    /// The checked flat plan of a flat batch.
+    CheckedFlat(CheckedPlan),
 }
 
 /// The output as the caller gets it: checked against the contract (one inclusion or outcome
@@ -937,6 +976,7 @@ fn checked_output(
     let pairs = match call {
         Call::Describe(_) => 0,
         Call::Condition(_, batch) | Call::Plan(_, batch) => batch.pairs.len(),
+        Call::PlanFlat(batch) => batch.pairs.len(),
     };
     let (size, output) = match output {
         Output::Describe(d) => (d.wire_size(), Output::Describe(d)),
@@ -949,21 +989,27 @@ fn checked_output(
             (p.wire_size(), Output::Plan(p))
         }
         Output::FlatPlan(plan) => {
-            let Call::Plan(_, batch) = call else {
-                unreachable!("only `flat-rules.plan` returns a flat plan")
+            let shape = match call {
+                Call::Plan(_, batch) => PlanShape::of(batch),
+                Call::PlanFlat(batch) => PlanShape::of_flat(batch),
+                _ => unreachable!("only `flat-rules.plan` returns a flat plan"),
             };
             // What the plugin returned counts as well as what it decodes to: items that no
             // outcome points at were lifted too, and must not pass the limit unmeasured.
-            let measured = flat::measure(plan, batch);
+            let measured = flat::measure(plan, shape);
             let lifted = measured.lifted_size();
             report.output_bytes = lifted;
             check_output_size(lifted, limits)?;
-            let checked = measured.check(batch).map_err(invalid)?;
+            let checked = measured.check(shape).map_err(invalid)?;
             let size = checked.wire_size().max(lifted);
             report.output_bytes = size;
             check_output_size(size, limits)?;
-            return Ok(Output::Plan(checked.decode(batch)));
+            return Ok(match call {
+                Call::Plan(_, batch) => Output::Plan(checked.decode(batch)),
+                _ => Output::CheckedFlat(checked),
+            });
         }
+        Output::CheckedFlat(_) => unreachable!("an export returns the plan unchecked"),
     };
     report.output_bytes = size;
     check_output_size(size, limits)?;
