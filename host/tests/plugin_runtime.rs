@@ -1206,7 +1206,7 @@ async fn a_flat_batch_plans_to_a_checked_flat_plan_that_decodes_to_the_flat_path
         "the plan writes `dealname` by its position: {:?}",
         plan.writes
     );
-    assert_eq!(checked.decode(&b), nested.result.unwrap());
+    assert_eq!(checked.decode(&b).unwrap(), nested.result.unwrap());
 }
 
 #[tokio::test]

@@ -351,6 +351,10 @@ pub fn measure(plan: FlatPlan, shape: PlanShape<'_>) -> MeasuredPlan {
 pub struct CheckedPlan {
     plan: FlatPlan,
     wire_size: u64,
+    /// The lengths of the field tables it was checked against (Salesforce, HubSpot), and the
+    /// number of pairs: [`CheckedPlan::decode`] refuses a batch of another shape.
+    table_lens: [usize; 2],
+    pairs: usize,
 }
 
 /// The range of a span of a list of `len` items. `what` names the span (for example
@@ -410,6 +414,8 @@ impl MeasuredPlan {
         Ok(CheckedPlan {
             plan: self.plan,
             wire_size: total,
+            table_lens: [tables[0].len(), tables[1].len()],
+            pairs: shape.pairs,
         })
     }
 
@@ -591,8 +597,21 @@ impl CheckedPlan {
     }
 
     /// The nested outcomes: a `known` index becomes the name at that position of the field
-    /// table of the side written to.
-    pub fn decode(self, batch: &Batch) -> Vec<PairOutcome> {
+    /// table of the side written to. `batch` must be the batch the plan was checked against
+    /// (for [`super::LoadedPlugin::plan_flat`], the one flattened); one whose field tables or
+    /// number of pairs differ is refused, since the plan's indices were checked against those.
+    pub fn decode(self, batch: &Batch) -> Result<Vec<PairOutcome>, String> {
+        let shape = (
+            [batch.salesforce_fields.len(), batch.hubspot_fields.len()],
+            batch.pairs.len(),
+        );
+        if shape != (self.table_lens, self.pairs) {
+            return Err(format!(
+                "the plan was checked against a batch of {} pairs and {} + {} fields, not this \
+                 one of {} pairs and {} + {} fields",
+                self.pairs, self.table_lens[0], self.table_lens[1], shape.1, shape.0[0], shape.0[1]
+            ));
+        }
         let FlatPlan {
             writes,
             related,
@@ -609,7 +628,7 @@ impl CheckedPlan {
                 value: w.value,
             })
         };
-        outcomes
+        Ok(outcomes
             .into_iter()
             .map(|outcome| match outcome {
                 FlatOutcome::Skip(s) => PairOutcome::Skip(s),
@@ -623,7 +642,7 @@ impl CheckedPlan {
                     hubspot_associations: w.hubspot_associations.map(|s| related.span(&s, |r| r)),
                 }),
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -983,7 +1002,7 @@ mod tests {
             assert!(flat.wire_size() <= nested.wire_size());
             let checked = check_plan(flat, &b).unwrap();
             assert_eq!(checked.wire_size(), nested.wire_size());
-            assert_eq!(checked.decode(&b), nested);
+            assert_eq!(checked.decode(&b).unwrap(), nested);
         }
     }
 
@@ -1032,7 +1051,7 @@ mod tests {
         let want = vec![PairOutcome::Write(pw.clone()), PairOutcome::Write(pw)];
         let checked = check_plan(plan, &b).unwrap();
         assert_eq!(checked.wire_size(), want.wire_size());
-        assert_eq!(checked.decode(&b), want);
+        assert_eq!(checked.decode(&b).unwrap(), want);
     }
 
     #[test]
@@ -1081,7 +1100,7 @@ mod tests {
         ];
         let checked = check_plan(plan, &b).unwrap();
         assert_eq!(checked.wire_size(), want.wire_size());
-        assert_eq!(checked.decode(&b), want);
+        assert_eq!(checked.decode(&b).unwrap(), want);
     }
 
     /// A valid flat plan of `outcomes()` for `batch()`, changed by `spoil`; the error.
@@ -1182,6 +1201,27 @@ mod tests {
             value: Value::Null,
         });
         let checked = check_plan(plan, &b).unwrap();
-        assert_eq!(checked.decode(&b), outcomes());
+        assert_eq!(checked.decode(&b).unwrap(), outcomes());
+    }
+
+    #[test]
+    fn a_checked_plan_decodes_only_against_a_batch_of_the_shape_it_was_checked_against() {
+        let b = batch();
+        let checked = check_plan(flatten_plan(&outcomes(), &b), &b).unwrap();
+        let mut fewer_fields = b.clone();
+        fewer_fields.hubspot_fields.pop();
+        let (sf, hs, pairs) = (
+            b.salesforce_fields.len(),
+            b.hubspot_fields.len(),
+            b.pairs.len(),
+        );
+        assert_eq!(
+            checked.decode(&fewer_fields).unwrap_err(),
+            format!(
+                "the plan was checked against a batch of {pairs} pairs and {sf} + {hs} fields, \
+                 not this one of {pairs} pairs and {sf} + {} fields",
+                hs - 1
+            )
+        );
     }
 }

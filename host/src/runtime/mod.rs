@@ -531,7 +531,9 @@ impl LoadedPlugin {
     /// but not nested: for a caller that reads the flat plan itself, as the benchmark's
     /// flat-in, flat-out figure does. The input limit counts the bytes lowered
     /// ([`lowered_size`]); the output limit, as on the other paths, the nested outcomes the plan
-    /// stands for. A component without `flat-rules` is refused.
+    /// stands for. A component without `flat-rules` is refused. The batch is the caller's own and
+    /// is trusted to be well formed, as [`flatten`] makes it: the host checks what the plugin
+    /// returns, not what it is given.
     pub async fn plan_flat(&self, inv: &Invocation, batch: &FlatBatch) -> Invoked<CheckedPlan> {
         if self.exports.flat.is_none() {
             return Invoked::refused(
@@ -1004,10 +1006,10 @@ fn checked_output(
             let size = checked.wire_size().max(lifted);
             report.output_bytes = size;
             check_output_size(size, limits)?;
-            return Ok(match call {
-                Call::Plan(_, batch) => Output::Plan(checked.decode(batch)),
-                _ => Output::CheckedFlat(checked),
-            });
+            return match call {
+                Call::Plan(_, batch) => checked.decode(batch).map(Output::Plan).map_err(invalid),
+                _ => Ok(Output::CheckedFlat(checked)),
+            };
         }
         Output::CheckedFlat(_) => unreachable!("an export returns the plan unchecked"),
     };
