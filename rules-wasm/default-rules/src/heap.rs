@@ -194,9 +194,85 @@ unsafe impl GlobalAlloc for SizeClassHeap {
     }
 }
 
+impl SizeClassHeap {
+    /// The canonical ABI's `realloc(old_ptr, old_len, align, new_len)` over this heap, as the
+    /// component exports it: `(_, 0, align, 0)` is the dangling `align` (nothing allocated), a
+    /// zero old size allocates, a non-zero one reallocates. Out of memory, it returns what
+    /// `out_of_memory` gives (the component traps there; the dangling pointer skips the check).
+    ///
+    /// # Safety
+    /// `align` is a power of two and the sizes fit it; a non-zero `old_len` comes only with a
+    /// block this heap gave out with that size and alignment.
+    #[inline(always)]
+    pub unsafe fn canonical_realloc(
+        &self,
+        old_ptr: *mut u8,
+        old_len: usize,
+        align: usize,
+        new_len: usize,
+        out_of_memory: impl FnOnce() -> *mut u8,
+    ) -> *mut u8 {
+        // SAFETY: the caller's contract, above.
+        let block = unsafe {
+            if old_len == 0 {
+                if new_len == 0 {
+                    return ptr::without_provenance_mut(align);
+                }
+                self.alloc(Layout::from_size_align_unchecked(new_len, align))
+            } else {
+                self.realloc(
+                    old_ptr,
+                    Layout::from_size_align_unchecked(old_len, align),
+                    new_len,
+                )
+            }
+        };
+        if block.is_null() {
+            return out_of_memory();
+        }
+        block
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_canonical_realloc_allocates_reallocates_and_hands_out_nothing_for_nothing() {
+        let heap = SizeClassHeap::new();
+        unsafe {
+            // Nothing for nothing: the dangling, aligned pointer, and no block taken.
+            assert_eq!(
+                heap.canonical_realloc(ptr::null_mut(), 0, 8, 0, ptr::null_mut)
+                    .addr(),
+                8
+            );
+            let first = heap.canonical_realloc(ptr::null_mut(), 0, 4, 12, ptr::null_mut);
+            assert_eq!(first.addr() % 4, 0);
+            first.copy_from_nonoverlapping(b"abcdefghijkl".as_ptr(), 12);
+            // A second block does not overlap the first.
+            let second = heap.canonical_realloc(ptr::null_mut(), 0, 1, 3, ptr::null_mut);
+            assert!(second.addr() >= first.addr() + 12 || second.addr() + 3 <= first.addr());
+            // Growing past the class moves the block and keeps its bytes.
+            let grown = heap.canonical_realloc(first, 12, 4, 200, ptr::null_mut);
+            assert_ne!(grown, first);
+            assert_eq!(grown.addr() % 4, 0);
+            assert_eq!(std::slice::from_raw_parts(grown, 12), b"abcdefghijkl");
+            // Shrinking keeps the prefix.
+            let shrunk = heap.canonical_realloc(grown, 200, 4, 5, ptr::null_mut);
+            assert_eq!(std::slice::from_raw_parts(shrunk, 5), b"abcde");
+            heap.dealloc(shrunk, layout(5, 4));
+            heap.dealloc(second, layout(3, 1));
+            // Out of memory: what the caller's handler gives (the component's traps).
+            let handled = ptr::without_provenance_mut::<u8>(0x5eed);
+            let too_large = isize::MAX as usize - 7;
+            assert_eq!(
+                heap.canonical_realloc(ptr::null_mut(), 0, 8, too_large, || handled),
+                handled
+            );
+        }
+    }
 
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).unwrap()

@@ -136,27 +136,13 @@ mod component {
         align: usize,
         new_len: usize,
     ) -> *mut u8 {
-        use std::alloc::{GlobalAlloc, Layout};
         // SAFETY: the canonical ABI passes a power-of-two alignment and sizes that fit it, and
         // a non-zero `old_len` only with a block this heap gave out with that size and alignment.
-        let block = unsafe {
-            if old_len == 0 {
-                if new_len == 0 {
-                    return align as *mut u8;
-                }
-                HEAP.alloc(Layout::from_size_align_unchecked(new_len, align))
-            } else {
-                HEAP.realloc(
-                    old_ptr,
-                    Layout::from_size_align_unchecked(old_len, align),
-                    new_len,
-                )
-            }
-        };
-        if block.is_null() {
-            core::arch::wasm32::unreachable();
+        unsafe {
+            HEAP.canonical_realloc(old_ptr, old_len, align, new_len, || {
+                core::arch::wasm32::unreachable()
+            })
         }
-        block
     }
 
     struct DefaultRules;
