@@ -472,7 +472,8 @@ fn throughput(tokio: &tokio::runtime::Runtime, plugin: &dealbridge::runtime::Loa
                 input_bytes / batch_size as u64
             );
             if path == PlanPath::Flat {
-                flat_in_flat_out(tokio, plugin, &inv, &batch, rounds, native_flat);
+                let native_flat_rps = records / native_flat.as_secs_f64();
+                flat_in_flat_out(tokio, plugin, &inv, &batch, rounds, native_flat_rps);
             }
         }
     }
@@ -488,7 +489,7 @@ fn flat_in_flat_out(
     inv: &Invocation,
     batch: &dealbridge::runtime::Batch,
     rounds: usize,
-    native_flat: Duration,
+    native_rps: f64,
 ) {
     let flat_batch = dealbridge::runtime::flatten(batch).unwrap();
     let pairs = batch.pairs.len();
@@ -502,7 +503,6 @@ fn flat_in_flat_out(
     });
     let records = (rounds * pairs) as f64;
     let wasm_rps = records / wasm.as_secs_f64();
-    let native_rps = records / native_flat.as_secs_f64();
     println!(
         "batch {pairs:>6} flat in/out: wasm {wasm_rps:>10.0} rec/s   flat planner {native_rps:>10.0} rec/s   ratio against the flat planner {:>5.2}",
         native_rps / wasm_rps

@@ -474,15 +474,22 @@ impl LoadedPlugin {
     /// The path an invocation plans on: the one it asks for, else the flat one when the
     /// component exports it.
     fn plan_path(&self, inv: &Invocation) -> Result<PlanPath, InvokeError> {
-        let flat = self.exports.flat.is_some();
         match inv.path {
-            Some(PlanPath::Flat) if !flat => Err(InvokeError::Input(
-                "the component does not export `flat-rules`, so it cannot plan on the flat path"
-                    .into(),
-            )),
+            Some(PlanPath::Flat) => self.require_flat().map(|()| PlanPath::Flat),
             Some(path) => Ok(path),
             None => Ok(self.default_path()),
         }
+    }
+
+    /// Refuses a flat call to a component without `flat-rules`.
+    fn require_flat(&self) -> Result<(), InvokeError> {
+        if self.exports.flat.is_none() {
+            return Err(InvokeError::Input(
+                "the component does not export `flat-rules`, so it cannot plan on the flat path"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Calls `describe`.
@@ -535,14 +542,8 @@ impl LoadedPlugin {
     /// is trusted to be well formed, as [`flatten`] makes it: the host checks what the plugin
     /// returns, not what it is given.
     pub async fn plan_flat(&self, inv: &Invocation, batch: &FlatBatch) -> Invoked<CheckedPlan> {
-        if self.exports.flat.is_none() {
-            return Invoked::refused(
-                InvokeError::Input(
-                    "the component does not export `flat-rules`, so it cannot plan a flat batch"
-                        .into(),
-                ),
-                "flat-rules.plan",
-            );
+        if let Err(e) = self.require_flat() {
+            return Invoked::refused(e, "flat-rules.plan");
         }
         self.invoke(inv, lowered_size(batch), Call::PlanFlat(batch))
             .await
